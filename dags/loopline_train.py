@@ -1,0 +1,138 @@
+"""
+### Train: exact DVC data → GE → features → LightGBM → MLflow → gate → Bento
+
+Runs weekly, whenever the ingest DAG publishes a new dataset version (Asset), on a
+drift alarm, or by hand (**Trigger DAG w/ config**: data version, hyperparameter
+overrides, reason).
+
+One MLflow run per DAG run records the DVC data version and content hash, the
+feature-set version, the git commit, params, holdout metrics (AUC, KS, Brier,
+precision/recall at the decision threshold), the GE result, feature importances
+and the model with signature and input example. The model is registered; the
+quality gate (absolute floor AND not worse than the champion on the same holdout)
+decides whether the version becomes `challenger` (the first one becomes
+`champion`); a version that passes is packaged as a Bento.
+
+Re-running with the same inputs (data, code, params) reuses the earlier run and
+registry version: no duplicates.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowSkipException
+
+from loopline.assets import dataset_asset, model_asset
+from loopline.data_registry import DATA_VERSION_PATTERN
+from loopline.hyperparams import OVERRIDE_SCHEMA
+from loopline.notifiers import task_failure_notifier
+
+MODEL = "credit_risk"
+
+
+def _settings():
+    from loopline.settings import get_settings
+
+    return get_settings()
+
+
+@dag(
+    dag_id="loopline_train",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"), assets=dataset_asset(MODEL)
+    ),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["loopline", "train", MODEL],
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "on_failure_callback": task_failure_notifier()},
+    params={
+        "data_version": Param(
+            "latest",
+            type="string",
+            pattern=DATA_VERSION_PATTERN,
+            title="Data version",
+            description="'latest', a version such as 'v0003', or a data-registry commit",
+        ),
+        "hyperparameters": Param(
+            {},
+            type="object",
+            title="Hyperparameter overrides",
+            description="LightGBM parameters to override, e.g. {\"learning_rate\": 0.03}",
+            **{k: v for k, v in OVERRIDE_SCHEMA.items() if k != "type"},
+        ),
+        "reason": Param(
+            "scheduled",
+            type="string",
+            minLength=1,
+            maxLength=500,
+            title="Reason",
+            description="Why this model is being trained; recorded on the MLflow run",
+        ),
+    },
+    doc_md=__doc__,
+)
+def loopline_train():
+    @task
+    def start_run() -> dict:
+        """Resolve the exact data version; open (or reuse) the MLflow run with the full lineage."""
+        from loopline.train_flow import start
+
+        context = get_current_context()
+        params = context["params"]
+        run_tags = {
+            "airflow.dag_id": context["dag"].dag_id,
+            "airflow.dag_run_id": context["run_id"],
+            "mlflow.runName": f"{MODEL}-{context['run_id']}",
+        }
+        return start(
+            MODEL, params["data_version"], params["hyperparameters"], params["reason"], run_tags, _settings()
+        ).to_dict()
+
+    @task
+    def validate_data(run: dict) -> dict:
+        """GE suite over the whole pulled dataset; a failure stops the run before training."""
+        from loopline.train_flow import TrainRun, validate_data
+
+        return validate_data(TrainRun(**run), _settings())
+
+    @task
+    def train_and_evaluate(run: dict) -> dict:
+        from loopline.train_flow import TrainRun, train_and_evaluate
+
+        return train_and_evaluate(TrainRun(**run), _settings()).to_dict()
+
+    @task
+    def register_model(run: dict) -> dict:
+        from loopline.train_flow import TrainRun, register
+
+        return register(TrainRun(**run), _settings()).to_dict()
+
+    @task(outlets=[model_asset(MODEL)])
+    def quality_gate(run: dict) -> dict:
+        """Floor and champion comparison on one holdout; sets `challenger` (or `champion` for the first)."""
+        from loopline.train_flow import TrainRun, quality_gate
+
+        result = quality_gate(TrainRun(**run), _settings())
+        if not result["passed"]:
+            raise AirflowSkipException(f"version {result['version']} rejected by the quality gate: {result['checks']}")
+        return result
+
+    @task
+    def package_bento(run: dict, gate: dict) -> str:
+        """Import the version into BentoML and build its Bento; the tag is recorded on the model version."""
+        from loopline.packaging import build_bento
+
+        return build_bento(run["model_name"], run["model_version"], _settings())
+
+    run = start_run()
+    checked = validate_data(run)
+    trained = train_and_evaluate(run)
+    checked >> trained
+    registered = register_model(trained)
+    package_bento(registered, quality_gate(registered))
+
+
+loopline_train()

@@ -1,0 +1,1 @@
+"""Loopline: the logic of the ML production line, importable and testable without Airflow."""

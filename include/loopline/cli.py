@@ -1,0 +1,189 @@
+"""``loopline``: the one command-line entry point (Makefile, dvc.yaml stages and people use it)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="Loopline: an ML production line on Apache Airflow.", no_args_is_help=True, add_completion=False)
+
+MODEL_OPTION = typer.Option("credit_risk", "--model", "-m", help="Model name (a folder under models/).")
+
+
+def _settings():
+    from loopline.settings import SettingsError, apply_library_env, get_settings
+
+    try:
+        return apply_library_env(get_settings())
+    except SettingsError as err:
+        typer.secho(f"configuration error: {err}", fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def env() -> None:
+    """Print `export` lines for Airflow, MLflow and BentoML (use: eval "$(loopline env)")."""
+    from loopline.settings import get_settings
+
+    for key, value in get_settings().as_env().items():
+        print(f"export {key}={json.dumps(value)}")
+
+
+@app.command()
+def init() -> None:
+    """Create the state folder and the DVC data registry (idempotent)."""
+    from loopline.data_registry import DataRegistry
+    from loopline.settings import ensure_dirs
+
+    settings = ensure_dirs(_settings())
+    DataRegistry(settings.data_registry, settings.dvc_remote_url).init()
+    typer.echo(f"state in {settings.home}; data registry {settings.data_registry} -> remote {settings.dvc_remote_url}")
+
+
+@app.command()
+def reset(yes: bool = typer.Option(False, "--yes", help="Do not ask.")) -> None:
+    """Remove ALL embedded state (Airflow DB, MLflow, DVC registry and remote, Bentos, landing zone)."""
+    from loopline.settings import get_settings
+
+    home = get_settings().home
+    if not yes and not typer.confirm(f"Delete {home} and everything in it?"):
+        raise typer.Exit(1)
+    shutil.rmtree(home, ignore_errors=True)
+    typer.echo(f"removed {home}")
+
+
+@app.command()
+def generate(
+    weeks: str = typer.Option("0-3", help="Week range 'A-B' (inclusive) or a single week."),
+    rows: int = typer.Option(1000, min=1, max=5_000_000, help="Rows per weekly batch."),
+    seed: int = typer.Option(0),
+    covariate_shift: float = typer.Option(0.0, min=0.0, max=3.0),
+    concept_shift: float = typer.Option(0.0, min=0.0, max=3.0),
+    unlabelled: bool = typer.Option(False, help="Withhold labels (label delay)."),
+    fmt: str = typer.Option("csv", "--format", help="csv or parquet."),
+    out: Optional[Path] = typer.Option(None, help="Folder; default: the model's landing zone."),
+    model: str = MODEL_OPTION,
+) -> None:
+    """Drop generated weekly batches of credit applications into the landing zone."""
+    from loopline import datagen
+
+    if fmt not in ("csv", "parquet"):
+        raise typer.BadParameter("--format must be csv or parquet")
+    first, _, last = weeks.partition("-")
+    try:
+        span = range(int(first), int(last or first) + 1)
+    except ValueError:
+        raise typer.BadParameter(f"--weeks {weeks!r} is not 'A-B' or a number") from None
+    folder = out or _settings().landing_dir / model
+    folder.mkdir(parents=True, exist_ok=True)
+    drift = datagen.DriftKnobs(covariate_shift=covariate_shift, concept_shift=concept_shift)
+    for week in span:
+        frame = datagen.make_batch(week, n_rows=rows, seed=seed, drift=drift, with_labels=not unlabelled)
+        path = datagen.write_batch(frame, folder / f"applications_w{week:03d}_s{seed}.{fmt}")
+        typer.echo(f"wrote {path} ({len(frame)} rows)")
+
+
+@app.command()
+def malformed(
+    kinds: list[str] = typer.Argument(None, help="Kinds to write; default: all."),
+    out: Optional[Path] = typer.Option(None, help="Folder; default: the model's landing zone."),
+    model: str = MODEL_OPTION,
+) -> None:
+    """Drop malformed batches (wrong dtype, missing column, out of range, empty, unparseable)."""
+    from loopline import datagen
+
+    folder = out or _settings().landing_dir / model
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind in kinds or datagen.MALFORMED_KINDS:
+        try:
+            path = datagen.write_malformed(kind, folder / f"malformed_{kind}.csv")
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from None
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
+def status(model: str = MODEL_OPTION) -> None:
+    """What the line holds: data versions, model versions and aliases, Bentos, quarantine."""
+    from loopline.status import describe
+
+    typer.echo(describe(model, _settings()))
+
+
+@app.command()
+def reproduce(
+    version: str = typer.Argument(..., help="Registered model version, e.g. 3."),
+    model: str = MODEL_OPTION,
+) -> None:
+    """Retrain a registered version from its lineage (data version, code commit, params); compare metrics."""
+    from loopline.reproduce import reproduce as run
+
+    result = run(model, version, _settings())
+    typer.echo(result.table())
+    if not result.matches:
+        raise typer.Exit(1)
+
+
+@app.command("pull-data")
+def pull_data(
+    version: str = typer.Option("latest", help="'latest', 'vNNNN' or a data-registry commit."),
+    out: Path = typer.Option(Path("data/credit_risk"), help="Folder to fetch the dataset into."),
+    model: str = MODEL_OPTION,
+) -> None:
+    """Fetch an exact dataset version from the DVC remote (dvc.yaml stage `pull`)."""
+    from loopline.data_registry import DataRegistry, RegistryError
+    from loopline.spec import load_spec
+
+    settings = _settings()
+    registry = DataRegistry(settings.data_registry, settings.dvc_remote_url)
+    try:
+        resolved = registry.resolve(load_spec(model, settings.models_dir).dataset.name, version)
+    except RegistryError as err:
+        typer.secho(str(err), fg="red", err=True)
+        raise typer.Exit(2) from None
+    registry.pull(resolved, out)
+    (out.parent / f"{out.name}.version.json").write_text(json.dumps(resolved.to_dict(), indent=2) + "\n")
+    typer.echo(f"{resolved.tag} (rev {resolved.rev[:10]}, {resolved.rows} rows) -> {out}")
+
+
+@app.command("train-offline")
+def train_offline(
+    data: Path = typer.Option(Path("data/credit_risk"), help="Folder of parquet batches (from pull-data)."),
+    out: Path = typer.Option(Path("artifacts/credit_risk"), help="Where model.txt and metrics.json go."),
+    model: str = MODEL_OPTION,
+) -> None:
+    """Train and evaluate with the spec's params, outside Airflow and MLflow (dvc.yaml stage `train`)."""
+    import pandas as pd
+
+    from loopline import training
+    from loopline.spec import load_spec
+
+    settings = _settings()
+    spec = load_spec(model, settings.models_dir)
+    files = sorted(data.glob("*.parquet"))
+    if not files:
+        typer.secho(f"no parquet batches in {data}; run `loopline pull-data` first", fg="red", err=True)
+        raise typer.Exit(2)
+    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    trained, metrics = training.fit_and_evaluate(frame, spec, {**spec.training.params, "seed": spec.training.seed})
+    out.mkdir(parents=True, exist_ok=True)
+    trained.booster.save_model(str(out / "model.txt"))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "feature_importance.json").write_text(json.dumps(training.feature_importance(trained.booster), indent=2))
+    typer.echo(json.dumps(metrics, indent=2))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Airflow notifier used by every Loopline DAG, for task failures and pipeline events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from airflow.sdk import BaseNotifier
+
+from loopline.alerts import post_webhook, webhook_payload
+from loopline.settings import get_settings
+
+
+class LooplineNotifier(BaseNotifier):
+    """Logs the alert, posts it to the chat webhook and e-mails it, where those are configured.
+
+    Configured by LOOPLINE_NOTIFY_WEBHOOK_URL / LOOPLINE_NOTIFY_WEBHOOK_KIND and
+    LOOPLINE_NOTIFY_EMAIL_TO (sent through the Airflow SMTP connection
+    LOOPLINE_SMTP_CONN_ID); read when an alert is sent, never at DAG parse time.
+    """
+
+    template_fields: Sequence[str] = ("title", "body")
+
+    def __init__(self, title: str, body: str = "") -> None:
+        super().__init__()
+        self.title = title
+        self.body = body
+
+    def notify(self, context) -> None:
+        self.log.warning("ALERT %s\n%s", self.title, self.body)
+        settings = get_settings()
+        if settings.notify_webhook_url:
+            payload = webhook_payload(settings.notify_webhook_kind, self.title, self.body)
+            post_webhook(settings.notify_webhook_url, payload)
+        if settings.notify_email_to:
+            from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+            SmtpNotifier(
+                to=settings.notify_email_to,
+                subject=self.title,
+                html_content=f"<pre>{self.body}</pre>",
+                smtp_conn_id=settings.smtp_conn_id,
+            ).notify(context)
+
+
+def task_failure_notifier() -> LooplineNotifier:
+    """Shared on_failure_callback: names the DAG, task and run, links to the log."""
+    return LooplineNotifier(
+        title="Loopline: {{ ti.dag_id }}.{{ ti.task_id }} failed",
+        body="run {{ run_id }}, try {{ ti.try_number }}\n{{ exception | default('') }}\nlog: {{ ti.log_url }}",
+    )

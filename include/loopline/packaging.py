@@ -1,0 +1,90 @@
+"""Package a registered model version as a Bento (BentoML 1.4).
+
+Two steps, as BentoML recommends: import the MLflow model into the BentoML
+model store, then build the Bento from ``models/<name>/service.py``. The build
+context is assembled in a scratch folder (the service, its spec and the
+``loopline`` package), so the Bento carries the exact feature code training used.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from loopline.settings import Settings, apply_library_env
+
+# Packages the service needs at run time, pinned like requirements.txt (a test keeps them in step).
+SERVICE_PACKAGES = ("lightgbm", "mlflow", "numpy", "pandas", "pydantic", "pyyaml", "scikit-learn")
+BENTO_TAG = "loopline.bento_tag"
+
+
+def _pinned(requirements: Path, names: tuple[str, ...]) -> list[str]:
+    pins = {}
+    for line in requirements.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if "==" in line:
+            name, _ = line.split("==", 1)
+            pins[name.strip().lower()] = line
+    missing = [n for n in names if n not in pins]
+    if missing:
+        raise RuntimeError(f"{requirements} does not pin {missing}")
+    return [pins[n] for n in names]
+
+
+def build_context(model_name: str, settings: Settings, dest: Path) -> Path:
+    if dest.exists():
+        shutil.rmtree(dest)
+    model_dir = settings.models_dir / model_name
+    dest.mkdir(parents=True)
+    shutil.copy2(model_dir / "service.py", dest / "service.py")
+    shutil.copy2(model_dir / "spec.yaml", dest / "spec.yaml")
+    shutil.copytree(
+        settings.project_root / "include" / "loopline", dest / "loopline", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    return dest
+
+
+def build_bento(model_name: str, version: str, settings: Settings) -> str:
+    """Import version ``version`` of the registered model and build its Bento; returns the Bento tag.
+
+    Idempotent: a version whose Bento was already built (tag recorded on the
+    model version, Bento still in the store) is not rebuilt.
+    """
+    apply_library_env(settings)
+    import bentoml
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
+    recorded = client.get_model_version(model_name, version).tags.get(BENTO_TAG)
+    if recorded:
+        try:
+            bentoml.bentos.get(recorded)
+            return recorded
+        except bentoml.exceptions.NotFound:
+            pass
+    bento_model = bentoml.mlflow.import_model(
+        model_name,
+        model_uri=f"models:/{model_name}/{version}",
+        labels={"mlflow_model_version": version, "owner": "loopline"},
+        metadata={"mlflow_model_version": version},
+    )
+    ctx = build_context(model_name, settings, settings.work_dir / "bento-build" / f"{model_name}-v{version}")
+    os.environ["LOOPLINE_BENTO_MODEL"] = str(bento_model.tag)
+    os.environ["LOOPLINE_MODEL_VERSION"] = version
+    bento = bentoml.bentos.build(
+        "service:ModelService",
+        name=model_name.replace("_", "-"),
+        version=f"v{version}-{bento_model.tag.version}",
+        labels={"mlflow_model_version": version, "model": model_name},
+        description=f"Loopline {model_name}, MLflow model version {version}",
+        include=["service.py", "spec.yaml", "loopline/**/*.py"],
+        python={"packages": _pinned(settings.project_root / "requirements.txt", SERVICE_PACKAGES)},
+        envs=[{"name": "LOOPLINE_BENTO_MODEL", "value": str(bento_model.tag)},
+              {"name": "LOOPLINE_MODEL_VERSION", "value": version}],
+        models=[str(bento_model.tag)],
+        build_ctx=str(ctx),
+    )
+    tag = str(bento.tag)
+    client.set_model_version_tag(model_name, version, BENTO_TAG, tag)
+    return tag

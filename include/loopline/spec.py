@@ -1,0 +1,121 @@
+"""The model spec (``models/<name>/spec.yaml``): schema, training recipe and gates of one model.
+
+Validated strictly on load, so a typo in a spec fails loudly with the key's path
+instead of silently falling back to a default.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class SpecError(ValueError):
+    """The spec file is missing or invalid; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NumericRange(_Strict):
+    min: float
+    max: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> NumericRange:
+        if self.min > self.max:
+            raise ValueError(f"min {self.min} > max {self.max}")
+        return self
+
+
+class DatasetSpec(_Strict):
+    name: str
+    entity_id: str
+    timestamp: str
+    target: str
+    expectation_suite: str
+
+
+class FeatureSpec(_Strict):
+    version: str
+    numeric: dict[str, NumericRange]
+    categorical: dict[str, list[str]]
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> FeatureSpec:
+        both = set(self.numeric) & set(self.categorical)
+        if both:
+            raise ValueError(f"features both numeric and categorical: {sorted(both)}")
+        for name, levels in self.categorical.items():
+            if not levels or len(set(levels)) != len(levels):
+                raise ValueError(f"categorical feature {name!r} needs distinct, non-empty levels")
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+
+class TrainingSpec(_Strict):
+    valid_weeks: int = Field(ge=1)
+    holdout_weeks: int = Field(ge=1)
+    min_train_rows: int = Field(ge=1)
+    decision_threshold: float = Field(gt=0, lt=1)
+    seed: int
+    early_stopping_rounds: int = Field(ge=1)
+    params: dict[str, Any]
+
+
+class QualityGateSpec(_Strict):
+    min_auc: float = Field(ge=0, le=1)
+    max_brier: float = Field(ge=0, le=1)
+    auc_tolerance: float = Field(ge=0)
+    brier_tolerance: float = Field(ge=0)
+
+
+class ModelSpec(_Strict):
+    name: str
+    description: str = ""
+    dataset: DatasetSpec
+    features: FeatureSpec
+    training: TrainingSpec
+    quality_gate: QualityGateSpec
+
+    @property
+    def input_columns(self) -> list[str]:
+        """Columns of a raw batch, in order: id, time, features, label."""
+        ds = self.dataset
+        return [ds.entity_id, ds.timestamp, *self.features.names, ds.target]
+
+
+def spec_path(model_name: str, models_dir: Path) -> Path:
+    return models_dir / model_name / "spec.yaml"
+
+
+def load_spec_file(path: Path) -> ModelSpec:
+    """Parse and validate one spec file (the service inside a Bento reads its copy this way)."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+        return ModelSpec.model_validate(raw)
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path} is not valid YAML: {err}") from err
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise SpecError(f"{path} is invalid: {problems}") from err
+
+
+@lru_cache(maxsize=16)
+def load_spec(model_name: str, models_dir: Path) -> ModelSpec:
+    path = spec_path(model_name, models_dir)
+    if not path.is_file():
+        known = sorted(p.parent.name for p in models_dir.glob("*/spec.yaml"))
+        raise SpecError(f"no spec for model {model_name!r} at {path}; known models: {known}")
+    spec = load_spec_file(path)
+    if spec.name != model_name:
+        raise SpecError(f"{path} declares name {spec.name!r}, expected {model_name!r}")
+    return spec

@@ -1,0 +1,191 @@
+"""The steps of the train DAG, each a plain function of plain values (what XCom carries).
+
+Every step re-derives what it needs from shared stores (the DVC remote, MLflow),
+never from a previous task's local files, so steps can run on different workers
+and be retried alone. Pulled data is cached per content hash, which makes the
+repeated pulls cheap on one machine.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from loopline.data_registry import DataRegistry, DataVersion
+from loopline.features import build_features
+from loopline.gate import CHALLENGER, CHAMPION, judge
+from loopline.hyperparams import merge_params
+from loopline.lineage import TrainingInputs, code_version
+from loopline.settings import Settings
+from loopline.spec import ModelSpec, load_spec
+
+log = logging.getLogger(__name__)
+
+
+class DataValidationError(RuntimeError):
+    """The training dataset failed its expectation suite; nothing was trained."""
+
+
+@dataclass
+class TrainRun:
+    """What flows between train tasks: references only."""
+
+    model_name: str
+    run_id: str
+    experiment_id: str
+    data: dict[str, Any]
+    fingerprint: str
+    reused: bool
+    model_version: str | None = None
+
+    @property
+    def data_version(self) -> DataVersion:
+        return DataVersion(**self.data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def registry_for(settings: Settings) -> DataRegistry:
+    return DataRegistry(settings.data_registry, settings.dvc_remote_url)
+
+
+def spec_for(model_name: str, settings: Settings) -> ModelSpec:
+    return load_spec(model_name, settings.models_dir)
+
+
+def load_dataset(version: DataVersion, settings: Settings) -> pd.DataFrame:
+    dest = settings.work_dir / "data" / version.dataset / version.md5.replace(".dir", "")
+    return registry_for(settings).load(version, dest)
+
+
+def start(
+    model_name: str,
+    data_ref: str,
+    overrides: dict[str, Any],
+    reason: str,
+    run_tags: dict[str, str],
+    settings: Settings,
+) -> TrainRun:
+    """Resolve the exact data version and open (or reuse) the MLflow run for these inputs."""
+    from loopline import tracking
+
+    spec = spec_for(model_name, settings)
+    version = registry_for(settings).resolve(spec.dataset.name, data_ref)
+    code = code_version(settings.project_root)
+    inputs = TrainingInputs(
+        model_name=model_name,
+        data_version=version.version,
+        data_rev=version.rev,
+        data_md5=version.md5,
+        feature_version=spec.features.version,
+        code_commit=code.commit,
+        code_dirty=code.dirty,
+        params={**merge_params(spec.training.params, overrides), "seed": spec.training.seed},
+    )
+    client = tracking.client_for(settings)
+    exp_id = tracking.experiment_id(client, model_name, settings)
+    tags = {**run_tags, "loopline.reason": reason or "unspecified"}
+    run_id, reused = tracking.start_or_reuse_run(client, exp_id, inputs, tags)
+    log.info("data %s (rev %s, md5 %s); MLflow run %s reused=%s", version.tag, version.rev, version.md5, run_id, reused)
+    return TrainRun(model_name, run_id, exp_id, version.to_dict(), inputs.fingerprint(), reused)
+
+
+def validate_data(run: TrainRun, settings: Settings) -> dict[str, Any]:
+    """Validate the whole pulled dataset with the batch suite; log the GE result to the run."""
+    from loopline import tracking
+    from loopline.validation import validate_frame
+
+    spec = spec_for(run.model_name, settings)
+    frame = load_dataset(run.data_version, settings)
+    raw = frame.assign(**{spec.dataset.timestamp: frame[spec.dataset.timestamp].dt.strftime("%Y-%m-%d %H:%M:%S")})
+    report = validate_frame(raw, run.data_version.tag, spec.dataset.expectation_suite, settings.expectations_dir)
+    client = tracking.client_for(settings)
+    tracking.log_dict(client, run.run_id, report.to_dict(), "validation/ge_result.json")
+    client.set_tag(run.run_id, "loopline.data_validation", "passed" if report.success else "failed")
+    client.log_metric(run.run_id, "data.rows", float(len(frame)))
+    if not report.success:
+        raise DataValidationError(report.summary())
+    return {"success": True, "rows": len(frame), "summary": report.summary()}
+
+
+def train_and_evaluate(run: TrainRun, settings: Settings) -> TrainRun:
+    """Features → LightGBM → holdout metrics → MLflow (params, metrics, importances, model)."""
+    if run.reused:
+        log.info("MLflow run %s already holds a model for these exact inputs; not retraining", run.run_id)
+        return run
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from loopline import tracking, training
+
+    spec = spec_for(run.model_name, settings)
+    frame = training.labelled(load_dataset(run.data_version, settings), spec)
+    split = training.time_split(frame, spec)
+    client = tracking.client_for(settings)
+    model = training.train(split, spec, tracking.recorded_params(client, run.run_id))
+    metrics = training.evaluate(model.booster, split.holdout, spec)
+    valid_metrics = training.evaluate(model.booster, split.valid, spec)
+    features = build_features(split.holdout.head(200), spec)
+    signature = infer_signature(features, model.booster.predict(features))
+    with mlflow.start_run(run_id=run.run_id):
+        mlflow.log_param("best_iteration", model.best_iteration)
+        mlflow.log_params({f"split.{k}": v for k, v in split.describe(spec.dataset.timestamp).items()})
+        mlflow.log_metrics({f"holdout.{k}": v for k, v in metrics.items()})
+        mlflow.log_metrics({f"valid.{k}": v for k, v in valid_metrics.items()})
+        mlflow.log_dict(training.feature_importance(model.booster), "feature_importance.json")
+        info = mlflow.lightgbm.log_model(
+            model.booster, name=tracking.MODEL_ARTIFACT, signature=signature, input_example=features.head(5)
+        )
+        mlflow.set_tags({"loopline.model_uri": info.model_uri, "loopline.model_id": info.model_id or ""})
+    return run
+
+
+def register(run: TrainRun, settings: Settings) -> TrainRun:
+    from loopline import tracking
+
+    client = tracking.client_for(settings)
+    version, created = tracking.register(client, run.model_name, run.run_id)
+    log.info("model %s version %s (%s)", run.model_name, version, "new" if created else "already registered")
+    run.model_version = version
+    return run
+
+
+def _holdout_metrics(model_uri: str, holdout: pd.DataFrame, spec: ModelSpec) -> dict[str, float]:
+    import mlflow.lightgbm
+
+    from loopline import training
+
+    booster = mlflow.lightgbm.load_model(model_uri)
+    return training.evaluate(booster, holdout, spec)
+
+
+def quality_gate(run: TrainRun, settings: Settings) -> dict[str, Any]:
+    """Judge the new version against the floor and the champion on the same holdout; set aliases."""
+    from loopline import tracking, training
+
+    spec = spec_for(run.model_name, settings)
+    client = tracking.client_for(settings)
+    name, version = run.model_name, str(run.model_version)
+    holdout = training.time_split(training.labelled(load_dataset(run.data_version, settings), spec), spec).holdout
+    candidate = _holdout_metrics(f"models:/{name}/{version}", holdout, spec)
+    champion_version = tracking.alias_version(client, name, tracking.CHAMPION_ALIAS)
+    champion = None
+    if champion_version and champion_version != version:
+        champion = _holdout_metrics(f"models:/{name}/{champion_version}", holdout, spec)
+    result = judge(candidate, spec.quality_gate, champion, champion_version, version)
+    if result.decision == CHAMPION:
+        client.set_registered_model_alias(name, tracking.CHAMPION_ALIAS, version)
+    elif result.decision == CHALLENGER:
+        client.set_registered_model_alias(name, tracking.CHALLENGER_ALIAS, version)
+    payload = {**result.to_dict(), "candidate": candidate, "champion": champion, "version": version}
+    tracking.log_dict(client, run.run_id, payload, f"gate/version-{version}.json")
+    tracking.log_metrics(client, run.run_id, {c.name: float(c.passed) for c in result.checks}, prefix="gate.")
+    client.set_tag(run.run_id, "loopline.gate_decision", result.decision)
+    client.set_model_version_tag(name, version, "loopline.gate_decision", result.decision)
+    client.set_model_version_tag(name, version, "loopline.gate_champion_version", champion_version or "none")
+    return payload

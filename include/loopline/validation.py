@@ -1,0 +1,159 @@
+"""Great Expectations validation of batches and datasets against suites in ``expectations/``.
+
+The suites are plain GE 1.x JSON kept in git; each validation runs a real GE
+Checkpoint on an ephemeral context (no GE project folder to keep in sync).
+Files that cannot even be read become a ``ValidationReport`` too, so every
+rejected batch gets the same kind of readable report.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+READABLE_SUFFIXES = (".csv", ".parquet")
+
+
+class SuiteError(ValueError):
+    """An expectation suite file is missing or contains expectations GE rejects."""
+
+
+@dataclass
+class ValidationReport:
+    """Outcome of validating one batch or dataset; what quarantine reports are made of."""
+
+    subject: str
+    success: bool
+    rows: int | None
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    read_error: str | None = None
+    suite: str | None = None
+    statistics: dict[str, Any] = field(default_factory=dict)
+    ge_result: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "subject": self.subject,
+            "success": self.success,
+            "rows": self.rows,
+            "suite": self.suite,
+            "read_error": self.read_error,
+            "statistics": self.statistics,
+            "failures": self.failures,
+            "ge_result": self.ge_result,
+        }
+
+    def summary(self) -> str:
+        """A few lines a person can read in a terminal or an alert."""
+        verdict = "PASSED" if self.success else "FAILED"
+        lines = [f"{self.subject}: {verdict} (suite {self.suite or '-'}, rows {self.rows if self.rows is not None else '-'})"]
+        if self.read_error:
+            lines.append(f"  cannot read file: {self.read_error}")
+        for f in self.failures:
+            where = f" column {f['column']!r}" if f.get("column") else ""
+            lines.append(f"  - {f['expectation']}{where}: {f['detail']}")
+        return "\n".join(lines)
+
+    def write(self, folder: Path, stem: str = "validation") -> tuple[Path, Path]:
+        """Write ``<stem>.json`` (full GE result) and ``<stem>.txt`` (summary) into folder."""
+        folder.mkdir(parents=True, exist_ok=True)
+        json_path, text_path = folder / f"{stem}.json", folder / f"{stem}.txt"
+        json_path.write_text(json.dumps(self.to_dict(), indent=2, default=str))
+        text_path.write_text(self.summary() + "\n")
+        return json_path, text_path
+
+
+def read_batch(path: Path) -> pd.DataFrame:
+    """Read a landed batch without coercing types: validation must see what arrived."""
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix == ".csv":
+        return pd.read_csv(path, low_memory=False)
+    raise ValueError(f"unsupported batch file type {path.suffix!r}; expected one of {READABLE_SUFFIXES}")
+
+
+def load_suite_dict(suite_name: str, expectations_dir: Path) -> dict[str, Any]:
+    path = expectations_dir / f"{suite_name}.json"
+    if not path.is_file():
+        raise SuiteError(f"expectation suite {suite_name!r} not found at {path}")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise SuiteError(f"{path} is not valid JSON: {err}") from err
+    if raw.get("name") != suite_name or not isinstance(raw.get("expectations"), list):
+        raise SuiteError(f"{path} must have name {suite_name!r} and a list of expectations")
+    return raw
+
+
+def _describe_failure(exp: dict[str, Any]) -> dict[str, Any]:
+    kwargs = {k: v for k, v in exp.get("kwargs", {}).items() if k != "batch_id"}
+    result = exp.get("result", {}) or {}
+    if "unexpected_count" in result:
+        sample = [c["value"] for c in result.get("partial_unexpected_counts", [])][:5]
+        detail = (
+            f"{result['unexpected_count']} of {result.get('element_count')} rows unexpected "
+            f"({result.get('unexpected_percent', 0):.1f}%), e.g. {sample}; expected {kwargs}"
+        )
+    else:
+        detail = f"observed {result.get('observed_value')!r}; expected {kwargs}"
+    return {
+        "expectation": exp.get("expectation_type"),
+        "column": kwargs.get("column"),
+        "kwargs": kwargs,
+        "detail": detail,
+    }
+
+
+def validate_frame(df: pd.DataFrame, subject: str, suite_name: str, expectations_dir: Path) -> ValidationReport:
+    """Run the suite as a GE Checkpoint against an in-memory frame."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    suite_dict = load_suite_dict(suite_name, expectations_dir)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    suite = gx.ExpectationSuite(**{k: suite_dict[k] for k in ("name", "expectations", "meta") if k in suite_dict})
+    if len(suite.expectations) != len(suite_dict["expectations"]):
+        raise SuiteError(f"suite {suite_name!r}: GE rejected some expectations; check their types and kwargs")
+    suite = context.suites.add(suite)
+    batch = context.data_sources.add_pandas("loopline").add_dataframe_asset(suite_name)
+    definition = batch.add_batch_definition_whole_dataframe("whole_frame")
+    validation = context.validation_definitions.add(
+        gx.ValidationDefinition(name=f"{suite_name}_validation", data=definition, suite=suite)
+    )
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name=f"{suite_name}_checkpoint",
+            validation_definitions=[validation],
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": 10},
+        )
+    )
+    result = checkpoint.run(batch_parameters={"dataframe": df})
+    described = json.loads(json.dumps(result.describe_dict(), default=str))
+    run = described["validation_results"][0]
+    failures = [_describe_failure(e) for e in run["expectations"] if not e["success"]]
+    return ValidationReport(
+        subject=subject,
+        success=bool(result.success),
+        rows=len(df),
+        failures=failures,
+        suite=suite_name,
+        statistics=run.get("statistics", {}),
+        ge_result=described,
+    )
+
+
+def validate_file(path: Path, suite_name: str, expectations_dir: Path) -> tuple[ValidationReport, pd.DataFrame | None]:
+    """Read and validate one landed file; an unreadable file is a failed report, not an exception."""
+    try:
+        df = read_batch(path)
+    except Exception as err:  # any reader error means the same thing: quarantine with the reason
+        report = ValidationReport(
+            subject=path.name, success=False, rows=None, read_error=f"{type(err).__name__}: {err}", suite=suite_name
+        )
+        return report, None
+    return validate_frame(df, path.name, suite_name, expectations_dir), df

@@ -1,0 +1,192 @@
+"""The spine, end to end on the embedded default: real Airflow runs (dag.test), real GE, DVC, MLflow, BentoML.
+
+The tests in this module build on each other in order (ingest → train → re-run →
+more data → retrain → reproduce), as the line does.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from loopline import datagen
+from loopline.data_registry import DataRegistry
+from loopline.settings import get_settings
+
+pytestmark = pytest.mark.slow
+ROWS = 800
+
+
+def registry() -> DataRegistry:
+    s = get_settings()
+    return DataRegistry(s.data_registry, s.dvc_remote_url)
+
+
+def mlflow_client():
+    from loopline import tracking
+
+    return tracking.client_for(get_settings())
+
+
+def contents(folder):
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+@pytest.fixture(scope="module")
+def landed_first(zones):
+    zones.landing.mkdir(parents=True, exist_ok=True)
+    originals = {}
+    for week in range(4):
+        path = datagen.write_batch(datagen.make_batch(week, n_rows=ROWS, seed=1), zones.landing / f"w{week}.csv")
+        originals[path.name] = path.read_bytes()
+    for kind in datagen.MALFORMED_KINDS:
+        path = datagen.write_malformed(kind, zones.landing / f"bad_{kind}.csv")
+        originals[path.name] = path.read_bytes()
+    return originals
+
+
+def test_ingest_quarantines_every_malformed_kind_and_versions_the_good(run_dag, zones, landed_first):
+    dr = run_dag("loopline_ingest")
+    assert dr.state == "success"
+
+    assert contents(zones.landing) == []
+    assert contents(zones.processing) == []
+    quarantined = {p.name.rsplit("-", 1)[0]: p for p in zones.quarantine.iterdir()}
+    assert sorted(quarantined) == sorted(f"bad_{k}" for k in datagen.MALFORMED_KINDS)
+    for folder in quarantined.values():
+        original = next(n for n in landed_first if (folder / n).exists())
+        assert (folder / original).read_bytes() == landed_first[original]  # untouched, nothing lost
+        report = json.loads((folder / "validation.json").read_text())
+        assert report["success"] is False
+        assert "FAILED" in (folder / "validation.txt").read_text()
+    assert json.loads((quarantined["bad_empty_file"] / "validation.json").read_text())["read_error"]
+    assert json.loads((quarantined["bad_unparseable"] / "validation.json").read_text())["read_error"]
+    out_of_range = json.loads((quarantined["bad_out_of_range"] / "validation.json").read_text())
+    assert any(f["expectation"] == "expect_column_values_to_be_between" for f in out_of_range["failures"])
+    wrong_type = json.loads((quarantined["bad_wrong_dtype"] / "validation.json").read_text())
+    assert any(f["expectation"] == "expect_column_values_to_be_in_type_list" for f in wrong_type["failures"])
+    missing = json.loads((quarantined["bad_missing_column"] / "validation.json").read_text())
+    assert any(f["expectation"] == "expect_table_columns_to_match_set" for f in missing["failures"])
+
+    assert registry().versions("credit_risk") == ["v0001"]
+    version = registry().resolve("credit_risk")
+    assert version.batches == 4 and version.rows == 4 * ROWS
+    assert len(contents(zones.archive)) == 4
+    remote = get_settings().dvc_remote_url
+    assert any(p.is_file() for p in Path(remote).rglob("*")), "nothing pushed to the DVC remote"
+
+
+def test_ingest_emits_the_dataset_asset_event(airflow_db):
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        events = (
+            session.query(AssetEvent).join(AssetModel).filter(AssetModel.uri == "dvc://loopline/credit_risk").all()
+        )
+        assert len(events) == 1
+        assert events[0].extra == {} or isinstance(events[0].extra, dict)
+
+
+def test_same_bytes_landing_again_are_not_ingested_twice(run_dag, zones, landed_first):
+    zones.landing.mkdir(parents=True, exist_ok=True)
+    (zones.landing / "w0_resent.csv").write_bytes(landed_first["w0.csv"])
+    dr = run_dag("loopline_ingest")
+    assert dr.state == "success"
+    assert registry().versions("credit_risk") == ["v0001"]  # no new version
+    assert contents(zones.landing) == [] and contents(zones.processing) == []
+    assert len(contents(zones.archive)) == 5  # kept for audit, in exactly one place
+
+
+def test_train_records_lineage_registers_champion_and_builds_bento(run_dag):
+    dr = run_dag("loopline_train", conf={"reason": "e2e first model"})
+    assert dr.state == "success"
+    client = mlflow_client()
+    model = client.get_registered_model("credit_risk")
+    assert model.aliases == {"champion": "1"}
+    mv = client.get_model_version("credit_risk", "1")
+    run = client.get_run(mv.run_id)
+    tags, metrics = run.data.tags, run.data.metrics
+    version = registry().resolve("credit_risk", "v0001")
+    assert tags["loopline.data_version"] == "v0001"
+    assert tags["loopline.data_rev"] == version.rev
+    assert tags["loopline.data_md5"] == version.md5
+    assert tags["loopline.feature_version"] == "1"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert tags["loopline.code_commit"] in (head, "unknown")
+    assert tags["loopline.reason"] == "e2e first model"
+    assert tags["airflow.dag_run_id"] == dr.run_id
+    assert tags["loopline.data_validation"] == "passed"
+    assert tags["loopline.gate_decision"] == "champion"
+    for key in ("auc", "ks", "brier", "precision_at_threshold", "recall_at_threshold"):
+        assert f"holdout.{key}" in metrics
+    assert metrics["holdout.auc"] > 0.7
+    assert run.data.params["learning_rate"] == "0.05"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"validation", "gate", "lineage", "feature_importance.json"} <= artifacts
+
+    from mlflow.models import get_model_info
+
+    info = get_model_info(f"models:/credit_risk/1")
+    assert info.signature is not None and info.saved_input_example_info is not None
+
+    import bentoml
+
+    bento_tag = mv.tags["loopline.bento_tag"]
+    bento = bentoml.bentos.get(bento_tag)
+    assert bento.info.labels["mlflow_model_version"] == "1"
+    assert (bento.path_of("src") / "loopline" / "features.py").exists()
+
+
+def test_rerunning_the_train_dag_creates_no_duplicate_version(run_dag):
+    dr = run_dag("loopline_train", conf={"reason": "re-run, same data"})
+    assert dr.state == "success"
+    client = mlflow_client()
+    assert [v.version for v in client.search_model_versions("name = 'credit_risk'")] == ["1"]
+
+
+def test_bad_params_are_refused_before_anything_runs(run_dag):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    with pytest.raises(ParamValidationError):
+        run_dag("loopline_train", conf={"data_version": "last week"})
+    with pytest.raises(ParamValidationError):
+        run_dag("loopline_train", conf={"hyperparameters": {"num_leaves": "many"}})
+    with pytest.raises(ParamValidationError):
+        run_dag("loopline_train", conf={"hyperparameters": {"not_a_param": 1}})
+
+
+def test_new_data_trains_a_new_version_judged_against_the_champion(run_dag, zones):
+    for week in (4, 5):
+        datagen.write_batch(datagen.make_batch(week, n_rows=ROWS, seed=1), zones.landing / f"w{week}.csv")
+    assert run_dag("loopline_ingest").state == "success"
+    assert registry().versions("credit_risk") == ["v0001", "v0002"]
+    dr = run_dag("loopline_train", conf={"reason": "new data"})
+    assert dr.state == "success"
+    import mlflow
+
+    client = mlflow_client()
+    mv = client.get_model_version("credit_risk", "2")
+    assert mv.tags["loopline.data_version"] == "v0002"
+    decision = mv.tags["loopline.gate_decision"]
+    aliases = client.get_registered_model("credit_risk").aliases
+    assert aliases["champion"] == "1"
+    run = client.get_run(mv.run_id)
+    gate = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/gate/version-2.json")
+    assert gate["decision"] == decision and gate["champion_version"] == "1"
+    assert gate["champion"]["rows"] == gate["candidate"]["rows"]  # same holdout
+    if decision == "challenger":
+        assert aliases["challenger"] == "2" and "loopline.bento_tag" in mv.tags
+    else:
+        assert decision == "rejected" and "challenger" not in aliases
+
+
+def test_reproduce_a_registered_version_from_its_lineage(airflow_db):
+    from loopline.reproduce import reproduce
+
+    result = reproduce("credit_risk", "1", get_settings())
+    assert result.matches, result.table()
+    assert "REPRODUCED" in result.table()
