@@ -70,8 +70,9 @@ def build_bento(model_name: str, version: str, settings: Settings) -> str:
         metadata={"mlflow_model_version": version},
     )
     ctx = build_context(model_name, settings, settings.work_dir / "bento-build" / f"{model_name}-v{version}")
+    # The service declares its model as "<name>:latest" unless told otherwise; pin the exact
+    # tag for the build. Inside the Bento only this one model exists, so latest is exact there too.
     os.environ["LOOPLINE_BENTO_MODEL"] = str(bento_model.tag)
-    os.environ["LOOPLINE_MODEL_VERSION"] = version
     bento = bentoml.bentos.build(
         "service:ModelService",
         name=model_name.replace("_", "-"),
@@ -80,8 +81,6 @@ def build_bento(model_name: str, version: str, settings: Settings) -> str:
         description=f"Loopline {model_name}, MLflow model version {version}",
         include=["service.py", "spec.yaml", "loopline/**/*.py"],
         python={"packages": _pinned(settings.project_root / "requirements.txt", SERVICE_PACKAGES)},
-        envs=[{"name": "LOOPLINE_BENTO_MODEL", "value": str(bento_model.tag)},
-              {"name": "LOOPLINE_MODEL_VERSION", "value": version}],
         models=[str(bento_model.tag)],
         build_ctx=str(ctx),
     )

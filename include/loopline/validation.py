@@ -116,7 +116,10 @@ def validate_frame(df: pd.DataFrame, subject: str, suite_name: str, expectations
     suite_dict = load_suite_dict(suite_name, expectations_dir)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    suite = gx.ExpectationSuite(**{k: suite_dict[k] for k in ("name", "expectations", "meta") if k in suite_dict})
+    try:
+        suite = gx.ExpectationSuite(**{k: suite_dict[k] for k in ("name", "expectations", "meta") if k in suite_dict})
+    except (TypeError, ValueError, KeyError) as err:
+        raise SuiteError(f"suite {suite_name!r}: GE rejected it: {err}") from err
     if len(suite.expectations) != len(suite_dict["expectations"]):
         raise SuiteError(f"suite {suite_name!r}: GE rejected some expectations; check their types and kwargs")
     suite = context.suites.add(suite)

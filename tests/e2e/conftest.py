@@ -47,7 +47,7 @@ def run_dag(dagbag):
     return run
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def zones(settings):
     from loopline.ingest import zones_for
 
