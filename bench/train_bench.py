@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -88,8 +88,13 @@ def bare_train(settings) -> dict:
     bento_model = bentoml.mlflow.import_model("credit_risk", model_uri=f"models:/bench_bare/{mv.version}")
     ctx = build_context("credit_risk", settings, settings.work_dir / "bench-bare-build")
     os.environ["LOOPLINE_BENTO_MODEL"] = str(bento_model.tag)
-    bentoml.bentos.build("service:ModelService", name="bench-bare", build_ctx=str(ctx),
-                         include=["service.py", "spec.yaml", "loopline/**/*.py"], models=[str(bento_model.tag)])
+    bentoml.bentos.build(
+        "service:ModelService",
+        name="bench-bare",
+        build_ctx=str(ctx),
+        include=["service.py", "spec.yaml", "loopline/**/*.py"],
+        models=[str(bento_model.tag)],
+    )
     return metrics
 
 
@@ -103,7 +108,7 @@ def main() -> None:
     _prepare(home, args.rows, args.weeks)
     bag = _dagbag()
     start = time.perf_counter()
-    ingest = bag.dags["loopline_ingest"].test(logical_date=datetime(2026, 6, 1, tzinfo=timezone.utc))
+    ingest = bag.dags["loopline_ingest"].test(logical_date=datetime(2026, 6, 1, tzinfo=UTC))
     ingest_s = time.perf_counter() - start
     assert ingest.state == "success", ingest.state
 
@@ -111,7 +116,7 @@ def main() -> None:
 
     settings = get_settings()
     start = time.perf_counter()
-    dag_run = bag.dags["loopline_train"].test(logical_date=datetime(2026, 6, 2, tzinfo=timezone.utc))
+    dag_run = bag.dags["loopline_train"].test(logical_date=datetime(2026, 6, 2, tzinfo=UTC))
     airflow_s = time.perf_counter() - start
     assert dag_run.state == "success", dag_run.state
     task_times = {ti.task_id: (ti.end_date - ti.start_date).total_seconds() for ti in dag_run.get_task_instances()}

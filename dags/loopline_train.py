@@ -60,7 +60,7 @@ def _settings():
             {},
             type="object",
             title="Hyperparameter overrides",
-            description="LightGBM parameters to override, e.g. {\"learning_rate\": 0.03}",
+            description='LightGBM parameters to override, e.g. {"learning_rate": 0.03}',
             **{k: v for k, v in OVERRIDE_SCHEMA.items() if k != "type"},
         ),
         "reason": Param(

@@ -16,7 +16,11 @@ if "LOOPLINE_TEST_HOME" not in os.environ:
     os.environ["LOOPLINE_TEST_HOME"] = tempfile.mkdtemp(prefix="loopline-test-")
 TEST_HOME = Path(os.environ["LOOPLINE_TEST_HOME"])
 os.environ["LOOPLINE_HOME"] = str(TEST_HOME)
-for _key in [k for k in os.environ if k.startswith(("LOOPLINE_", "AIRFLOW__")) and k not in ("LOOPLINE_HOME", "LOOPLINE_TEST_HOME")]:
+for _key in [
+    k
+    for k in os.environ
+    if k.startswith(("LOOPLINE_", "AIRFLOW__")) and k not in ("LOOPLINE_HOME", "LOOPLINE_TEST_HOME")
+]:
     del os.environ[_key]  # a developer's own settings must not leak into tests
 
 from loopline.settings import get_settings  # noqa: E402

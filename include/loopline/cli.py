@@ -6,7 +6,6 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -66,7 +65,7 @@ def generate(
     concept_shift: float = typer.Option(0.0, min=0.0, max=3.0),
     unlabelled: bool = typer.Option(False, help="Withhold labels (label delay)."),
     fmt: str = typer.Option("csv", "--format", help="csv or parquet."),
-    out: Optional[Path] = typer.Option(None, help="Folder; default: the model's landing zone."),
+    out: Path | None = typer.Option(None, help="Folder; default: the model's landing zone."),
     model: str = MODEL_OPTION,
 ) -> None:
     """Drop generated weekly batches of credit applications into the landing zone."""
@@ -91,7 +90,7 @@ def generate(
 @app.command()
 def malformed(
     kinds: list[str] = typer.Argument(None, help="Kinds to write; default: all."),
-    out: Optional[Path] = typer.Option(None, help="Folder; default: the model's landing zone."),
+    out: Path | None = typer.Option(None, help="Folder; default: the model's landing zone."),
     model: str = MODEL_OPTION,
 ) -> None:
     """Drop malformed batches (wrong dtype, missing column, out of range, empty, unparseable)."""

@@ -23,7 +23,15 @@ NUMERIC = (
 )  # fmt: skip
 CATEGORICAL = {
     "home_ownership": ("RENT", "OWN", "MORTGAGE", "OTHER"),
-    "loan_purpose": ("debt_consolidation", "credit_card", "home_improvement", "car", "medical", "small_business", "other"),
+    "loan_purpose": (
+        "debt_consolidation",
+        "credit_card",
+        "home_improvement",
+        "car",
+        "medical",
+        "small_business",
+        "other",
+    ),
     "employment_type": ("salaried", "self_employed", "unemployed", "retired", "student"),
     "region": ("north", "south", "east", "west"),
 }
@@ -66,7 +74,8 @@ def true_default_logit(df: pd.DataFrame, concept_shift: float = 0.0) -> np.ndarr
         + 0.9 * (df["employment_type"] == "unemployed")
         + 0.3 * (df["employment_type"] == "student")
         + 0.5 * (df["loan_purpose"] == "small_business")
-        + c * (1.4 * (df["region"] == "south") + 1.0 * (df["loan_purpose"] == "medical") - 0.8 * (df["region"] == "north"))
+        + c
+        * (1.4 * (df["region"] == "south") + 1.0 * (df["loan_purpose"] == "medical") - 0.8 * (df["region"] == "north"))
     )
     return (-2.2 + 1.8 * risk).to_numpy(dtype="float64")
 

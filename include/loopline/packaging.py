@@ -80,7 +80,8 @@ def build_bento(model_name: str, version: str, settings: Settings) -> str:
         labels={"mlflow_model_version": version, "model": model_name},
         description=f"Loopline {model_name}, MLflow model version {version}",
         include=["service.py", "spec.yaml", "loopline/**/*.py"],
-        python={"packages": _pinned(settings.project_root / "requirements.txt", SERVICE_PACKAGES)},
+        # Already pinned from requirements.txt: no need for BentoML to re-lock against PyPI.
+        python={"packages": _pinned(settings.project_root / "requirements.txt", SERVICE_PACKAGES), "lock_packages": False},
         models=[str(bento_model.tag)],
         build_ctx=str(ctx),
     )

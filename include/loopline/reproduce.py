@@ -39,7 +39,8 @@ class Reproduction:
 
     def table(self) -> str:
         lines = [
-            f"{self.model_name} v{self.version} (run {self.run_id}, code {self.code_commit[:12]}, data {self.data_version})",
+            f"{self.model_name} v{self.version} (run {self.run_id}, "
+            f"code {self.code_commit[:12]}, data {self.data_version})",
             f"{'metric':<24}{'recorded':>14}{'reproduced':>14}  match",
         ]
         for key in COMPARED:
@@ -93,7 +94,9 @@ def _retrain_at_commit(model_name: str, inputs: dict[str, Any], settings: Settin
     root = settings.project_root
     with tempfile.TemporaryDirectory() as tmp:
         tree = Path(tmp) / "tree"
-        subprocess.run(["git", "worktree", "add", "-q", "--detach", str(tree), inputs["code_commit"]], cwd=root, check=True)
+        subprocess.run(
+            ["git", "worktree", "add", "-q", "--detach", str(tree), inputs["code_commit"]], cwd=root, check=True
+        )
         try:
             env = {
                 **os.environ,

@@ -147,7 +147,9 @@ def feature_importance(booster: lgb.Booster) -> dict[str, float]:
     return {name: float(g) / total for name, g in zip(booster.feature_name(), gains, strict=True)}
 
 
-def fit_and_evaluate(frame: pd.DataFrame, spec: ModelSpec, params: dict[str, Any]) -> tuple[TrainedModel, dict[str, float]]:
+def fit_and_evaluate(
+    frame: pd.DataFrame, spec: ModelSpec, params: dict[str, Any]
+) -> tuple[TrainedModel, dict[str, float]]:
     """The whole recipe on one dataset: labelled rows → time split → train → holdout metrics."""
     split = time_split(labelled(frame, spec), spec)
     model = train(split, spec, params)

@@ -50,7 +50,9 @@ class ValidationReport:
     def summary(self) -> str:
         """A few lines a person can read in a terminal or an alert."""
         verdict = "PASSED" if self.success else "FAILED"
-        lines = [f"{self.subject}: {verdict} (suite {self.suite or '-'}, rows {self.rows if self.rows is not None else '-'})"]
+        lines = [
+            f"{self.subject}: {verdict} (suite {self.suite or '-'}, rows {self.rows if self.rows is not None else '-'})"
+        ]
         if self.read_error:
             lines.append(f"  cannot read file: {self.read_error}")
         for f in self.failures:

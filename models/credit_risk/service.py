@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import bentoml
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -30,9 +30,9 @@ TOP_REASONS = 3
 def _application_model() -> type[BaseModel]:
     fields: dict = {SPEC.dataset.entity_id: (str, Field(min_length=1, max_length=128))}
     for name, bounds in SPEC.features.numeric.items():
-        fields[name] = (Optional[float], Field(default=None, ge=bounds.min, le=bounds.max))
+        fields[name] = (float | None, Field(default=None, ge=bounds.min, le=bounds.max))
     for name, levels in SPEC.features.categorical.items():
-        fields[name] = (Optional[Literal[tuple(levels)]], None)  # type: ignore[valid-type]
+        fields[name] = (Literal[tuple(levels)] | None, None)  # type: ignore[valid-type]
     return create_model("Application", __config__=ConfigDict(extra="forbid"), **fields)
 
 
@@ -68,7 +68,9 @@ class ModelService:
         for score, row in zip(scores, contrib, strict=True):
             reasons = [str(n) for n in names[np.argsort(-row)][:TOP_REASONS]]
             decision = "decline" if score >= self.threshold else "approve"
-            out.append(Prediction(score=float(score), decision=decision, model_version=self.model_version, reasons=reasons))
+            out.append(
+                Prediction(score=float(score), decision=decision, model_version=self.model_version, reasons=reasons)
+            )
         return out
 
     @bentoml.api(route="/ready")

@@ -85,7 +85,10 @@ def test_duplicate_applicants_and_unknown_categories_are_caught():
 
 
 def test_a_broken_suite_is_a_clear_error(tmp_path):
-    for body in ('[{"type": "expect_nothing_at_all", "kwargs": {}}]', '[{"type": "expect_table_row_count_to_be_between"}]'):
+    for body in (
+        '[{"type": "expect_nothing_at_all", "kwargs": {}}]',
+        '[{"type": "expect_table_row_count_to_be_between"}]',
+    ):
         (tmp_path / "broken.json").write_text(f'{{"name": "broken", "expectations": {body}}}')
         with pytest.raises(SuiteError, match="rejected"):
             validate_frame(datagen.make_batch(0, n_rows=10), "x", "broken", tmp_path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -41,7 +41,7 @@ def run_dag(dagbag):
 
     def run(dag_id: str, conf: dict | None = None, logical_date: datetime | None = None):
         dag = dagbag.get_dag(dag_id)
-        when = logical_date or datetime(2026, 6, 1, tzinfo=timezone.utc).replace(minute=next(counter))
+        when = logical_date or datetime(2026, 6, 1, tzinfo=UTC).replace(minute=next(counter))
         return dag.test(logical_date=when, run_conf=conf)
 
     return run

@@ -31,6 +31,10 @@ def mlflow_client():
     return tracking.client_for(get_settings())
 
 
+def aliases() -> dict[str, str]:
+    return {k: str(v) for k, v in mlflow_client().get_registered_model("credit_risk").aliases.items()}
+
+
 def contents(folder):
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
@@ -85,10 +89,13 @@ def test_ingest_emits_the_dataset_asset_event(airflow_db):
 
     with create_session() as session:
         events = (
-            session.query(AssetEvent).join(AssetModel).filter(AssetModel.uri == "dvc://loopline/credit_risk").all()
+            session.query(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetModel.uri == "dvc://loopline/credit_risk")
+            .all()
         )
-        assert len(events) == 1
-        assert events[0].extra == {} or isinstance(events[0].extra, dict)
+    assert len(events) == 1
+    assert events[0].source_dag_id == "loopline_ingest"
 
 
 def test_same_bytes_landing_again_are_not_ingested_twice(run_dag, zones, landed_first):
@@ -105,8 +112,7 @@ def test_train_records_lineage_registers_champion_and_builds_bento(run_dag):
     dr = run_dag("loopline_train", conf={"reason": "e2e first model"})
     assert dr.state == "success"
     client = mlflow_client()
-    model = client.get_registered_model("credit_risk")
-    assert model.aliases == {"champion": "1"}
+    assert aliases() == {"champion": "1"}
     mv = client.get_model_version("credit_risk", "1")
     run = client.get_run(mv.run_id)
     tags, metrics = run.data.tags, run.data.metrics
@@ -130,7 +136,7 @@ def test_train_records_lineage_registers_champion_and_builds_bento(run_dag):
 
     from mlflow.models import get_model_info
 
-    info = get_model_info(f"models:/credit_risk/1")
+    info = get_model_info("models:/credit_risk/1")
     assert info.signature is not None and info.saved_input_example_info is not None
 
     import bentoml
@@ -138,14 +144,14 @@ def test_train_records_lineage_registers_champion_and_builds_bento(run_dag):
     bento_tag = mv.tags["loopline.bento_tag"]
     bento = bentoml.bentos.get(bento_tag)
     assert bento.info.labels["mlflow_model_version"] == "1"
-    assert (bento.path_of("src") / "loopline" / "features.py").exists()
+    assert (Path(bento.path_of("src")) / "loopline" / "features.py").exists()
 
 
 def test_rerunning_the_train_dag_creates_no_duplicate_version(run_dag):
     dr = run_dag("loopline_train", conf={"reason": "re-run, same data"})
     assert dr.state == "success"
     client = mlflow_client()
-    assert [v.version for v in client.search_model_versions("name = 'credit_risk'")] == ["1"]
+    assert [str(v.version) for v in client.search_model_versions("name = 'credit_risk'")] == ["1"]
 
 
 def test_bad_params_are_refused_before_anything_runs(run_dag):
@@ -172,16 +178,16 @@ def test_new_data_trains_a_new_version_judged_against_the_champion(run_dag, zone
     mv = client.get_model_version("credit_risk", "2")
     assert mv.tags["loopline.data_version"] == "v0002"
     decision = mv.tags["loopline.gate_decision"]
-    aliases = client.get_registered_model("credit_risk").aliases
-    assert aliases["champion"] == "1"
+    roles = aliases()
+    assert roles["champion"] == "1"
     run = client.get_run(mv.run_id)
     gate = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/gate/version-2.json")
     assert gate["decision"] == decision and gate["champion_version"] == "1"
     assert gate["champion"]["rows"] == gate["candidate"]["rows"]  # same holdout
     if decision == "challenger":
-        assert aliases["challenger"] == "2" and "loopline.bento_tag" in mv.tags
+        assert roles["challenger"] == "2" and "loopline.bento_tag" in mv.tags
     else:
-        assert decision == "rejected" and "challenger" not in aliases
+        assert decision == "rejected" and "challenger" not in roles
 
 
 def test_reproduce_a_registered_version_from_its_lineage(airflow_db):
@@ -190,3 +196,69 @@ def test_reproduce_a_registered_version_from_its_lineage(airflow_db):
     result = reproduce("credit_risk", "1", get_settings())
     assert result.matches, result.table()
     assert "REPRODUCED" in result.table()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_the_built_bento_serves_scores_and_refuses_malformed_requests(airflow_db):
+    """`bentoml serve <bento>` as a real process, over HTTP."""
+    import os
+    import sys
+    import time
+
+    import requests
+
+    tag = mlflow_client().get_model_version("credit_risk", "1").tags["loopline.bento_tag"]
+    port = _free_port()
+    bentoml_cli = Path(sys.executable).with_name("bentoml")
+    env = {k: v for k, v in os.environ.items() if k != "LOOPLINE_BENTO_MODEL"}
+    server = subprocess.Popen(
+        [str(bentoml_cli), "serve", tag, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd="/",
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:  # not listening or not answering yet
+                pass
+            assert server.poll() is None, server.stderr.read().decode()[-3000:]
+            time.sleep(1)
+        batch = datagen.make_batch(30, n_rows=3, seed=5).drop(columns=["applied_at", "defaulted"])
+        applications = json.loads(batch.to_json(orient="records"))
+        ok = requests.post(f"{url}/predict", json={"applications": applications}, timeout=30)
+        assert ok.status_code == 200, ok.text
+        predictions = ok.json()
+        assert len(predictions) == 3
+        for p in predictions:
+            assert 0 <= p["score"] <= 1 and p["decision"] in ("approve", "decline")
+            assert p["model_version"] == "1" and len(p["reasons"]) == 3
+
+        bad = [
+            {**applications[0], "age": "old"},
+            {**applications[0], "region": "atlantis"},
+            {**applications[0], "credit_utilization": 9.0},
+            {k: v for k, v in applications[0].items() if k != "applicant_id"},
+        ]
+        for application in bad:
+            response = requests.post(f"{url}/predict", json={"applications": [application]}, timeout=30)
+            assert 400 <= response.status_code < 500, (application, response.text)
+        broken = requests.post(
+            f"{url}/predict", data="{not json", headers={"content-type": "application/json"}, timeout=30
+        )
+        assert 400 <= broken.status_code < 500
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
