@@ -15,6 +15,7 @@ Usage: ``python -m bench.train_bench [--rows 1000000] [--weeks 10]``
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -83,16 +84,17 @@ def bare_train(settings) -> dict:
             model.booster, name="model", signature=infer_signature(features, model.booster.predict(features))
         )
     mv = mlflow.register_model(info.model_uri, "bench_bare")
-    from loopline.packaging import build_context
+    from loopline.packaging import MODEL_PIN_FILE, build_context
 
     bento_model = bentoml.mlflow.import_model("credit_risk", model_uri=f"models:/bench_bare/{mv.version}")
     ctx = build_context("credit_risk", settings, settings.work_dir / "bench-bare-build")
-    os.environ["LOOPLINE_BENTO_MODEL"] = str(bento_model.tag)
+    (ctx / MODEL_PIN_FILE).write_text(json.dumps({"tag": str(bento_model.tag)}))
+    sys.modules.pop("service", None)
     bentoml.bentos.build(
         "service:ModelService",
         name="bench-bare",
         build_ctx=str(ctx),
-        include=["service.py", "spec.yaml", "loopline/**/*.py"],
+        include=["service.py", "spec.yaml", MODEL_PIN_FILE, "loopline/**/*.py"],
         models=[str(bento_model.tag)],
     )
     return metrics

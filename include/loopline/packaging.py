@@ -8,8 +8,9 @@ context is assembled in a scratch folder (the service, its spec and the
 
 from __future__ import annotations
 
-import os
+import json
 import shutil
+import sys
 from pathlib import Path
 
 from loopline.settings import Settings, apply_library_env
@@ -17,6 +18,7 @@ from loopline.settings import Settings, apply_library_env
 # Packages the service needs at run time, pinned like requirements.txt (a test keeps them in step).
 SERVICE_PACKAGES = ("lightgbm", "mlflow", "numpy", "pandas", "pydantic", "pyyaml", "scikit-learn")
 BENTO_TAG = "loopline.bento_tag"
+MODEL_PIN_FILE = "bento_model.json"
 
 
 def _pinned(requirements: Path, names: tuple[str, ...]) -> list[str]:
@@ -70,18 +72,22 @@ def build_bento(model_name: str, version: str, settings: Settings) -> str:
         metadata={"mlflow_model_version": version},
     )
     ctx = build_context(model_name, settings, settings.work_dir / "bento-build" / f"{model_name}-v{version}")
-    # The service declares its model as "<name>:latest" unless told otherwise; pin the exact
-    # tag for the build. Inside the Bento only this one model exists, so latest is exact there too.
-    os.environ["LOOPLINE_BENTO_MODEL"] = str(bento_model.tag)
+    # Pin the exact model in the Bento itself: "<name>:latest" would resolve against whatever
+    # model store the server sees at run time, which may hold newer versions.
+    (ctx / MODEL_PIN_FILE).write_text(json.dumps({"tag": str(bento_model.tag), "mlflow_model_version": version}))
+    sys.modules.pop("service", None)  # BentoML imports "service" by name: never reuse an earlier build's
     bento = bentoml.bentos.build(
         "service:ModelService",
         name=model_name.replace("_", "-"),
         version=f"v{version}-{bento_model.tag.version}",
         labels={"mlflow_model_version": version, "model": model_name},
         description=f"Loopline {model_name}, MLflow model version {version}",
-        include=["service.py", "spec.yaml", "loopline/**/*.py"],
+        include=["service.py", "spec.yaml", MODEL_PIN_FILE, "loopline/**/*.py"],
         # Already pinned from requirements.txt: no need for BentoML to re-lock against PyPI.
-        python={"packages": _pinned(settings.project_root / "requirements.txt", SERVICE_PACKAGES), "lock_packages": False},
+        python={
+            "packages": _pinned(settings.project_root / "requirements.txt", SERVICE_PACKAGES),
+            "lock_packages": False,
+        },  # noqa: E501
         models=[str(bento_model.tag)],
         build_ctx=str(ctx),
     )

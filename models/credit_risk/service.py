@@ -8,6 +8,7 @@ Features come from ``loopline.features``, the code training used.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Literal
@@ -23,6 +24,9 @@ with bentoml.importing():
     from loopline.spec import ModelSpec, load_spec_file
 
 SPEC: ModelSpec = load_spec_file(Path(__file__).with_name("spec.yaml"))  # beside it in the repo and in the Bento
+_PIN = Path(__file__).with_name("bento_model.json")  # written by loopline.packaging into each Bento
+_DEV_TAG = os.environ.get("LOOPLINE_BENTO_MODEL", f"{SPEC.name}:latest")  # `bentoml serve` from the repo
+MODEL_TAG = json.loads(_PIN.read_text())["tag"] if _PIN.exists() else _DEV_TAG
 MAX_BATCH = 1000
 TOP_REASONS = 3
 
@@ -48,7 +52,7 @@ class Prediction(BaseModel):
 
 @bentoml.service(name=f"{SPEC.name.replace('_', '-')}", traffic={"timeout": 10})
 class ModelService:
-    bento_model = bentoml.models.BentoModel(os.environ.get("LOOPLINE_BENTO_MODEL", f"{SPEC.name}:latest"))
+    bento_model = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
         import mlflow.lightgbm

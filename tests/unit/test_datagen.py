@@ -17,7 +17,11 @@ SPEC = load_spec("credit_risk", Path(__file__).resolve().parents[2] / "models")
 def test_deterministic_by_seed_and_week():
     pd.testing.assert_frame_equal(datagen.make_batch(3, 200, seed=1), datagen.make_batch(3, 200, seed=1))
     assert not datagen.make_batch(3, 200, seed=1).equals(datagen.make_batch(3, 200, seed=2))
-    assert not datagen.make_batch(3, 200, seed=1)["applicant_id"].isin(datagen.make_batch(4, 200, seed=1)["applicant_id"]).any()
+    assert (
+        not datagen.make_batch(3, 200, seed=1)["applicant_id"]
+        .isin(datagen.make_batch(4, 200, seed=1)["applicant_id"])
+        .any()
+    )
 
 
 def test_schema_ranges_and_missing_values():

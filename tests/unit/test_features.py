@@ -43,13 +43,18 @@ def test_derived_features_by_hand():
     assert out["loan_to_income"] == pytest.approx(0.25)
     assert out["installment_to_income"] == pytest.approx(installment / 4_000)
     assert out["history_to_age"] == pytest.approx(10 / 40)
-    zero_rate = build_features(row(loan_amount=1200.0, interest_rate=0.0, loan_term_months=12.0, annual_income=12000.0), SPEC)
+    zero_rate = build_features(
+        row(loan_amount=1200.0, interest_rate=0.0, loan_term_months=12.0, annual_income=12000.0), SPEC
+    )
     assert zero_rate["installment_to_income"].iloc[0] == pytest.approx(100 / 1000)
 
 
 def test_zero_or_missing_income_gives_nan_not_inf():
     out = build_features(pd.concat([row(annual_income=0.0), row(annual_income=None)], ignore_index=True), SPEC)
-    assert out["loan_to_income"].isna().all() and np.isfinite(out.drop(columns=["loan_to_income", "installment_to_income"]).fillna(0)).all().all()
+    assert (
+        out["loan_to_income"].isna().all()
+        and np.isfinite(out.drop(columns=["loan_to_income", "installment_to_income"]).fillna(0)).all().all()
+    )
 
 
 def test_missing_column_is_named():

@@ -27,7 +27,9 @@ def test_below_the_absolute_floor_is_rejected(candidate):
 
 
 def test_within_tolerance_of_the_champion_becomes_challenger():
-    result = judge(metrics(0.795, 0.102), GATE, champion=metrics(0.80, 0.10), champion_version="1", candidate_version="2")
+    result = judge(
+        metrics(0.795, 0.102), GATE, champion=metrics(0.80, 0.10), champion_version="1", candidate_version="2"
+    )
     assert result.decision == CHALLENGER
     assert {c.name for c in result.checks} == {"min_auc", "max_brier", "auc_vs_champion", "brier_vs_champion"}
 

@@ -13,7 +13,11 @@ def test_overrides_merge_without_touching_inputs():
 
 @pytest.mark.parametrize(
     "overrides,named",
-    [({"boosting": "dart"}, "boosting"), ({"num_leaves": "many"}, "num_leaves"), ({"learning_rate": 3}, "learning_rate")],
+    [
+        ({"boosting": "dart"}, "boosting"),
+        ({"num_leaves": "many"}, "num_leaves"),
+        ({"learning_rate": 3}, "learning_rate"),
+    ],
 )
 def test_bad_overrides_name_the_parameter(overrides, named):
     with pytest.raises(HyperparameterError, match=named):
