@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.loopline-installed
-UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 
 .PHONY: demo test test-fast bench lint lock clean help
 
@@ -15,13 +15,13 @@ help:
 	@echo "make bench  - benchmarks (train DAG on 1M rows vs a bare script)"
 	@echo "make clean  - remove all embedded state (.loopline/)"
 
-$(UV):
-	python3 -m pip install --quiet --user uv
-
-$(STAMP): requirements.txt pyproject.toml | $(UV)
-	test -x $(BIN)/python || $(UV) venv --quiet --python 3.11 $(VENV)
-	$(UV) pip install --quiet --python $(BIN)/python -r requirements.txt
-	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
+# uv lives inside .venv, so the whole toolchain comes from this Makefile and PyPI alone.
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c 'import sys; assert sys.version_info[:2] == (3, 11), "Loopline pins Python 3.11"'
+	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.txt
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -40,8 +40,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check include dags tests models bench plugins
 	$(BIN)/ruff format --check include dags tests models bench plugins
 
-lock: | $(UV)
-	$(UV) pip compile requirements.in --python-version 3.11 -o requirements.txt
+lock: $(STAMP)
+	$(BIN)/uv pip compile requirements.in --python-version 3.11 -o requirements.txt
 
 clean: $(STAMP)
 	$(BIN)/loopline reset --yes

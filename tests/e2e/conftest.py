@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -14,8 +18,32 @@ from loopline.settings import get_settings
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 
 
+class _Receiver(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        _Receiver.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
 @pytest.fixture(scope="session")
-def airflow_db(settings):
+def webhook():
+    """A local chat-webhook receiver (the chat service is outside the machine); alerts land in .received."""
+    server = HTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    os.environ["LOOPLINE_NOTIFY_WEBHOOK_URL"] = f"http://127.0.0.1:{server.server_port}/hook"
+    os.environ["LOOPLINE_NOTIFY_WEBHOOK_KIND"] = "generic"
+    get_settings.cache_clear()
+    yield _Receiver.received
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def airflow_db(settings, webhook):
     airflow = Path(sys.executable).with_name("airflow")
     done = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -52,9 +52,12 @@ def landed_first(zones):
     return originals
 
 
-def test_ingest_quarantines_every_malformed_kind_and_versions_the_good(run_dag, zones, landed_first):
+def test_ingest_quarantines_every_malformed_kind_and_versions_the_good(run_dag, zones, landed_first, webhook):
     dr = run_dag("loopline_ingest")
     assert dr.state == "success"
+    alerts = [a for a in webhook if "quarantined" in a["title"]]
+    assert len(alerts) == 1 and alerts[0]["title"].startswith("Loopline: 5 credit_risk batch(es) quarantined")
+    assert all(f"bad_{kind}.csv" in alerts[0]["body"] for kind in datagen.MALFORMED_KINDS)
 
     assert contents(zones.landing) == []
     assert contents(zones.processing) == []
