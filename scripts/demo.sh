@@ -6,6 +6,17 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n\033[1;34m== %s\033[0m\n' "$*"; }
 
+# Run one DAG with `airflow dags test` (a real DAG run, no scheduler needed); stop unless it succeeded.
+run_dag() {
+  local log="$LOOPLINE_HOME/logs-demo/$1-$2.log"
+  mkdir -p "$(dirname "$log")"
+  airflow dags test "$1" >"$log" 2>&1 || true
+  if ! grep -q "DagRun Finished: dag_id=$1.*state=success" "$log"; then
+    tail -60 "$log"; echo "$1 did not succeed; full log: $log" >&2; exit 1
+  fi
+  echo "$1: success (log: $log)"
+}
+
 loopline reset --yes >/dev/null
 eval "$(loopline env)"
 step "Initialise state in $LOOPLINE_HOME (Airflow on SQLite, MLflow on SQLite, DVC registry + local remote)"
@@ -17,17 +28,15 @@ loopline generate --weeks 0-3 --rows 2000
 loopline malformed
 
 step "Ingest DAG: validate with Great Expectations, quarantine the bad, version the good with DVC"
-airflow dags test loopline_ingest >"$LOOPLINE_HOME/demo-ingest-1.log" 2>&1 || { tail -50 "$LOOPLINE_HOME/demo-ingest-1.log"; exit 1; }
-echo "log: $LOOPLINE_HOME/demo-ingest-1.log"
+run_dag loopline_ingest 1
 
 step "Train DAG: exact data version -> LightGBM -> MLflow -> registry -> gate -> Bento (first model becomes champion)"
-airflow dags test loopline_train >"$LOOPLINE_HOME/demo-train-1.log" 2>&1 || { tail -50 "$LOOPLINE_HOME/demo-train-1.log"; exit 1; }
-echo "log: $LOOPLINE_HOME/demo-train-1.log"
+run_dag loopline_train 1
 
 step "Weeks 4-5 arrive; ingest and train again (the new version must beat the champion's holdout to be challenger)"
 loopline generate --weeks 4-5 --rows 2000
-airflow dags test loopline_ingest >"$LOOPLINE_HOME/demo-ingest-2.log" 2>&1 || { tail -50 "$LOOPLINE_HOME/demo-ingest-2.log"; exit 1; }
-airflow dags test loopline_train >"$LOOPLINE_HOME/demo-train-2.log" 2>&1 || { tail -50 "$LOOPLINE_HOME/demo-train-2.log"; exit 1; }
+run_dag loopline_ingest 2
+run_dag loopline_train 2
 
 step "What the line holds now"
 loopline status
@@ -37,10 +46,12 @@ loopline reproduce 1
 
 cat <<TXT
 
-Explore what the run left behind (after: eval "\$(.venv/bin/loopline env)"):
-  airflow dags list-runs loopline_train            # the DAG runs
-  mlflow ui --backend-store-uri \$MLFLOW_TRACKING_URI   # runs, lineage tags, registry aliases
-  git -C $LOOPLINE_HOME/data-registry log --oneline --decorate ; dvc -C ... (see README)
-  ls $LOOPLINE_HOME/quarantine/credit_risk/*/validation.txt
+Explore what the run left behind (README, "Look at what it did"):
+  eval "\$(.venv/bin/loopline env)"; export PATH="\$PWD/.venv/bin:\$PATH"
+  airflow dags list-runs loopline_train
+  mlflow ui --backend-store-uri "\$MLFLOW_TRACKING_URI"        # http://localhost:5000
+  git -C "\$LOOPLINE_HOME/data-registry" log --oneline --decorate
+  (cd "\$LOOPLINE_HOME/data-registry" && dvc status -c)
+  cat "\$LOOPLINE_HOME"/quarantine/credit_risk/*/validation.txt
   bentoml list
 TXT

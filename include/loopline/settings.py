@@ -66,6 +66,7 @@ class Settings:
             "BENTOML_DO_NOT_TRACK": "True",
             "GX_ANALYTICS_ENABLED": "False",
             "GIT_PYTHON_REFRESH": "quiet",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         }
 
     def state_dirs(self) -> list[Path]:

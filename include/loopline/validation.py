@@ -110,6 +110,14 @@ def _describe_failure(exp: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# Shape problems explain the rest (a missing column also fails every check on that column): list them first.
+_FIRST = ("expect_table_columns_to_match_set", "expect_table_row_count_to_be_between", "expect_column_values_to_be_in_type_list")
+
+
+def _importance(failure: dict[str, Any]) -> int:
+    return _FIRST.index(failure["expectation"]) if failure["expectation"] in _FIRST else len(_FIRST)
+
+
 def validate_frame(df: pd.DataFrame, subject: str, suite_name: str, expectations_dir: Path) -> ValidationReport:
     """Run the suite as a GE Checkpoint against an in-memory frame."""
     import great_expectations as gx
@@ -140,7 +148,7 @@ def validate_frame(df: pd.DataFrame, subject: str, suite_name: str, expectations
     result = checkpoint.run(batch_parameters={"dataframe": df})
     described = json.loads(json.dumps(result.describe_dict(), default=str))
     run = described["validation_results"][0]
-    failures = [_describe_failure(e) for e in run["expectations"] if not e["success"]]
+    failures = sorted((_describe_failure(e) for e in run["expectations"] if not e["success"]), key=_importance)
     return ValidationReport(
         subject=subject,
         success=bool(result.success),
