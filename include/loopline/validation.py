@@ -111,7 +111,11 @@ def _describe_failure(exp: dict[str, Any]) -> dict[str, Any]:
 
 
 # Shape problems explain the rest (a missing column also fails every check on that column): list them first.
-_FIRST = ("expect_table_columns_to_match_set", "expect_table_row_count_to_be_between", "expect_column_values_to_be_in_type_list")
+_FIRST = (
+    "expect_table_columns_to_match_set",
+    "expect_table_row_count_to_be_between",
+    "expect_column_values_to_be_in_type_list",
+)
 
 
 def _importance(failure: dict[str, Any]) -> int:

@@ -265,3 +265,31 @@ def test_the_built_bento_serves_scores_and_refuses_malformed_requests(airflow_db
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_dvc_repro_runs_the_same_recipe_as_the_train_dag(airflow_db, tmp_path):
+    """`dvc repro` (dvc.yaml → loopline CLI) on v0001 gives exactly the metrics MLflow recorded for version 1."""
+    import os
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    tree = tmp_path / "tree"
+    subprocess.run(["git", "worktree", "add", "-q", "--detach", str(tree), "HEAD"], cwd=root, check=True)
+    try:
+        bin_dir = str(Path(sys.executable).parent)
+        env = {
+            **os.environ,
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "PYTHONPATH": str(tree / "include"),
+            "LOOPLINE_PROJECT_ROOT": str(tree),
+        }
+        done = subprocess.run([f"{bin_dir}/dvc", "repro"], cwd=tree, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        offline = json.loads((tree / "artifacts" / "credit_risk" / "metrics.json").read_text())
+        version = json.loads((tree / "data" / "credit_risk.version.json").read_text())
+        assert version["version"] == "v0001"
+        run = mlflow_client().get_run(mlflow_client().get_model_version("credit_risk", "1").run_id)
+        assert offline["auc"] == run.data.metrics["holdout.auc"]
+        assert (tree / "dvc.lock").exists()
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=root, check=False)
