@@ -21,7 +21,7 @@ from airflow.sdk import PokeReturnValue, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from loopline.assets import dataset_asset
-from loopline.notifiers import LooplineNotifier, task_failure_notifier
+from loopline.notifiers import LooplineNotifier, fail_fast, task_failure_notifier
 
 MODEL = "credit_risk"
 
@@ -57,7 +57,8 @@ def loopline_ingest():
         from loopline.ingest import validate_step
         from loopline.settings import get_settings
 
-        return validate_step(batch, MODEL, get_settings())
+        with fail_fast():
+            return validate_step(batch, MODEL, get_settings())
 
     @task
     def quarantine_rejected(outcomes: list[dict]) -> list[dict]:

@@ -27,7 +27,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 from loopline.assets import dataset_asset, model_asset
 from loopline.data_registry import DATA_VERSION_PATTERN
 from loopline.hyperparams import OVERRIDE_SCHEMA
-from loopline.notifiers import task_failure_notifier
+from loopline.notifiers import fail_fast, task_failure_notifier
 
 MODEL = "credit_risk"
 
@@ -87,22 +87,26 @@ def loopline_train():
             "airflow.dag_run_id": context["run_id"],
             "mlflow.runName": f"{MODEL}-{context['run_id']}",
         }
-        return start(
-            MODEL, params["data_version"], params["hyperparameters"], params["reason"], run_tags, _settings()
-        ).to_dict()
+        with fail_fast():
+            run = start(
+                MODEL, params["data_version"], params["hyperparameters"], params["reason"], run_tags, _settings()
+            )
+        return run.to_dict()
 
     @task
     def validate_data(run: dict) -> dict:
         """GE suite over the whole pulled dataset; a failure stops the run before training."""
         from loopline.train_flow import TrainRun, validate_data
 
-        return validate_data(TrainRun(**run), _settings())
+        with fail_fast():
+            return validate_data(TrainRun(**run), _settings())
 
     @task
     def train_and_evaluate(run: dict) -> dict:
         from loopline.train_flow import TrainRun, train_and_evaluate
 
-        return train_and_evaluate(TrainRun(**run), _settings()).to_dict()
+        with fail_fast():
+            return train_and_evaluate(TrainRun(**run), _settings()).to_dict()
 
     @task
     def register_model(run: dict) -> dict:
@@ -115,7 +119,9 @@ def loopline_train():
         """Floor and champion comparison on one holdout; sets `challenger` (or `champion` for the first)."""
         from loopline.train_flow import TrainRun, quality_gate
 
-        result = quality_gate(TrainRun(**run), _settings())
+        context = get_current_context()
+        actor = f"dag:{context['dag'].dag_id}/{context['run_id']}"
+        result = quality_gate(TrainRun(**run), _settings(), actor)
         if not result["passed"]:
             raise AirflowSkipException(f"version {result['version']} rejected by the quality gate: {result['checks']}")
         return result

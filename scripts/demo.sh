@@ -41,6 +41,9 @@ run_dag loopline_train 2
 step "What the line holds now"
 loopline status
 
+step "Audit trail of what serves traffic"
+loopline audit
+
 step "Reproduce model version 1 from its lineage"
 loopline reproduce 1
 

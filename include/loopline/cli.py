@@ -115,6 +115,20 @@ def status(model: str = MODEL_OPTION) -> None:
 
 
 @app.command()
+def audit(model: str = MODEL_OPTION, limit: int = typer.Option(50, min=1, max=10_000)) -> None:
+    """The audit trail: every change to what serves traffic, newest first, with who and why."""
+    from loopline.serving_state import ServingState
+
+    state = ServingState(_settings().state_db_uri)
+    route = state.route(model)
+    typer.echo(
+        f"{model} now: champion v{route.champion_version}, canary v{route.canary_version} @ {route.canary_weight:.0%}"
+    )
+    for record in state.trail(model, limit):
+        typer.echo(record.line())
+
+
+@app.command()
 def reproduce(
     version: str = typer.Argument(..., help="Registered model version, e.g. 3."),
     model: str = MODEL_OPTION,

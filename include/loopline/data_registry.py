@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from loopline.errors import LooplineError
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -36,7 +38,7 @@ TAG_PATTERN = re.compile(r"^(?P<dataset>[a-z0-9_]+)-v(?P<number>\d{4,})$")
 DATA_VERSION_PATTERN = r"^(latest|v\d{4,}|[0-9a-f]{7,40})$"
 
 
-class RegistryError(RuntimeError):
+class RegistryError(LooplineError, RuntimeError):
     """The data registry cannot do what was asked; the message says why."""
 
 

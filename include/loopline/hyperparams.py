@@ -11,6 +11,8 @@ from typing import Any
 
 import jsonschema
 
+from loopline.errors import LooplineError
+
 OVERRIDE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -30,7 +32,7 @@ OVERRIDE_SCHEMA: dict[str, Any] = {
 }
 
 
-class HyperparameterError(ValueError):
+class HyperparameterError(LooplineError, ValueError):
     """An override names an unknown parameter or a value out of bounds."""
 
 

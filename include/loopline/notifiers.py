@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from airflow.sdk import BaseNotifier
+from airflow.sdk.exceptions import AirflowFailException
 
 from loopline.alerts import post_webhook, webhook_payload
+from loopline.errors import LooplineError
 from loopline.settings import get_settings
 
 
@@ -48,3 +51,12 @@ def task_failure_notifier() -> LooplineNotifier:
         title="Loopline: {{ ti.dag_id }}.{{ ti.task_id }} failed",
         body="run {{ run_id }}, try {{ ti.try_number }}\n{{ exception | default('') }}\nlog: {{ ti.log_url }}",
     )
+
+
+@contextmanager
+def fail_fast() -> Iterator[None]:
+    """Loopline's own errors are permanent (bad params, missing data version, invalid data): fail now, no retries."""
+    try:
+        yield
+    except LooplineError as err:
+        raise AirflowFailException(f"{type(err).__name__}: {err}") from err

@@ -17,11 +17,12 @@ from functools import lru_cache
 from pathlib import Path
 
 from loopline.alerts import WEBHOOK_KINDS
+from loopline.errors import LooplineError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-class SettingsError(ValueError):
+class SettingsError(LooplineError, ValueError):
     """A setting has a value Loopline cannot use; the message names the variable."""
 
 
@@ -39,6 +40,7 @@ class Settings:
     mlflow_tracking_uri: str
     mlflow_artifact_root: str
     bentoml_home: Path
+    state_db_uri: str
     models_dir: Path
     expectations_dir: Path
     airflow_home: Path
@@ -110,6 +112,7 @@ def get_settings() -> Settings:
         mlflow_tracking_uri=_text("LOOPLINE_MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_dir / 'mlflow.db'}"),
         mlflow_artifact_root=_text("LOOPLINE_MLFLOW_ARTIFACT_ROOT", str(mlflow_dir / "artifacts")),
         bentoml_home=_path("LOOPLINE_BENTOML_HOME", home / "bentoml"),
+        state_db_uri=_text("LOOPLINE_STATE_DB_URI", f"sqlite:///{home / 'state.db'}"),
         models_dir=_path("LOOPLINE_MODELS_DIR", root / "models"),
         expectations_dir=_path("LOOPLINE_EXPECTATIONS_DIR", root / "expectations"),
         airflow_home=_path("LOOPLINE_AIRFLOW_HOME", home / "airflow"),

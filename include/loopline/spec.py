@@ -13,8 +13,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from loopline.errors import LooplineError
 
-class SpecError(ValueError):
+
+class SpecError(LooplineError, ValueError):
     """The spec file is missing or invalid; the message names the file and the key."""
 
 

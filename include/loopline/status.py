@@ -35,6 +35,11 @@ def describe(model_name: str, settings: Settings) -> str:
             f" data {tags.get('loopline.data_version', '?')}  gate {tags.get('loopline.gate_decision', '?')}"
             f"  bento {tags.get('loopline.bento_tag', '-')}"
         )
+    from loopline.serving_state import ServingState
+
+    route = ServingState(settings.state_db_uri).route(model_name)
+    canary = f", canary v{route.canary_version} at {route.canary_weight:.0%}" if route.canary_version else ""
+    lines += ["", f"serving: champion v{route.champion_version}{canary} (loopline audit: the trail)"]
     quarantined = sorted(p.name for p in zones.quarantine.iterdir()) if zones.quarantine.is_dir() else []
     lines += ["", f"landing zone: {len(list_landed(zones.landing))} waiting", f"quarantine ({len(quarantined)}):"]
     for name in quarantined:

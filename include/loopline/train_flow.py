@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from loopline.data_registry import DataRegistry, DataVersion
+from loopline.errors import LooplineError
 from loopline.features import build_features
 from loopline.gate import CHALLENGER, CHAMPION, judge
 from loopline.hyperparams import merge_params
@@ -25,7 +26,7 @@ from loopline.spec import ModelSpec, load_spec
 log = logging.getLogger(__name__)
 
 
-class DataValidationError(RuntimeError):
+class DataValidationError(LooplineError, RuntimeError):
     """The training dataset failed its expectation suite; nothing was trained."""
 
 
@@ -163,7 +164,18 @@ def _holdout_metrics(model_uri: str, holdout: pd.DataFrame, spec: ModelSpec) -> 
     return training.evaluate(booster, holdout, spec)
 
 
-def quality_gate(run: TrainRun, settings: Settings) -> dict[str, Any]:
+def _serve_first_champion(name: str, version: str, actor: str, gate: dict[str, Any], settings: Settings) -> None:
+    """The very first model takes all traffic at once: there is nothing to roll out against."""
+    from loopline.serving_state import Route, ServingState
+
+    state = ServingState(settings.state_db_uri)
+    current = state.route(name)
+    if current.champion_version is None:
+        first = Route(name, champion_version=version, revision=current.revision)
+        state.change(first, "first_champion", actor, "first model to pass the quality gate", {"gate": gate})
+
+
+def quality_gate(run: TrainRun, settings: Settings, actor: str = "cli") -> dict[str, Any]:
     """Judge the new version against the floor and the champion on the same holdout; set aliases."""
     from loopline import tracking, training
 
@@ -179,6 +191,7 @@ def quality_gate(run: TrainRun, settings: Settings) -> dict[str, Any]:
     result = judge(candidate, spec.quality_gate, champion, champion_version, version)
     if result.decision == CHAMPION:
         client.set_registered_model_alias(name, tracking.CHAMPION_ALIAS, version)
+        _serve_first_champion(name, version, actor, result.to_dict(), settings)
     elif result.decision == CHALLENGER:
         client.set_registered_model_alias(name, tracking.CHALLENGER_ALIAS, version)
     payload = {**result.to_dict(), "candidate": candidate, "champion": champion, "version": version}

@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import brier_score_loss, precision_score, recall_score, roc_auc_score, roc_curve
 
+from loopline.errors import LooplineError
 from loopline.features import build_features, categorical_columns
 from loopline.spec import ModelSpec
 
 
-class TrainingError(ValueError):
+class TrainingError(LooplineError, ValueError):
     """The data cannot produce a trustworthy model (too few weeks, rows or classes)."""
 
 

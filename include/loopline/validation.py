@@ -15,10 +15,12 @@ from typing import Any
 
 import pandas as pd
 
+from loopline.errors import LooplineError
+
 READABLE_SUFFIXES = (".csv", ".parquet")
 
 
-class SuiteError(ValueError):
+class SuiteError(LooplineError, ValueError):
     """An expectation suite file is missing or contains expectations GE rejects."""
 
 

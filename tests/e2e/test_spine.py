@@ -142,6 +142,14 @@ def test_train_records_lineage_registers_champion_and_builds_bento(run_dag):
     info = get_model_info("models:/credit_risk/1")
     assert info.signature is not None and info.saved_input_example_info is not None
 
+    from loopline.serving_state import ServingState
+
+    state = ServingState(get_settings().state_db_uri)
+    assert state.route("credit_risk").champion_version == "1"
+    (record,) = state.trail("credit_risk")
+    assert record.action == "first_champion" and record.actor == f"dag:loopline_train/{dr.run_id}"
+    assert record.details["gate"]["decision"] == "champion"
+
     import bentoml
 
     bento_tag = mv.tags["loopline.bento_tag"]
@@ -187,6 +195,9 @@ def test_new_data_trains_a_new_version_judged_against_the_champion(run_dag, zone
     gate = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/gate/version-2.json")
     assert gate["decision"] == decision and gate["champion_version"] == "1"
     assert gate["champion"]["rows"] == gate["candidate"]["rows"]  # same holdout
+    from loopline.serving_state import ServingState
+
+    assert ServingState(get_settings().state_db_uri).route("credit_risk").champion_version == "1"  # rollout decides
     if decision == "challenger":
         assert roles["challenger"] == "2" and "loopline.bento_tag" in mv.tags
     else:
@@ -293,3 +304,12 @@ def test_dvc_repro_runs_the_same_recipe_as_the_train_dag(airflow_db, tmp_path):
         assert (tree / "dvc.lock").exists()
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=root, check=False)
+
+
+def test_a_data_version_that_does_not_exist_fails_at_once_with_an_alert(run_dag, webhook):
+    dr = run_dag("loopline_train", conf={"data_version": "v0009", "reason": "typo"})
+    assert dr.state == "failed"
+    start = next(ti for ti in dr.get_task_instances() if ti.task_id == "start_run")
+    assert start.state == "failed" and start.try_number == 1  # permanent error: not retried
+    alerts = [a for a in webhook if a["title"] == "Loopline: loopline_train.start_run failed"]
+    assert alerts and "no version v0009" in alerts[-1]["body"]

@@ -1,0 +1,27 @@
+"""Population Stability Index: how far a score distribution moved from a reference one.
+
+Used by rollout gates (canary vs champion scores) and drift reports. Bins are the
+reference's quantiles, so each holds about the same share of reference mass; an
+epsilon floor keeps empty bins finite. Rule of thumb: < 0.1 stable, 0.1-0.25
+moderate shift, > 0.25 large shift.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EPSILON = 1e-4
+
+
+def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
+    reference = np.asarray(reference, dtype="float64")
+    current = np.asarray(current, dtype="float64")
+    reference, current = reference[~np.isnan(reference)], current[~np.isnan(current)]
+    if len(reference) == 0 or len(current) == 0:
+        raise ValueError("PSI needs non-empty reference and current samples")
+    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)))
+    edges[0], edges[-1] = -np.inf, np.inf
+    ref_share = np.histogram(reference, edges)[0] / len(reference)
+    cur_share = np.histogram(current, edges)[0] / len(current)
+    ref_share, cur_share = np.maximum(ref_share, EPSILON), np.maximum(cur_share, EPSILON)
+    return float(np.sum((cur_share - ref_share) * np.log(cur_share / ref_share)))

@@ -1,0 +1,53 @@
+"""The serving state store on a real database: SQLite here, Postgres in the stack."""
+
+from __future__ import annotations
+
+import pytest
+
+from loopline.serving_state import Route, RoutingError, ServingState
+
+
+@pytest.fixture
+def state(tmp_path):
+    return ServingState(f"sqlite:///{tmp_path / 'state.db'}")
+
+
+def test_an_unknown_model_has_an_empty_route(state):
+    assert state.route("m") == Route(model="m")
+
+
+def test_every_change_is_stored_with_its_audit_record(state):
+    first = state.change(Route("m", champion_version="1"), "promote", "dag:train/run1", "first model")
+    assert first.revision == 1 and first.champion_version == "1"
+    step = state.change(
+        Route("m", "1", "2", 0.05, revision=1), "canary_step", "dag:rollout/run7", "step 1", {"gates": {"psi": 0.01}}
+    )
+    assert step.canary_weight == 0.05 and step.revision == 2
+    trail = state.trail("m")
+    assert [r.action for r in trail] == ["canary_step", "promote"]
+    assert trail[0].before["canary_version"] is None and trail[0].after["canary_version"] == "2"
+    assert trail[0].details == {"gates": {"psi": 0.01}} and trail[0].actor == "dag:rollout/run7"
+    assert "v1 -> v1 + v2@5%" in trail[0].line()
+
+
+def test_a_stale_writer_cannot_overwrite_a_newer_change(state):
+    state.change(Route("m", champion_version="1"), "promote", "a", "x")
+    with pytest.raises(RoutingError, match="changed meanwhile"):
+        state.change(Route("m", champion_version="2", revision=0), "promote", "b", "stale")
+    assert state.route("m").champion_version == "1" and len(state.trail("m")) == 1
+
+
+@pytest.mark.parametrize(
+    "route,message",
+    [
+        (Route("m", "1", "2", 1.5), "within"),
+        (Route("m", "1", None, 0.2), "needs a canary version"),
+        (Route("m", None, "2", 0.2), "needs a champion"),
+        (Route("m", "1", "1", 0.2), "at once"),
+        (Route("m", "1", mode="shadowy"), "mode"),
+    ],
+)
+def test_invalid_routes_are_refused_and_nothing_is_written(state, route, message):
+    with pytest.raises(RoutingError, match=message):
+        state.change(route, "pin", "admin", "bad")
+    assert state.trail("m") == []
