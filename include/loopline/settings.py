@@ -35,6 +35,7 @@ class Settings:
     quarantine_dir: Path
     archive_dir: Path
     work_dir: Path
+    scores_dir: Path
     data_registry: Path
     dvc_remote_url: str
     mlflow_tracking_uri: str
@@ -107,6 +108,7 @@ def get_settings() -> Settings:
         quarantine_dir=_path("LOOPLINE_QUARANTINE_DIR", home / "quarantine"),
         archive_dir=_path("LOOPLINE_ARCHIVE_DIR", home / "archive"),
         work_dir=_path("LOOPLINE_WORK_DIR", home / "work"),
+        scores_dir=_path("LOOPLINE_SCORES_DIR", home / "scores"),
         data_registry=_path("LOOPLINE_DATA_REGISTRY", home / "data-registry"),
         dvc_remote_url=_text("LOOPLINE_DVC_REMOTE", str(home / "dvc-remote")),
         mlflow_tracking_uri=_text("LOOPLINE_MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_dir / 'mlflow.db'}"),

@@ -17,10 +17,9 @@ import bentoml
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 with bentoml.importing():
-    import numpy as np
     import pandas as pd
 
-    from loopline.features import build_features
+    from loopline.scoring import score_frame
     from loopline.spec import ModelSpec, load_spec_file
 
 SPEC: ModelSpec = load_spec_file(Path(__file__).with_name("spec.yaml"))  # beside it in the repo and in the Bento
@@ -28,7 +27,6 @@ _PIN = Path(__file__).with_name("bento_model.json")  # written by loopline.packa
 _DEV_TAG = os.environ.get("LOOPLINE_BENTO_MODEL", f"{SPEC.name}:latest")  # `bentoml serve` from the repo
 MODEL_TAG = json.loads(_PIN.read_text())["tag"] if _PIN.exists() else _DEV_TAG
 MAX_BATCH = 1000
-TOP_REASONS = 3
 
 
 def _application_model() -> type[BaseModel]:
@@ -59,23 +57,15 @@ class ModelService:
 
         self.booster = mlflow.lightgbm.load_model(self.bento_model.path_of("mlflow_model"))
         self.model_version = self.bento_model.info.labels.get("mlflow_model_version", "unknown")
-        self.threshold = SPEC.training.decision_threshold
 
     @bentoml.api
     def predict(self, applications: list[Application] = Field(min_length=1, max_length=MAX_BATCH)) -> list[Prediction]:  # type: ignore[valid-type]
         raw = pd.DataFrame([a.model_dump() for a in applications])
-        features = build_features(raw, SPEC)
-        scores = self.booster.predict(features)
-        contrib = self.booster.predict(features, pred_contrib=True)[:, :-1]  # last column is the bias
-        names = np.array(features.columns)
-        out = []
-        for score, row in zip(scores, contrib, strict=True):
-            reasons = [str(n) for n in names[np.argsort(-row)][:TOP_REASONS]]
-            decision = "decline" if score >= self.threshold else "approve"
-            out.append(
-                Prediction(score=float(score), decision=decision, model_version=self.model_version, reasons=reasons)
-            )
-        return out
+        scored = score_frame(self.booster, raw, SPEC)
+        return [
+            Prediction(score=row.score, decision=row.decision, model_version=self.model_version, reasons=row.reasons)
+            for row in scored.itertuples()
+        ]
 
     @bentoml.api(route="/ready")
     def ready(self) -> dict:

@@ -313,3 +313,23 @@ def test_a_data_version_that_does_not_exist_fails_at_once_with_an_alert(run_dag,
     assert start.state == "failed" and start.try_number == 1  # permanent error: not retried
     alerts = [a for a in webhook if a["title"] == "Loopline: loopline_train.start_run failed"]
     assert alerts and "no version v0009" in alerts[-1]["body"]
+
+
+def test_batch_scoring_writes_scores_with_version_reasons_and_lineage(run_dag, tmp_path):
+    import pandas as pd
+
+    applications = datagen.make_batch(40, n_rows=50, seed=8).drop(columns=["defaulted"])
+    path = datagen.write_batch(applications, tmp_path / "to_score.csv")
+    dr = run_dag("loopline_batch_score", conf={"input_path": str(path)})
+    assert dr.state == "success"
+    out = get_settings().scores_dir / "credit_risk" / dr.run_id.replace(":", "_").replace("+", "_")
+    scores = pd.read_parquet(out / "scores.parquet")
+    assert len(scores) == 50 and set(scores["model_version"]) == {"1"}
+    assert scores["score"].between(0, 1).all() and all(len(r) == 3 for r in scores["reasons"])
+    assert list(scores["applicant_id"]) == list(applications["applicant_id"])
+    lineage = json.loads((out / "lineage.json").read_text())
+    assert lineage["model_version"] == "1" and lineage["loopline.data_version"] == "v0001"
+
+    bad = datagen.write_batch(applications.drop(columns=["age"]), tmp_path / "no_age.csv")
+    failed = run_dag("loopline_batch_score", conf={"input_path": str(bad)})
+    assert failed.state == "failed"

@@ -1,0 +1,61 @@
+"""
+### Batch scoring: a file of applications → scores, decisions, reason codes
+
+Trigger by hand (**Trigger DAG w/ config**) with the path of a CSV or parquet file of
+applications and the model to use (`champion` by default, `challenger`, or a version
+number). Results land in `scores/credit_risk/<run_id>/scores.parquet` with the model
+version on every row, beside `lineage.json` (input hash, model version and its data
+version, code commit, feature version).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+from loopline.batch_scoring import MODEL_REF_PATTERN
+from loopline.notifiers import fail_fast, task_failure_notifier
+
+MODEL = "credit_risk"
+
+
+@dag(
+    dag_id="loopline_batch_score",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=4,
+    tags=["loopline", "serve", MODEL],
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=30), "on_failure_callback": task_failure_notifier()},
+    params={
+        "input_path": Param(
+            type="string", minLength=1, title="File to score", description="CSV or parquet of applications"
+        ),
+        "model": Param(
+            "champion",
+            type="string",
+            pattern=MODEL_REF_PATTERN,
+            title="Model",
+            description="'champion', 'challenger' or a registered version number",
+        ),  # fmt: skip
+    },
+    doc_md=__doc__,
+)
+def loopline_batch_score():
+    @task
+    def score() -> dict:
+        from loopline.batch_scoring import score_file
+        from loopline.settings import get_settings
+
+        context = get_current_context()
+        settings = get_settings()
+        out_dir = settings.scores_dir / MODEL / context["run_id"].replace(":", "_").replace("+", "_")
+        with fail_fast():
+            result = score_file(MODEL, context["params"]["input_path"], context["params"]["model"], out_dir, settings)
+        return result.to_dict()
+
+    score()
+
+
+loopline_batch_score()
