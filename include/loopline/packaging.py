@@ -16,7 +16,9 @@ from pathlib import Path
 from loopline.settings import Settings, apply_library_env
 
 # Packages the service needs at run time, pinned like requirements.txt (a test keeps them in step).
-SERVICE_PACKAGES = ("lightgbm", "mlflow", "numpy", "pandas", "pydantic", "pyyaml", "scikit-learn")
+SERVICE_PACKAGES = (
+    "lightgbm", "mlflow", "numpy", "pandas", "prometheus-client", "pydantic", "pyyaml", "scikit-learn", "sqlalchemy",
+)  # fmt: skip
 BENTO_TAG = "loopline.bento_tag"
 MODEL_PIN_FILE = "bento_model.json"
 

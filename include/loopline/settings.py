@@ -42,6 +42,8 @@ class Settings:
     mlflow_artifact_root: str
     bentoml_home: Path
     state_db_uri: str
+    prediction_log_dir: Path
+    route_poll_seconds: float
     models_dir: Path
     expectations_dir: Path
     airflow_home: Path
@@ -94,6 +96,14 @@ def _text(name: str, default: str) -> str:
     return os.environ.get(name, "").strip() or default
 
 
+def _number(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Settings for this process. Cached: call ``get_settings.cache_clear()`` after changing env."""
@@ -115,6 +125,8 @@ def get_settings() -> Settings:
         mlflow_artifact_root=_text("LOOPLINE_MLFLOW_ARTIFACT_ROOT", str(mlflow_dir / "artifacts")),
         bentoml_home=_path("LOOPLINE_BENTOML_HOME", home / "bentoml"),
         state_db_uri=_text("LOOPLINE_STATE_DB_URI", f"sqlite:///{home / 'state.db'}"),
+        prediction_log_dir=_path("LOOPLINE_PREDICTION_LOG_DIR", home / "predictions"),
+        route_poll_seconds=_number("LOOPLINE_ROUTE_POLL_SECONDS", 2.0),
         models_dir=_path("LOOPLINE_MODELS_DIR", root / "models"),
         expectations_dir=_path("LOOPLINE_EXPECTATIONS_DIR", root / "expectations"),
         airflow_home=_path("LOOPLINE_AIRFLOW_HOME", home / "airflow"),
@@ -129,10 +141,10 @@ def get_settings() -> Settings:
 
 
 def _check(settings: Settings) -> None:
-    if not settings.models_dir.is_dir():
-        raise SettingsError(f"LOOPLINE_MODELS_DIR={settings.models_dir} is not a folder")
-    if not settings.expectations_dir.is_dir():
-        raise SettingsError(f"LOOPLINE_EXPECTATIONS_DIR={settings.expectations_dir} is not a folder")
+    # models_dir / expectations_dir are checked where they are read (load_spec, load_suite_dict),
+    # so a Bento, which carries neither folder, can still read its settings.
+    if settings.route_poll_seconds <= 0:
+        raise SettingsError("LOOPLINE_ROUTE_POLL_SECONDS must be above 0")
     if settings.notify_webhook_kind not in WEBHOOK_KINDS:
         raise SettingsError(f"LOOPLINE_NOTIFY_WEBHOOK_KIND must be one of {WEBHOOK_KINDS}")
     for field in fields(settings):

@@ -1,15 +1,20 @@
-"""BentoML service for a Loopline model: validated requests, scores, decisions, reason codes.
+"""BentoML service for a Loopline model: validated requests, routed champion/canary scoring, metrics, log.
 
 The request schema is generated from ``spec.yaml`` beside this file, so a
 malformed request (wrong type, missing field, unknown category, out-of-range
-value) is refused with a 4xx naming the field before it reaches the model.
-Features come from ``loopline.features``, the code training used.
+value, oversized batch) is refused with a 4xx naming the field before it reaches
+a model. Scoring is ``loopline.serving.RoutedScorer``: the versions and traffic
+weights come from the serving state store and change without a restart. Every
+prediction goes to the BentoML prediction log with its model version and reason
+codes, under a pseudonym of the applicant id, never the id itself.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
+import uuid
 from pathlib import Path
 from typing import Literal
 
@@ -19,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 with bentoml.importing():
     import pandas as pd
 
-    from loopline.scoring import score_frame
+    from loopline.routing import pseudonym
     from loopline.spec import ModelSpec, load_spec_file
 
 SPEC: ModelSpec = load_spec_file(Path(__file__).with_name("spec.yaml"))  # beside it in the repo and in the Bento
@@ -42,6 +47,7 @@ Application = _application_model()
 
 
 class Prediction(BaseModel):
+    request_id: str
     score: float
     decision: Literal["approve", "decline"]
     model_version: str
@@ -54,19 +60,80 @@ class ModelService:
 
     def __init__(self) -> None:
         import mlflow.lightgbm
+        import prometheus_client as prom  # after BentoML has set up multiprocess metrics
 
-        self.booster = mlflow.lightgbm.load_model(self.bento_model.path_of("mlflow_model"))
-        self.model_version = self.bento_model.info.labels.get("mlflow_model_version", "unknown")
+        from loopline.serving import RoutedScorer
+        from loopline.serving_state import ServingState
+        from loopline.settings import get_settings
+
+        settings = get_settings()
+        self.settings = settings
+        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+        pinned_version = self.bento_model.info.labels.get("mlflow_model_version", "unknown")
+        pinned = mlflow.lightgbm.load_model(self.bento_model.path_of("mlflow_model"))
+        self.scorer = RoutedScorer(
+            SPEC,
+            load=lambda version: mlflow.lightgbm.load_model(f"models:/{SPEC.name}/{version}"),
+            state=ServingState(settings.state_db_uri),
+            pinned_version=pinned_version,
+            pinned_booster=pinned,
+        )
+        self.scorer.refresh()
+        self.scorer.watch(settings.route_poll_seconds)
+        self.secret = os.environ.get("LOOPLINE_PSEUDONYM_SECRET", "loopline-dev-secret")
+        labels = ["model_version", "arm"]
+        self.predictions = prom.Counter("loopline_predictions_total", "Scored applications", [*labels, "decision"])
+        self.errors = prom.Counter("loopline_prediction_errors_total", "Failed scoring calls", ["model_version"])
+        self.latency = prom.Histogram("loopline_predict_latency_seconds", "Scoring time per request", ["model_version"])
+        self.scores = prom.Histogram(
+            "loopline_score", "Predicted default probability", ["model_version"], buckets=[i / 20 for i in range(1, 21)]
+        )
 
     @bentoml.api
     def predict(self, applications: list[Application] = Field(min_length=1, max_length=MAX_BATCH)) -> list[Prediction]:  # type: ignore[valid-type]
+        started = time.perf_counter()
         raw = pd.DataFrame([a.model_dump() for a in applications])
-        scored = score_frame(self.booster, raw, SPEC)
+        route = self.scorer.route
+        try:
+            scored = self.scorer.score(raw)
+        except Exception:
+            self.errors.labels(model_version=str(route.champion_version)).inc()
+            raise
+        elapsed = time.perf_counter() - started
+        request_ids = [uuid.uuid4().hex for _ in range(len(raw))]
+        for version, rows in scored.groupby("model_version"):
+            self.latency.labels(model_version=version).observe(elapsed)
+            for row in rows.itertuples():
+                self.predictions.labels(model_version=version, arm=row.arm, decision=row.decision).inc()
+                self.scores.labels(model_version=version).observe(row.score)
+        self._log(raw, scored, request_ids, elapsed)
         return [
-            Prediction(score=row.score, decision=row.decision, model_version=self.model_version, reasons=row.reasons)
-            for row in scored.itertuples()
+            Prediction(
+                request_id=rid, score=r.score, decision=r.decision, model_version=r.model_version, reasons=r.reasons
+            )
+            for rid, r in zip(request_ids, scored.itertuples(), strict=True)
         ]
+
+    def _log(self, raw: pd.DataFrame, scored: pd.DataFrame, request_ids: list[str], elapsed: float) -> None:
+        """One prediction-log row per application (BentoML monitoring, JSON lines)."""
+        entity = SPEC.dataset.entity_id
+        options = {"log_path": str(self.settings.prediction_log_dir)}
+        with bentoml.monitor(f"{SPEC.name}_predictions", monitor_class="default", monitor_options=options) as mon:
+            mon.log_batch(request_ids, "prediction_id", "request_id", "categorical")
+            mon.log_batch(
+                [pseudonym(str(e), self.secret) for e in raw[entity]], "entity_hash", "feature", "categorical"
+            )
+            for name in SPEC.features.names:
+                kind = "categorical" if name in SPEC.features.categorical else "numerical"
+                mon.log_batch(raw[name].tolist(), name, "feature", kind)
+            mon.log_batch(scored["model_version"].tolist(), "model_version", "feature", "categorical")
+            mon.log_batch(scored["arm"].tolist(), "arm", "feature", "categorical")
+            mon.log_batch(scored["score"].tolist(), "score", "prediction", "numerical")
+            mon.log_batch(scored["decision"].tolist(), "decision", "prediction", "categorical")
+            mon.log_batch([",".join(r) for r in scored["reasons"]], "reasons", "prediction", "categorical")
+            mon.log_batch([elapsed] * len(raw), "latency_seconds", "feature", "numerical")
 
     @bentoml.api(route="/ready")
     def ready(self) -> dict:
-        return {"ready": True, "model": SPEC.name, "model_version": self.model_version}
+        route = self.scorer.route
+        return {"ready": True, "model": SPEC.name, "route": route.to_dict()}

@@ -273,6 +273,42 @@ def test_the_built_bento_serves_scores_and_refuses_malformed_requests(airflow_db
             f"{url}/predict", data="{not json", headers={"content-type": "application/json"}, timeout=30
         )
         assert 400 <= broken.status_code < 500
+        too_many = requests.post(f"{url}/predict", json={"applications": applications * 400}, timeout=30)
+        assert 400 <= too_many.status_code < 500
+
+        # Traffic changes in the state store reach the running service without a restart.
+        from loopline.serving_state import Route, ServingState
+
+        state = ServingState(get_settings().state_db_uri)
+        current = state.route("credit_risk")
+        state.change(Route("credit_risk", "1", "2", 0.5, revision=current.revision), "pin", "e2e", "split test")
+        many = datagen.make_batch(31, n_rows=400, seed=5).drop(columns=["applied_at", "defaulted"])
+        payload = {"applications": json.loads(many.to_json(orient="records"))}
+
+        def versions() -> list[str]:
+            response = requests.post(f"{url}/predict", json=payload, timeout=30)
+            assert response.status_code == 200, response.text
+            return [p["model_version"] for p in response.json()]
+
+        deadline = time.monotonic() + 30
+        while set(versions()) != {"1", "2"} and time.monotonic() < deadline:
+            time.sleep(0.5)
+        split = versions()
+        assert 0.4 < split.count("2") / len(split) < 0.6
+        assert versions() == split  # sticky per applicant
+        state.change(Route("credit_risk", "1", None, 0.0, revision=current.revision + 1), "rollback", "e2e", "done")
+        deadline = time.monotonic() + 30
+        while set(versions()) != {"1"} and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert set(versions()) == {"1"}
+
+        metrics = requests.get(f"{url}/metrics", timeout=10).text
+        assert 'loopline_predictions_total{arm="canary",decision=' in metrics and 'model_version="2"' in metrics
+        assert "loopline_predict_latency_seconds_bucket" in metrics
+        logged = [p for p in get_settings().prediction_log_dir.rglob("*.log") if "data" in p.parts]
+        lines = [json.loads(line) for p in logged for line in p.read_text().splitlines() if line.strip()]
+        assert lines and {"entity_hash", "model_version", "score", "reasons"} <= set(lines[-1])
+        assert not any(a["applicant_id"] in json.dumps(lines) for a in applications)
     finally:
         server.terminate()
         server.wait(timeout=30)

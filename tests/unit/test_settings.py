@@ -39,7 +39,8 @@ def test_environment_overrides(fresh, tmp_path):
     [
         ("LOOPLINE_NOTIFY_WEBHOOK_KIND", "telegraph", "LOOPLINE_NOTIFY_WEBHOOK_KIND"),
         ("LOOPLINE_MLFLOW_TRACKING_URI", "mlflow.db", "mlflow_tracking_uri"),
-        ("LOOPLINE_MODELS_DIR", "/nonexistent", "LOOPLINE_MODELS_DIR"),
+        ("LOOPLINE_ROUTE_POLL_SECONDS", "soon", "LOOPLINE_ROUTE_POLL_SECONDS"),
+        ("LOOPLINE_ROUTE_POLL_SECONDS", "0", "LOOPLINE_ROUTE_POLL_SECONDS"),
     ],
 )
 def test_bad_settings_are_named(fresh, key, value, named):
