@@ -14,8 +14,8 @@ import pytest
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 DAG_FILES = sorted(DAGS.glob("*.py"))
 HEAVY = ("pandas", "lightgbm", "mlflow", "great_expectations", "bentoml", "dvc", "alibi_detect", "sklearn", "pyarrow")
-EXPECTED = {"loopline_ingest", "loopline_train", "loopline_batch_score"}
-STATEFUL = {"loopline_ingest", "loopline_train"}  # they write the data registry / model registry: one run at a time
+EXPECTED = {"loopline_ingest", "loopline_train", "loopline_batch_score", "loopline_rollout"}
+STATEFUL = {"loopline_ingest", "loopline_train", "loopline_rollout"}  # they write shared state: one run at a time
 
 
 @pytest.fixture(scope="module")

@@ -369,3 +369,36 @@ def test_batch_scoring_writes_scores_with_version_reasons_and_lineage(run_dag, t
     bad = datagen.write_batch(applications.drop(columns=["age"]), tmp_path / "no_age.csv")
     failed = run_dag("loopline_batch_score", conf={"input_path": str(bad)})
     assert failed.state == "failed"
+
+
+def test_manual_rollout_actions_change_traffic_aliases_and_the_audit_trail(run_dag):
+    from loopline.serving_state import ServingState
+
+    state = ServingState(get_settings().state_db_uri)
+
+    def act(**conf):
+        return run_dag("loopline_rollout", conf={"reason": "e2e manual action", **conf})
+
+    assert act(action="pin", version="2", weight=0.2).state == "success"
+    route = state.route("credit_risk")
+    assert (route.champion_version, route.canary_version, route.canary_weight) == ("1", "2", 0.2)
+    assert act(action="abort").state == "success"
+    assert state.route("credit_risk").canary_version is None
+
+    assert act(action="promote", version="2").state == "success"
+    assert state.route("credit_risk").champion_version == "2"
+    roles = aliases()
+    assert roles["champion"] == "2" and roles["previous"] == "1" and "challenger" not in roles
+
+    dr = act(action="rollback", version="previous")
+    assert dr.state == "success"
+    assert state.route("credit_risk").champion_version == "1"
+    assert aliases()["champion"] == "1" and aliases()["previous"] == "2"
+
+    before = state.route("credit_risk")
+    assert act(action="rollback", version="99").state == "failed"
+    assert state.route("credit_risk") == before  # nothing changed
+
+    trail = state.trail("credit_risk", limit=4)
+    assert [r.action for r in trail] == ["rollback", "promote", "abort", "pin"]
+    assert trail[0].actor == f"dag:loopline_rollout/{dr.run_id}" and trail[0].reason == "e2e manual action"
