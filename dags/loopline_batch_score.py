@@ -10,12 +10,11 @@ version, code commit, feature version).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
 from airflow.sdk import Param, dag, get_current_context, task
 
 from loopline.batch_scoring import MODEL_REF_PATTERN
-from loopline.notifiers import fail_fast, task_failure_notifier
+from loopline.dag_defaults import START_DATE, default_args
+from loopline.notifiers import fail_fast
 
 MODEL = "credit_risk"
 
@@ -23,11 +22,11 @@ MODEL = "credit_risk"
 @dag(
     dag_id="loopline_batch_score",
     schedule=None,
-    start_date=datetime(2026, 1, 1),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=4,
     tags=["loopline", "serve", MODEL],
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=30), "on_failure_callback": task_failure_notifier()},
+    default_args=default_args(),
     params={
         "input_path": Param(
             type="string", minLength=1, title="File to score", description="CSV or parquet of applications"

@@ -15,13 +15,14 @@ A re-run or a crash leaves every batch in exactly one place; the same bytes are 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import PokeReturnValue, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from loopline.assets import dataset_asset
-from loopline.notifiers import LooplineNotifier, fail_fast, task_failure_notifier
+from loopline.dag_defaults import START_DATE, default_args
+from loopline.notifiers import LooplineNotifier, fail_fast
 
 MODEL = "credit_risk"
 
@@ -29,11 +30,11 @@ MODEL = "credit_risk"
 @dag(
     dag_id="loopline_ingest",
     schedule=timedelta(minutes=10),
-    start_date=datetime(2026, 1, 1),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
     tags=["loopline", "ingest", MODEL],
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=30), "on_failure_callback": task_failure_notifier()},
+    default_args=default_args(),
     doc_md=__doc__,
 )
 def loopline_ingest():

@@ -16,11 +16,10 @@ The automatic, gated canary steps (5 → 20 → 50 → 100%) are the next step o
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
 from airflow.sdk import Param, dag, get_current_context, task
 
-from loopline.notifiers import fail_fast, task_failure_notifier
+from loopline.dag_defaults import START_DATE, default_args
+from loopline.notifiers import fail_fast
 
 MODEL = "credit_risk"
 
@@ -28,11 +27,11 @@ MODEL = "credit_risk"
 @dag(
     dag_id="loopline_rollout",
     schedule=None,
-    start_date=datetime(2026, 1, 1),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
     tags=["loopline", "serve", MODEL],
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=30), "on_failure_callback": task_failure_notifier()},
+    default_args=default_args(),
     params={
         "action": Param("promote", enum=["promote", "rollback", "pin", "abort"], title="Action"),
         "version": Param(

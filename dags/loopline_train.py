@@ -19,15 +19,16 @@ registry version: no duplicates.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from loopline.assets import dataset_asset, model_asset
+from loopline.dag_defaults import START_DATE, default_args
 from loopline.data_registry import DATA_VERSION_PATTERN
 from loopline.hyperparams import OVERRIDE_SCHEMA
-from loopline.notifiers import fail_fast, task_failure_notifier
+from loopline.notifiers import fail_fast
 
 MODEL = "credit_risk"
 
@@ -43,11 +44,11 @@ def _settings():
     schedule=AssetOrTimeSchedule(
         timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"), assets=dataset_asset(MODEL)
     ),
-    start_date=datetime(2026, 1, 1),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
     tags=["loopline", "train", MODEL],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "on_failure_callback": task_failure_notifier()},
+    default_args=default_args(retry_delay=timedelta(minutes=1)),
     params={
         "data_version": Param(
             "latest",
