@@ -44,6 +44,7 @@ class Settings:
     state_db_uri: str
     prediction_log_dir: Path
     route_poll_seconds: float
+    pseudonym_secret: str
     models_dir: Path
     expectations_dir: Path
     airflow_home: Path
@@ -127,6 +128,8 @@ def get_settings() -> Settings:
         state_db_uri=_text("LOOPLINE_STATE_DB_URI", f"sqlite:///{home / 'state.db'}"),
         prediction_log_dir=_path("LOOPLINE_PREDICTION_LOG_DIR", home / "predictions"),
         route_poll_seconds=_number("LOOPLINE_ROUTE_POLL_SECONDS", 2.0),
+        # Keys the pseudonyms of applicant ids in prediction logs; set a real secret outside the demo.
+        pseudonym_secret=_text("LOOPLINE_PSEUDONYM_SECRET", "loopline-embedded-demo"),
         models_dir=_path("LOOPLINE_MODELS_DIR", root / "models"),
         expectations_dir=_path("LOOPLINE_EXPECTATIONS_DIR", root / "expectations"),
         airflow_home=_path("LOOPLINE_AIRFLOW_HOME", home / "airflow"),

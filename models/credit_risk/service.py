@@ -80,7 +80,7 @@ class ModelService:
         )
         self.scorer.refresh()
         self.scorer.watch(settings.route_poll_seconds)
-        self.secret = os.environ.get("LOOPLINE_PSEUDONYM_SECRET", "loopline-dev-secret")
+        self.secret = settings.pseudonym_secret
         labels = ["model_version", "arm"]
         self.predictions = prom.Counter("loopline_predictions_total", "Scored applications", [*labels, "decision"])
         self.errors = prom.Counter("loopline_prediction_errors_total", "Failed scoring calls", ["model_version"])
