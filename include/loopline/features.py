@@ -45,9 +45,9 @@ def build_features(raw: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
     term = out["loan_term_months"]
     # Annuity payment; a zero rate degenerates to principal / term.
     growth = (1 + monthly_rate) ** term
-    installment = np.where(
-        monthly_rate > 0, out["loan_amount"] * monthly_rate * growth / (growth - 1), out["loan_amount"] / term
-    )
+    annuity = out["loan_amount"] * monthly_rate * growth / (growth - 1)
+    installment = np.where(monthly_rate > 0, annuity, out["loan_amount"] / term)
+    installment = np.where(monthly_rate.isna(), np.nan, installment)  # unknown rate: unknown payment
     out["loan_to_income"] = _ratio(out["loan_amount"], out["annual_income"])
     out["installment_to_income"] = _ratio(pd.Series(installment, index=out.index), out["annual_income"] / 12)
     out["history_to_age"] = _ratio(out["credit_history_months"] / 12, out["age"])

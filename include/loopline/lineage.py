@@ -31,7 +31,10 @@ def code_version(project_root: Path) -> CodeVersion:
     def git(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["git", *args], cwd=project_root, capture_output=True, text=True)
 
-    head = git("rev-parse", "HEAD")
+    try:
+        head = git("rev-parse", "HEAD")
+    except OSError:  # no git binary (slim images): the commit is unknown, not a crash
+        return CodeVersion(commit="unknown", dirty=True)
     if head.returncode != 0:
         return CodeVersion(commit="unknown", dirty=True)
     # Only tracked code counts: untracked scratch files do not change what trains.

@@ -11,6 +11,7 @@ folders when a command or task actually needs them.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, fields
 from functools import lru_cache
@@ -146,8 +147,8 @@ def get_settings() -> Settings:
 def _check(settings: Settings) -> None:
     # models_dir / expectations_dir are checked where they are read (load_spec, load_suite_dict),
     # so a Bento, which carries neither folder, can still read its settings.
-    if settings.route_poll_seconds <= 0:
-        raise SettingsError("LOOPLINE_ROUTE_POLL_SECONDS must be above 0")
+    if not math.isfinite(settings.route_poll_seconds) or settings.route_poll_seconds <= 0:
+        raise SettingsError("LOOPLINE_ROUTE_POLL_SECONDS must be a finite number above 0")
     if settings.notify_webhook_kind not in WEBHOOK_KINDS:
         raise SettingsError(f"LOOPLINE_NOTIFY_WEBHOOK_KIND must be one of {WEBHOOK_KINDS}")
     for field in fields(settings):

@@ -15,6 +15,7 @@ import pytest
 from loopline import datagen
 from loopline.data_registry import DataRegistry
 from loopline.settings import get_settings
+from loopline.spec import load_spec
 
 pytestmark = pytest.mark.slow
 ROWS = 800
@@ -123,7 +124,7 @@ def test_train_records_lineage_registers_champion_and_builds_bento(run_dag):
     assert tags["loopline.data_version"] == "v0001"
     assert tags["loopline.data_rev"] == version.rev
     assert tags["loopline.data_md5"] == version.md5
-    assert tags["loopline.feature_version"] == "1"
+    assert tags["loopline.feature_version"] == load_spec("credit_risk", get_settings().models_dir).features.version
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert tags["loopline.code_commit"] in (head, "unknown")
     assert tags["loopline.reason"] == "e2e first model"

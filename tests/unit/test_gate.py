@@ -1,47 +1,153 @@
-"""The quality gate's rules (pure)."""
+"""The quality gate's rules (pure): absolute floor, no regression against the champion, idempotent re-runs."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from loopline.gate import CHALLENGER, CHAMPION, REJECTED, UNCHANGED, judge
-from loopline.spec import QualityGateSpec
+from loopline.gate import CHALLENGER, CHAMPION, REJECTED, UNCHANGED, GateResult, judge
+from loopline.spec import QualityGateSpec, load_spec
 
-GATE = QualityGateSpec(min_auc=0.7, max_brier=0.2, auc_tolerance=0.01, brier_tolerance=0.005)
+GATE = QualityGateSpec(min_auc=0.70, max_brier=0.20, auc_tolerance=0.01, brier_tolerance=0.005)
+CHAMP = {"auc": 0.80, "brier": 0.10}
 
 
-def metrics(auc: float, brier: float = 0.1) -> dict[str, float]:
-    return {"auc": auc, "brier": brier}
+def metrics(auc: float, brier: float = 0.10, **extra: float) -> dict[str, float]:
+    return {"auc": auc, "brier": brier, **extra}
+
+
+def checks_of(result: GateResult) -> dict[str, tuple[float, float, bool]]:
+    return {c.name: (c.value, c.threshold, c.passed) for c in result.checks}
+
+
+# --- no champion yet ----------------------------------------------------------------------------
 
 
 def test_first_model_above_the_floor_becomes_champion():
-    result = judge(metrics(0.8), GATE)
-    assert result.decision == CHAMPION and result.passed
+    result = judge(metrics(0.80, 0.15), GATE)
+    assert result.decision == CHAMPION and result.passed and result.champion_version is None
     assert [c.name for c in result.checks] == ["min_auc", "max_brier"]
+    assert checks_of(result) == {"min_auc": (0.80, 0.70, True), "max_brier": (0.15, 0.20, True)}
 
 
-@pytest.mark.parametrize("candidate", [metrics(0.69), metrics(0.9, brier=0.25)])
-def test_below_the_absolute_floor_is_rejected(candidate):
-    result = judge(candidate, GATE)
+def test_the_floor_is_inclusive():
+    assert judge(metrics(0.70, 0.20), GATE).decision == CHAMPION
+
+
+def test_below_min_auc_is_rejected():
+    result = judge(metrics(0.69), GATE)
     assert result.decision == REJECTED and not result.passed
+    assert checks_of(result) == {"min_auc": (0.69, 0.70, False), "max_brier": (0.10, 0.20, True)}
 
 
-def test_within_tolerance_of_the_champion_becomes_challenger():
-    result = judge(
-        metrics(0.795, 0.102), GATE, champion=metrics(0.80, 0.10), champion_version="1", candidate_version="2"
-    )
-    assert result.decision == CHALLENGER
-    assert {c.name for c in result.checks} == {"min_auc", "max_brier", "auc_vs_champion", "brier_vs_champion"}
+def test_above_max_brier_is_rejected():
+    result = judge(metrics(0.95, brier=0.21), GATE)
+    assert result.decision == REJECTED and not result.passed
+    assert checks_of(result)["max_brier"] == (0.21, 0.20, False)
+    assert checks_of(result)["min_auc"][2] is True
 
 
-@pytest.mark.parametrize("candidate", [metrics(0.78, 0.10), metrics(0.80, 0.11)])
-def test_worse_than_the_champion_beyond_tolerance_is_rejected(candidate):
-    result = judge(candidate, GATE, champion=metrics(0.80, 0.10), champion_version="1", candidate_version="2")
+def test_nan_metrics_are_rejected():
+    assert judge(metrics(float("nan")), GATE).decision == REJECTED
+    assert judge(metrics(0.9, float("nan")), GATE).decision == REJECTED
+
+
+def test_extra_metrics_are_ignored():
+    assert judge(metrics(0.8, ks=0.01, precision_at_threshold=0.0), GATE).decision == CHAMPION
+
+
+# --- against a champion -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "candidate",
+    [metrics(0.795, 0.102), metrics(0.791, 0.1049), metrics(0.85, 0.08), metrics(0.80, 0.10)],
+    ids=["slightly-worse", "just-inside", "better", "equal"],
+)
+def test_within_tolerance_of_the_champion_becomes_challenger(candidate):
+    result = judge(candidate, GATE, champion=CHAMP, champion_version="1", candidate_version="2")
+    assert result.decision == CHALLENGER and result.passed and result.champion_version == "1"
+    assert [c.name for c in result.checks] == ["min_auc", "max_brier", "auc_vs_champion", "brier_vs_champion"]
+    assert all(c.passed for c in result.checks)
+
+
+def test_champion_checks_carry_floor_and_ceiling():
+    result = judge(metrics(0.795, 0.102), GATE, champion=CHAMP, champion_version="1", candidate_version="2")
+    auc_value, auc_floor, _ = checks_of(result)["auc_vs_champion"]
+    brier_value, brier_ceiling, _ = checks_of(result)["brier_vs_champion"]
+    assert (auc_value, brier_value) == (0.795, 0.102)
+    assert auc_floor == pytest.approx(0.79) and brier_ceiling == pytest.approx(0.105)
+
+
+@pytest.mark.parametrize(
+    "candidate,failing",
+    [
+        (metrics(0.78, 0.10), "auc_vs_champion"),
+        (metrics(0.80, 0.11), "brier_vs_champion"),
+    ],
+)
+def test_worse_than_the_champion_beyond_tolerance_is_rejected(candidate, failing):
+    result = judge(candidate, GATE, champion=CHAMP, champion_version="1", candidate_version="2")
+    assert result.decision == REJECTED and not result.passed
+    assert [c.name for c in result.checks if not c.passed] == [failing]
+
+
+def test_below_the_floor_is_rejected_even_when_the_champion_is_worse():
+    result = judge(metrics(0.65), GATE, champion=metrics(0.60), champion_version="1", candidate_version="2")
     assert result.decision == REJECTED
-    assert any(not c.passed and c.name.endswith("vs_champion") for c in result.checks)
+    assert [c.name for c in result.checks if not c.passed] == ["min_auc"]
 
 
-def test_the_champion_itself_is_unchanged():
+def test_a_champion_without_versions_is_still_compared():
+    result = judge(metrics(0.70), GATE, champion=CHAMP)
+    assert result.decision == REJECTED and "auc_vs_champion" in checks_of(result)
+
+
+# --- the champion itself ------------------------------------------------------------------------
+
+
+def test_the_champion_judged_again_is_unchanged():
     result = judge(metrics(0.8), GATE, champion=metrics(0.8), champion_version="3", candidate_version="3")
     assert result.decision == UNCHANGED and result.passed and result.checks == []
-    assert result.to_dict()["passed"] is True
+    assert result.champion_version == "3"
+
+
+def test_unchanged_does_not_re_apply_the_rules():
+    # Re-running the gate on the serving model must not demote it, even if the spec tightened since.
+    result = judge(metrics(0.5, 0.4), GATE, champion=metrics(0.5, 0.4), champion_version="3", candidate_version="3")
+    assert result.decision == UNCHANGED and result.passed
+
+
+def test_different_versions_with_equal_metrics_are_judged():
+    result = judge(CHAMP, GATE, champion=CHAMP, champion_version="3", candidate_version="4")
+    assert result.decision == CHALLENGER
+
+
+# --- serialisation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs,passed",
+    [
+        ({"candidate": metrics(0.8)}, True),
+        ({"candidate": metrics(0.6)}, False),
+        ({"candidate": CHAMP, "champion": CHAMP, "champion_version": "1", "candidate_version": "1"}, True),
+    ],
+)
+def test_to_dict_includes_passed_and_is_json(kwargs, passed):
+    result = judge(gate=GATE, **kwargs)
+    as_dict = result.to_dict()
+    assert as_dict["passed"] is passed
+    assert as_dict["decision"] == result.decision
+    assert as_dict["checks"] == [
+        {"name": c.name, "value": c.value, "threshold": c.threshold, "passed": c.passed} for c in result.checks
+    ]
+    assert json.loads(json.dumps(as_dict)) == as_dict
+
+
+def test_the_shipped_gate_rejects_a_coin_flip_and_accepts_a_good_model():
+    gate = load_spec("credit_risk", Path(__file__).resolve().parents[2] / "models").quality_gate
+    assert judge(metrics(0.5, 0.25), gate).decision == REJECTED
+    assert judge(metrics(0.8, 0.12), gate).decision == CHAMPION

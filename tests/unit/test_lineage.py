@@ -1,56 +1,235 @@
+"""Lineage: the training fingerprint, its MLflow tags, and the code version read from a real git repo."""
+
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
-from dataclasses import replace
+import sys
+from dataclasses import fields, replace
+from pathlib import Path
 
 import pytest
 
-from loopline.lineage import TrainingInputs, code_version
+from loopline.lineage import CodeVersion, TrainingInputs, code_version
 
-INPUTS = TrainingInputs("m", "v0001", "abc", "md5.dir", "1", "deadbeef", False, {"learning_rate": 0.05, "seed": 1})
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+INPUTS = TrainingInputs(
+    model_name="credit_risk",
+    data_version="v0001",
+    data_rev="abc123",
+    data_md5="d41d8cd98f00b204e9800998ecf8427e.dir",
+    feature_version="1",
+    code_commit="deadbeef",
+    code_dirty=False,
+    params={"learning_rate": 0.05, "num_leaves": 31, "seed": 42},
+)
+LINEAGE_TAGS = {
+    "loopline.model",
+    "loopline.data_version",
+    "loopline.data_rev",
+    "loopline.data_md5",
+    "loopline.feature_version",
+    "loopline.code_commit",
+    "loopline.code_dirty",
+    "loopline.fingerprint",
+    "mlflow.source.git.commit",
+}
+
+needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 
 
-def test_fingerprint_is_stable_and_sensitive_to_every_input():
-    assert INPUTS.fingerprint() == replace(INPUTS).fingerprint()
-    for change in (
+# --- fingerprint --------------------------------------------------------------------------------
+
+
+def test_fingerprint_is_stable():
+    same = TrainingInputs(**{f.name: getattr(INPUTS, f.name) for f in fields(INPUTS)})
+    assert INPUTS.fingerprint() == same.fingerprint() == INPUTS.fingerprint()
+    assert re.fullmatch(r"[0-9a-f]{16}", INPUTS.fingerprint())
+
+
+def test_fingerprint_is_known_across_processes():
+    # a hash of the inputs, not of object identity: another process computes the same key
+    code = (
+        "from loopline.lineage import TrainingInputs as T;"
+        "print(T('credit_risk','v0001','abc123','d41d8cd98f00b204e9800998ecf8427e.dir','1','deadbeef',False,"
+        "{'seed': 42, 'num_leaves': 31, 'learning_rate': 0.05}).fingerprint())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == INPUTS.fingerprint()
+
+
+def test_fingerprint_ignores_param_order():
+    reordered = replace(INPUTS, params={"seed": 42, "num_leaves": 31, "learning_rate": 0.05})
+    assert reordered.fingerprint() == INPUTS.fingerprint()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"model_name": "fraud"},
+        {"data_version": "v0002"},
+        {"data_rev": "abc124"},
         {"data_md5": "other.dir"},
         {"feature_version": "2"},
-        {"code_commit": "cafe"},
-        {"params": {"learning_rate": 0.06, "seed": 1}},
-    ):
-        assert replace(INPUTS, **change).fingerprint() != INPUTS.fingerprint()
+        {"code_commit": "cafebabe"},
+        {"code_dirty": True},
+        {"params": {"learning_rate": 0.06, "num_leaves": 31, "seed": 42}},
+        {"params": {"learning_rate": 0.05, "num_leaves": 31, "seed": 43}},
+        {"params": {"learning_rate": 0.05, "num_leaves": 31, "seed": 42, "max_depth": 6}},
+    ],
+    ids=["model", "data_version", "data_rev", "data_md5", "features", "commit", "dirty", "lr", "seed", "new-param"],
+)
+def test_fingerprint_changes_when_any_input_changes(change):
+    assert replace(INPUTS, **change).fingerprint() != INPUTS.fingerprint()
+
+
+def test_every_field_takes_part_in_the_fingerprint():
+    changed = {
+        "model_name": "x",
+        "data_version": "x",
+        "data_rev": "x",
+        "data_md5": "x",
+        "feature_version": "x",
+        "code_commit": "x",
+        "code_dirty": True,
+        "params": {},
+    }
+    assert set(changed) == {f.name for f in fields(TrainingInputs)}  # a new field must be added here too
+    prints = {replace(INPUTS, **{name: value}).fingerprint() for name, value in changed.items()}
+    assert len(prints) == len(changed) and INPUTS.fingerprint() not in prints
+
+
+# --- tags ---------------------------------------------------------------------------------------
 
 
 def test_tags_carry_the_whole_lineage():
     tags = INPUTS.tags()
-    for key in ("data_version", "data_rev", "data_md5", "feature_version", "code_commit", "fingerprint"):
-        assert f"loopline.{key}" in tags
-    assert tags["mlflow.source.git.commit"] == "deadbeef"
+    assert set(tags) == LINEAGE_TAGS
+    assert tags["loopline.model"] == "credit_risk"
+    assert tags["loopline.data_version"] == "v0001" and tags["loopline.data_rev"] == "abc123"
+    assert tags["loopline.data_md5"] == INPUTS.data_md5 and tags["loopline.feature_version"] == "1"
+    assert tags["loopline.code_commit"] == tags["mlflow.source.git.commit"] == "deadbeef"
+    assert tags["loopline.fingerprint"] == INPUTS.fingerprint()
 
 
-def test_code_version_reads_git(tmp_path, monkeypatch):
+@pytest.mark.parametrize("dirty,text", [(False, "false"), (True, "true")])
+def test_tags_are_strings(dirty, text):
+    tags = replace(INPUTS, code_dirty=dirty).tags()
+    assert tags["loopline.code_dirty"] == text
+    assert all(isinstance(v, str) for v in tags.values())
+
+
+# --- code version -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_override(monkeypatch):
     monkeypatch.delenv("LOOPLINE_GIT_COMMIT", raising=False)
+    return monkeypatch
+
+
+@pytest.fixture
+def repo(tmp_path, no_override) -> Path:
+    """A committed git repo shaped like the project: include/, models/, dags/ and a README."""
+    root = tmp_path / "project"
+    for rel in ("include/loopline/a.py", "models/m/spec.yaml", "dags/train.py", "README.md"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("v1\n")
+    # never let git climb out of the temp folder into an enclosing repository
+    no_override.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "first")
+    return root
+
+
+def git(root: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false", *args],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.strip()
+
+
+@needs_git
+def test_a_clean_checkout_reports_its_commit(repo):
+    version = code_version(repo)
+    assert version == CodeVersion(commit=git(repo, "rev-parse", "HEAD"), dirty=False)
+    assert re.fullmatch(r"[0-9a-f]{40}", version.commit)
+
+
+@needs_git
+@pytest.mark.parametrize("tracked", ["include/loopline/a.py", "models/m/spec.yaml", "dags/train.py"])
+def test_modifying_tracked_code_makes_it_dirty(repo, tracked):
+    (repo / tracked).write_text("v2\n")
+    assert code_version(repo).dirty is True
+
+
+@needs_git
+def test_a_staged_change_is_dirty_too(repo):
+    (repo / "include" / "loopline" / "a.py").write_text("v2\n")
+    git(repo, "add", "include")
+    assert code_version(repo).dirty is True
+
+
+@needs_git
+def test_a_new_commit_is_clean_with_a_new_commit_id(repo):
+    before = code_version(repo).commit
+    (repo / "include" / "loopline" / "a.py").write_text("v2\n")
+    git(repo, "commit", "-qam", "second")
+    after = code_version(repo)
+    assert after.dirty is False and after.commit != before
+
+
+@needs_git
+def test_untracked_files_and_docs_do_not_make_it_dirty(repo):
+    (repo / "scratch.txt").write_text("untracked")
+    (repo / "include" / "loopline" / "new_module.py").write_text("untracked, inside include/")
+    (repo / "README.md").write_text("v2\n")  # tracked, but not code that trains
+    assert code_version(repo).dirty is False
+
+
+@needs_git
+def test_the_override_wins_even_over_a_dirty_repo(repo, no_override):
+    (repo / "include" / "loopline" / "a.py").write_text("v2\n")
+    no_override.setenv("LOOPLINE_GIT_COMMIT", "  0123abc  ")
+    assert code_version(repo) == CodeVersion(commit="0123abc", dirty=False)
+
+
+@needs_git
+def test_a_blank_override_is_ignored(repo, no_override):
+    no_override.setenv("LOOPLINE_GIT_COMMIT", "   ")
+    assert code_version(repo).commit == git(repo, "rev-parse", "HEAD")
+
+
+def test_a_folder_outside_git_is_unknown(tmp_path, no_override):
+    no_override.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    version = code_version(tmp_path)
+    assert version.commit == "unknown" and version.dirty is True
+
+
+def test_the_override_applies_outside_git(tmp_path, no_override):
+    no_override.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    no_override.setenv("LOOPLINE_GIT_COMMIT", "feedface")
+    assert code_version(tmp_path) == CodeVersion(commit="feedface", dirty=False)
+
+
+@needs_git
+def test_the_project_itself_reports_its_head():
+    if not (PROJECT_ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    expected = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert code_version(PROJECT_ROOT).commit == expected
+
+
+def test_no_git_binary_is_unknown_not_a_crash(tmp_path, no_override):
+    empty_bin = tmp_path / "bin"
+    empty_bin.mkdir()
+    no_override.setenv("PATH", str(empty_bin))
     assert code_version(tmp_path).commit == "unknown"
-
-    def git(*args):
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
-                       capture_output=True)  # fmt: skip
-
-    git("init", "-q")
-    (tmp_path / "include").mkdir()
-    (tmp_path / "include" / "a.py").write_text("x = 1\n")
-    git("add", "-A")
-    git("commit", "-qm", "c")
-    clean = code_version(tmp_path)
-    assert len(clean.commit) == 40 and clean.dirty is False
-    (tmp_path / "scratch.txt").write_text("untracked does not count")
-    assert code_version(tmp_path).dirty is False
-    (tmp_path / "include" / "a.py").write_text("x = 2\n")
-    assert code_version(tmp_path).dirty is True
-    monkeypatch.setenv("LOOPLINE_GIT_COMMIT", "0123abc")
-    assert code_version(tmp_path).commit == "0123abc"
-
-
-@pytest.mark.parametrize("field", ["data_rev", "code_commit"])
-def test_tags_are_strings(field):
-    assert isinstance(INPUTS.tags()[f"loopline.{field}"], str)

@@ -1,57 +1,208 @@
+"""The model spec: the shipped one loads, and every kind of mistake fails loudly, naming its key."""
+
 from __future__ import annotations
 
-import shutil
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
-from loopline.spec import SpecError, load_spec
+from loopline.errors import LooplineError
+from loopline.spec import ModelSpec, SpecError, load_spec, load_spec_file, spec_path
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
+SHIPPED = MODELS / "credit_risk" / "spec.yaml"
 
 
-def copy_spec(tmp_path: Path, edit) -> Path:
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    load_spec.cache_clear()
+    yield
+    load_spec.cache_clear()
+
+
+def models_with(tmp_path: Path, edit: Callable[[dict], None] | None = None, name: str = "credit_risk") -> Path:
+    """A fresh models/ folder holding an (edited) copy of the shipped spec under models/<name>/."""
     models = tmp_path / "models"
-    shutil.copytree(MODELS / "credit_risk", models / "credit_risk")
-    path = models / "credit_risk" / "spec.yaml"
-    raw = yaml.safe_load(path.read_text())
-    edit(raw)
-    path.write_text(yaml.safe_dump(raw))
+    folder = models / name
+    folder.mkdir(parents=True)
+    raw = yaml.safe_load(SHIPPED.read_text())
+    if edit is not None:
+        edit(raw)
+    (folder / "spec.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     return models
 
 
-def test_the_shipped_spec_loads():
+# --- the shipped spec ---------------------------------------------------------------------------
+
+
+def test_the_shipped_spec_loads_with_its_schema():
     spec = load_spec("credit_risk", MODELS)
-    assert spec.input_columns[:2] == ["applicant_id", "applied_at"] and spec.input_columns[-1] == "defaulted"
-    assert len(spec.features.names) == 15
+    assert isinstance(spec, ModelSpec) and spec.name == "credit_risk"
+    assert (spec.dataset.entity_id, spec.dataset.timestamp, spec.dataset.target) == (
+        "applicant_id",
+        "applied_at",
+        "defaulted",
+    )
+    assert len(spec.features.numeric) == 11 and len(spec.features.categorical) == 4
+    assert spec.features.categorical["home_ownership"] == ["RENT", "OWN", "MORTGAGE", "OTHER"]
+    assert (spec.features.numeric["age"].min, spec.features.numeric["age"].max) == (18.0, 100.0)
+    assert spec.training.seed == 42 and spec.training.holdout_weeks == 1 and spec.training.valid_weeks == 1
+    assert spec.quality_gate.min_auc == pytest.approx(0.70)
 
 
-def test_unknown_key_is_named(tmp_path):
-    models = copy_spec(tmp_path, lambda r: r["training"].update(learnign_rate=0.1))
-    with pytest.raises(SpecError, match="training.learnign_rate"):
+def test_input_columns_are_id_time_features_label_in_spec_order():
+    spec = load_spec("credit_risk", MODELS)
+    assert spec.features.names == [*spec.features.numeric, *spec.features.categorical]
+    assert spec.input_columns == ["applicant_id", "applied_at", *spec.features.names, "defaulted"]
+    assert spec.features.names[0] == "age" and spec.features.names[-1] == "region"
+
+
+def test_load_spec_is_cached_per_model_and_folder():
+    assert load_spec("credit_risk", MODELS) is load_spec("credit_risk", MODELS)
+
+
+def test_the_spec_is_frozen():
+    spec = load_spec("credit_risk", MODELS)
+    with pytest.raises(ValidationError):
+        spec.name = "other"  # type: ignore[misc]
+
+
+def test_spec_path_and_load_spec_file_agree_with_load_spec():
+    assert spec_path("credit_risk", MODELS) == SHIPPED
+    assert load_spec_file(SHIPPED) == load_spec("credit_risk", MODELS)
+
+
+def test_a_copy_of_the_shipped_spec_loads(tmp_path):
+    assert load_spec("credit_risk", models_with(tmp_path)) == load_spec("credit_risk", MODELS)
+
+
+# --- unknown keys -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "edit,path",
+    [
+        (lambda r: r.update(owner="me"), "owner"),
+        (lambda r: r["training"].update(learnign_rate=0.1), "training.learnign_rate"),
+        (lambda r: r["quality_gate"].update(min_ks=0.3), "quality_gate.min_ks"),
+        (lambda r: r["features"]["numeric"]["age"].update(mn=1), "features.numeric.age.mn"),
+        (lambda r: r["dataset"].update(label="defaulted"), "dataset.label"),
+    ],
+)
+def test_an_unknown_key_fails_naming_its_path(tmp_path, edit, path):
+    models = models_with(tmp_path, edit)
+    with pytest.raises(SpecError) as err:
+        load_spec("credit_risk", models)
+    message = str(err.value)
+    assert f"{path}: Extra inputs are not permitted" in message
+    assert str(models / "credit_risk" / "spec.yaml") in message  # and the file
+
+
+def test_a_missing_required_key_is_named(tmp_path):
+    models = models_with(tmp_path, lambda r: r["dataset"].pop("target"))
+    with pytest.raises(SpecError, match=r"dataset\.target: Field required"):
         load_spec("credit_risk", models)
 
 
-def test_inverted_range_and_duplicate_levels(tmp_path):
-    models = copy_spec(tmp_path, lambda r: r["features"]["numeric"]["age"].update(min=200))
-    with pytest.raises(SpecError, match="age"):
-        load_spec("credit_risk", models)
-    models = copy_spec(tmp_path / "b", lambda r: r["features"]["categorical"].update(region=["north", "north"]))
-    with pytest.raises(SpecError, match="region"):
+@pytest.mark.parametrize(
+    "edit,path",
+    [
+        (lambda r: r["training"].update(decision_threshold=1.0), "training.decision_threshold"),
+        (lambda r: r["training"].update(holdout_weeks=0), "training.holdout_weeks"),
+        (lambda r: r["training"].update(seed="forty-two"), "training.seed"),
+        (lambda r: r["quality_gate"].update(min_auc=1.5), "quality_gate.min_auc"),
+    ],
+)
+def test_a_value_out_of_bounds_or_of_the_wrong_type_is_named(tmp_path, edit, path):
+    with pytest.raises(SpecError, match=re.escape(f"{path}: ")):
+        load_spec("credit_risk", models_with(tmp_path, edit))
+
+
+# --- feature schema rules -----------------------------------------------------------------------
+
+
+def test_min_above_max_is_an_error(tmp_path):
+    models = models_with(tmp_path, lambda r: r["features"]["numeric"]["age"].update(min=200))
+    with pytest.raises(SpecError, match=r"features\.numeric\.age: Value error, min 200\.0 > max 100\.0"):
         load_spec("credit_risk", models)
 
 
-def test_missing_model_lists_the_known_ones(tmp_path):
-    with pytest.raises(SpecError, match=r"known models: \['credit_risk'\]"):
+def test_min_equal_to_max_is_allowed(tmp_path):
+    models = models_with(tmp_path, lambda r: r["features"]["numeric"]["age"].update(min=100))
+    assert load_spec("credit_risk", models).features.numeric["age"].min == 100.0
+
+
+def test_duplicate_categorical_levels_are_an_error(tmp_path):
+    models = models_with(tmp_path, lambda r: r["features"]["categorical"].update(region=["north", "south", "north"]))
+    with pytest.raises(SpecError, match=r"categorical feature 'region' needs distinct, non-empty levels"):
+        load_spec("credit_risk", models)
+
+
+def test_empty_categorical_levels_are_an_error(tmp_path):
+    models = models_with(tmp_path, lambda r: r["features"]["categorical"].update(region=[]))
+    with pytest.raises(SpecError, match=r"'region' needs distinct, non-empty levels"):
+        load_spec("credit_risk", models)
+
+
+def test_a_feature_cannot_be_both_numeric_and_categorical(tmp_path):
+    models = models_with(tmp_path, lambda r: r["features"]["categorical"].update(age=["young", "old"]))
+    with pytest.raises(SpecError, match=r"both numeric and categorical: \['age'\]"):
+        load_spec("credit_risk", models)
+
+
+# --- finding the file ---------------------------------------------------------------------------
+
+
+def test_a_name_that_does_not_match_the_folder_is_an_error(tmp_path):
+    models = models_with(tmp_path, lambda r: r.update(name="other"))
+    with pytest.raises(SpecError, match=r"declares name 'other', expected 'credit_risk'"):
+        load_spec("credit_risk", models)
+
+
+def test_a_missing_spec_lists_the_known_models(tmp_path):
+    models = models_with(tmp_path)
+    models_with(tmp_path, lambda r: r.update(name="churn"), name="churn")
+    (models / "notes").mkdir()  # a folder without spec.yaml is not a model
+    with pytest.raises(SpecError) as err:
+        load_spec("fraud", models)
+    assert "no spec for model 'fraud'" in str(err.value)
+    assert str(models / "fraud" / "spec.yaml") in str(err.value)
+    assert "known models: ['churn', 'credit_risk']" in str(err.value)
+
+
+def test_a_missing_spec_in_the_shipped_models_names_credit_risk():
+    with pytest.raises(SpecError, match=r"known models: \[.*'credit_risk'.*\]"):
         load_spec("fraud", MODELS)
 
 
-def test_name_mismatch_and_bad_yaml(tmp_path):
-    models = copy_spec(tmp_path, lambda r: r.update(name="other"))
-    with pytest.raises(SpecError, match="declares name"):
+def test_a_missing_models_folder_lists_no_models(tmp_path):
+    with pytest.raises(SpecError, match=r"known models: \[\]"):
+        load_spec("credit_risk", tmp_path / "nowhere")
+
+
+# --- unreadable files ---------------------------------------------------------------------------
+
+
+def test_invalid_yaml_is_an_error_naming_the_file(tmp_path):
+    models = models_with(tmp_path)
+    path = models / "credit_risk" / "spec.yaml"
+    path.write_text("name: credit_risk\nfeatures: [unclosed\n")
+    with pytest.raises(SpecError, match="not valid YAML") as err:
         load_spec("credit_risk", models)
-    (models / "credit_risk" / "spec.yaml").write_text("name: [unclosed")
-    load_spec.cache_clear()
-    with pytest.raises(SpecError, match="not valid YAML"):
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("text", ["", "- a list\n- not a mapping\n", "just a string\n"])
+def test_yaml_that_is_not_a_mapping_is_an_error(tmp_path, text):
+    models = models_with(tmp_path)
+    (models / "credit_risk" / "spec.yaml").write_text(text)
+    with pytest.raises(SpecError, match="is invalid"):
         load_spec("credit_risk", models)
+
+
+def test_spec_errors_are_loopline_value_errors():
+    assert issubclass(SpecError, LooplineError) and issubclass(SpecError, ValueError)
