@@ -104,6 +104,8 @@ def load_spec_file(path: Path) -> ModelSpec:
     try:
         raw = yaml.safe_load(path.read_text())
         return ModelSpec.model_validate(raw)
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(f"cannot read spec {path}: {err}") from err
     except yaml.YAMLError as err:
         raise SpecError(f"{path} is not valid YAML: {err}") from err
     except ValidationError as err:

@@ -55,6 +55,8 @@ def labelled(df: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
 def time_split(df: pd.DataFrame, spec: ModelSpec) -> Split:
     """Split by ISO week of the application timestamp: train | valid | holdout, in time order."""
     ts = pd.to_datetime(df[spec.dataset.timestamp])
+    if ts.isna().any():
+        raise TrainingError(f"{int(ts.isna().sum())} rows have no {spec.dataset.timestamp}; cannot place them in time")
     week = ts.dt.to_period("W-SUN").dt.start_time
     weeks = sorted(week.unique())
     t = spec.training

@@ -206,3 +206,13 @@ def test_yaml_that_is_not_a_mapping_is_an_error(tmp_path, text):
 
 def test_spec_errors_are_loopline_value_errors():
     assert issubclass(SpecError, LooplineError) and issubclass(SpecError, ValueError)
+
+
+def test_an_unreadable_spec_file_is_a_spec_error(tmp_path):
+    from loopline.spec import load_spec_file
+
+    with pytest.raises(SpecError, match="cannot read spec"):
+        load_spec_file(tmp_path / "absent.yaml")
+    (tmp_path / "latin1.yaml").write_bytes(b"name: caf\xe9\n")
+    with pytest.raises(SpecError, match="cannot read spec"):
+        load_spec_file(tmp_path / "latin1.yaml")

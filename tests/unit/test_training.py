@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline import training
+from loopline import datagen, training
 from loopline.features import feature_columns
+from loopline.ingest import normalise
 from loopline.spec import ModelSpec, load_spec
 
 SPEC = load_spec("credit_risk", Path(__file__).resolve().parents[2] / "models")
@@ -281,3 +282,10 @@ def test_fit_and_evaluate_ignores_unlabelled_rows(frame):
     )
     _, with_unlabelled = training.fit_and_evaluate(pd.concat([frame, unlabelled], ignore_index=True), SPEC, PARAMS)
     assert with_unlabelled == baseline
+
+
+def test_rows_without_a_timestamp_are_refused_not_dropped():
+    frame = pd.concat([normalise(datagen.make_batch(w, 200, seed=2), SPEC) for w in range(4)], ignore_index=True)
+    frame.loc[:4, "applied_at"] = pd.NaT
+    with pytest.raises(training.TrainingError, match="5 rows have no applied_at"):
+        training.time_split(frame, SPEC)
