@@ -80,6 +80,52 @@ class QualityGateSpec(_Strict):
     brier_tolerance: float = Field(ge=0)
 
 
+class CanaryGates(_Strict):
+    """Canary vs champion over the same window; a step passes only if every gate with enough data passes."""
+
+    min_samples: int = Field(200, ge=1)  # predictions per arm in the step's window before judging
+    max_error_rate: float = Field(0.01, ge=0, le=1)  # canary errors / canary calls
+    max_p95_latency_ratio: float = Field(2.0, ge=1)  # canary p95 <= ratio * champion p95 + slack
+    latency_slack_ms: float = Field(5.0, ge=0)  # absolute slack: sub-millisecond noise never fails a step
+    max_score_psi: float = Field(0.2, gt=0)  # PSI of canary scores vs champion scores
+    max_auc_drop: float = Field(0.03, ge=0)  # live AUC, once outcome labels have arrived
+    min_labelled: int = Field(200, ge=1)  # labelled predictions per arm before the AUC gate counts
+
+
+class RolloutSpec(_Strict):
+    mode: str = Field("canary", pattern="^(canary|bluegreen)$")
+    steps: list[float] = Field(default_factory=lambda: [0.05, 0.2, 0.5, 1.0])  # canary share per step
+    bake_seconds: int = Field(600, ge=1)  # minimum time per step before it can pass
+    max_step_seconds: int = Field(3600, ge=1)  # a step without enough traffic by then fails (nothing judged)
+    poll_seconds: int = Field(30, ge=1)
+    gates: CanaryGates = Field(default_factory=CanaryGates)
+
+    @model_validator(mode="after")
+    def _steps(self) -> RolloutSpec:
+        steps = self.steps
+        if not steps or any(not 0 < s <= 1 for s in steps) or steps != sorted(set(steps)) or steps[-1] != 1.0:
+            raise ValueError(f"steps must rise strictly within (0, 1] and end at 1.0, got {steps}")
+        if self.max_step_seconds < self.bake_seconds:
+            raise ValueError("max_step_seconds must be >= bake_seconds")
+        return self
+
+
+class DriftPolicy(_Strict):
+    """When drift counts as real, and how often it may start a retrain."""
+
+    schedule: str = "@hourly"  # the drift DAG's schedule
+    window_hours: float = Field(24, gt=0)  # recent prediction-log window compared with the reference
+    min_window: int = Field(500, ge=10)  # fewer live rows than this: no verdict
+    p_value: float = Field(0.05, gt=0, lt=1)  # FDR level across features (TabularDrift, correction='fdr')
+    min_psi: float = Field(0.1, gt=0)  # effect size a feature must also reach to count as drifted
+    drift_share: float = Field(0.3, gt=0, le=1)  # importance-weighted share of drifted features that confirms
+    score_psi: float = Field(0.2, gt=0)  # score-distribution PSI that confirms on its own (with p < p_value)
+    min_labelled: int = Field(300, ge=10)  # labelled live rows before live AUC is judged
+    max_auc_drop: float = Field(0.05, ge=0)  # live AUC below training holdout AUC by more than this: concept drift
+    cooldown_hours: float = Field(24, ge=0)  # no retrain trigger within this long after the last one
+    max_retrains_per_week: int = Field(2, ge=0)
+
+
 class ModelSpec(_Strict):
     name: str
     description: str = ""
@@ -87,6 +133,8 @@ class ModelSpec(_Strict):
     features: FeatureSpec
     training: TrainingSpec
     quality_gate: QualityGateSpec
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    monitoring: DriftPolicy = Field(default_factory=DriftPolicy)
 
     @property
     def input_columns(self) -> list[str]:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 with bentoml.importing():
     import pandas as pd
 
+    from loopline.prediction_log import monitor_name
     from loopline.routing import pseudonym
     from loopline.spec import ModelSpec, load_spec_file
 
@@ -118,7 +119,7 @@ class ModelService:
         """One prediction-log row per application (BentoML monitoring, JSON lines)."""
         entity = SPEC.dataset.entity_id
         options = {"log_path": str(self.settings.prediction_log_dir)}
-        with bentoml.monitor(f"{SPEC.name}_predictions", monitor_class="default", monitor_options=options) as mon:
+        with bentoml.monitor(monitor_name(SPEC.name), monitor_class="default", monitor_options=options) as mon:
             mon.log_batch(request_ids, "prediction_id", "request_id", "categorical")
             mon.log_batch(
                 [pseudonym(str(e), self.secret) for e in raw[entity]], "entity_hash", "feature", "categorical"
@@ -132,6 +133,7 @@ class ModelService:
             mon.log_batch(scored["decision"].tolist(), "decision", "prediction", "categorical")
             mon.log_batch([",".join(r) for r in scored["reasons"]], "reasons", "prediction", "categorical")
             mon.log_batch([elapsed] * len(raw), "latency_seconds", "feature", "numerical")
+            mon.log_batch([time.time()] * len(raw), "logged_at", "feature", "numerical")  # UTC epoch: windows
 
     @bentoml.api(route="/ready")
     def ready(self) -> dict:

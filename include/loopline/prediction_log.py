@@ -1,0 +1,62 @@
+"""Read the service's prediction log (BentoML's default monitor: JSON lines, one row per scored application).
+
+Canary analysis and drift monitoring both read it. Files live under
+``<prediction_log_dir>/<model>_predictions/data/data.<worker>.log`` (rotated daily
+to ``...log.<date>``). A line cut short by a crash is skipped and counted, never
+fatal: one torn line must not blind the monitor to the rest of the window.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+def monitor_name(model: str) -> str:
+    return f"{model}_predictions"
+
+
+def log_files(log_dir: Path, model: str) -> list[Path]:
+    return sorted((Path(log_dir) / monitor_name(model) / "data").glob("data.*.log*"))
+
+
+@dataclass(frozen=True)
+class Window:
+    rows: pd.DataFrame  # one row per prediction; logged_at is UTC epoch seconds
+    skipped_lines: int
+
+
+def read_window(
+    log_dir: Path, model: str, since: datetime | None = None, until: datetime | None = None
+) -> Window:
+    """Predictions logged in [since, until) (both timezone-aware, or None for open ends)."""
+    records, skipped = [], 0
+    low = since.timestamp() if since else float("-inf")
+    high = until.timestamp() if until else float("inf")
+    for path in log_files(log_dir, model):
+        with path.open(encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                    at = float(record["logged_at"])
+                except (ValueError, KeyError, TypeError):
+                    skipped += 1
+                    continue
+                if low <= at < high:
+                    records.append(record)
+    if skipped:
+        log.warning("prediction log of %s: skipped %d unreadable lines", model, skipped)
+    rows = pd.DataFrame.from_records(records)
+    if not rows.empty:
+        rows["model_version"] = rows["model_version"].astype(str)
+        rows = rows.sort_values("logged_at", kind="stable").reset_index(drop=True)
+    return Window(rows, skipped)
