@@ -21,6 +21,7 @@ from loopline.alerts import WEBHOOK_KINDS
 from loopline.errors import LooplineError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+EXECUTORS = ("LocalExecutor", "CeleryExecutor")
 
 
 class SettingsError(LooplineError, ValueError):
@@ -54,6 +55,11 @@ class Settings:
     notify_webhook_kind: str
     notify_email_to: str
     smtp_conn_id: str
+    service_url: str
+    monitoring_dir: Path
+    airflow_executor: str
+    celery_broker_url: str
+    celery_result_backend: str
 
     def as_env(self) -> dict[str, str]:
         """Variables the libraries themselves read (Airflow, MLflow, BentoML, GE).
@@ -74,6 +80,16 @@ class Settings:
             "GX_ANALYTICS_ENABLED": "False",
             "GIT_PYTHON_REFRESH": "quiet",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            "AIRFLOW__CORE__EXECUTOR": self.airflow_executor,
+            **self._celery_env(),
+        }
+
+    def _celery_env(self) -> dict[str, str]:
+        if self.airflow_executor != "CeleryExecutor":
+            return {}
+        return {
+            "AIRFLOW__CELERY__BROKER_URL": self.celery_broker_url,
+            "AIRFLOW__CELERY__RESULT_BACKEND": self.celery_result_backend,
         }
 
     def state_dirs(self) -> list[Path]:
@@ -139,6 +155,14 @@ def get_settings() -> Settings:
         notify_webhook_kind=_text("LOOPLINE_NOTIFY_WEBHOOK_KIND", "slack"),
         notify_email_to=_text("LOOPLINE_NOTIFY_EMAIL_TO", ""),
         smtp_conn_id=_text("LOOPLINE_SMTP_CONN_ID", "smtp_default"),
+        # Where the rollout DAG reads the service's /metrics (error counts per model version).
+        service_url=_text("LOOPLINE_SERVICE_URL", "http://127.0.0.1:3000").rstrip("/"),
+        monitoring_dir=_path("LOOPLINE_MONITORING_DIR", home / "monitoring"),  # drift detectors and reports
+        airflow_executor=_text("LOOPLINE_AIRFLOW_EXECUTOR", "LocalExecutor"),
+        celery_broker_url=_text("LOOPLINE_CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"),
+        celery_result_backend=_text(
+            "LOOPLINE_CELERY_RESULT_BACKEND", "db+postgresql://postgres@127.0.0.1:5432/airflow"
+        ),
     )
     _check(settings)
     return settings
@@ -149,6 +173,10 @@ def _check(settings: Settings) -> None:
     # so a Bento, which carries neither folder, can still read its settings.
     if not math.isfinite(settings.route_poll_seconds) or settings.route_poll_seconds <= 0:
         raise SettingsError("LOOPLINE_ROUTE_POLL_SECONDS must be a finite number above 0")
+    if settings.airflow_executor not in EXECUTORS:
+        raise SettingsError(f"LOOPLINE_AIRFLOW_EXECUTOR must be one of {EXECUTORS}, got {settings.airflow_executor!r}")
+    if "://" not in settings.service_url:
+        raise SettingsError(f"LOOPLINE_SERVICE_URL must be a URL (http://host:port), got {settings.service_url!r}")
     if settings.notify_webhook_kind not in WEBHOOK_KINDS:
         raise SettingsError(f"LOOPLINE_NOTIFY_WEBHOOK_KIND must be one of {WEBHOOK_KINDS}")
     for field in fields(settings):
