@@ -1,64 +1,172 @@
 """
-### Rollout: change what serves traffic (manual actions)
+### Rollout: a challenger reaches 100% only through steps judged automatically
 
-Trigger with config from the UI form:
+Starts when the train DAG publishes the `credit_risk_model` Asset (a version passed
+the quality gate), or by hand (**Trigger DAG w/ config**: which version, which mode).
+Nothing to do (no challenger, or it already serves) → the run is skipped.
 
-- **promote**: the chosen version (default: the `challenger`) takes 100% now; the old
-  champion keeps the MLflow alias `previous`;
-- **rollback**: the chosen earlier version (e.g. `previous`, or a number) becomes champion again;
-- **pin**: serve the chosen version as canary to a fixed share of applicants (A/B test);
-- **abort**: canary traffic back to 0 at once.
+**canary** (default, steps from `models/credit_risk/spec.yaml`, e.g. 5 → 20 → 50 → 100%):
+each `canary_<n>pct` task sets the canary's share of applicants, then compares canary
+and champion over the same window — error rate (service `/metrics`), p95 latency and
+score PSI (prediction log), live AUC once outcomes arrived — until the step has baked
+and every gate passes. A failing gate puts the canary back to 0% at once, records the
+gate results in the rollout record and audit trail, and alerts. After the last step,
+`promote` moves the MLflow alias `champion` (the old one keeps `previous`).
 
-Every change is written to the serving state store with an audit record (who: this DAG
-run; why: the reason you give) and picked up by the running service within seconds.
-The automatic, gated canary steps (5 → 20 → 50 → 100%) are the next step of this DAG.
+**bluegreen**: `pre_switch_check` scores recent live traffic with the candidate offline,
+`switch` moves all traffic at once, `post_switch_watch` switches straight back if the
+new champion fails its gates.
+
+Stop a running rollout from **loopline_rollout_control** (abort / rollback).
 """
 
 from __future__ import annotations
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Param, PokeReturnValue, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from loopline.assets import model_asset
 from loopline.dag_defaults import START_DATE, default_args
-from loopline.notifiers import fail_fast
+from loopline.notifiers import LooplineNotifier, fail_fast
+from loopline.settings import get_settings
+from loopline.spec import load_spec
 
 MODEL = "credit_risk"
+ROLLOUT = load_spec(MODEL, get_settings().models_dir).rollout  # steps, bake and poll interval (spec file)
+CANARY_STEPS = ROLLOUT.steps[:-1]  # the last step (100%) is the promotion itself
+
+
+def _actor() -> str:
+    context = get_current_context()
+    return f"dag:{context['dag'].dag_id}/{context['run_id']}"
+
+
+def _judge(verdict) -> PokeReturnValue:
+    if verdict.status == "fail":
+        raise AirflowFailException(verdict.summary())
+    return PokeReturnValue(is_done=verdict.status == "pass", xcom_value=verdict.to_dict())
+
+
+def _canary_step(step: float):
+    @task.sensor(
+        task_id=f"canary_{round(step * 100)}pct",
+        poke_interval=ROLLOUT.poll_seconds,
+        timeout=ROLLOUT.max_step_seconds + 5 * ROLLOUT.poll_seconds,
+        mode="reschedule",
+        doc_md=f"Canary at {step:.0%} of applicants: passes once baked with every gate passed; a bad gate fails it.",
+    )
+    def canary_step(prepared: dict) -> PokeReturnValue:
+        from loopline.rollout_flow import canary_step
+
+        with fail_fast():
+            return _judge(canary_step(prepared["rollout_id"], step, _actor(), get_settings()))
+
+    return canary_step
 
 
 @dag(
     dag_id="loopline_rollout",
-    schedule=None,
+    schedule=[model_asset(MODEL)],
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
     tags=["loopline", "serve", MODEL],
     default_args=default_args(),
     params={
-        "action": Param("promote", enum=["promote", "rollback", "pin", "abort"], title="Action"),
         "version": Param(
             "challenger",
             type="string",
-            pattern=r"^(challenger|previous|champion|[1-9][0-9]*)$",
+            pattern=r"^(challenger|[1-9][0-9]*)$",
             title="Version",
-            description="'challenger', 'previous', or a registered version number (ignored by abort)",
+            description="'challenger' or a registered version number",
         ),
-        "weight": Param(0.05, type="number", minimum=0, maximum=1, title="Canary share (pin only)"),
-        "reason": Param(type="string", minLength=3, maxLength=500, title="Reason (goes into the audit trail)"),
-    },  # fmt: skip
+        "mode": Param("spec", enum=["spec", "canary", "bluegreen"], title="Mode ('spec': as the model spec says)"),
+    },
     doc_md=__doc__,
 )
 def loopline_rollout():
     @task
-    def apply_action() -> dict:
-        from loopline.rollout import apply
-        from loopline.settings import get_settings
+    def prepare() -> dict:
+        """Open a rollout record for the candidate, or skip the run when there is nothing to roll out."""
+        from loopline.rollout_flow import prepare
 
-        context = get_current_context()
-        p = context["params"]
-        actor = f"dag:{context['dag'].dag_id}/{context['run_id']}"
+        params = get_current_context()["params"]
+        mode = None if params["mode"] == "spec" else params["mode"]
         with fail_fast():
-            return apply(p["action"], MODEL, p["version"], p["weight"], actor, p["reason"], get_settings())
+            prepared = prepare(MODEL, params["version"], mode, _actor(), get_settings())
+        if prepared is None:
+            raise AirflowSkipException("no challenger waiting, or it already serves")
+        return prepared
 
-    apply_action()
+    @task.branch
+    def choose_mode(prepared: dict) -> str:
+        first_step = f"canary_{round(CANARY_STEPS[0] * 100)}pct"
+        return first_step if prepared["mode"] == "canary" else "pre_switch_check"
+
+    @task(
+        on_success_callback=LooplineNotifier(
+            title="Loopline: credit_risk v{{ ti.xcom_pull('prepare')['candidate'] }} promoted to champion",
+            body="rollout passed every step; run {{ run_id }}",
+        )
+    )
+    def promote(prepared: dict) -> dict:
+        from loopline.rollout_flow import promote
+
+        with fail_fast():
+            return promote(prepared["rollout_id"], _actor(), get_settings())
+
+    @task
+    def pre_switch_check(prepared: dict) -> dict:
+        from loopline.rollout_flow import pre_switch_check
+
+        with fail_fast():
+            verdict = pre_switch_check(prepared["rollout_id"], get_settings())
+        if verdict.status == "fail":
+            raise AirflowFailException(verdict.summary())
+        return verdict.to_dict()
+
+    @task
+    def switch(prepared: dict) -> dict:
+        from loopline.rollout_flow import switch
+
+        with fail_fast():
+            return switch(prepared["rollout_id"], _actor(), get_settings())
+
+    @task.sensor(
+        poke_interval=ROLLOUT.poll_seconds,
+        timeout=ROLLOUT.max_step_seconds + 5 * ROLLOUT.poll_seconds,
+        mode="reschedule",
+    )
+    def post_switch_watch(prepared: dict) -> PokeReturnValue:
+        from loopline.rollout_flow import post_switch_watch
+
+        with fail_fast():
+            return _judge(post_switch_watch(prepared["rollout_id"], _actor(), get_settings()))
+
+    @task(trigger_rule="one_failed", retries=3)
+    def put_champion_back(prepared: dict) -> None:
+        """Runs only when a step failed or crashed: all traffic back on the champion, then fails the run and alerts."""
+        from loopline.rollout_flow import fail
+
+        rollout = fail(prepared["rollout_id"], _actor(), get_settings())
+        raise AirflowFailException(
+            f"rollout #{rollout['id']} of v{rollout['candidate_version']} failed; "
+            f"v{rollout['champion_version']} serves all traffic again. {rollout['outcome']}"
+        )
+
+    prepared = prepare()
+    branch = choose_mode(prepared)
+    canary_tasks = [_canary_step(step)(prepared) for step in CANARY_STEPS]
+    branch >> canary_tasks[0]
+    for earlier, later in zip(canary_tasks, canary_tasks[1:], strict=False):
+        earlier >> later
+    promoted = promote(prepared)
+    canary_tasks[-1] >> promoted
+    check = pre_switch_check(prepared)
+    switched = switch(prepared)
+    watched = post_switch_watch(prepared)
+    branch >> check >> switched >> watched
+    [*canary_tasks, check, switched, watched, promoted] >> put_champion_back(prepared)
 
 
 loopline_rollout()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -81,16 +82,44 @@ class RoutedScorer:
     def stop(self) -> None:
         self._stop.set()
 
-    def score(self, raw: pd.DataFrame) -> pd.DataFrame:
-        """score, decision, reasons, model_version and arm for each row, in the input order."""
+    def score(self, raw: pd.DataFrame) -> Scored:
+        """Score each row with its assigned version, in the input order.
+
+        A canary that raises does not fail the request: its rows are scored by the
+        champion instead (arm ``fallback``) and counted in ``failed``, which the
+        rollout gates read as the canary's error rate. A champion that raises fails
+        the request: there is nothing left to fall back to.
+        """
         live = self._live  # one snapshot for the whole request
+        route = live.route
         entity = self.spec.dataset.entity_id
-        assigned = [choose_version(live.route, str(e)) for e in raw[entity]]
+        assigned = [choose_version(route, str(e)) for e in raw[entity]]
         versions = pd.Series([v for v, _ in assigned], index=raw.index)
-        parts = []
+        arms = pd.Series([a for _, a in assigned], index=raw.index)
+        parts, seconds, failed = [], {}, {}
         for version, rows in raw.groupby(versions, sort=False):
-            scored = score_frame(live.boosters[version], rows, self.spec)
+            started = time.perf_counter()
+            try:
+                scored = score_frame(live.boosters[version], rows, self.spec)
+            except Exception:
+                if version == route.champion_version:
+                    raise
+                log.exception("canary v%s failed on %d rows; the champion scores them", version, len(rows))
+                failed[version] = failed.get(version, 0) + len(rows)
+                arms[rows.index] = "fallback"
+                version = route.champion_version
+                started = time.perf_counter()
+                scored = score_frame(live.boosters[version], rows, self.spec)
+            seconds[version] = seconds.get(version, 0.0) + time.perf_counter() - started
             parts.append(scored.assign(model_version=version))
         out = pd.concat(parts).loc[raw.index]
-        out["arm"] = [arm for _, arm in assigned]
-        return out
+        out["arm"] = arms
+        return Scored(out, route, seconds, failed)
+
+
+@dataclass(frozen=True)
+class Scored:
+    frame: pd.DataFrame  # score, decision, reasons, model_version, arm (champion | canary | fallback)
+    route: Route
+    seconds: dict[str, float]  # scoring time per version that answered
+    failed: dict[str, int]  # rows per version that raised and fell back to the champion

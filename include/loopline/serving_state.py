@@ -66,6 +66,27 @@ audit = Table(
 )
 
 
+rollouts = Table(
+    "loopline_rollouts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(128), nullable=False, index=True),
+    Column("candidate_version", String(32), nullable=False),
+    Column("champion_version", String(32), nullable=True),
+    Column("mode", String(16), nullable=False),
+    Column("status", String(16), nullable=False),  # running | succeeded | failed | aborted
+    Column("step", Float, nullable=False, default=0.0),  # current canary share
+    Column("step_started_at", DateTime(timezone=True), nullable=True),
+    Column("baseline", JSON, nullable=False),  # /metrics counters when the step began
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("trigger", String(256), nullable=False),  # DAG run or user that started it
+    Column("gate_results", JSON, nullable=False),  # one verdict per judged step
+    Column("outcome", String(2000), nullable=False, default=""),
+)
+ROLLOUT_STATUSES = ("running", "succeeded", "failed", "aborted")
+
+
 class RoutingError(LooplineError, ValueError):
     """A requested traffic change is invalid (weight out of range, no champion, unknown mode)."""
 
@@ -106,6 +127,32 @@ class AuditRecord:
             f"{self.at:%Y-%m-%d %H:%M:%S} #{self.id} {self.action:<14} {fmt(self.before)} -> {fmt(self.after)}"
             f"  by {self.actor}: {self.reason}"
         )
+
+
+@dataclass(frozen=True)
+class Rollout:
+    id: int
+    model: str
+    candidate_version: str
+    champion_version: str | None
+    mode: str
+    status: str
+    step: float
+    step_started_at: datetime | None
+    baseline: dict[str, Any]
+    started_at: datetime
+    finished_at: datetime | None
+    trigger: str
+    gate_results: list[dict[str, Any]]
+    outcome: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self), default=str))
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes for timezone-aware columns; everything here is UTC."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def validate_route(route: Route) -> Route:
@@ -174,3 +221,72 @@ class ServingState:
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
         return [AuditRecord(**dict(row)) for row in rows]
+
+    # Rollouts: one record per attempt to bring a candidate to 100%, with every step's gate results.
+
+    def start_rollout(self, model: str, candidate: str, champion: str | None, mode: str, trigger: str) -> Rollout:
+        """A new running rollout, or the running one for the same candidate (a retried task)."""
+        if mode not in MODES:
+            raise RoutingError(f"mode must be one of {MODES}, got {mode!r}")
+        running = self.running_rollout(model)
+        if running is not None:
+            if running.candidate_version == candidate:
+                return running
+            raise RoutingError(
+                f"rollout #{running.id} of v{running.candidate_version} is still running; abort it first"
+            )
+        values = dict(
+            model=model, candidate_version=candidate, champion_version=champion, mode=mode, status="running",
+            step=0.0, baseline={}, started_at=datetime.now(UTC), trigger=trigger, gate_results=[], outcome="",
+        )  # fmt: skip
+        with self.engine.begin() as conn:
+            new_id = conn.execute(insert(rollouts).values(**values)).inserted_primary_key[0]
+        return self.rollout(new_id)
+
+    def rollout(self, rollout_id: int) -> Rollout:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(rollouts).where(rollouts.c.id == rollout_id)).mappings().first()
+        if row is None:
+            raise RoutingError(f"no rollout #{rollout_id}")
+        return self._rollout(row)
+
+    def running_rollout(self, model: str) -> Rollout | None:
+        query = select(rollouts).where(rollouts.c.model == model, rollouts.c.status == "running")
+        with self.engine.connect() as conn:
+            row = conn.execute(query.order_by(rollouts.c.id.desc())).mappings().first()
+        return self._rollout(row) if row else None
+
+    def rollouts(self, model: str, limit: int = 20) -> list[Rollout]:
+        query = select(rollouts).where(rollouts.c.model == model).order_by(rollouts.c.id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [self._rollout(row) for row in conn.execute(query).mappings().all()]
+
+    def begin_step(self, rollout_id: int, step: float, baseline: dict[str, Any]) -> Rollout:
+        values = {"step": step, "step_started_at": datetime.now(UTC), "baseline": baseline}
+        return self._update_rollout(rollout_id, values)
+
+    def add_gate_result(self, rollout_id: int, result: dict[str, Any]) -> Rollout:
+        current = self.rollout(rollout_id)
+        results = [*current.gate_results, json.loads(json.dumps(result, default=str))]
+        return self._update_rollout(rollout_id, {"gate_results": results})
+
+    def finish_rollout(self, rollout_id: int, status: str, outcome: str) -> Rollout:
+        if status not in ROLLOUT_STATUSES[1:]:
+            raise RoutingError(f"a rollout finishes as one of {ROLLOUT_STATUSES[1:]}, not {status!r}")
+        current = self.rollout(rollout_id)
+        if current.status != "running":
+            return current  # already finished: a retried task changes nothing
+        values = {"status": status, "outcome": outcome, "finished_at": datetime.now(UTC)}
+        return self._update_rollout(rollout_id, values)
+
+    def _update_rollout(self, rollout_id: int, values: dict[str, Any]) -> Rollout:
+        with self.engine.begin() as conn:
+            conn.execute(update(rollouts).where(rollouts.c.id == rollout_id).values(**values))
+        return self.rollout(rollout_id)
+
+    @staticmethod
+    def _rollout(row) -> Rollout:
+        data = {k: row[k] for k in Rollout.__dataclass_fields__}
+        for key in ("step_started_at", "started_at", "finished_at"):
+            data[key] = _aware(data[key])
+        return Rollout(**data)

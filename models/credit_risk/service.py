@@ -89,25 +89,27 @@ class ModelService:
         self.scores = prom.Histogram(
             "loopline_score", "Predicted default probability", ["model_version"], buckets=[i / 20 for i in range(1, 21)]
         )
+        self.weights = prom.Gauge(
+            "loopline_traffic_weight",
+            "Share of traffic per arm",
+            ["model_version", "arm"],
+            multiprocess_mode="mostrecent",
+        )
+        self._weights_revision: int | None = None
 
     @bentoml.api
     def predict(self, applications: list[Application] = Field(min_length=1, max_length=MAX_BATCH)) -> list[Prediction]:  # type: ignore[valid-type]
-        started = time.perf_counter()
         raw = pd.DataFrame([a.model_dump() for a in applications])
         route = self.scorer.route
         try:
-            scored = self.scorer.score(raw)
+            result = self.scorer.score(raw)
         except Exception:
-            self.errors.labels(model_version=str(route.champion_version)).inc()
+            self.errors.labels(model_version=str(route.champion_version)).inc(len(raw))
             raise
-        elapsed = time.perf_counter() - started
+        scored = result.frame
+        self._observe(result)
         request_ids = [uuid.uuid4().hex for _ in range(len(raw))]
-        for version, rows in scored.groupby("model_version"):
-            self.latency.labels(model_version=version).observe(elapsed)
-            for row in rows.itertuples():
-                self.predictions.labels(model_version=version, arm=row.arm, decision=row.decision).inc()
-                self.scores.labels(model_version=version).observe(row.score)
-        self._log(raw, scored, request_ids, elapsed)
+        self._log(raw, scored, request_ids, [result.seconds[v] for v in scored["model_version"]])
         return [
             Prediction(
                 request_id=rid, score=r.score, decision=r.decision, model_version=r.model_version, reasons=r.reasons
@@ -115,7 +117,24 @@ class ModelService:
             for rid, r in zip(request_ids, scored.itertuples(), strict=True)
         ]
 
-    def _log(self, raw: pd.DataFrame, scored: pd.DataFrame, request_ids: list[str], elapsed: float) -> None:
+    def _observe(self, result) -> None:
+        """Prometheus, per model version: what the rollout gates and the dashboards read."""
+        for version, failed in result.failed.items():
+            self.errors.labels(model_version=version).inc(failed)
+        for version, seconds in result.seconds.items():
+            self.latency.labels(model_version=version).observe(seconds)
+        for row in result.frame.itertuples():
+            self.predictions.labels(model_version=row.model_version, arm=row.arm, decision=row.decision).inc()
+            self.scores.labels(model_version=row.model_version).observe(row.score)
+        route = result.route
+        if route.revision != self._weights_revision:  # the gauge shows the route this worker serves
+            self.weights.clear()
+            self.weights.labels(model_version=str(route.champion_version), arm="champion").set(1 - route.canary_weight)
+            if route.canary_version:
+                self.weights.labels(model_version=route.canary_version, arm="canary").set(route.canary_weight)
+            self._weights_revision = route.revision
+
+    def _log(self, raw: pd.DataFrame, scored: pd.DataFrame, request_ids: list[str], seconds: list[float]) -> None:
         """One prediction-log row per application (BentoML monitoring, JSON lines)."""
         entity = SPEC.dataset.entity_id
         options = {"log_path": str(self.settings.prediction_log_dir)}
@@ -132,7 +151,7 @@ class ModelService:
             mon.log_batch(scored["score"].tolist(), "score", "prediction", "numerical")
             mon.log_batch(scored["decision"].tolist(), "decision", "prediction", "categorical")
             mon.log_batch([",".join(r) for r in scored["reasons"]], "reasons", "prediction", "categorical")
-            mon.log_batch([elapsed] * len(raw), "latency_seconds", "feature", "numerical")
+            mon.log_batch(seconds, "latency_seconds", "feature", "numerical")  # its model version's scoring time
             mon.log_batch([time.time()] * len(raw), "logged_at", "feature", "numerical")  # UTC epoch: windows
 
     @bentoml.api(route="/ready")

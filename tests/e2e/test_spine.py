@@ -378,7 +378,7 @@ def test_manual_rollout_actions_change_traffic_aliases_and_the_audit_trail(run_d
     state = ServingState(get_settings().state_db_uri)
 
     def act(**conf):
-        return run_dag("loopline_rollout", conf={"reason": "e2e manual action", **conf})
+        return run_dag("loopline_rollout_control", conf={"reason": "e2e manual action", **conf})
 
     assert act(action="pin", version="2", weight=0.2).state == "success"
     route = state.route("credit_risk")
@@ -402,4 +402,4 @@ def test_manual_rollout_actions_change_traffic_aliases_and_the_audit_trail(run_d
 
     trail = state.trail("credit_risk", limit=4)
     assert [r.action for r in trail] == ["rollback", "promote", "abort", "pin"]
-    assert trail[0].actor == f"dag:loopline_rollout/{dr.run_id}" and trail[0].reason == "e2e manual action"
+    assert trail[0].actor == f"dag:loopline_rollout_control/{dr.run_id}" and trail[0].reason == "e2e manual action"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightgbm as lgb
 import pandas as pd
 import pytest
 
 from loopline import datagen, training
+from loopline.features import build_features
 from loopline.ingest import normalise
 from loopline.serving import RoutedScorer
 from loopline.serving_state import Route, ServingState
@@ -22,7 +24,10 @@ def boosters():
     params = {**SPEC.training.params, "seed": 1, "num_boost_round": 40}
     one = training.fit_and_evaluate(frame, SPEC, params)[0].booster
     two = training.fit_and_evaluate(frame, SPEC, {**params, "num_leaves": 4})[0].booster
-    return {"1": one, "2": two, "3": one}
+    # A model trained on another feature layout: LightGBM refuses its inputs (a broken challenger).
+    features = build_features(frame, SPEC).drop(columns=["region"])
+    broken = lgb.train({"objective": "binary", "verbose": -1}, lgb.Dataset(features, frame["defaulted"]), 5)
+    return {"1": one, "2": two, "3": one, "4": broken}
 
 
 @pytest.fixture
@@ -45,7 +50,7 @@ def requests_frame(n: int = 2000) -> pd.DataFrame:
 def test_without_a_stored_route_the_pinned_model_serves(setup):
     scorer, _, loads = setup
     assert scorer.refresh() is False
-    out = scorer.score(requests_frame(10))
+    out = scorer.score(requests_frame(10)).frame
     assert set(out["model_version"]) == {"3"} and set(out["arm"]) == {"champion"} and loads == []
 
 
@@ -55,12 +60,12 @@ def test_canary_split_stickiness_and_order(setup):
     state.change(Route("credit_risk", "1", "2", 0.5, revision=1), "canary_step", "t", "t")
     assert scorer.refresh() is True and sorted(loads) == ["1", "2"]
     frame = requests_frame()
-    out = scorer.score(frame)
+    out = scorer.score(frame).frame
     assert list(out.index) == list(frame.index)
     share = (out["arm"] == "canary").mean()
     assert 0.45 < share < 0.55
     assert (out.loc[out["arm"] == "canary", "model_version"] == "2").all()
-    again = scorer.score(frame.sample(frac=1.0, random_state=0))
+    again = scorer.score(frame.sample(frac=1.0, random_state=0)).frame
     assert (again["model_version"] == out.loc[again.index, "model_version"]).all()  # sticky per applicant
 
 
@@ -71,7 +76,28 @@ def test_an_unchanged_revision_loads_nothing_and_a_rollback_swaps_at_once(setup)
     assert scorer.refresh() is False and loads == ["1"]
     state.change(Route("credit_risk", "1", "2", 1.0, revision=1), "canary_step", "t", "t")
     scorer.refresh()
-    assert set(scorer.score(requests_frame(50))["model_version"]) == {"2"}
+    assert set(scorer.score(requests_frame(50)).frame["model_version"]) == {"2"}
     state.change(Route("credit_risk", "1", None, 0.0, revision=2), "rollback", "t", "bad canary")
     scorer.refresh()
-    assert set(scorer.score(requests_frame(50))["model_version"]) == {"1"}
+    assert set(scorer.score(requests_frame(50)).frame["model_version"]) == {"1"}
+
+
+def test_a_failing_canary_falls_back_to_the_champion_and_is_counted(setup):
+    scorer, state, _ = setup
+    state.change(Route("credit_risk", champion_version="1"), "first_champion", "t", "t")
+    state.change(Route("credit_risk", "1", "4", 0.3, revision=1), "canary_step", "t", "t")
+    scorer.refresh()
+    scored = scorer.score(requests_frame(500))
+    out = scored.frame
+    assert set(out["model_version"]) == {"1"}  # every row answered
+    assert set(out["arm"]) == {"champion", "fallback"}
+    assert scored.failed == {"4": int((out["arm"] == "fallback").sum())} and 100 < scored.failed["4"] < 200
+    assert set(scored.seconds) == {"1"}
+
+
+def test_a_failing_champion_fails_the_request(setup):
+    scorer, state, _ = setup
+    state.change(Route("credit_risk", champion_version="4"), "first_champion", "t", "t")
+    scorer.refresh()
+    with pytest.raises(lgb.basic.LightGBMError):
+        scorer.score(requests_frame(5))
