@@ -33,9 +33,7 @@ class Window:
     skipped_lines: int
 
 
-def read_window(
-    log_dir: Path, model: str, since: datetime | None = None, until: datetime | None = None
-) -> Window:
+def read_window(log_dir: Path, model: str, since: datetime | None = None, until: datetime | None = None) -> Window:
     """Predictions logged in [since, until) (both timezone-aware, or None for open ends)."""
     records, skipped = [], 0
     low = since.timestamp() if since else float("-inf")
