@@ -68,7 +68,7 @@ def score_file(model_name: str, input_path: str, model_ref: str, out_dir: Path, 
     if missing:
         raise ScoringInputError(f"{path.name} lacks columns {missing}")
     version, uri = resolve_model(model_name, model_ref, settings)
-    scored = score_frame(mlflow.lightgbm.load_model(uri), raw, spec)
+    scored = score_frame(mlflow.lightgbm.load_model(uri), raw, spec, num_threads=0)
     result = raw[[spec.dataset.entity_id]].join(scored).assign(model_version=version)
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / "scores.parquet"
