@@ -1,8 +1,10 @@
 """Population Stability Index: how far a score distribution moved from a reference one.
 
 Used by rollout gates (canary vs champion scores) and drift reports. Bins are the
-reference's quantiles, so each holds about the same share of reference mass; an
-epsilon floor keeps empty bins finite. Rule of thumb: < 0.1 stable, 0.1-0.25
+reference's quantiles, so each holds about the same share of reference mass. Half a
+count is added to every bin (Jeffreys smoothing) so an empty bin stays finite without
+the huge penalty a tiny epsilon floor gives small samples (one empty bin of 60 rows
+would otherwise score PSI ≈ 0.7 on its own). Rule of thumb: < 0.1 stable, 0.1-0.25
 moderate shift, > 0.25 large shift.
 """
 
@@ -10,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-EPSILON = 1e-4
+SMOOTHING = 0.5  # counts added to every bin
+EPSILON = 1e-4  # floor for shares computed elsewhere (categorical PSI in drift.py)
 
 
 def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
@@ -21,7 +24,7 @@ def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
         raise ValueError("PSI needs non-empty reference and current samples")
     edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)))
     edges[0], edges[-1] = -np.inf, np.inf
-    ref_share = np.histogram(reference, edges)[0] / len(reference)
-    cur_share = np.histogram(current, edges)[0] / len(current)
-    ref_share, cur_share = np.maximum(ref_share, EPSILON), np.maximum(cur_share, EPSILON)
+    k = len(edges) - 1
+    ref_share = (np.histogram(reference, edges)[0] + SMOOTHING) / (len(reference) + SMOOTHING * k)
+    cur_share = (np.histogram(current, edges)[0] + SMOOTHING) / (len(current) + SMOOTHING * k)
     return float(np.sum((cur_share - ref_share) * np.log(cur_share / ref_share)))

@@ -83,7 +83,9 @@ class QualityGateSpec(_Strict):
 class CanaryGates(_Strict):
     """Canary vs champion over the same window; a step passes only if every gate with enough data passes."""
 
-    min_samples: int = Field(200, ge=1)  # predictions per arm in the step's window before judging
+    # Predictions per arm in the step's window before judging; below ~100 the score PSI of two
+    # samples of one distribution is too noisy to compare with max_score_psi.
+    min_samples: int = Field(200, ge=100)
     max_error_rate: float = Field(0.01, ge=0, le=1)  # canary errors / canary calls
     max_p95_latency_ratio: float = Field(2.0, ge=1)  # canary p95 <= ratio * champion p95 + slack
     latency_slack_ms: float = Field(5.0, ge=0)  # absolute slack: sub-millisecond noise never fails a step

@@ -213,44 +213,18 @@ def test_reproduce_a_registered_version_from_its_lineage(airflow_db):
     assert "REPRODUCED" in result.table()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_the_built_bento_serves_scores_and_refuses_malformed_requests(airflow_db):
     """`bentoml serve <bento>` as a real process, over HTTP."""
-    import os
-    import sys
     import time
 
     import requests
 
+    from tests.e2e.conftest import BentoServer
+
     tag = mlflow_client().get_model_version("credit_risk", "1").tags["loopline.bento_tag"]
-    port = _free_port()
-    bentoml_cli = Path(sys.executable).with_name("bentoml")
-    env = {k: v for k, v in os.environ.items() if k != "LOOPLINE_BENTO_MODEL"}
-    server = subprocess.Popen(
-        [str(bentoml_cli), "serve", tag, "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env,
-        cwd="/",
-    )
-    url = f"http://127.0.0.1:{port}"
+    server = BentoServer(tag)
+    url = server.url
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:  # not listening or not answering yet
-                pass
-            assert server.poll() is None, server.stderr.read().decode()[-3000:]
-            time.sleep(1)
         batch = datagen.make_batch(30, n_rows=3, seed=5).drop(columns=["applied_at", "defaulted"])
         applications = json.loads(batch.to_json(orient="records"))
         ok = requests.post(f"{url}/predict", json={"applications": applications}, timeout=30)
@@ -311,8 +285,7 @@ def test_the_built_bento_serves_scores_and_refuses_malformed_requests(airflow_db
         assert lines and {"entity_hash", "model_version", "score", "reasons"} <= set(lines[-1])
         assert not any(a["applicant_id"] in json.dumps(lines) for a in applications)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.stop()
 
 
 def test_dvc_repro_runs_the_same_recipe_as_the_train_dag(airflow_db, tmp_path):

@@ -132,3 +132,12 @@ def test_a_step_without_traffic_fails_when_its_time_is_up():
     assert _verdict(rows, 100, calls=10).status == canary.WAIT
     verdict = _verdict(rows, 601, calls=10)
     assert verdict.status == canary.FAIL and "not enough traffic" in verdict.reason
+
+
+def test_psi_gate_discounts_sampling_noise_of_small_windows():
+    """Many small windows of one distribution: raw PSI often tops 0.2, the corrected one never does."""
+    gates = CanaryGates(min_samples=100, max_score_psi=0.2)
+    verdicts = [canary.psi_gate(*canary._arms(window(100, 1000, seed=s), "2", "1"), gates) for s in range(60)]
+    assert all(v.status == canary.PASS for v in verdicts)
+    shifted = canary._arms(window(100, 1000, canary_shift=0.15, seed=1), "2", "1")
+    assert canary.psi_gate(*shifted, gates).status == canary.FAIL
