@@ -1,0 +1,332 @@
+"""Prometheus, statsd-exporter and Grafana as provisioned by the stack, checked without running them.
+
+Scrape targets are services of the compose file; Airflow's StatsD settings reach the exporter;
+every dashboard parses, refers only to provisioned data sources, and queries only metrics the
+BentoML service defines (models/credit_risk/service.py) or the StatsD mapping produces, and only
+the Loopline state tables. With a Postgres on 127.0.0.1:5432 (CI has one), every SQL panel also
+runs against the real tables, created from Loopline's own SQLAlchemy metadata.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from tests.deploy.stack import DEPLOY, ROOT, environment, example_env, interpolate, services
+
+GRAFANA = DEPLOY / "grafana"
+DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
+SERVICE_PY = ROOT / "models" / "credit_risk" / "service.py"
+COMING_METRICS = {"loopline_traffic_weight"}  # being added to the service (share of traffic per arm)
+PROM_SUFFIXES = ("_bucket", "_count", "_sum", "_created")
+STATE_TABLES = {  # the Loopline state tables the lifecycle dashboard reads, as documented for the stack
+    "loopline_audit": "id, at, model, action, before, after, actor, reason, details",
+    "loopline_rollouts": "id, model, candidate_version, champion_version, mode, status, step, started_at, "
+    "finished_at, trigger, gate_results",
+    "loopline_drift_checks": "id, at, model, champion_version, n_rows, confirmed, triggered, drift_share, "
+    "score_psi, report_uri, features",
+}
+FALLBACK_DDL = {  # used only when the module that owns a table is not in the tree yet
+    "loopline_drift_checks": "CREATE TABLE loopline_drift_checks (id serial PRIMARY KEY, at timestamptz NOT NULL, "
+    "model varchar(128) NOT NULL, champion_version varchar(32), n_rows integer NOT NULL, confirmed boolean NOT NULL, "
+    "triggered boolean NOT NULL, drift_share double precision, score_psi double precision, report_uri varchar(1024), "
+    "features json NOT NULL)",
+}
+
+
+def _walk(node: Any, key: str) -> list[Any]:
+    """Every value stored under `key` anywhere in a JSON document."""
+    found = []
+    if isinstance(node, dict):
+        for k, value in node.items():
+            if k == key:
+                found.append(value)
+            found.extend(_walk(value, key))
+    elif isinstance(node, list):
+        for item in node:
+            found.extend(_walk(item, key))
+    return found
+
+
+def _dashboard(name: str) -> dict[str, Any]:
+    return json.loads((GRAFANA / "dashboards" / f"{name}.json").read_text())
+
+
+def _datasources() -> dict[str, dict[str, Any]]:
+    provisioning = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "loopline.yml").read_text())
+    return {ds["uid"]: ds for ds in provisioning["datasources"]}
+
+
+def _queries(dashboard: dict[str, Any], field: str) -> list[str]:
+    return [q for q in _walk(dashboard, field) if isinstance(q, str)]
+
+
+def _service_metrics() -> set[str]:
+    text = SERVICE_PY.read_text()
+    return set(re.findall(r"prom\.(?:Counter|Histogram|Gauge|Summary)\(\s*\"([a-z_:][a-z0-9_:]*)\"", text))
+
+
+def _statsd_metrics() -> set[str]:
+    mapping = yaml.safe_load((DEPLOY / "statsd" / "mapping.yml").read_text())
+    return {m["name"] for m in mapping["mappings"]}
+
+
+def _metric_names(expr: str, prefix: str) -> set[str]:
+    names = set()
+    for name in re.findall(rf"\b({prefix}[a-z0-9_]*)", expr):
+        for suffix in PROM_SUFFIXES:
+            if name.endswith(suffix) and name != suffix:
+                name = name.removesuffix(suffix)
+                break
+        names.add(name)
+    return names
+
+
+def _container_path(service: dict[str, Any], repo_path: str) -> str:
+    for volume in service["volumes"]:
+        source, target = volume.split(":")[:2]
+        if source == f"./{repo_path}":
+            return target
+    raise AssertionError(f"{repo_path} is not mounted")
+
+
+# --- Prometheus and statsd-exporter ------------------------------------------------------------------
+
+
+def test_prometheus_scrapes_the_service_and_the_statsd_exporter():
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    targets = {
+        job["job_name"]: {t for sc in job["static_configs"] for t in sc["targets"]} for job in config["scrape_configs"]
+    }
+    svcs = services()
+    service_url = urlsplit(environment(svcs["airflow-worker"])["LOOPLINE_SERVICE_URL"])
+    assert f"{service_url.hostname}:{service_url.port}" in targets["loopline-service"]
+    exporter_port = next(a.rsplit(":", 1)[1] for a in svcs["statsd-exporter"]["command"] if "web.listen" in a)
+    assert f"statsd-exporter:{exporter_port}" in targets["airflow"]
+    for job, hosts in targets.items():
+        for target in hosts:
+            host = target.split(":")[0]
+            assert host == "localhost" or host in svcs, f"{job}: {target} is not a service of the stack"
+    mounted = _container_path(svcs["prometheus"], "deploy/prometheus/prometheus.yml")
+    assert f"--config.file={mounted}" in svcs["prometheus"]["command"]
+
+
+def test_bentoml_serves_on_the_port_prometheus_and_the_rollout_dag_use():
+    serve = (DEPLOY / "bento" / "serve.sh").read_text()
+    url = urlsplit(environment(services()["credit-risk"])["LOOPLINE_SERVICE_URL"])
+    assert url.hostname == "credit-risk" and f"--port {url.port}" in serve
+    assert "service:ModelService" in serve and "models/credit_risk" in serve
+
+
+def test_airflow_sends_statsd_to_the_exporter_with_tags():
+    svcs = services()
+    command = svcs["statsd-exporter"]["command"]
+    udp_port = next(a.rsplit(":", 1)[1] for a in command if "listen-udp" in a)
+    mapping = _container_path(svcs["statsd-exporter"], "deploy/statsd/mapping.yml")
+    assert f"--statsd.mapping-config={mapping}" in command
+    for name, svc in svcs.items():
+        env = environment(svc)
+        if "AIRFLOW__CORE__EXECUTOR" not in env:
+            continue
+        assert env["AIRFLOW__METRICS__STATSD_ON"] == "True", name
+        assert env["AIRFLOW__METRICS__STATSD_HOST"] == "statsd-exporter", name
+        assert env["AIRFLOW__METRICS__STATSD_PORT"] == udp_port, name
+        assert env["AIRFLOW__METRICS__STATSD_PREFIX"] == "airflow", name
+        assert env["AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED"] == "True", name  # dag_id etc. become labels
+
+
+def test_statsd_mapping_names_are_valid_prometheus_metrics_of_airflow():
+    mapping = yaml.safe_load((DEPLOY / "statsd" / "mapping.yml").read_text())
+    assert mapping["defaults"]["observer_type"] == "histogram"
+    for rule in mapping["mappings"]:
+        assert rule["match"].startswith("airflow."), rule
+        assert re.fullmatch(r"airflow_[a-z0-9_]+", rule["name"]), rule  # no $n: dashboards need the exact names
+
+
+# --- Grafana provisioning ----------------------------------------------------------------------------
+
+
+def test_grafana_datasources_point_at_the_stack():
+    sources = _datasources()
+    assert set(sources) == {"prometheus", "loopline-state"}
+    prometheus, state = sources["prometheus"], sources["loopline-state"]
+    assert prometheus["type"] == "prometheus" and urlsplit(prometheus["url"]).hostname in services()
+    assert state["type"] == "grafana-postgresql-datasource"
+    assert state["url"] == "postgres:5432"
+    worker = interpolate(services()["airflow-worker"], example_env())
+    db = urlsplit(environment(worker)["LOOPLINE_STATE_DB_URI"]).path.lstrip("/")
+    assert state["jsonData"]["database"] == db
+    init = (DEPLOY / "postgres" / "init-databases.sh").read_text()
+    assert f"CREATE ROLE {state['user']} LOGIN" in init
+    assert f"GRANT SELECT ON TABLES TO {state['user']}" in init, "Grafana's role reads the state tables"
+    assert state["secureJsonData"]["password"] == "${GRAFANA_DB_PASSWORD}"
+    grafana_env = environment(services()["grafana"])
+    assert grafana_env["GRAFANA_DB_PASSWORD"].startswith("${GRAFANA_DB_PASSWORD:?")
+
+
+def test_no_secret_literal_in_the_provisioning_files():
+    for path in sorted(DEPLOY.rglob("*.y*ml")):
+        for key, value in re.findall(r"^\s*([A-Za-z_]*(?:password|secret|token)[A-Za-z_]*):\s*(\S+)", path.read_text(),
+                                     flags=re.MULTILINE | re.IGNORECASE):  # fmt: skip
+            assert value.startswith("$"), f"{path}: {key} must come from the environment"
+
+
+def test_grafana_loads_the_dashboards_from_the_mounted_folder():
+    grafana = services()["grafana"]
+    provider = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "loopline.yml").read_text())["providers"][0]
+    folder = _container_path(grafana, "deploy/grafana/dashboards")
+    assert provider["options"]["path"] == folder
+    assert _container_path(grafana, "deploy/grafana/provisioning") == "/etc/grafana/provisioning"
+    home = environment(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert Path(home).parent.as_posix() == folder and (GRAFANA / "dashboards" / Path(home).name).is_file()
+
+
+# --- dashboards -------------------------------------------------------------------------------------
+
+
+def test_dashboards_parse_and_have_unique_ids():
+    assert {p.stem for p in DASHBOARDS} == {"loopline-serving", "loopline-lifecycle"}
+    uids = set()
+    for path in DASHBOARDS:
+        dashboard = json.loads(path.read_text())
+        assert dashboard["uid"] not in uids
+        uids.add(dashboard["uid"])
+        panel_ids = [p["id"] for p in dashboard["panels"]]
+        assert len(panel_ids) == len(set(panel_ids)), f"{path.name}: duplicate panel ids"
+        for panel in dashboard["panels"]:
+            grid = panel["gridPos"]
+            assert grid["x"] + grid["w"] <= 24, f"{path.name}: {panel['title']} is wider than the grid"
+            assert panel["type"] == "row" or panel["targets"], f"{path.name}: {panel['title']} has no query"
+
+
+def test_dashboards_use_only_provisioned_datasources():
+    sources = _datasources()
+    for path in DASHBOARDS:
+        refs = _walk(json.loads(path.read_text()), "datasource")
+        assert refs, path.name
+        for ref in refs:
+            assert isinstance(ref, dict), f"{path.name}: refer to data sources by uid, not {ref!r}"
+            assert ref["uid"] in sources, f"{path.name}: unknown data source uid {ref['uid']}"
+            assert ref["type"] == sources[ref["uid"]]["type"], f"{path.name}: wrong type for {ref['uid']}"
+
+
+def test_dashboard_metrics_are_ones_the_service_and_the_exporter_define():
+    defined = _service_metrics()
+    assert {"loopline_predictions_total", "loopline_prediction_errors_total", "loopline_predict_latency_seconds",
+            "loopline_score"} <= defined  # fmt: skip
+    airflow = _statsd_metrics()
+    for path in DASHBOARDS:
+        for expr in _queries(json.loads(path.read_text()), "expr"):
+            unknown = _metric_names(expr, "loopline_") - defined - COMING_METRICS
+            assert not unknown, f"{path.name}: {sorted(unknown)} not defined in {SERVICE_PY.name}"
+            unknown = _metric_names(expr, "airflow_") - airflow
+            assert not unknown, f"{path.name}: {sorted(unknown)} not produced by deploy/statsd/mapping.yml"
+
+
+def test_serving_dashboard_shows_qps_latency_percentiles_errors_by_model_version():
+    exprs = " ".join(_queries(_dashboard("loopline-serving"), "expr"))
+    assert "rate(loopline_predictions_total" in exprs
+    assert "rate(loopline_prediction_errors_total" in exprs
+    for quantile in ("0.50", "0.95", "0.99"):
+        assert f"histogram_quantile({quantile}, sum by (le, model_version)" in exprs, quantile
+    assert "loopline_traffic_weight" in exprs and "loopline_score_bucket" in exprs
+    assert "by (model_version" in exprs
+
+
+def test_lifecycle_dashboard_reads_the_state_tables_and_airflow_metrics():
+    dashboard = _dashboard("loopline-lifecycle")
+    sql = _queries(dashboard, "rawSql")
+    tables = {t for q in sql for t in re.findall(r"\bFROM\s+(\w+)", q, flags=re.IGNORECASE)}
+    assert tables == set(STATE_TABLES), tables
+    for query in sql:
+        for table in re.findall(r"\bFROM\s+(\w+)", query, flags=re.IGNORECASE):
+            columns = {c.strip() for c in STATE_TABLES[table].split(",")}
+            used = set(re.findall(r"\b[a-z_]+\b", re.sub(r"'[^']*'|\"[^\"]*\"|\$__\w+", "", query)))
+            aliases = set(re.findall(r"\bAS\s+(\w+)", query, flags=re.IGNORECASE))
+            known = columns | aliases | {table} | _SQL_WORDS
+            assert used <= known, f"{sorted(used - known)} in: {query}"
+    exprs = " ".join(_queries(dashboard, "expr"))
+    assert 'airflow_dagrun_duration_seconds_count{state="failed"}' in exprs
+    assert "airflow_dagrun_duration_seconds" in exprs and "airflow_ti_failures_total" in exprs
+
+
+_SQL_WORDS = set(
+    "select as from where and or not order by desc asc limit group count filter coalesce round numeric text "
+    "date_trunc hour is null".split()
+)
+
+
+@pytest.fixture(scope="module")
+def state_db():
+    """A throw-away database with the Loopline state tables, from the modules that own them."""
+    psycopg2 = pytest.importorskip("psycopg2")
+    from sqlalchemy import create_engine, text
+
+    admin = dict(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3)
+    try:
+        conn = psycopg2.connect(**admin)
+    except psycopg2.OperationalError as err:
+        pytest.skip(f"needs Postgres on 127.0.0.1:5432 (user postgres): {err}")
+    conn.autocommit = True
+    name = f"loopline_dash_{uuid.uuid4().hex[:10]}"
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    engine = create_engine(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}")
+    try:
+        created = set()
+        for module in ("loopline.serving_state", "loopline.monitoring_state"):
+            try:
+                metadata = importlib.import_module(module).metadata
+            except ImportError:
+                continue
+            metadata.create_all(engine)
+            created |= set(metadata.tables)
+        with engine.begin() as db:
+            for table, ddl in FALLBACK_DDL.items():
+                if table not in created:
+                    db.execute(text(ddl))
+        yield engine
+    finally:
+        engine.dispose()
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.close()
+
+
+def _grafana_macros(query: str) -> str:
+    """Grafana's Postgres macros and the dashboard's variables, expanded as Grafana would."""
+    query = re.sub(r"\$__timeFilter\((\w+)\)", r"\1 BETWEEN '2000-01-01T00:00:00Z' AND '2100-01-01T00:00:00Z'", query)
+    query = re.sub(r"\$__timeGroupAlias\((\w+),\s*1h\)", "date_trunc('hour', \\1) AS \"time\"", query)
+    query = query.replace("$model", "credit_risk")
+    assert "$" not in query, f"unexpanded Grafana macro or variable: {query}"
+    return query
+
+
+def test_lifecycle_sql_runs_against_the_real_state_tables(state_db):
+    dashboard = _dashboard("loopline-lifecycle")
+    with state_db.connect() as db:
+        for table, columns in STATE_TABLES.items():  # the documented columns exist
+            quoted = ", ".join(f'"{column.strip()}"' for column in columns.split(","))
+            db.exec_driver_sql(f"SELECT {quoted} FROM {table} LIMIT 0")
+        for query in _queries(dashboard, "rawSql"):
+            db.exec_driver_sql(_grafana_macros(query)).fetchall()
+
+
+def test_dashboard_variables_and_scrape_jobs_exist():
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"] for job in config["scrape_configs"]}
+    for path in DASHBOARDS:
+        dashboard = json.loads(path.read_text())
+        variables = {v["name"] for v in dashboard["templating"]["list"]}
+        for query in _queries(dashboard, "expr") + _queries(dashboard, "rawSql"):
+            used = set(re.findall(r"\$(?!__)(\w+)", query))
+            assert used <= variables, f"{path.name}: undefined dashboard variables {used - variables}"
+            assert set(re.findall(r'job="([^"]+)"', query)) <= jobs, f"{path.name}: unknown scrape job in {query}"
