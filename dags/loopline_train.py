@@ -72,6 +72,13 @@ def _settings():
             title="Reason",
             description="Why this model is being trained; recorded on the MLflow run",
         ),
+        "drift_report": Param(
+            "",
+            type="string",
+            maxLength=1000,
+            title="Drift report",
+            description="Set by loopline_drift: the MLflow URI of the drift report behind this retrain",
+        ),
     },
     doc_md=__doc__,
 )
@@ -88,6 +95,8 @@ def loopline_train():
             "airflow.dag_run_id": context["run_id"],
             "mlflow.runName": f"{MODEL}-{context['run_id']}",
         }
+        if params["drift_report"]:
+            run_tags["loopline.drift_report"] = params["drift_report"]  # lineage: the drift that caused this run
         with fail_fast():
             run = start(
                 MODEL, params["data_version"], params["hyperparameters"], params["reason"], run_tags, _settings()

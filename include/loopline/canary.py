@@ -26,7 +26,10 @@ from loopline.psi import psi
 from loopline.spec import CanaryGates
 
 PASS, FAIL, PENDING, SKIPPED = "pass", "fail", "pending", "skipped"
-PSI_BINS = 10
+# Risk bands of the predicted default probability. Two different good models rank alike but
+# differ in their tiny low-end probabilities; PSI over the reference's quantiles blows that up
+# (v1 vs v2 of the demo: 0.76), PSI over bands measures what moves decisions (same pair: 0.04).
+SCORE_BANDS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
 PSI_SIGNIFICANCE = 0.01  # a score shift must also be this significant (KS) to fail a step
 WAIT = "wait"
 
@@ -137,7 +140,7 @@ def latency_gate(canary_rows: pd.DataFrame, champion_rows: pd.DataFrame, gates: 
 
 
 def psi_gate(canary_rows: pd.DataFrame, champion_rows: pd.DataFrame, gates: CanaryGates) -> GateResult:
-    """PSI of canary vs champion scores, less the PSI that sampling noise alone produces.
+    """PSI of canary vs champion scores over risk bands, less the PSI that sampling noise alone produces.
 
     Two samples of one distribution still show PSI ≈ (bins - 1) · (1/n + 1/m) on
     average (PSI is a symmetrised chi-square divergence), which at a 5% step's few
@@ -151,8 +154,8 @@ def psi_gate(canary_rows: pd.DataFrame, champion_rows: pd.DataFrame, gates: Cana
     if min(n, m) < gates.min_samples:
         return GateResult("score_psi", PENDING, detail=f"{n}/{gates.min_samples} canary rows")
     champion_scores, canary_scores = champion_rows["score"].to_numpy(float), canary_rows["score"].to_numpy(float)
-    raw = psi(champion_scores, canary_scores, bins=PSI_BINS)
-    value = max(0.0, raw - (PSI_BINS - 1) * (1 / n + 1 / m))
+    raw = psi(champion_scores, canary_scores, edges=np.array(SCORE_BANDS))
+    value = max(0.0, raw - (len(SCORE_BANDS) - 2) * (1 / n + 1 / m))
     p_value = float(ks_2samp(champion_scores, canary_scores).pvalue)
     status = FAIL if value > gates.max_score_psi and p_value < PSI_SIGNIFICANCE else PASS
     mean_shift = float(canary_scores.mean() - champion_scores.mean())

@@ -129,6 +129,62 @@ def audit(model: str = MODEL_OPTION, limit: int = typer.Option(50, min=1, max=10
 
 
 @app.command()
+def rollouts(model: str = MODEL_OPTION, limit: int = typer.Option(10, min=1, max=1000)) -> None:
+    """Rollouts, newest first: candidate, mode, outcome and every judged step's gates."""
+    from loopline.serving_state import ServingState
+
+    for r in ServingState(_settings().state_db_uri).rollouts(model, limit):
+        typer.echo(
+            f"#{r.id} v{r.candidate_version} vs champion v{r.champion_version} [{r.mode}] {r.status.upper()}"
+            f" started {r.started_at:%Y-%m-%d %H:%M:%S} by {r.trigger}"
+        )
+        for result in r.gate_results:
+            gates = ", ".join(f"{g['name']}={g['status']}" for g in result["gates"])
+            typer.echo(f"    step {result['step']:.0%}: {result['status']} ({result['reason']}) [{gates}]")
+        if r.outcome:
+            typer.echo(f"    outcome: {r.outcome}")
+
+
+@app.command("drift-status")
+def drift_status(model: str = MODEL_OPTION, limit: int = typer.Option(10, min=1, max=1000)) -> None:
+    """The latest drift verdicts: window size, drift share, score PSI, whether a retrain was triggered."""
+    from loopline.monitoring_state import MonitoringState
+
+    checks = MonitoringState(_settings().state_db_uri).latest(model, limit)
+    if not checks:
+        typer.echo(f"no drift checks recorded for {model} yet")
+    for check in checks:
+        typer.echo(check.line())
+
+
+@app.command("ingest-outcomes")
+def ingest_outcomes(model: str = MODEL_OPTION) -> None:
+    """Take in delayed outcome labels waiting in landing/<dataset>_outcomes/ (what the drift DAG does first)."""
+    from loopline.feedback import ingest_outcomes
+
+    typer.echo(json.dumps(ingest_outcomes(model, _settings()), indent=2))
+
+
+@app.command()
+def simulate(
+    weeks: int = typer.Option(8, min=2, max=52, help="Simulated weeks after the 4 bootstrap weeks."),
+    shift_week: int = typer.Option(8, min=5, help="First week of the shifted world (weeks count from 4)."),
+    rows: int = typer.Option(1000, min=500, max=50_000, help="Applicants per week."),
+    seed: int = typer.Option(7),
+) -> None:
+    """Weeks of compressed time through the real DAGs: stable, then a shift; prints a timeline, saves a plot.
+
+    Needs a fresh state (`loopline reset --yes`) and the Airflow DB (`airflow db migrate`); `make simulate` does both.
+    """
+    from loopline.simulate import simulate as run
+
+    settings = _settings()
+    out = settings.home / "simulation"
+    run(weeks, shift_week, rows, seed, out, echo=typer.echo)
+    typer.echo(f"timeline: {out / 'timeline.json'}; plot: {out / 'timeline.png'}")
+
+
+@app.command()
 def reproduce(
     version: str = typer.Argument(..., help="Registered model version, e.g. 3."),
     model: str = MODEL_OPTION,

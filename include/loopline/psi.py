@@ -16,13 +16,16 @@ SMOOTHING = 0.5  # counts added to every bin
 EPSILON = 1e-4  # floor for shares computed elsewhere (categorical PSI in drift.py)
 
 
-def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
+def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10, edges: np.ndarray | None = None) -> float:
+    """PSI over ``bins`` reference quantiles, or over fixed ``edges`` (e.g. score bands) when given."""
     reference = np.asarray(reference, dtype="float64")
     current = np.asarray(current, dtype="float64")
     reference, current = reference[~np.isnan(reference)], current[~np.isnan(current)]
     if len(reference) == 0 or len(current) == 0:
         raise ValueError("PSI needs non-empty reference and current samples")
-    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)))
+    if edges is None:
+        edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)))
+    edges = np.asarray(edges, dtype="float64").copy()
     edges[0], edges[-1] = -np.inf, np.inf
     k = len(edges) - 1
     ref_share = (np.histogram(reference, edges)[0] + SMOOTHING) / (len(reference) + SMOOTHING * k)

@@ -14,7 +14,14 @@ import pytest
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 DAG_FILES = sorted(DAGS.glob("*.py"))
 HEAVY = ("pandas", "lightgbm", "mlflow", "great_expectations", "bentoml", "dvc", "alibi_detect", "sklearn", "pyarrow")
-EXPECTED = {"loopline_ingest", "loopline_train", "loopline_batch_score", "loopline_rollout", "loopline_rollout_control"}
+EXPECTED = {
+    "loopline_ingest",
+    "loopline_train",
+    "loopline_batch_score",
+    "loopline_rollout",
+    "loopline_rollout_control",
+    "loopline_drift",
+}
 # They write shared state: one run at a time.
 STATEFUL = {"loopline_ingest", "loopline_train", "loopline_rollout", "loopline_rollout_control"}
 

@@ -54,28 +54,12 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: (item.path.parent.name == "e2e", rank(item) if item.path.parent.name == "e2e" else 0))
 
 
-FAST_ROLLOUT = {
-    "poll_seconds": 2,
-    "bake_seconds": 8,
-    "max_step_seconds": 120,
-    "gates": {"min_samples": 100, "min_labelled": 100},
-}
-
-
 @pytest.fixture(scope="session")
 def models_dir(settings):
     """The project's model specs with rollout timings cut from minutes to seconds (nothing else changes)."""
-    import shutil
+    from loopline.simulate import compressed_models_dir
 
-    import yaml
-
-    dest = settings.home / "models"
-    shutil.copytree(settings.models_dir, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
-    spec_file = dest / "credit_risk" / "spec.yaml"
-    spec = yaml.safe_load(spec_file.read_text())
-    gates = {**spec["rollout"]["gates"], **FAST_ROLLOUT["gates"]}
-    spec["rollout"] = {**spec["rollout"], **FAST_ROLLOUT, "gates": gates}
-    spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    dest = compressed_models_dir(settings, settings.home / "models")
     os.environ["LOOPLINE_MODELS_DIR"] = str(dest)
     get_settings.cache_clear()
     return dest

@@ -5,7 +5,7 @@ keeps sending applications (and, now and then, malformed requests) the whole tim
 the rollout DAG judges the canary from the service's /metrics and prediction log.
 Bad challengers are real LightGBM models registered in MLflow: one trained on a
 different feature layout (every call raises), one far too large (slow), one trained
-with a skewed class weight (its scores shift).
+on mislabelled data (its scores shift).
 """
 
 from __future__ import annotations
@@ -64,8 +64,9 @@ def register_variant(kind: str) -> str:
     elif kind == "slow":  # thousands of deep trees: reason codes (pred_contrib) take far longer
         params = {**base, "num_leaves": 63, "min_child_samples": 5, "learning_rate": 0.01}
         booster = lgb.train(params, lgb.Dataset(features, labels), 1500)
-    else:  # "shifted": a skewed class weight pushes every score up
-        booster = lgb.train({**base, "scale_pos_weight": 12}, lgb.Dataset(features, labels), 100)
+    else:  # "shifted": a label-join bug marked 30% of repaid loans as defaults; every score moves up
+        flipped = labels.where(np.random.default_rng(0).random(len(labels)) >= 0.3, 1)
+        booster = lgb.train(base, lgb.Dataset(features, flipped), 100)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_experiment(f"{MODEL}-e2e-variants")
     with mlflow.start_run(run_name=f"bad-{kind}"):
@@ -92,7 +93,8 @@ class Load:
         for call in itertools.count():
             if self.stop.is_set():
                 return
-            batch = [{**a, "applicant_id": f"w{worker}-{call}-{i}"} for i, a in enumerate(pool[call % 200 :][:20])]
+            start = (call * 20) % (len(pool) - 20)
+            batch = [{**a, "applicant_id": f"w{worker}-{call}-{i}"} for i, a in enumerate(pool[start : start + 20])]
             if call % 15 == 14:
                 bad = {**batch[0], **malformed[call % len(malformed)]}
                 response = session.post(f"{self.url}/predict", json={"applications": [bad]}, timeout=30)

@@ -1,0 +1,96 @@
+"""
+### Drift: is live traffic still like the champion's training data? Retrain only when it really is not
+
+Runs on the schedule in `models/credit_risk/spec.yaml` (`monitoring.schedule`, hourly by
+default). `ingest_outcomes` first takes in delayed outcome labels (files in
+`landing/credit_risk_outcomes/`; bad files are quarantined with a report).
+`check_drift` compares the last `window_hours` of the prediction log with the
+training data of the champion's exact DVC version: alibi-detect's TabularDrift (KS for
+numeric, chi-square for categorical features, FDR-corrected) plus the score distribution,
+each with an effect size (PSI) and the feature's importance; and live AUC per model
+version once delayed outcomes have arrived. The report (JSON + HTML) is logged to MLflow
+(experiment `credit_risk-monitoring`) and recorded (`loopline drift-status`).
+
+Drift counts only when significance **and** effect size agree over an importance-weighted
+share of features (or on the score), or live AUC dropped. Even then the storm guard
+(cooldown, max retrains per week) may hold it back. Confirmed and allowed →
+`trigger_retrain` starts **loopline_train** with the reason and the report in its conf,
+and an alert goes out. Otherwise nothing is triggered.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import dag, get_current_context, task
+
+from loopline.dag_defaults import START_DATE, default_args
+from loopline.notifiers import LooplineNotifier, fail_fast
+from loopline.settings import get_settings
+from loopline.spec import load_spec
+
+MODEL = "credit_risk"
+MONITORING = load_spec(MODEL, get_settings().models_dir).monitoring
+
+
+@dag(
+    dag_id="loopline_drift",
+    schedule=MONITORING.schedule,
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    tags=["loopline", "watch", MODEL],
+    default_args=default_args(),
+    doc_md=__doc__,
+)
+def loopline_drift():
+    @task
+    def ingest_outcomes() -> dict:
+        """Delayed outcomes → label store (live AUC) and labelled production batches (→ ingest → DVC)."""
+        from loopline.feedback import ingest_outcomes
+
+        with fail_fast():
+            return ingest_outcomes(MODEL, get_settings())
+
+    @task
+    def check_drift() -> dict:
+        """Compare the window ending at this run's data interval end with the champion's reference."""
+        from loopline.drift_flow import NoChampion, check
+
+        context = get_current_context()
+        # The window ends with the run's data interval (a re-run checks the same hour), never in the future.
+        window_end = min(context["data_interval_end"] or context["logical_date"], datetime.now(UTC))
+        with fail_fast():
+            try:
+                return check(MODEL, window_end, context["run_id"], get_settings())
+            except NoChampion as err:
+                return {"trigger": False, "verdict": "no_champion", "reason": str(err), "summary": str(err)}
+
+    @task.branch
+    def decide(result: dict) -> str:
+        return "trigger_retrain" if result["trigger"] else "no_retrain"
+
+    result = check_drift()
+    ingest_outcomes() >> result
+    trigger_retrain = TriggerDagRunOperator(
+        task_id="trigger_retrain",
+        trigger_dag_id="loopline_train",
+        conf={
+            "data_version": "latest",
+            "reason": "drift: {{ ti.xcom_pull(task_ids='check_drift')['verdict'] }} "
+            "(check #{{ ti.xcom_pull(task_ids='check_drift')['check_id'] }})",
+            "drift_report": "{{ ti.xcom_pull(task_ids='check_drift')['report_uri'] }}",
+        },
+        on_success_callback=LooplineNotifier(
+            title="Loopline: drift confirmed for credit_risk, retraining",
+            body="{{ ti.xcom_pull(task_ids='check_drift')['summary'] }}\n"
+            "report: {{ ti.xcom_pull(task_ids='check_drift')['report_uri'] }}",
+        ),
+        doc_md="Starts loopline_train with the drift verdict and report in its conf (it records them on the run).",
+    )
+    decide(result) >> [trigger_retrain, EmptyOperator(task_id="no_retrain")]
+
+
+loopline_drift()
