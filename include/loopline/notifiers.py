@@ -27,6 +27,14 @@ class LooplineNotifier(BaseNotifier):
         super().__init__()
         self.title = title
         self.body = body
+        self._templates = (title, body)
+
+    def render_template_fields(self, context, jinja_env=None) -> None:
+        """Render from the templates every time: one instance is shared by all tasks of a DAG
+        (default_args), and Airflow renders in place, so without this the second failing task
+        in a process would send the first one's alert."""
+        self.title, self.body = self._templates
+        super().render_template_fields(context, jinja_env)
 
     def notify(self, context) -> None:
         self.log.warning("ALERT %s\n%s", self.title, self.body)

@@ -133,3 +133,15 @@ def test_an_unreachable_receiver_raises():
     server.server_close()  # the port is now closed: connection refused
     with pytest.raises(urllib.error.URLError):
         post_webhook(f"http://127.0.0.1:{port}/hook", {"text": "x"}, timeout=2)
+
+
+def test_a_shared_notifier_renders_each_alert_from_its_templates(monkeypatch):
+    from loopline.notifiers import LooplineNotifier
+
+    monkeypatch.delenv("LOOPLINE_NOTIFY_WEBHOOK_URL", raising=False)
+    monkeypatch.delenv("LOOPLINE_NOTIFY_EMAIL_TO", raising=False)
+    notifier = LooplineNotifier(title="{{ task_id }} failed", body="{{ reason }}")
+    notifier({"task_id": "canary_5pct", "reason": "gate"})
+    assert notifier.title == "canary_5pct failed"
+    notifier({"task_id": "put_champion_back", "reason": "restored"})
+    assert (notifier.title, notifier.body) == ("put_champion_back failed", "restored")
