@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import dag, get_current_context, task
+from airflow.sdk import Param, dag, get_current_context, task
 
 from loopline.dag_defaults import START_DATE, default_args
 from loopline.notifiers import LooplineNotifier, fail_fast
@@ -43,6 +43,15 @@ MONITORING = load_spec(MODEL, get_settings().models_dir).monitoring
     max_active_runs=1,
     tags=["loopline", "watch", MODEL],
     default_args=default_args(),
+    params={
+        "window_start": Param(
+            None,
+            type=["null", "string"],
+            format="date-time",
+            title="Window start (manual runs)",
+            description="Check the traffic since this time (UTC, ISO 8601) instead of the spec's window_hours",
+        ),
+    },
     doc_md=__doc__,
 )
 def loopline_drift():
@@ -62,9 +71,11 @@ def loopline_drift():
         context = get_current_context()
         # The window ends with the run's data interval (a re-run checks the same hour), never in the future.
         window_end = min(context["data_interval_end"] or context["logical_date"], datetime.now(UTC))
+        start = context["params"]["window_start"]
+        window_start = datetime.fromisoformat(start) if start else None
         with fail_fast():
             try:
-                return check(MODEL, window_end, context["run_id"], get_settings())
+                return check(MODEL, window_end, context["run_id"], get_settings(), window_start)
             except NoChampion as err:
                 return {"trigger": False, "verdict": "no_champion", "reason": str(err), "summary": str(err)}
 

@@ -90,8 +90,14 @@ def labelled_live(model: str, version: str, settings: Settings) -> pd.DataFrame:
     return rows.merge(known[["entity_hash", "outcome"]], on="entity_hash")[["score", "outcome", "model_version"]]
 
 
-def check(model: str, window_end: datetime, dag_run: str, settings: Settings) -> dict[str, Any]:
-    """One drift check; returns what the DAG branches on (trigger or not) and where the report is."""
+def check(
+    model: str, window_end: datetime, dag_run: str, settings: Settings, window_start: datetime | None = None
+) -> dict[str, Any]:
+    """One drift check; returns what the DAG branches on (trigger or not) and where the report is.
+
+    The window is the spec's ``window_hours`` before ``window_end``, unless ``window_start`` is given
+    (a manual run looking at one incident).
+    """
     from loopline import drift, tracking
     from loopline.monitoring_state import MonitoringState
     from loopline.prediction_log import read_window
@@ -102,9 +108,8 @@ def check(model: str, window_end: datetime, dag_run: str, settings: Settings) ->
     policy = spec.monitoring
     champion = champion_of(model, settings)
     reference, booster = reference_of(model, champion, settings)
-    window = read_window(
-        settings.prediction_log_dir, model, since=window_end - timedelta(hours=policy.window_hours), until=window_end
-    ).rows
+    since = window_start or window_end - timedelta(hours=policy.window_hours)
+    window = read_window(settings.prediction_log_dir, model, since=since, until=window_end).rows
     current = window if window.empty else window[window["model_version"] == champion.version]
     detector_dir = settings.monitoring_dir / "detectors" / model / f"v{champion.version}"
     detector = drift.load_or_fit(detector_dir, reference, spec, policy.p_value)

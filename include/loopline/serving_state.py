@@ -33,6 +33,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 
 from loopline.errors import LooplineError
 
@@ -198,10 +199,19 @@ class ServingState:
                     f"route of {new.model} changed meanwhile (revision {stored_revision}, expected {new.revision})"
                 )
             values = {**new.to_dict(), "revision": stored_revision + 1, "updated_at": now}
+            # The write itself re-checks the revision: two writers that both read revision N cannot
+            # both succeed (a conditional UPDATE, or the primary key for the first INSERT).
+            conflict = RoutingError(f"route of {new.model} changed meanwhile (expected revision {new.revision})")
             if current is None:
-                conn.execute(insert(routes).values(**values))
+                try:
+                    with conn.begin_nested():
+                        conn.execute(insert(routes).values(**values))
+                except IntegrityError:
+                    raise conflict from None
             else:
-                conn.execute(update(routes).where(routes.c.model == new.model).values(**values))
+                guarded = routes.c.model == new.model, routes.c.revision == stored_revision
+                if conn.execute(update(routes).where(*guarded).values(**values)).rowcount != 1:
+                    raise conflict
             conn.execute(
                 insert(audit).values(
                     at=now,

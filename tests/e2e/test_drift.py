@@ -66,8 +66,9 @@ def send(server: BentoServer, frame) -> list[dict]:
     return answers
 
 
-def drift_run(run_dag):
-    return run_dag("loopline_drift", logical_date=datetime.now(UTC))
+def drift_run(run_dag, since: datetime):
+    """The drift DAG over the traffic since ``since`` (the test's own; earlier tests' traffic stays out)."""
+    return run_dag("loopline_drift", conf={"window_start": since.isoformat()}, logical_date=datetime.now(UTC))
 
 
 def task_states(dr) -> dict[str, str]:
@@ -81,25 +82,23 @@ def queued_train_runs() -> list:
 
 
 def test_stable_traffic_is_not_drift(run_dag, service):
+    since = datetime.now(UTC)
     send(service, datagen.make_batch(6, n_rows=1500, seed=21))
-    dr = drift_run(run_dag)
+    dr = drift_run(run_dag, since)
     assert dr.state == "success"
     states = task_states(dr)
     assert states["no_retrain"] == "success" and states["trigger_retrain"] == "skipped"
     latest = monitoring().latest(MODEL, 1)[0]
-    assert latest.verdict == "no_drift" and not latest.triggered and latest.n_rows >= 1500
+    assert latest.verdict == "no_drift" and not latest.triggered and latest.n_rows == 1500
     assert queued_train_runs() == []
 
 
 def test_shifted_traffic_triggers_one_retrain_with_its_report_and_an_alert(run_dag, service, webhook):
-    import time
-
-    time.sleep(1)  # the shifted window starts after the stable one
     alerts_before = len(webhook)
-    get_settings.cache_clear()
+    since = datetime.now(UTC)
     shifted = datagen.make_batch(7, n_rows=1500, seed=22, drift=SHIFT)
     send(service, shifted)
-    dr = drift_run(run_dag)
+    dr = drift_run(run_dag, since)
     assert dr.state == "success"
     assert task_states(dr)["trigger_retrain"] == "success"
     latest = monitoring().latest(MODEL, 1)[0]
@@ -116,7 +115,7 @@ def test_shifted_traffic_triggers_one_retrain_with_its_report_and_an_alert(run_d
     assert "<svg" in html and "annual_income" in html
 
     # Checked again at once: still drift, but the cooldown holds the trigger back.
-    dr = drift_run(run_dag)
+    dr = drift_run(run_dag, since)
     again = monitoring().latest(MODEL, 1)[0]
     assert again.confirmed and not again.triggered and "cooldown" in again.trigger_reason
     assert task_states(dr)["trigger_retrain"] == "skipped" and len(queued_train_runs()) == 1
@@ -170,12 +169,13 @@ def test_outcomes_give_live_auc_catch_concept_drift_and_bad_files_are_quarantine
     zones = outcome_zones(spec, settings)
     zones.landing.mkdir(parents=True, exist_ok=True)
     # Applicants served now, whose repayment behaviour follows a changed relation (concept drift).
+    since = datetime.now(UTC)
     applicants = datagen.make_batch(9, n_rows=1200, seed=24, drift=CONCEPT)
     send(service, applicants)
     applicants[["applicant_id", "defaulted"]].to_csv(zones.landing / "outcomes-w9.csv", index=False)
     (zones.landing / "outcomes-broken.csv").write_text("applicant_id,defaulted\nA1,yes\nA2,1\n")
 
-    dr = drift_run(run_dag)
+    dr = drift_run(run_dag, since)
     assert dr.state == "success"
     from loopline import outcomes
 
