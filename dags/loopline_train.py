@@ -73,8 +73,8 @@ def _settings():
             description="Why this model is being trained; recorded on the MLflow run",
         ),
         "drift_report": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],  # optional: the UI form treats a non-null type as required
             maxLength=1000,
             title="Drift report",
             description="Set by loopline_drift: the MLflow URI of the drift report behind this retrain",

@@ -37,20 +37,34 @@ class LooplineNotifier(BaseNotifier):
         super().render_template_fields(context, jinja_env)
 
     def notify(self, context) -> None:
+        """Every configured channel is tried; one failing (a dead webhook) never stops the others."""
+        import html
+
         self.log.warning("ALERT %s\n%s", self.title, self.body)
         settings = get_settings()
+        failures: list[Exception] = []
         if settings.notify_webhook_url:
-            payload = webhook_payload(settings.notify_webhook_kind, self.title, self.body)
-            post_webhook(settings.notify_webhook_url, payload)
+            try:
+                payload = webhook_payload(settings.notify_webhook_kind, self.title, self.body)
+                post_webhook(settings.notify_webhook_url, payload)
+            except Exception as err:
+                self.log.exception("chat webhook alert failed")
+                failures.append(err)
         if settings.notify_email_to:
             from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
-            SmtpNotifier(
-                to=settings.notify_email_to,
-                subject=self.title,
-                html_content=f"<pre>{self.body}</pre>",
-                smtp_conn_id=settings.smtp_conn_id,
-            ).notify(context)
+            try:
+                SmtpNotifier(
+                    to=settings.notify_email_to,
+                    subject=self.title,
+                    html_content=f"<pre>{html.escape(self.body)}</pre>",
+                    smtp_conn_id=settings.smtp_conn_id,
+                ).notify(context)
+            except Exception as err:
+                self.log.exception("e-mail alert failed")
+                failures.append(err)
+        if failures:
+            raise failures[0]
 
 
 def task_failure_notifier() -> LooplineNotifier:

@@ -56,6 +56,7 @@ class Settings:
     notify_email_to: str
     smtp_conn_id: str
     service_url: str
+    mlflow_ui_url: str
     monitoring_dir: Path
     airflow_executor: str
     celery_broker_url: str
@@ -157,6 +158,7 @@ def get_settings() -> Settings:
         smtp_conn_id=_text("LOOPLINE_SMTP_CONN_ID", "smtp_default"),
         # Where the rollout DAG reads the service's /metrics (error counts per model version).
         service_url=_text("LOOPLINE_SERVICE_URL", "http://127.0.0.1:3000").rstrip("/"),
+        mlflow_ui_url=_text("LOOPLINE_MLFLOW_UI_URL", "http://127.0.0.1:5000").rstrip("/"),  # task extra links
         monitoring_dir=_path("LOOPLINE_MONITORING_DIR", home / "monitoring"),  # drift detectors and reports
         airflow_executor=_text("LOOPLINE_AIRFLOW_EXECUTOR", "LocalExecutor"),
         celery_broker_url=_text("LOOPLINE_CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"),

@@ -1,0 +1,323 @@
+"""The Loopline page: data gathered from a real MLflow registry (SQLite) and a real state store, served
+through the FastAPI app with Starlette's TestClient; and the task extra links' URLs."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from fastapi import Depends, HTTPException
+from fastapi.testclient import TestClient
+
+from loopline import links, ui
+from loopline.settings import get_settings
+
+MODEL = "credit_risk"
+EVIL = '<img src=x onerror="alert(1)">'
+PLUGIN_FILE = Path(__file__).resolve().parents[2] / "plugins" / "loopline_plugin.py"
+
+
+def _settings_in(home: Path, monkeypatch: pytest.MonkeyPatch, **extra: str):
+    """Settings for a throw-away LOOPLINE_HOME; every variable the code may export is restored afterwards."""
+    monkeypatch.setenv("LOOPLINE_HOME", str(home))
+    for key, value in extra.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    settings = get_settings()
+    for key, value in settings.as_env().items():  # tracking.client_for exports these; undo them later
+        monkeypatch.setenv(key, value)
+    return settings
+
+
+def _tiny_booster():
+    import lightgbm as lgb
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 2))
+    y = (x[:, 0] + rng.normal(scale=0.5, size=60) > 0).astype(int)
+    params = {"objective": "binary", "verbose": -1, "num_threads": 1, "min_data_in_leaf": 5}
+    return lgb.train(params, lgb.Dataset(x, y), num_boost_round=3)
+
+
+@pytest.fixture(scope="module")
+def line(tmp_path_factory):
+    """Three registered versions (champion, challenger, previous), a canary at 10%, a rollout, an audit trail."""
+    import mlflow
+
+    from loopline import tracking
+    from loopline.serving_state import Route, ServingState
+
+    home = tmp_path_factory.mktemp("ui-home")
+    with pytest.MonkeyPatch.context() as mp:
+        settings = _settings_in(home, mp)
+        client = tracking.client_for(settings)
+        exp_id = tracking.experiment_id(client, MODEL, settings)
+        with mlflow.start_run(experiment_id=exp_id) as run:
+            info = mlflow.lightgbm.log_model(_tiny_booster(), name=tracking.MODEL_ARTIFACT)
+            mlflow.set_tags({"loopline.model_uri": info.model_uri, "loopline.data_version": "credit_risk-v0001"})
+        run_id = run.info.run_id
+        assert tracking.register(client, MODEL, run_id) == ("1", True)
+        for _ in range(2):
+            client.create_model_version(
+                MODEL, source=info.model_uri, run_id=run_id, tags={"loopline.data_version": "v2"}
+            )
+        for version, decision in [("1", "champion"), ("2", "challenger"), ("3", "rejected")]:
+            client.set_model_version_tag(MODEL, version, "loopline.gate_decision", decision)
+        client.set_model_version_tag(MODEL, "3", "loopline.bento_tag", f"credit-risk:{EVIL}")
+        client.set_registered_model_alias(MODEL, "previous", "1")
+        client.set_registered_model_alias(MODEL, "champion", "2")
+        client.set_registered_model_alias(MODEL, "challenger", "3")
+
+        state = ServingState(settings.state_db_uri)
+        state.change(Route(MODEL, champion_version="1"), "first_champion", "dag:loopline_train/r1", "first model")
+        state.change(Route(MODEL, champion_version="2", revision=1), "promote", "user:admin", "v2 is better")
+        state.change(
+            Route(MODEL, champion_version="2", canary_version="3", canary_weight=0.1, revision=2),
+            "canary_step",
+            'dag:loopline_rollout/"manual"&co',
+            EVIL,
+        )
+        rollout = state.start_rollout(MODEL, "3", "2", "canary", "dag:loopline_rollout/manual__1")
+        state.begin_step(rollout.id, 0.1, {})
+        verdict = {
+            "step": 0.1,
+            "status": "pass",
+            "elapsed_seconds": 12.0,
+            "samples": {"canary": 40},
+            "gates": [{"name": "error_rate", "status": "pass", "detail": "0.00 <= 0.01"}],
+            "reason": "canary within limits",
+        }
+        state.add_gate_result(rollout.id, verdict)
+        yield SimpleNamespace(settings=settings, client=client, run_id=run_id, exp_id=exp_id, rollout_id=rollout.id)
+    get_settings.cache_clear()
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])  # back to the session's store
+    mlflow.set_registry_uri(os.environ["MLFLOW_TRACKING_URI"])
+
+
+# --- data gathering -------------------------------------------------------------------------------
+
+
+def test_registry_versions_newest_first_with_aliases_gate_and_links(line):
+    aliases, versions = ui.registry_versions(line.client, MODEL)
+    assert aliases == {"champion": "2", "challenger": "3", "previous": "1"}
+    assert [v.version for v in versions] == ["3", "2", "1"]
+    by_version = {v.version: v for v in versions}
+    assert by_version["2"].aliases == ["champion"] and by_version["1"].aliases == ["previous"]
+    assert [by_version[v].gate_decision for v in "123"] == ["champion", "challenger", "rejected"]
+    assert by_version["1"].data_version == "credit_risk-v0001" and by_version["3"].bento_tag.endswith(EVIL)
+    assert by_version["1"].run_id == line.run_id and by_version["1"].status == "READY"
+    assert by_version["1"].url == f"http://127.0.0.1:5000/#/models/{MODEL}/versions/1"
+    assert by_version["1"].run_url == f"http://127.0.0.1:5000/#/experiments/{line.exp_id}/runs/{line.run_id}"
+    assert by_version["1"].created.endswith("+00:00")
+
+
+def test_an_unregistered_model_has_no_versions(line):
+    assert ui.registry_versions(line.client, "not_registered") == ({}, [])
+
+
+def test_traffic_split(line):
+    route = ui.traffic(line.settings.state_db_uri, MODEL)
+    assert route["champion_version"] == "2" and route["canary_version"] == "3"
+    assert route["split"] == {"2": 0.9, "3": 0.1}
+    assert route["revision"] == 3
+    assert ui.traffic(line.settings.state_db_uri, "nothing")["split"] == {}
+
+
+def test_rollouts_carry_their_gate_results(line):
+    (rollout,) = ui.rollouts(line.settings.state_db_uri, MODEL)
+    assert rollout["id"] == line.rollout_id and rollout["status"] == "running" and rollout["step"] == 0.1
+    assert rollout["gate_results"][0]["gates"][0]["name"] == "error_rate"
+
+
+def test_audit_trail_newest_first(line):
+    trail = ui.audit_trail(line.settings.state_db_uri, MODEL)
+    assert [a["action"] for a in trail] == ["canary_step", "promote", "first_champion"]
+    assert trail[0]["reason"] == EVIL and trail[0]["after"]["canary_weight"] == 0.1
+    assert trail[0]["at"].endswith("+00:00") and "canary_step" in trail[0]["line"]
+
+
+def test_drift_verdicts_empty_table_is_no_error(line):
+    assert ui.drift_verdicts(line.settings.state_db_uri, MODEL) == []
+
+
+def test_drift_verdicts_newest_first(tmp_path):
+    from datetime import UTC, datetime
+
+    from loopline.monitoring_state import MonitoringState
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    store = MonitoringState(url)
+    common = {"model": MODEL, "champion_version": "2", "n_rows": 500, "confirmed": False, "triggered": False}
+    store.record(at=datetime(2026, 11, 2, tzinfo=UTC), verdict="no_drift", drift_share=0.0, dag_run="a", **common)
+    store.record(at=datetime(2026, 11, 9, tzinfo=UTC), verdict="drift", drift_share=0.4, dag_run="b", **common)
+    checks = ui.drift_verdicts(url, MODEL)
+    assert [c["verdict"] for c in checks] == ["drift", "no_drift"]
+    assert checks[0]["at"] == "2026-11-09T00:00:00+00:00" and checks[0]["drift_share"] == 0.4
+
+
+def test_gather_knows_every_model(line):
+    overview = ui.gather(line.settings)
+    assert MODEL in [m.name for m in overview.models]  # spec folder and registry
+    model = next(m for m in overview.models if m.name == MODEL)
+    assert model.errors == [] and overview.errors == []
+    assert model.route["split"] == {"2": 0.9, "3": 0.1} and len(model.versions) == 3 and len(model.audit) == 3
+    assert overview.to_dict()["models"][0]["name"] == overview.models[0].name
+
+
+def test_an_unreadable_store_is_a_note_not_a_broken_page(tmp_path, monkeypatch):
+    broken = "sqlite:////nonexistent-dir/for/sure/state.db"
+    settings = _settings_in(tmp_path, monkeypatch, LOOPLINE_STATE_DB_URI=broken)
+    model = ui.gather_model(MODEL, settings, client=None)
+    assert model.route == {} and model.audit == [] and model.rollouts == []
+    assert any(e.startswith("traffic: OperationalError") for e in model.errors)
+    assert "OperationalError" in ui.render_html(ui.Overview("now", "http://m", [model]))
+    get_settings.cache_clear()
+
+
+# --- HTML and JSON through the app ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client(line):
+    return TestClient(ui.create_app(settings_factory=lambda: line.settings))
+
+
+def test_page_lists_versions_aliases_split_rollouts_and_audit(client):
+    response = client.get("/")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    page = response.text
+    for text in ["<h1>Loopline</h1>", "credit_risk", ">v1<", ">v2<", ">v3<", "Traffic", "Audit trail"]:
+        assert text in page, text
+    for alias in ["champion", "challenger", "previous"]:
+        assert f'class="badge alias-{alias}">{alias}</span>' in page
+    assert "champion v2 90%" in page and "canary v3 10%" in page
+    assert ">rejected<" in page and "error_rate=pass" in page and "canary within limits" in page
+    assert "first_champion" in page and "promote" in page and "v2 is better" in page
+    assert "No drift checks recorded yet." in page
+    assert f'href="http://127.0.0.1:5000/#/models/{MODEL}/versions/2"' in page
+    assert 'href="api/overview"' in page  # relative: works under /loopline/ and behind a proxy prefix
+
+
+def test_every_value_is_escaped(client):
+    page = client.get("/").text
+    assert EVIL not in page and "<img" not in page
+    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in page  # audit reason and bento tag, as text
+    assert "dag:loopline_rollout/&quot;manual&quot;&amp;co" in page
+
+
+def test_json_variant(client, line):
+    data = client.get("/api/overview").json()
+    model = next(m for m in data["models"] if m["name"] == MODEL)
+    assert model["aliases"] == {"champion": "2", "challenger": "3", "previous": "1"}
+    assert model["route"]["split"] == {"2": 0.9, "3": 0.1}
+    assert [a["action"] for a in model["audit"]] == ["canary_step", "promote", "first_champion"]
+    assert model["rollouts"][0]["gate_results"][0]["status"] == "pass"
+    assert model["drift"] == [] and data["mlflow_ui_url"] == "http://127.0.0.1:5000"
+
+
+def test_model_filter(client):
+    assert [m["name"] for m in client.get("/api/overview", params={"model": "other"}).json()["models"]] == ["other"]
+
+
+def test_dependencies_guard_every_route(line):
+    def deny() -> None:
+        raise HTTPException(status_code=401, detail="Not authenticated")
+
+    guarded = TestClient(ui.create_app(lambda: line.settings, dependencies=[Depends(deny)]))
+    assert guarded.get("/").status_code == 401 and guarded.get("/api/overview").status_code == 401
+
+
+def test_the_plugin_wires_page_nav_and_links():
+    spec = importlib.util.spec_from_file_location("loopline_plugin_under_test", PLUGIN_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    plugin = module.LooplinePlugin
+    (app,) = plugin.fastapi_apps
+    assert app["url_prefix"] == "/loopline"
+    (view,) = plugin.external_views
+    assert view["href"] == "loopline/" and view["url_route"] == "loopline" and view["destination"] == "nav"
+    assert [link.name for link in plugin.global_operator_extra_links] == ["MLflow run", "Model version", "Bento"]
+    # Airflow's own login check runs before anything is read: no cookie, no token -> 401.
+    unauthenticated = TestClient(app["app"])
+    assert unauthenticated.get("/").status_code == 401
+    assert unauthenticated.get("/api/overview").json() == {"detail": "Not authenticated"}
+
+
+# --- extra links ----------------------------------------------------------------------------------
+
+TRAIN_RUN = {
+    "model_name": MODEL,
+    "run_id": "abc123",
+    "experiment_id": "7",
+    "data": {},
+    "fingerprint": "f",
+    "reused": False,
+    "model_version": None,
+}
+
+
+@pytest.fixture
+def xcoms(monkeypatch):
+    """XCom return values by task id, in place of the Airflow metadata DB (the browser test reads the real one)."""
+    values: dict[str, object] = {}
+    monkeypatch.setattr(links, "xcom_return_value", lambda dag_id, run_id, task_id, map_index=-1: values.get(task_id))
+    return values
+
+
+def _key(task_id: str, dag_id: str = "loopline_train"):
+    return SimpleNamespace(dag_id=dag_id, task_id=task_id, run_id="manual__1", map_index=-1, try_number=1)
+
+
+def test_mlflow_run_link(xcoms):
+    xcoms["start_run"] = TRAIN_RUN
+    link = links.MlflowRunLink()
+    expected = "http://127.0.0.1:5000/#/experiments/7/runs/abc123"
+    assert link.get_link(None, ti_key=_key("start_run")) == expected
+    assert link.get_link(None, ti_key=_key("validate_data")) == expected  # via start_run's TrainRun
+    assert link.get_link(None, ti_key=_key("train_and_evaluate")) == ""  # has not returned yet
+    assert link.get_link(None, ti_key=_key("start_run", dag_id="other_dag")) == ""
+    assert link.get_link(None, ti_key=_key("prepare")) == ""
+
+
+def test_model_version_link(xcoms, monkeypatch):
+    from loopline.settings import get_settings
+
+    monkeypatch.setenv("LOOPLINE_MLFLOW_UI_URL", "https://mlflow.example.com/")
+    get_settings.cache_clear()
+    link = links.ModelVersionLink()
+    xcoms["register_model"] = {**TRAIN_RUN, "model_version": None}
+    assert link.get_link(None, ti_key=_key("register_model")) == ""
+    xcoms["register_model"] = {**TRAIN_RUN, "model_version": "4"}
+    for task in ["register_model", "quality_gate", "package_bento"]:
+        assert link.get_link(None, ti_key=_key(task)) == f"https://mlflow.example.com/#/models/{MODEL}/versions/4"
+    assert link.get_link(None, ti_key=_key("start_run")) == ""
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def test_bento_link(xcoms, monkeypatch):
+    monkeypatch.setenv("LOOPLINE_SERVICE_URL", "http://bento.local:3000")
+    get_settings.cache_clear()
+    link = links.BentoLink()
+    assert link.get_link(None, ti_key=_key("package_bento")) == ""
+    xcoms["package_bento"] = "credit-risk:v4-abc"
+    assert link.get_link(None, ti_key=_key("package_bento")) == "http://bento.local:3000/"
+    assert link.get_link(None, ti_key=_key("quality_gate")) == ""
+    get_settings.cache_clear()
+
+
+def test_a_failing_lookup_is_no_link(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("metadata DB unreachable")
+
+    monkeypatch.setattr(links, "xcom_return_value", broken)
+    assert links.MlflowRunLink().get_link(None, ti_key=_key("start_run")) == ""
+
+
+def test_urls_are_quoted():
+    assert links.mlflow_version_url("a model", "1", base="http://m") == "http://m/#/models/a%20model/versions/1"
+    assert links.run_link({"run_id": "r"}) == "" and links.version_link("x") == ""
