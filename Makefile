@@ -60,10 +60,10 @@ clean: $(STAMP)
 # The embedded default as running services (no Docker): pid files and logs in $LOOPLINE_HOME/run/.
 .PHONY: up down
 up: $(STAMP)
-	bash scripts/up.sh
+	bash scripts/localstack.sh up
 
 down:
-	bash scripts/down.sh
+	bash scripts/localstack.sh down
 
 # Weeks of compressed time through the real DAGs (stable, then a shift) in a throw-away state folder.
 .PHONY: simulate

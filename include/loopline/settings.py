@@ -163,7 +163,7 @@ def get_settings() -> Settings:
         airflow_executor=_text("LOOPLINE_AIRFLOW_EXECUTOR", "LocalExecutor"),
         celery_broker_url=_text("LOOPLINE_CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"),
         celery_result_backend=_text(
-            "LOOPLINE_CELERY_RESULT_BACKEND", "db+postgresql://postgres@127.0.0.1:5432/airflow"
+            "LOOPLINE_CELERY_RESULT_BACKEND", "db+postgresql+psycopg2://postgres@127.0.0.1:5432/airflow"
         ),
     )
     _check(settings)
