@@ -1,0 +1,349 @@
+"""Drift detection on generated data: few false alarms, real shifts caught, concept drift, the storm guard.
+
+The reference is one generated batch (the champion's training data); live windows are
+other batches, stable or with the generator's drift knobs. A small LightGBM trained on
+the reference stands in for the champion (importances, scores, holdout AUC).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from xml.etree import ElementTree
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+
+from loopline import drift
+from loopline.datagen import DriftKnobs, make_batch
+from loopline.errors import LooplineError
+from loopline.features import build_features, categorical_columns
+from loopline.spec import DriftPolicy, load_spec
+from loopline.training import feature_importance
+
+SPEC = load_spec("credit_risk", Path(__file__).resolve().parents[2] / "models")
+POLICY = SPEC.monitoring
+# What DriftKnobs.covariate_shift moves (datagen._features): income, DTI, utilisation,
+# delinquencies, home ownership and employment type directly; loan amount (a share of
+# income) and interest rate (driven by DTI and delinquencies) through them.
+SHIFTED = {
+    "annual_income", "loan_amount", "interest_rate", "debt_to_income", "num_delinquencies_2y",
+    "credit_utilization", "home_ownership", "employment_type",
+}  # fmt: skip
+UNAFFECTED = set(SPEC.features.names) - SHIFTED
+
+
+@pytest.fixture(scope="module")
+def reference() -> pd.DataFrame:
+    return make_batch(0, 20_000, seed=1)
+
+
+@pytest.fixture(scope="module")
+def champion(reference):
+    """A small, deterministic LightGBM on the reference: the champion's importances, scores and booster."""
+    train = pd.concat([reference, make_batch(1, 10_000, seed=1)], ignore_index=True)
+    data = lgb.Dataset(
+        build_features(train, SPEC), label=train["defaulted"], categorical_feature=categorical_columns(SPEC)
+    )
+    params = {"objective": "binary", "learning_rate": 0.1, "num_leaves": 15, "min_child_samples": 40}
+    booster = lgb.train({**params, "verbosity": -1, "num_threads": 1, "deterministic": True, "seed": 1}, data, 100)
+    return booster, feature_importance(booster), booster.predict(build_features(reference, SPEC))
+
+
+@pytest.fixture(scope="module")
+def detector(reference):
+    return drift.fit_detector(reference, SPEC, POLICY.p_value)
+
+
+def _check(detector, reference, champion, current, policy: DriftPolicy = POLICY) -> drift.DriftReport:
+    booster, importances, ref_scores = champion
+    cur_scores = booster.predict(build_features(current, SPEC)) if len(current) else None
+    return drift.check(detector, reference, current, SPEC, importances, ref_scores, cur_scores, policy)
+
+
+# --- (a) false alarms --------------------------------------------------------------------------
+
+
+def test_stable_windows_almost_never_confirm_drift(detector, reference, champion):
+    reports = [_check(detector, reference, champion, make_batch(2 + i % 8, 2_000, seed=100 + i)) for i in range(40)]
+    confirmed = sum(r.confirmed for r in reports)
+    assert confirmed / len(reports) <= POLICY.p_value
+    assert confirmed == 0  # significance AND effect size: stable windows do not reach PSI 0.1
+    assert sum(len(r.drifted_features) for r in reports) <= 1
+    assert all(r.verdict == "no_drift" and r.n_current == 2_000 for r in reports)
+    # FDR alone (no effect size) keeps "any feature significant" near its level too
+    assert sum(any(f.significant for f in r.features) for r in reports) <= 6
+
+
+# --- (b) covariate shift -----------------------------------------------------------------------
+
+
+def test_a_covariate_shift_is_confirmed_within_one_window(detector, reference, champion):
+    shifted = make_batch(5, 2_000, seed=7, drift=DriftKnobs(covariate_shift=1.0))
+    report = _check(detector, reference, champion, shifted)
+    assert report.confirmed and report.verdict == "drift"
+    flagged = set(report.drifted_features)
+    assert {"debt_to_income", "interest_rate", "credit_utilization"} <= flagged
+    assert flagged <= SHIFTED and not flagged & UNAFFECTED
+    assert report.drift_share >= POLICY.drift_share
+    assert report.score is not None and report.score.shifted  # the applicants got riskier: scores moved too
+    assert any("features drifted" in r for r in report.reasons)
+
+
+def test_a_shift_in_unimportant_features_alone_does_not_confirm(detector, reference, champion):
+    current = make_batch(5, 2_000, seed=8)
+    current["region"] = np.where(np.arange(len(current)) % 2 == 0, "south", current["region"])
+    report = _check(detector, reference, champion, current)
+    assert report.drifted_features == ["region"]  # seen and reported ...
+    assert not report.confirmed  # ... but the model gives region no weight
+
+
+def test_a_small_window_gives_no_verdict_even_if_shifted(detector, reference, champion):
+    small = make_batch(5, 200, seed=9, drift=DriftKnobs(covariate_shift=1.0))
+    report = _check(detector, reference, champion, small)
+    assert report.verdict == "insufficient" and not report.confirmed
+    assert "only 200 predictions" in report.reasons[0] and report.features  # statistics still shown
+
+
+# --- (c) concept drift -------------------------------------------------------------------------
+
+
+def _labelled(booster, batch: pd.DataFrame, version: str = "1") -> pd.DataFrame:
+    scores = booster.predict(build_features(batch, SPEC))
+    return pd.DataFrame({"score": scores, "outcome": batch["defaulted"], "model_version": version})
+
+
+def test_concept_drift_is_confirmed_from_labels_and_stable_labels_are_not(champion):
+    booster = champion[0]
+    holdout = drift.live_quality(_labelled(booster, make_batch(3, 5_000, seed=21)))["1"]
+    stable = drift.live_quality(_labelled(booster, make_batch(6, 2_000, seed=22)))["1"]
+    changed = make_batch(6, 2_000, seed=22, drift=DriftKnobs(concept_shift=1.0))
+    concept = drift.live_quality(_labelled(booster, changed))["1"]
+
+    ok = drift.concept_verdict(stable, holdout.auc, POLICY)
+    assert not ok.confirmed and ok.verdict == "no_concept_drift"
+    bad = drift.concept_verdict(concept, holdout.auc, POLICY)
+    assert bad.confirmed and bad.verdict == "concept_drift" and bad.live_auc < holdout.auc - POLICY.max_auc_drop
+    assert "below the holdout AUC" in bad.reason
+    json.dumps(bad.to_dict()) and json.dumps(concept.to_dict())
+
+
+def test_live_quality_per_version_and_too_few_labels(champion):
+    booster = champion[0]
+    frame = pd.concat(
+        [_labelled(booster, make_batch(6, 400, seed=30), "1"), _labelled(booster, make_batch(6, 100, seed=31), "2")],
+        ignore_index=True,
+    )
+    frame.loc[frame.index[:50], "outcome"] = None  # labels not arrived yet: skipped
+    quality = drift.live_quality(frame)
+    assert set(quality) == {"1", "2"} and quality["1"].n == 350 and quality["2"].n == 100
+    q = quality["1"]
+    assert 0.5 < q.auc <= 1 and 0 < q.brier < 0.25 and abs(q.calibration_gap) < 0.1
+    few = drift.concept_verdict(quality["2"], 0.85, POLICY)
+    assert few.verdict == "insufficient" and not few.confirmed and "needs 300" in few.reason
+    assert drift.concept_verdict(None, 0.85, POLICY).verdict == "insufficient"
+    with pytest.raises(drift.DriftError, match="outcome must be 0 or 1"):
+        drift.live_quality(frame.assign(outcome=2))
+
+
+# --- (d) the storm guard -----------------------------------------------------------------------
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+GUARD = DriftPolicy(cooldown_hours=24, max_retrains_per_week=2)
+
+
+def test_no_trigger_without_confirmed_drift():
+    decision = drift.decide_trigger(False, T0, [], GUARD)
+    assert not decision.trigger and "no confirmed drift" in decision.reason
+
+
+def test_first_confirmed_drift_triggers():
+    decision = drift.decide_trigger(True, T0, [], GUARD)
+    assert decision.trigger and "no earlier trigger" in decision.reason
+
+
+def test_never_inside_the_cooldown():
+    last = T0 - timedelta(hours=23, minutes=59)
+    decision = drift.decide_trigger(True, T0, [last], GUARD)
+    assert not decision.trigger and decision.next_allowed == last + timedelta(hours=24)
+    assert "in cooldown until 2026-03-02 09:01 UTC (last retrain trigger 2026-03-01 09:01 UTC" in decision.reason
+    assert drift.decide_trigger(True, last + timedelta(hours=24), [last], GUARD).trigger  # exactly when it ends
+
+
+def test_never_more_than_the_weekly_budget():
+    past = [T0 - timedelta(days=6), T0 - timedelta(days=2)]
+    decision = drift.decide_trigger(True, T0, past, GUARD)
+    assert not decision.trigger and "2 retrains were already triggered in the last 7 days" in decision.reason
+    assert decision.next_allowed == past[0] + timedelta(days=7)
+    assert drift.decide_trigger(True, past[0] + timedelta(days=7), past, GUARD).trigger
+    old = [T0 - timedelta(days=9), T0 - timedelta(days=8)]  # outside the trailing week
+    assert drift.decide_trigger(True, T0, old, GUARD).trigger
+
+
+def test_hourly_confirmed_drift_for_three_weeks_triggers_exactly_as_allowed():
+    triggers: list[datetime] = []
+    for hour in range(21 * 24):
+        now = T0 + timedelta(hours=hour)
+        if drift.decide_trigger(True, now, triggers, GUARD).trigger:
+            triggers.append(now)
+    day = timedelta(days=1)
+    assert triggers == [T0, T0 + day, T0 + 7 * day, T0 + 8 * day, T0 + 14 * day, T0 + 15 * day]
+    assert all(b - a >= timedelta(hours=GUARD.cooldown_hours) for a, b in zip(triggers, triggers[1:], strict=False))
+    for t in triggers:
+        assert sum(t - timedelta(days=7) < u <= t for u in triggers) <= GUARD.max_retrains_per_week
+
+
+def test_the_guard_can_be_switched_off_and_accepts_naive_utc_times():
+    off = DriftPolicy(max_retrains_per_week=0)
+    assert not drift.decide_trigger(True, T0, [], off).trigger
+    naive_last = (T0 - timedelta(hours=1)).replace(tzinfo=None)  # as SQLite returns it
+    assert not drift.decide_trigger(True, T0, [naive_last], GUARD).trigger
+    later = [T0 + timedelta(hours=1)]  # a trigger after "now" (re-run of an older interval) is ignored
+    assert drift.decide_trigger(True, T0, later, GUARD).trigger
+
+
+# --- (e) saving and loading ----------------------------------------------------------------------
+
+
+def test_a_saved_detector_loads_with_the_same_p_values(tmp_path, detector, reference, champion):
+    window = make_batch(5, 2_000, seed=41, drift=DriftKnobs(covariate_shift=0.5))
+    path = drift.save_detector(detector, tmp_path / "detectors" / "credit_risk" / "v1")
+    loaded = drift.load_detector(path)
+    a = _check(detector, reference, champion, window)
+    b = _check(loaded, reference, champion, window)
+    assert [f.p_value for f in a.features] == [f.p_value for f in b.features]
+    assert a.to_dict() == b.to_dict()
+
+
+def test_load_or_fit_fits_once_and_refits_a_stale_detector(tmp_path, reference, monkeypatch):
+    path = tmp_path / "v1"
+    first = drift.load_or_fit(path, reference, SPEC, POLICY.p_value)
+    assert (path / "config.toml").is_file() and first.x_ref.shape == (20_000, len(SPEC.features.names))
+
+    def no_refit(*args, **kwargs):
+        raise AssertionError("refitted a detector that matches")
+
+    with monkeypatch.context() as m:
+        m.setattr(drift, "fit_detector", no_refit)
+        again = drift.load_or_fit(path, reference, SPEC, POLICY.p_value)
+    assert np.array_equal(again.x_ref, first.x_ref)
+    other_p = drift.load_or_fit(path, reference, SPEC, 0.01)  # the policy changed: refit
+    assert other_p.p_val == 0.01 and drift.load_detector(path).p_val == 0.01
+    other_ref = drift.load_or_fit(path, reference.head(5_000), SPEC, 0.01)  # another reference: refit
+    assert other_ref.x_ref.shape[0] == 5_000
+    (path / "config.toml").write_text("garbage = [")  # a broken folder is refitted, not trusted
+    assert drift.load_or_fit(path, reference.head(5_000), SPEC, 0.01).x_ref.shape[0] == 5_000
+
+
+def test_the_reference_sample_is_bounded_and_seeded():
+    big = make_batch(0, 25_000, seed=3)
+    a, b = drift.reference_sample(big), drift.reference_sample(big)
+    assert len(a) == drift.REFERENCE_MAX_ROWS and a.equals(b)
+
+
+# --- (f) the report --------------------------------------------------------------------------
+
+
+def test_the_report_serialises_and_renders_a_self_contained_page(detector, reference, champion):
+    report = _check(detector, reference, champion, make_batch(5, 2_000, seed=51, drift=DriftKnobs(1.0)))
+    data = report.to_dict()
+    text = json.dumps(data, allow_nan=False)
+    assert json.loads(text)["verdict"] == "drift" and len(data["features"]) == len(SPEC.features.names)
+    assert all(set(row) >= {"name", "p_value", "psi", "drifted"} for row in report.feature_rows())
+    json.dumps(report.feature_rows(), allow_nan=False)
+    summary = report.summary()
+    assert "\n" not in summary and summary.startswith("credit_risk: DRIFT confirmed")
+    page = report.to_html(context={"champion": "v3", "window": "2026-03-01 .. 2026-03-02"})
+    assert page.startswith("<!DOCTYPE html>") and '<table class="features">' in page
+    svgs = re.findall(r"<svg.*?</svg>", page, flags=re.S)
+    assert len(svgs) == len(SPEC.features.names) + 1  # every feature + the score
+    assert all(ElementTree.fromstring(svg).tag.endswith("svg") for svg in svgs)  # well-formed inline SVG
+    for name in SPEC.features.names:
+        assert f"<td>{name}</td>" in page
+    assert "DRIFT CONFIRMED" in page and "champion" in page and "effect size (PSI)" in page
+    assert "<script" not in page and "src=" not in page and "href=" not in page and "@import" not in page
+
+
+# --- (g) bad input ---------------------------------------------------------------------------
+
+
+def test_a_window_missing_a_feature_is_a_clear_error(detector, reference, champion):
+    window = make_batch(5, 600, seed=61).drop(columns=["debt_to_income"])
+    with pytest.raises(drift.DriftError, match=r"live window lacks columns \['debt_to_income'\]") as info:
+        drift.check(detector, reference, window, SPEC, champion[1], champion[2], window["age"], POLICY)
+    assert isinstance(info.value, LooplineError) and isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("empty", [pd.DataFrame(), make_batch(5, 10, seed=62).iloc[:0]])
+def test_an_empty_window_is_insufficient(detector, reference, champion, empty):
+    report = _check(detector, reference, champion, empty)
+    assert report.verdict == "insufficient" and not report.confirmed and report.n_current == 0
+    assert "no predictions in the window" in report.reasons[0]
+    json.dumps(report.to_dict(), allow_nan=False)
+    assert "NO VERDICT" in report.to_html()
+
+
+def test_a_detector_fitted_on_other_data_is_refused(detector, champion):
+    other = make_batch(9, 3_000, seed=63)
+    with pytest.raises(drift.DriftError, match="does not fit this check"):
+        _check(detector, other, champion, make_batch(5, 600, seed=64))
+
+
+def test_scores_are_optional(detector, reference):
+    report = drift.check(detector, reference, make_batch(5, 600, seed=65), SPEC, {}, None, None, POLICY)
+    assert report.score is None and any("score drift not checked" in r for r in report.reasons)
+    assert abs(sum(f.importance for f in report.features) - 1) < 1e-9  # no importances: equal weights
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def test_encoding_uses_spec_level_order_an_extra_code_and_the_reference_median():
+    frame = make_batch(0, 5, seed=70)
+    frame["home_ownership"] = ["OWN", None, "CASTLE", "RENT", "OTHER"]
+    frame["age"] = [30.0, np.nan, 50.0, 40.0, np.nan]
+    medians = {**drift.reference_medians(frame, SPEC), "age": 41.5}
+    x = drift.encode(frame, SPEC, medians)
+    names = SPEC.features.names
+    assert x.dtype == np.float64 and x.shape == (5, len(names))
+    assert x[:, names.index("home_ownership")].tolist() == [1, 4, 4, 0, 3]
+    assert x[:, names.index("age")].tolist() == [30, 41.5, 50, 40, 41.5]
+
+
+def test_categorical_psi():
+    ref = ["a"] * 50 + ["b"] * 50
+    assert drift.categorical_psi(ref, ref) == 0
+    assert drift.categorical_psi(ref, ["a"] * 45 + ["b"] * 55) < 0.02
+    assert drift.categorical_psi(ref, ["a"] * 50 + ["c"] * 50) > 1  # a new category
+    assert drift.categorical_psi([0, 1, 1, 2], [0.0, 1.0, 1.0, 2.0]) == 0  # codes, fast path
+    assert drift.categorical_psi(["a", None], ["a", None]) == 0  # missing is a category
+    with pytest.raises(ValueError):
+        drift.categorical_psi([], ["a"])
+
+
+def test_feature_weights_fold_derived_features_and_normalise():
+    weights = drift.feature_weights({"history_to_age": 2.0, "age": 2.0, "region": -1, "bogus": 5.0}, SPEC)
+    assert weights["age"] == pytest.approx(0.75) and weights["credit_history_months"] == pytest.approx(0.25)
+    assert sum(weights.values()) == pytest.approx(1) and weights["region"] == 0
+    uniform = drift.feature_weights({}, SPEC)
+    assert set(uniform.values()) == {1 / len(SPEC.features.names)}
+
+
+def test_bh_adjusted_p_values():
+    q = drift.bh_adjusted(np.array([0.01, 0.04, 0.03, 0.5]))
+    assert q.tolist() == pytest.approx([0.04, 0.16 / 3, 0.16 / 3, 0.5])
+
+
+def test_a_large_window_is_compared_as_a_bounded_sample(detector, reference, monkeypatch):
+    monkeypatch.setattr(drift, "CURRENT_MAX_ROWS", 1_000)
+    window = make_batch(5, 3_000, seed=66)
+    scores = np.linspace(0, 1, 3_000)
+    report = drift.check(detector, reference, window, SPEC, {}, scores, scores, POLICY)
+    assert report.n_current == 3_000 and report.n_compared == 1_000 and report.score.n_current == 1_000
+    assert any("compared as a seeded sample of 1,000" in r for r in report.reasons)
+    again = drift.check(detector, reference, window, SPEC, {}, scores, scores, POLICY)
+    assert again.to_dict() == report.to_dict()  # seeded: the same window gives the same report
