@@ -67,9 +67,12 @@ def register_variant(kind: str) -> str:
     else:  # "shifted": a label-join bug marked 30% of repaid loans as defaults; every score moves up
         flipped = labels.where(np.random.default_rng(0).random(len(labels)) >= 0.3, 1)
         booster = lgb.train(base, lgb.Dataset(features, flipped), 100)
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    mlflow.set_experiment(f"{MODEL}-e2e-variants")
-    with mlflow.start_run(run_name=f"bad-{kind}"):
+    from loopline import tracking
+
+    # An explicit experiment, not mlflow.set_experiment(): that would change this process's active
+    # experiment, which the in-process train DAG runs (dag.test) would then inherit.
+    experiment = tracking.experiment_id(mlflow_client(), f"{MODEL}-e2e-variants", settings)
+    with mlflow.start_run(experiment_id=experiment, run_name=f"bad-{kind}"):
         info = mlflow.lightgbm.log_model(booster, name="model", registered_model_name=MODEL)
     return str(info.registered_model_version)
 
