@@ -101,7 +101,7 @@ def test_train_params_are_typed_and_validated(dagbag):
     from airflow.sdk.definitions.param import ParamValidationError
 
     params = dagbag.dags["loopline_train"].params
-    assert set(params.keys()) == {"data_version", "hyperparameters", "reason"}
+    assert set(params.keys()) == {"data_version", "hyperparameters", "reason", "drift_report"}
     params.validate()  # the defaults are valid
     for key, bad in [
         ("data_version", "last week"),
@@ -130,3 +130,28 @@ def test_batch_scoring_params(dagbag):
         with pytest.raises(ParamValidationError):
             trial[key] = bad
             trial.validate()
+
+
+def test_rollout_and_drift_params(dagbag):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    rollout = dagbag.dags["loopline_rollout"]
+    assert [t.task_id for t in rollout.tasks if t.task_id.startswith("canary_")] == [
+        "canary_5pct",
+        "canary_20pct",
+        "canary_50pct",
+    ]  # steps from the spec; the last one (100%) is the promotion
+    for dag_id, key, bad in [
+        ("loopline_rollout", "version", "latest"),
+        ("loopline_rollout", "mode", "shadow"),
+        ("loopline_rollout_control", "weight", 1.5),
+    ]:
+        trial = copy.deepcopy(dagbag.dags[dag_id].params)
+        if "reason" in trial:
+            trial["reason"] = "a valid reason"
+        trial.validate()  # valid before the bad value goes in
+        with pytest.raises(ParamValidationError):
+            trial[key] = bad
+            trial.validate()
+    drift = copy.deepcopy(dagbag.dags["loopline_drift"].params)
+    drift.validate()  # no window_start: the spec's window
