@@ -5,8 +5,9 @@ Each simulated week: that week's applicants are scored by the running service (a
 land; the drift DAG runs (outcomes in, drift check, maybe a retrain trigger); the week's
 batch lands and the ingest DAG versions it. A triggered retrain runs the train DAG with
 the drift DAG's conf, and a challenger goes through the rollout DAG under traffic.
-Rollout bake times and the drift window are compressed from minutes and hours to seconds
-(a copy of the model specs); the drift thresholds, gates and storm guard are the real ones. The train DAG runs only when
+Rollout bake times are compressed from minutes to seconds (a copy of the model specs), and
+each week's drift check looks at that week's traffic (the drift DAG's `window_start` param);
+the drift thresholds, gates and storm guard are the real ones. The train DAG runs only when
 the drift DAG asks for it, so the timeline shows the loop on its own.
 """
 
@@ -37,18 +38,13 @@ COMPRESSED_ROLLOUT = {
 }
 
 
-COMPRESSED_WINDOW_HOURS = 0.01  # 36 s of real time: about one simulated week of traffic
-
-
-def compressed_models_dir(settings: Settings, dest: Path, compress_window: bool = False) -> Path:
-    """A copy of the model specs whose rollout timings (and, optionally, drift window) run in seconds."""
+def compressed_models_dir(settings: Settings, dest: Path) -> Path:
+    """A copy of the model specs whose rollout timings run in seconds; nothing else differs."""
     shutil.copytree(settings.models_dir, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     for spec_file in dest.glob("*/spec.yaml"):
         spec = yaml.safe_load(spec_file.read_text())
         gates = {**spec.get("rollout", {}).get("gates", {}), **COMPRESSED_ROLLOUT["gates"]}
         spec["rollout"] = {**spec.get("rollout", {}), **COMPRESSED_ROLLOUT, "gates": gates}
-        if compress_window:
-            spec["monitoring"] = {**spec.get("monitoring", {}), "window_hours": COMPRESSED_WINDOW_HOURS}
         spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
     return dest
 
@@ -135,7 +131,7 @@ def simulate(weeks: int, shift_week: int, rows: int, seed: int, out_dir: Path, e
     from loopline.spec import load_spec
 
     settings = get_settings()
-    os.environ["LOOPLINE_MODELS_DIR"] = str(compressed_models_dir(settings, settings.home / "simulation-models", True))
+    os.environ["LOOPLINE_MODELS_DIR"] = str(compressed_models_dir(settings, settings.home / "simulation-models"))
     get_settings.cache_clear()
     settings = get_settings()
     spec = load_spec(MODEL, settings.models_dir)
@@ -159,6 +155,7 @@ def simulate(weeks: int, shift_week: int, rows: int, seed: int, out_dir: Path, e
     try:
         for week in range(4, 4 + weeks):
             shifted = week >= shift_week
+            week_started = datetime.now(UTC)  # the drift check looks at this week's traffic only
             batch = datagen.make_batch(week, rows, seed, shift if shifted else datagen.DriftKnobs())
             answers = line.score(batch)
             scores = [a["score"] for a in answers]
@@ -169,7 +166,7 @@ def simulate(weeks: int, shift_week: int, rows: int, seed: int, out_dir: Path, e
                     outcomes_landing / f"sim-w{week - 1:02d}.csv", index=False
                 )
             outcomes_landing.mkdir(parents=True, exist_ok=True)
-            line.run("loopline_drift")
+            line.run("loopline_drift", {"window_start": week_started.isoformat()})
             from loopline.monitoring_state import MonitoringState
 
             check = MonitoringState(settings.state_db_uri).latest(MODEL, 1)[0]
