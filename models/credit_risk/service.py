@@ -139,7 +139,7 @@ class ModelService:
         entity = SPEC.dataset.entity_id
         options = {"log_path": str(self.settings.prediction_log_dir)}
         with bentoml.monitor(monitor_name(SPEC.name), monitor_class="default", monitor_options=options) as mon:
-            mon.log_batch(request_ids, "prediction_id", "request_id", "categorical")
+            mon.log_batch(request_ids, "prediction_id", "feature", "categorical")  # BentoML has no such role
             mon.log_batch(
                 [pseudonym(str(e), self.secret) for e in raw[entity]], "entity_hash", "feature", "categorical"
             )
