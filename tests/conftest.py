@@ -35,3 +35,31 @@ def settings():
     from loopline.settings import ensure_dirs
 
     return ensure_dirs(get_settings())
+
+
+def throwaway_postgres(prefix: str):
+    """A fresh database on the machine's Postgres (127.0.0.1:5432, user postgres), dropped afterwards.
+
+    A generator for fixtures: yields the SQLAlchemy URL; skips the test when Postgres is unreachable.
+    """
+    import uuid
+
+    import psycopg2
+
+    def admin(sql: str) -> None:
+        conn = psycopg2.connect(dbname="postgres", host="127.0.0.1", port=5432, user="postgres", connect_timeout=3)
+        conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+        finally:
+            conn.close()
+
+    try:
+        admin("SELECT 1")
+    except psycopg2.OperationalError as err:
+        pytest.skip(f"Postgres is unreachable on 127.0.0.1:5432 as user postgres: {err}")
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin(f"CREATE DATABASE {name}")
+    yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

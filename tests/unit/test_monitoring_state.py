@@ -6,7 +6,6 @@ afterwards, and is skipped only when Postgres is unreachable.
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -14,23 +13,9 @@ import pytest
 from loopline.errors import LooplineError
 from loopline.monitoring_state import MonitoringState, MonitoringStateError
 from loopline.serving_state import Route, ServingState
+from tests.conftest import throwaway_postgres
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-
-
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
-
-
-def _pg_admin(sql: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(dbname="postgres", connect_timeout=3, **PG)
-    conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -38,16 +23,7 @@ def url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'state.db'}"
         return
-    import psycopg2
-
-    try:
-        _pg_admin("SELECT 1")
-    except psycopg2.OperationalError as err:
-        pytest.skip(f"Postgres is unreachable on 127.0.0.1:5432 as user postgres: {err}")
-    name = f"loopline_monitoring_{uuid.uuid4().hex[:10]}"
-    _pg_admin(f"CREATE DATABASE {name}")
-    yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    _pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    yield from throwaway_postgres("loopline_monitoring")
 
 
 @pytest.fixture

@@ -7,38 +7,18 @@ the module skips only when Postgres is unreachable.
 from __future__ import annotations
 
 import threading
-import uuid
 from datetime import datetime
 
-import psycopg2
 import pytest
 from sqlalchemy import event
 
 from loopline.serving_state import Route, RoutingError, ServingState
-
-PG = dict(host="127.0.0.1", port=5432, user="postgres")
-
-
-def _admin_sql(sql: str) -> None:
-    conn = psycopg2.connect(dbname="postgres", connect_timeout=3, **PG)
-    conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
+from tests.conftest import throwaway_postgres
 
 
 @pytest.fixture
 def url():
-    try:
-        _admin_sql("SELECT 1")
-    except psycopg2.OperationalError as err:
-        pytest.skip(f"Postgres is unreachable on 127.0.0.1:5432 as user postgres: {err}")
-    name = f"loopline_state_{uuid.uuid4().hex[:10]}"
-    _admin_sql(f"CREATE DATABASE {name}")
-    yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    _admin_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    yield from throwaway_postgres("loopline_state")
 
 
 @pytest.fixture
