@@ -38,13 +38,14 @@ import shutil
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from loopline.clock import as_utc
 from loopline.errors import LooplineError
 from loopline.psi import EPSILON, psi
 from loopline.spec import DriftPolicy, ModelSpec
@@ -916,11 +917,6 @@ class TriggerDecision:
         return _jsonable(asdict(self))
 
 
-def _utc(at: datetime) -> datetime:
-    """Naive datetimes are taken as UTC (SQLite returns them naive)."""
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-
-
 def _fmt_at(at: datetime) -> str:
     return f"{at:%Y-%m-%d %H:%M} UTC"
 
@@ -937,8 +933,8 @@ def decide_trigger(
     """
     if not confirmed:
         return TriggerDecision(False, "no confirmed drift: nothing to retrain")
-    now = _utc(now)
-    past = sorted(t for t in map(_utc, past_triggers) if t <= now)
+    now = as_utc(now)
+    past = sorted(t for t in map(as_utc, past_triggers) if t <= now)
     week = timedelta(days=7)
     if policy.max_retrains_per_week == 0:
         return TriggerDecision(False, "drift confirmed but drift-triggered retraining is off (max_retrains_per_week 0)")

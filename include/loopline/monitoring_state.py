@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -35,6 +35,7 @@ from sqlalchemy import (
     update,
 )
 
+from loopline.clock import as_utc
 from loopline.errors import LooplineError
 
 VERDICTS = ("drift", "no_drift", "insufficient", "concept_drift")
@@ -63,11 +64,6 @@ drift_checks = Table(
 
 class MonitoringStateError(LooplineError, ValueError):
     """A drift check record is invalid (unknown verdict, negative row count, a trigger without confirmation)."""
-
-
-def _utc(at: datetime) -> datetime:
-    """Stored and returned in UTC; a naive datetime is taken as UTC (SQLite hands them back naive)."""
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -102,7 +98,7 @@ class DriftCheck:
 
 def _row(row: Any) -> DriftCheck:
     values = dict(row)
-    values["at"] = _utc(values["at"])
+    values["at"] = as_utc(values["at"])
     values["confirmed"], values["triggered"] = bool(values["confirmed"]), bool(values["triggered"])
     return DriftCheck(**values)
 
@@ -140,7 +136,7 @@ class MonitoringState:
         if triggered and not confirmed:
             raise MonitoringStateError("a retrain can only be triggered by a confirmed drift")
         values = {
-            "at": _utc(at),
+            "at": as_utc(at),
             "model": model,
             "champion_version": None if champion_version is None else str(champion_version),
             "n_rows": int(n_rows),
@@ -184,8 +180,10 @@ class MonitoringState:
         """Times (UTC, oldest first) of the checks at or after ``since`` that triggered a retrain."""
         query = (
             select(drift_checks.c.at)
-            .where(drift_checks.c.model == model, drift_checks.c.triggered.is_(True), drift_checks.c.at >= _utc(since))
+            .where(
+                drift_checks.c.model == model, drift_checks.c.triggered.is_(True), drift_checks.c.at >= as_utc(since)
+            )
             .order_by(drift_checks.c.at)
         )
         with self.engine.connect() as conn:
-            return [_utc(at) for at in conn.execute(query).scalars().all()]
+            return [as_utc(at) for at in conn.execute(query).scalars().all()]

@@ -35,6 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from loopline.clock import as_utc
 from loopline.errors import LooplineError
 
 MODES = ("canary", "bluegreen")
@@ -151,11 +152,6 @@ class Rollout:
         return json.loads(json.dumps(asdict(self), default=str))
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite returns naive datetimes for timezone-aware columns; everything here is UTC."""
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
-
-
 def validate_route(route: Route) -> Route:
     if not 0.0 <= route.canary_weight <= 1.0:
         raise RoutingError(f"canary weight must be within [0, 1], got {route.canary_weight}")
@@ -230,7 +226,7 @@ class ServingState:
         query = select(audit).where(audit.c.model == model).order_by(audit.c.id.desc()).limit(limit)
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
-        return [AuditRecord(**dict(row)) for row in rows]
+        return [AuditRecord(**{**row, "at": as_utc(row["at"])}) for row in rows]
 
     # Rollouts: one record per attempt to bring a candidate to 100%, with every step's gate results.
 
@@ -298,5 +294,5 @@ class ServingState:
     def _rollout(row) -> Rollout:
         data = {k: row[k] for k in Rollout.__dataclass_fields__}
         for key in ("step_started_at", "started_at", "finished_at"):
-            data[key] = _aware(data[key])
+            data[key] = as_utc(data[key]) if data[key] is not None else None
         return Rollout(**data)

@@ -141,13 +141,6 @@ def service(airflow_db):
     get_settings.cache_clear()
 
 
-def epoch(at) -> float:
-    """Audit times are UTC (SQLite hands them back without a zone)."""
-    from datetime import UTC
-
-    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
-
-
 def rollout(run_dag, **conf):
     return run_dag("loopline_rollout", conf={"version": "challenger", "mode": "spec", **conf})
 
@@ -184,7 +177,7 @@ def test_a_good_challenger_goes_through_every_step_under_load(run_dag, service):
     trail = list(reversed(state().trail(MODEL, limit=20)))
     steps = [r for r in trail if r.action == "canary_step" and r.details.get("rollout") == record.id]
     promoted = next(r for r in trail if r.action == "promote" and r.details.get("rollout") == record.id)
-    bounds = [*[(epoch(s.at), s.after["canary_weight"]) for s in steps], (epoch(promoted.at), None)]
+    bounds = [*[(s.at.timestamp(), s.after["canary_weight"]) for s in steps], (promoted.at.timestamp(), None)]
     for (start, weight), (end, _) in itertools.pairwise(bounds):
         seen = [v for t, v in load.answers if start + 1.5 < t < end]  # the service adopts a change within ~1 s
         share = sum(v == "2" for v in seen) / len(seen)

@@ -51,3 +51,11 @@ def test_invalid_routes_are_refused_and_nothing_is_written(state, route, message
     with pytest.raises(RoutingError, match=message):
         state.change(route, "pin", "admin", "bad")
     assert state.trail("m") == []
+
+
+def test_audit_times_come_back_in_utc(tmp_path):
+    from datetime import UTC
+
+    state = ServingState(f"sqlite:///{tmp_path / 'state.db'}")
+    state.change(Route("m", champion_version="1"), "first_champion", "t", "t")
+    assert state.trail("m")[0].at.tzinfo == UTC
