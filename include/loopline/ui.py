@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+from loopline.clock import as_utc
 from loopline.links import mlflow_model_url, mlflow_run_url, mlflow_ui_url, mlflow_version_url
 from loopline.settings import Settings, get_settings
 
@@ -81,11 +82,7 @@ class Overview:
 
 
 def _iso(value: datetime | None) -> str:
-    if value is None:
-        return ""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="seconds")
+    return as_utc(value).isoformat(timespec="seconds") if value is not None else ""
 
 
 def _from_millis(millis: int | None) -> str:
