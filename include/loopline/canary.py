@@ -211,6 +211,18 @@ def judge_step(
         auc_gate(canary_rows, champion_rows, outcomes, gates),
     ]
     samples = {"canary": len(canary_rows), "champion": len(champion_rows)}
+    return verdict(step, elapsed_seconds, samples, results, bake_seconds, max_step_seconds)
+
+
+def verdict(
+    step: float,
+    elapsed_seconds: float,
+    samples: dict[str, int],
+    results: list[GateResult],
+    bake_seconds: float,
+    max_step_seconds: float,
+) -> StepVerdict:
+    """A failed gate fails at once; a pass needs the bake time and no gate still pending; time runs out."""
     failed = [g.name for g in results if g.status == FAIL]
     pending = [g.name for g in results if g.status == PENDING]
     if failed:

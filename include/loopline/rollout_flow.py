@@ -216,24 +216,14 @@ def post_switch_watch(rollout_id: int, actor: str, settings: Settings) -> canary
         canary.latency_gate(new, old, gates),
         canary.psi_gate(new, old, gates),
     ]
-    failed = [g.name for g in results if g.status == canary.FAIL]
-    pending = [g.name for g in results if g.status == canary.PENDING]
-    if failed:
-        status, reason = canary.FAIL, f"post-switch gate failed: {', '.join(failed)}"
-    elif not pending and elapsed >= spec.bake_seconds:
-        status, reason = canary.PASS, "every gate passed after the switch"
-    elif elapsed >= spec.max_step_seconds:
-        status, reason = canary.FAIL, f"not enough traffic to judge {', '.join(pending)}"
-    else:
-        status, reason = canary.WAIT, "watching the new champion"
     samples = {"after": len(new), "before": len(old)}
-    verdict = canary.StepVerdict(1.0, status, round(elapsed, 1), samples, results, reason)
-    if status != canary.WAIT:
+    verdict = canary.verdict(1.0, elapsed, samples, results, spec.bake_seconds, spec.max_step_seconds)
+    if verdict.status != canary.WAIT:
         state.add_gate_result(rollout.id, verdict.to_dict())
-    if status == canary.FAIL:
+    if verdict.status == canary.FAIL:
         switch_back(rollout.id, actor, verdict.summary(), settings)
-    elif status == canary.PASS:
-        state.finish_rollout(rollout.id, "succeeded", reason)
+    elif verdict.status == canary.PASS:
+        state.finish_rollout(rollout.id, "succeeded", f"after the switch: {verdict.reason}")
     return verdict
 
 
