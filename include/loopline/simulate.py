@@ -16,10 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import threading
-import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from loopline import datagen
+from loopline.bento_server import BentoServer
 from loopline.settings import Settings, get_settings
 
 MODEL = "credit_risk"
@@ -73,47 +71,25 @@ class Line:
         self.bag = DagBag(dag_folder=str(settings.project_root / "dags"))
         if self.bag.import_errors:
             raise RuntimeError(f"DAG import errors: {self.bag.import_errors}")
-        self.server: subprocess.Popen | None = None
-        self.url = ""
+        self.server: BentoServer | None = None
 
     def run(self, dag_id: str, conf: dict | None = None):
         return self.bag.dags[dag_id].test(logical_date=datetime.now(UTC), run_conf=conf)
 
-    def serve(self, bento_tag: str, port: int = 3111) -> None:
-        import requests
-
-        env = {**os.environ, "LOOPLINE_ROUTE_POLL_SECONDS": "0.5"}
-        bentoml = Path(sys.executable).with_name("bentoml")
-        cmd = [str(bentoml), "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)]
-        self.server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.url = f"http://127.0.0.1:{port}"
-        os.environ["LOOPLINE_SERVICE_URL"] = self.url
+    def serve(self, bento_tag: str) -> None:
+        self.server = BentoServer(bento_tag, LOOPLINE_ROUTE_POLL_SECONDS="0.5")
+        os.environ["LOOPLINE_SERVICE_URL"] = self.server.url  # where the rollout DAG reads /metrics
         get_settings.cache_clear()
-        for _ in range(120):
-            try:
-                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                time.sleep(1)
-        raise TimeoutError("the service did not become ready")
 
     def score(self, frame) -> list[dict]:
-        import requests
-
-        apps = json.loads(frame.drop(columns=["applied_at", "defaulted"]).to_json(orient="records"))
-        out = []
-        for start in range(0, len(apps), 200):
-            response = requests.post(
-                f"{self.url}/predict", json={"applications": apps[start : start + 200]}, timeout=60
-            )
-            response.raise_for_status()
-            out.extend(response.json())
-        return out
+        assert self.server is not None, "serve() first"
+        return self.server.predict(
+            json.loads(frame.drop(columns=["applied_at", "defaulted"]).to_json(orient="records"))
+        )
 
     def stop(self) -> None:
         if self.server is not None:
-            self.server.terminate()
-            self.server.wait(timeout=30)
+            self.server.stop()
 
 
 def _land(frame, folder: Path, name: str) -> None:

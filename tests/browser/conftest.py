@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from loopline.bento_server import free_port
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 AIRFLOW = Path(sys.executable).with_name("airflow")
@@ -35,14 +37,6 @@ LOOPLINE_DAGS = (
 )
 MLFLOW_UI = "http://mlflow.loopline.test:5000"
 SERVICE_URL = "http://bento.loopline.test:3000"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until(check: Callable[[], object], timeout: float, what: str, alive: Callable[[], None] = lambda: None):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from loopline.bento_server import BentoServer, free_port  # noqa: F401 (the e2e modules import them from here)
 from loopline.settings import get_settings
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
@@ -103,51 +104,3 @@ def zones(settings):
     from loopline.ingest import zones_for
 
     return zones_for("credit_risk", get_settings())
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class BentoServer:
-    """`bentoml serve <bento>` as a real process on a free port; stopped by stop()."""
-
-    def __init__(self, tag: str, **env: str) -> None:
-        import time
-
-        import requests
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        bentoml_cli = Path(sys.executable).with_name("bentoml")
-        full_env = {k: v for k, v in os.environ.items() if k != "LOOPLINE_BENTO_MODEL"} | env
-        self.process = subprocess.Popen(
-            [str(bentoml_cli), "serve", tag, "--host", "127.0.0.1", "--port", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=full_env,
-            cwd="/",
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:  # not listening or not answering yet
-                pass
-            if self.process.poll() is not None:
-                raise RuntimeError(self.process.stderr.read().decode()[-3000:])
-            time.sleep(1)
-        self.stop()
-        raise TimeoutError(f"bentoml serve {tag} not ready within 120 s")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()

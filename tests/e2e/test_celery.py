@@ -13,11 +13,9 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -25,7 +23,9 @@ import psycopg2
 import pytest
 import redis
 
+from loopline.bento_server import free_port
 from loopline.data_registry import DataRegistry
+from tests.conftest import throwaway_postgres
 
 pytestmark = pytest.mark.slow
 
@@ -36,35 +36,17 @@ REDIS_INDEX = 11  # a Redis database of its own; a per-test queue name keeps con
 PASSWORD = "celery-e2e"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _admin_sql(sql: str) -> None:
-    conn = psycopg2.connect(dbname="postgres", connect_timeout=3, **PG)
-    conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
-
-
 @pytest.fixture
 def database():
+    """A throw-away Postgres database's name (Airflow metadata, Celery results, Loopline state)."""
     try:
         redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=3).ping()
-        _admin_sql("SELECT 1")
-    except (psycopg2.OperationalError, redis.ConnectionError) as err:
-        pytest.skip(f"needs Postgres on 127.0.0.1:5432 and Redis on 127.0.0.1:6379: {err}")
+    except redis.ConnectionError as err:
+        pytest.skip(f"needs Redis on 127.0.0.1:6379: {err}")
     if importlib.util.find_spec("asyncpg") is None:
         pytest.fail("Airflow 3 on Postgres needs the asyncpg driver (postgresql+asyncpg); add asyncpg to requirements")
-    name = f"loopline_celery_{uuid.uuid4().hex[:10]}"
-    _admin_sql(f"CREATE DATABASE {name}")
-    yield name
-    _admin_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    for url in throwaway_postgres("loopline_celery"):
+        yield url.rsplit("/", 1)[1]
 
 
 def stack_env(home: Path, db: str, queue: str, api_port: int) -> dict[str, str]:
@@ -125,7 +107,7 @@ def wait_for(what: str, check, timeout: float, logs: Path) -> object:
 def test_ingest_runs_on_celery_workers_against_postgres(tmp_path, database):
     home, logs = tmp_path / "home", tmp_path / "logs"
     logs.mkdir()
-    queue, port = f"loopline_e2e_{database[-10:]}", _free_port()
+    queue, port = f"loopline_e2e_{database[-10:]}", free_port()
     env = stack_env(home, database, queue, port)
     with open(logs / "migrate.log", "w") as out:
         migrate = subprocess.Popen([BIN / "airflow", "db", "migrate"], env=env, stdout=out, stderr=subprocess.STDOUT)

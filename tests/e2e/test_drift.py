@@ -17,7 +17,6 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
-import requests
 
 from loopline import datagen
 from loopline.settings import get_settings
@@ -57,13 +56,7 @@ def service(airflow_db):
 
 
 def send(server: BentoServer, frame) -> list[dict]:
-    applications = json.loads(frame.drop(columns=["applied_at", "defaulted"]).to_json(orient="records"))
-    answers = []
-    for start in range(0, len(applications), 200):
-        response = requests.post(f"{server.url}/predict", json={"applications": applications[start : start + 200]})
-        assert response.status_code == 200, response.text
-        answers.extend(response.json())
-    return answers
+    return server.predict(json.loads(frame.drop(columns=["applied_at", "defaulted"]).to_json(orient="records")))
 
 
 def drift_run(run_dag, since: datetime):
