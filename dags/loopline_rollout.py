@@ -26,7 +26,7 @@ from airflow.sdk import Param, PokeReturnValue, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from loopline.assets import model_asset
-from loopline.dag_defaults import START_DATE, default_args
+from loopline.dag_defaults import START_DATE, default_args, run_actor
 from loopline.notifiers import LooplineNotifier, fail_fast
 from loopline.settings import get_settings
 from loopline.spec import load_spec
@@ -34,11 +34,6 @@ from loopline.spec import load_spec
 MODEL = "credit_risk"
 ROLLOUT = load_spec(MODEL, get_settings().models_dir).rollout  # steps, bake and poll interval (spec file)
 CANARY_STEPS = ROLLOUT.steps[:-1]  # the last step (100%) is the promotion itself
-
-
-def _actor() -> str:
-    context = get_current_context()
-    return f"dag:{context['dag'].dag_id}/{context['run_id']}"
 
 
 def _judge(verdict) -> PokeReturnValue:
@@ -59,7 +54,7 @@ def _canary_step(step: float):
         from loopline.rollout_flow import canary_step
 
         with fail_fast():
-            return _judge(canary_step(prepared["rollout_id"], step, _actor(), get_settings()))
+            return _judge(canary_step(prepared["rollout_id"], step, run_actor(), get_settings()))
 
     return canary_step
 
@@ -93,7 +88,7 @@ def loopline_rollout():
         params = get_current_context()["params"]
         mode = None if params["mode"] == "spec" else params["mode"]
         with fail_fast():
-            prepared = prepare(MODEL, params["version"], mode, _actor(), get_settings())
+            prepared = prepare(MODEL, params["version"], mode, run_actor(), get_settings())
         if prepared is None:
             raise AirflowSkipException("no challenger waiting, or it already serves")
         return prepared
@@ -113,7 +108,7 @@ def loopline_rollout():
         from loopline.rollout_flow import promote
 
         with fail_fast():
-            return promote(prepared["rollout_id"], _actor(), get_settings())
+            return promote(prepared["rollout_id"], run_actor(), get_settings())
 
     @task
     def pre_switch_check(prepared: dict) -> dict:
@@ -130,7 +125,7 @@ def loopline_rollout():
         from loopline.rollout_flow import switch
 
         with fail_fast():
-            return switch(prepared["rollout_id"], _actor(), get_settings())
+            return switch(prepared["rollout_id"], run_actor(), get_settings())
 
     @task.sensor(
         poke_interval=ROLLOUT.poll_seconds,
@@ -141,14 +136,14 @@ def loopline_rollout():
         from loopline.rollout_flow import post_switch_watch
 
         with fail_fast():
-            return _judge(post_switch_watch(prepared["rollout_id"], _actor(), get_settings()))
+            return _judge(post_switch_watch(prepared["rollout_id"], run_actor(), get_settings()))
 
     @task(trigger_rule="one_failed", retries=3)
     def put_champion_back(prepared: dict) -> None:
         """Runs only when a step failed or crashed: all traffic back on the champion, then fails the run and alerts."""
         from loopline.rollout_flow import fail
 
-        rollout = fail(prepared["rollout_id"], _actor(), get_settings())
+        rollout = fail(prepared["rollout_id"], run_actor(), get_settings())
         raise AirflowFailException(
             f"rollout #{rollout['id']} of v{rollout['candidate_version']} failed; "
             f"v{rollout['champion_version']} serves all traffic again. {rollout['outcome']}"

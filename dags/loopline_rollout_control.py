@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from loopline.dag_defaults import START_DATE, default_args
+from loopline.dag_defaults import START_DATE, default_args, run_actor
 from loopline.notifiers import fail_fast
 
 MODEL = "credit_risk"
@@ -55,9 +55,8 @@ def loopline_rollout_control():
 
         context = get_current_context()
         p = context["params"]
-        actor = f"dag:{context['dag'].dag_id}/{context['run_id']}"
         with fail_fast():
-            return apply(p["action"], MODEL, p["version"], p["weight"], actor, p["reason"], get_settings())
+            return apply(p["action"], MODEL, p["version"], p["weight"], run_actor(), p["reason"], get_settings())
 
     apply_action()
 

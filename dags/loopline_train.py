@@ -25,7 +25,7 @@ from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, g
 from airflow.sdk.exceptions import AirflowSkipException
 
 from loopline.assets import dataset_asset, model_asset
-from loopline.dag_defaults import START_DATE, default_args
+from loopline.dag_defaults import START_DATE, default_args, run_actor
 from loopline.data_registry import DATA_VERSION_PATTERN
 from loopline.hyperparams import OVERRIDE_SCHEMA
 from loopline.notifiers import fail_fast
@@ -129,9 +129,7 @@ def loopline_train():
         """Floor and champion comparison on one holdout; sets `challenger` (or `champion` for the first)."""
         from loopline.train_flow import TrainRun, quality_gate
 
-        context = get_current_context()
-        actor = f"dag:{context['dag'].dag_id}/{context['run_id']}"
-        result = quality_gate(TrainRun(**run), _settings(), actor)
+        result = quality_gate(TrainRun(**run), _settings(), run_actor())
         if not result["passed"]:
             raise AirflowSkipException(f"version {result['version']} rejected by the quality gate: {result['checks']}")
         return result
