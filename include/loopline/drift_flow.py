@@ -77,13 +77,16 @@ def reference_of(model: str, champion: Champion, settings: Settings) -> tuple[pd
     return train_rows.reset_index(drop=True), booster
 
 
-def labelled_live(model: str, version: str, settings: Settings) -> pd.DataFrame:
-    """Every logged prediction of ``version`` whose outcome has arrived (score, outcome, model_version)."""
+def labelled_live(model: str, version: str, settings: Settings, logged: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every logged prediction of ``version`` whose outcome has arrived (score, outcome, model_version).
+
+    ``logged``: the whole prediction log when the caller has read it already.
+    """
     from loopline import outcomes
     from loopline.prediction_log import read_window
 
     known = outcomes.read(settings, model)
-    rows = read_window(settings.prediction_log_dir, model).rows
+    rows = logged if logged is not None else read_window(settings.prediction_log_dir, model).rows
     if known is None or rows.empty:
         return pd.DataFrame(columns=["score", "outcome", "model_version"])
     rows = rows[rows["model_version"] == version].drop_duplicates("entity_hash", keep="last")
@@ -109,7 +112,11 @@ def check(
     champion = champion_of(model, settings)
     reference, booster = reference_of(model, champion, settings)
     since = window_start or window_end - timedelta(hours=policy.window_hours)
-    window = read_window(settings.prediction_log_dir, model, since=since, until=window_end).rows
+    logged = read_window(settings.prediction_log_dir, model).rows  # read once: the window and the labelled rows
+    if logged.empty:
+        window = logged
+    else:
+        window = logged[logged["logged_at"].between(since.timestamp(), window_end.timestamp(), inclusive="left")]
     current = window if window.empty else window[window["model_version"] == champion.version]
     detector_dir = settings.monitoring_dir / "detectors" / model / f"v{champion.version}"
     detector = drift.load_or_fit(detector_dir, reference, spec, policy.p_value)
@@ -119,7 +126,7 @@ def check(
     report = drift.check(
         detector, reference, current_features, spec, champion.importances, ref_scores, cur_scores, policy
     )
-    quality = drift.live_quality(labelled_live(model, champion.version, settings))
+    quality = drift.live_quality(labelled_live(model, champion.version, settings, logged))
     concept = drift.concept_verdict(quality.get(champion.version), champion.holdout_auc, policy)
 
     state = MonitoringState(settings.state_db_uri)
