@@ -50,6 +50,28 @@ def _outcomes(model: str, settings: Settings) -> pd.DataFrame | None:
     return outcomes.read(settings, model)
 
 
+def _expected_score_psi(rollout: Rollout, settings: Settings) -> float:
+    """The score PSI the quality gate measured between this candidate and this champion, else 0.
+
+    Only a measurement against the very champion the rollout compares with counts; a
+    version registered outside the train DAG (or gated against another champion) gets
+    no allowance, so the canary's scores must then match the champion's.
+    """
+    from loopline import tracking
+
+    try:
+        tags = tracking.client_for(settings).get_model_version(rollout.model, rollout.candidate_version).tags
+    except Exception as err:  # the registry is down: judge strictly rather than not at all
+        log.warning("cannot read v%s's gate tags: %s; no expected score PSI", rollout.candidate_version, err)
+        return 0.0
+    if tags.get(tracking.GATE_CHAMPION_TAG) != rollout.champion_version:
+        return 0.0
+    try:
+        return max(0.0, float(tags.get(tracking.EXPECTED_SCORE_PSI_TAG, 0.0)))
+    except ValueError:
+        return 0.0
+
+
 def prepare(model: str, ref: str, mode: str | None, actor: str, settings: Settings) -> dict[str, Any] | None:
     """Open a rollout for ``ref`` (default: the challenger), or None when there is nothing to roll out."""
     from loopline import tracking
@@ -118,6 +140,7 @@ def canary_step(rollout_id: int, step: float, actor: str, settings: Settings) ->
         spec.bake_seconds,
         spec.max_step_seconds,
         _outcomes(rollout.model, settings),
+        _expected_score_psi(rollout, settings),
     )
     log.info("%s", verdict.summary())
     if verdict.status != canary.WAIT:
@@ -169,7 +192,7 @@ def pre_switch_check(rollout_id: int, settings: Settings) -> canary.StepVerdict:
             shadow = score_frame(booster, recent[spec_all.features.names], spec_all)
             results.append(canary.GateResult("errors", canary.PASS, 0.0, detail=f"scored {len(recent)} rows"))
             rows = recent.assign(score=shadow["score"].to_numpy(), arm="canary", model_version="candidate")
-            results.append(canary.psi_gate(rows, recent, gates))
+            results.append(canary.psi_gate(rows, recent, gates, _expected_score_psi(rollout, settings)))
         except Exception as err:  # the candidate cannot score what the champion serves
             results.append(canary.GateResult("errors", canary.FAIL, 1.0, detail=f"{type(err).__name__}: {err}"))
     failed = [g.name for g in results if g.status == canary.FAIL]
@@ -214,7 +237,7 @@ def post_switch_watch(rollout_id: int, actor: str, settings: Settings) -> canary
     results = [
         canary.error_gate(rollout.baseline or None, _scrape(settings), rollout.candidate_version, "", gates),
         canary.latency_gate(new, old, gates),
-        canary.psi_gate(new, old, gates),
+        canary.psi_gate(new, old, gates, _expected_score_psi(rollout, settings)),
     ]
     samples = {"after": len(new), "before": len(old)}
     verdict = canary.verdict(1.0, elapsed, samples, results, spec.bake_seconds, spec.max_step_seconds)

@@ -89,7 +89,7 @@ class CanaryGates(_Strict):
     max_error_rate: float = Field(0.01, ge=0, le=1)  # canary errors / canary calls
     max_p95_latency_ratio: float = Field(2.0, ge=1)  # canary p95 <= ratio * champion p95 + slack
     latency_slack_ms: float = Field(5.0, ge=0)  # absolute slack: sub-millisecond noise never fails a step
-    max_score_psi: float = Field(0.2, gt=0)  # PSI of canary scores vs champion scores
+    max_score_psi: float = Field(0.2, gt=0)  # canary vs champion score PSI, on top of the expected (gate) PSI
     max_auc_drop: float = Field(0.03, ge=0)  # live AUC, once outcome labels have arrived
     min_labelled: int = Field(200, ge=1)  # labelled predictions per arm before the AUC gate counts
 

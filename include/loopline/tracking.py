@@ -22,6 +22,9 @@ from loopline.settings import Settings, apply_library_env, ensure_dirs
 
 CHAMPION_ALIAS = "champion"
 CHALLENGER_ALIAS = "challenger"
+# PSI between a challenger's and the champion's scores on the gate's holdout (what the canary may differ by)
+EXPECTED_SCORE_PSI_TAG = "loopline.expected_score_psi"
+GATE_CHAMPION_TAG = "loopline.gate_champion_version"  # the champion a version was gated against
 MODEL_ARTIFACT = "model"
 INPUTS_ARTIFACT = "lineage/inputs.json"
 

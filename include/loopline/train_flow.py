@@ -12,6 +12,7 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from loopline.data_registry import DataRegistry, DataVersion
@@ -20,6 +21,7 @@ from loopline.features import build_features
 from loopline.gate import CHALLENGER, CHAMPION, judge
 from loopline.hyperparams import merge_params
 from loopline.lineage import TrainingInputs, code_version
+from loopline.psi import score_psi
 from loopline.settings import Settings
 from loopline.spec import ModelSpec, load_spec
 
@@ -155,13 +157,16 @@ def register(run: TrainRun, settings: Settings) -> TrainRun:
     return run
 
 
-def _holdout_metrics(model_uri: str, holdout: pd.DataFrame, spec: ModelSpec) -> dict[str, float]:
+def _holdout_scores(model_uri: str, holdout: pd.DataFrame, spec: ModelSpec) -> tuple[dict[str, float], np.ndarray]:
+    """Metrics and scores of one registered version on the holdout."""
     import mlflow.lightgbm
 
     from loopline import training
 
     booster = mlflow.lightgbm.load_model(model_uri)
-    return training.evaluate(booster, holdout, spec)
+    scores = training.predict_scores(booster, holdout, spec)
+    y_true = holdout[spec.dataset.target].astype(int).to_numpy()
+    return training.classification_metrics(y_true, scores, spec.training.decision_threshold), scores
 
 
 def _serve_first_champion(name: str, version: str, actor: str, gate: dict[str, Any], settings: Settings) -> None:
@@ -183,11 +188,13 @@ def quality_gate(run: TrainRun, settings: Settings, actor: str = "cli") -> dict[
     client = tracking.client_for(settings)
     name, version = run.model_name, str(run.model_version)
     holdout = training.time_split(training.labelled(load_dataset(run.data_version, settings), spec), spec).holdout
-    candidate = _holdout_metrics(f"models:/{name}/{version}", holdout, spec)
+    candidate, candidate_scores = _holdout_scores(f"models:/{name}/{version}", holdout, spec)
     champion_version = tracking.alias_version(client, name, tracking.CHAMPION_ALIAS)
-    champion = None
+    champion, expected_psi = None, None
     if champion_version and champion_version != version:
-        champion = _holdout_metrics(f"models:/{name}/{champion_version}", holdout, spec)
+        champion, champion_scores = _holdout_scores(f"models:/{name}/{champion_version}", holdout, spec)
+        # How differently the two score the same applicants: the canary's score gate allows this much.
+        expected_psi = round(score_psi(champion_scores, candidate_scores), 4)
     result = judge(candidate, spec.quality_gate, champion, champion_version, version)
     if result.decision == CHAMPION:
         client.set_registered_model_alias(name, tracking.CHAMPION_ALIAS, version)
@@ -195,9 +202,12 @@ def quality_gate(run: TrainRun, settings: Settings, actor: str = "cli") -> dict[
     elif result.decision == CHALLENGER:
         client.set_registered_model_alias(name, tracking.CHALLENGER_ALIAS, version)
     payload = {**result.to_dict(), "candidate": candidate, "champion": champion, "version": version}
+    payload["expected_score_psi"] = expected_psi
     tracking.log_dict(client, run.run_id, payload, f"gate/version-{version}.json")
     tracking.log_metrics(client, run.run_id, {c.name: float(c.passed) for c in result.checks}, prefix="gate.")
     client.set_tag(run.run_id, "loopline.gate_decision", result.decision)
     client.set_model_version_tag(name, version, "loopline.gate_decision", result.decision)
-    client.set_model_version_tag(name, version, "loopline.gate_champion_version", champion_version or "none")
+    client.set_model_version_tag(name, version, tracking.GATE_CHAMPION_TAG, champion_version or "none")
+    if expected_psi is not None:
+        client.set_model_version_tag(name, version, tracking.EXPECTED_SCORE_PSI_TAG, str(expected_psi))
     return payload

@@ -11,6 +11,7 @@ AUC, and concept drift in them is caught.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
@@ -136,9 +137,11 @@ def test_the_triggered_retrain_records_its_drift_report_and_rolls_out(run_dag, s
 
     stop = threading.Event()
 
-    def traffic():
-        while not stop.is_set():
-            send(service, datagen.make_batch(8, n_rows=200, seed=int(datetime.now(UTC).timestamp()), drift=SHIFT))
+    def traffic():  # fresh applicants in every call (a seed per call, not per second: no repeats)
+        for seed in itertools.count(1000):
+            if stop.is_set():
+                return
+            send(service, datagen.make_batch(8, n_rows=200, seed=seed, drift=SHIFT))
 
     loader = threading.Thread(target=traffic, daemon=True)
     loader.start()

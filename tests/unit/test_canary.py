@@ -84,6 +84,26 @@ def test_psi_gate_fails_shifted_scores():
     assert canary.psi_gate(*canary._arms(window(500, 500, seed=3), "2", "1"), GATES).status == canary.PASS
 
 
+def test_psi_gate_allows_the_score_difference_the_quality_gate_measured():
+    """A model retrained after drift scores differently by design; only a difference beyond that fails."""
+    arms = canary._arms(window(500, 500, canary_shift=0.25), "2", "1")
+    strict = canary.psi_gate(*arms, GATES)
+    assert strict.status == canary.FAIL
+    allowed = canary.psi_gate(*arms, GATES, expected=strict.canary)
+    assert allowed.status == canary.PASS and "expected from evaluation" in allowed.detail
+    assert allowed.limit == pytest.approx(GATES.max_score_psi + strict.canary)
+    too_far = canary.psi_gate(*arms, GATES, expected=strict.canary - GATES.max_score_psi - 0.05)
+    assert too_far.status == canary.FAIL
+
+
+def test_psi_gate_counts_each_applicant_once():
+    """Twenty applicants re-sent ten times are twenty observations, not two hundred."""
+    few = window(20, 1000, seed=4)
+    repeated = pd.concat([few[few["arm"] == "canary"]] * 10 + [few[few["arm"] == "champion"]])
+    verdict = canary.psi_gate(*canary._arms(repeated, "2", "1"), GATES)
+    assert verdict.status == canary.PENDING and "20/100" in verdict.detail
+
+
 def test_fallback_rows_count_for_neither_arm():
     rows = window(200, 200)
     rows.loc[rows["arm"] == "canary", "arm"] = "fallback"
