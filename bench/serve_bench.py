@@ -6,8 +6,8 @@ same model (one booster file) and the same feature/scoring code:
 - **service**: ``bentoml serve <bento tag>`` of a Bento built by ``loopline.packaging``,
   exactly as in production: champion/canary routing from the serving state store (route
   polled every ``LOOPLINE_ROUTE_POLL_SECONDS``), Prometheus metrics, the prediction log,
-  BentoML's middlewares and access log, one worker and BentoML's sync-API thread pool
-  (the service's own settings: no ``workers``/``threads`` given = 1 and 1);
+  BentoML's middlewares and access log, one worker, and adaptive batching of concurrent
+  requests (the service's own settings: no ``workers``/``threads`` given = 1 and 1);
 - **bare FastAPI**: ``uvicorn bench.bare_fastapi:app``, one worker, the same pydantic
   validation, request/response JSON and ``score_frame``, nothing else; a plain ``def``
   endpoint on Starlette's thread pool (see that module's docstring). With

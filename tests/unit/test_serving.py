@@ -101,3 +101,14 @@ def test_a_failing_champion_fails_the_request(setup):
     scorer.refresh()
     with pytest.raises(lgb.basic.LightGBMError):
         scorer.score(requests_frame(5))
+
+
+def test_a_merged_batch_scores_the_same_on_all_cores_as_row_by_row(setup):
+    """Adaptive batching merges requests; large calls use LightGBM's threads, which must not change answers."""
+    from loopline.serving import PARALLEL_ROWS
+
+    scorer, _, _ = setup
+    frame = requests_frame(PARALLEL_ROWS + 20)
+    merged = scorer.score(frame).frame
+    alone = pd.concat([scorer.score(frame.iloc[[i]]).frame for i in range(0, len(frame), 7)])
+    pd.testing.assert_frame_equal(merged.iloc[::7].reset_index(drop=True), alone.reset_index(drop=True))
