@@ -47,6 +47,7 @@ import pandas as pd
 
 from loopline.clock import as_utc
 from loopline.errors import LooplineError
+from loopline.features import DERIVED_INPUTS
 from loopline.psi import EPSILON, psi
 from loopline.spec import DriftPolicy, ModelSpec
 
@@ -73,14 +74,6 @@ HISTOGRAM_BINS = 20
 _RANGE = " to "  # numeric bin labels: "low to high" (a dash would clash with negative numbers)
 MISSING_LABEL = "(missing/unknown)"
 
-# Derived model inputs (loopline.features.DERIVED_FEATURES) and the raw features they are
-# computed from: a booster's importance of a derived feature is shared equally among its
-# inputs, since drift is measured on the raw features the service receives.
-DERIVED_INPUTS: dict[str, tuple[str, ...]] = {
-    "loan_to_income": ("loan_amount", "annual_income"),
-    "installment_to_income": ("loan_amount", "interest_rate", "loan_term_months", "annual_income"),
-    "history_to_age": ("credit_history_months", "age"),
-}
 
 VERDICTS = ("drift", "no_drift", "insufficient")
 

@@ -13,7 +13,14 @@ import pandas as pd
 
 from loopline.spec import ModelSpec
 
-DERIVED_FEATURES = ("loan_to_income", "installment_to_income", "history_to_age")
+# Derived model inputs and the raw features each is computed from (build_features below). Drift
+# monitoring watches raw features, so it shares a derived input's importance among its sources.
+DERIVED_INPUTS: dict[str, tuple[str, ...]] = {
+    "loan_to_income": ("loan_amount", "annual_income"),
+    "installment_to_income": ("loan_amount", "interest_rate", "loan_term_months", "annual_income"),
+    "history_to_age": ("credit_history_months", "age"),
+}
+DERIVED_FEATURES = tuple(DERIVED_INPUTS)
 
 
 def feature_columns(spec: ModelSpec) -> list[str]:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from loopline import datagen
 from loopline.features import DERIVED_FEATURES, build_features, categorical_columns, feature_columns
 from loopline.spec import load_spec
 
@@ -207,3 +208,16 @@ def test_all_missing_raw_columns_are_named():
 def test_id_timestamp_and_label_are_not_needed():
     out = build_features(frame().drop(columns=["applicant_id", "applied_at", "defaulted"]), SPEC)
     assert len(out) == 1
+
+
+def test_every_derived_input_names_raw_features_it_is_built_from():
+    """Drift weighs raw features by the importance of the derived inputs built from them."""
+    from loopline.features import DERIVED_INPUTS
+
+    raw = datagen.make_batch(0, n_rows=50, seed=2)
+    base = build_features(raw, SPEC)
+    for derived, sources in DERIVED_INPUTS.items():
+        assert set(sources) <= set(SPEC.features.numeric)
+        for source in sources:  # changing a source changes the derived input
+            moved = build_features(raw.assign(**{source: raw[source] * 1.5 + 1}), SPEC)
+            assert not np.allclose(moved[derived], base[derived], equal_nan=True), (derived, source)
