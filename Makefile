@@ -14,7 +14,7 @@ help:
 	@echo "make test   - create .venv, then run the whole test suite (unit, DAG integrity, end-to-end)"
 	@echo "make bench  - benchmarks (train DAG on 1M rows vs a bare script)"
 	@echo "make bench-serve - the Bento service vs bare FastAPI vs in-process scoring: throughput, p50/p99 (~3 min)"
-	@echo "make simulate - weeks of compressed time through the real DAGs: drift, retrain, rollout (~15 min)"
+	@echo "make simulate - weeks of compressed time through the real DAGs: drift, retrain, rollout (~5 min)"
 	@echo "make clean  - remove all embedded state (.loopline/)"
 	@echo "make up     - start Airflow (:8080), the MLflow UI (:5000) and the credit_risk Bento (:3000) in the background"
 	@echo "make down   - stop everything make up started"

@@ -216,15 +216,16 @@ def plot(timeline: list[Week], shift_week: int, path: Path) -> Path:
     weeks = [w.week for w in timeline]
     ax.plot(weeks, [w.live_auc for w in timeline], marker="o", label="live AUC of the serving model")
     ax.axvline(shift_week - 0.5, color="grey", linestyle="--", label=f"world shifts (week {shift_week})")
-    for w in timeline:
+    for w in timeline:  # labels to the right of their point, inside the axes (margins below)
         if w.triggered:
-            ax.annotate("drift → retrain", (w.week, w.live_auc), textcoords="offset points", xytext=(0, 12))
+            ax.annotate("drift → retrain", (w.week, w.live_auc), textcoords="offset points", xytext=(8, 6))
         if w.rollout:
-            ax.annotate(f"rollout {w.rollout}", (w.week, w.live_auc), textcoords="offset points", xytext=(0, -16))
+            ax.annotate(f"rollout {w.rollout}", (w.week, w.live_auc), textcoords="offset points", xytext=(8, -14))
+    ax.margins(x=0.08, y=0.3)
     ax.set_xlabel("simulated week")
     ax.set_ylabel("AUC")
     ax.set_title("Loopline simulation: drift → retrain → rollout")
-    ax.legend(loc="lower left")
+    ax.legend(loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
