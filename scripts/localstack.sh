@@ -68,6 +68,7 @@ up() {
   export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE="$AIRFLOW_HOME/simple_auth_manager_passwords.json"
   export AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=8080  # local only
   export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:8080/execution/"  # where task runners report
+  export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False  # the line runs on its own, as in docker-compose.yaml
   local passwords=$AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE name
   if [[ ! -s $passwords ]]; then
     (umask 077; python -c 'import json, secrets; print(json.dumps({"admin": secrets.token_urlsafe(12)}))' >"$passwords")
@@ -98,6 +99,11 @@ up() {
   fi
 
   wait_for "$AIRFLOW_SERVICES" airflow_healthy http://127.0.0.1:8080/api/v2/monitor/health
+  # DAGs that `make demo` registered (paused, Airflow's default) are unpaused once; a later pause is kept.
+  if [[ ! -e $AIRFLOW_HOME/loopline-dags-unpaused ]]; then
+    airflow dags unpause --treat-dag-id-as-regex --yes '^loopline_' >"$RUN/airflow-unpause.log" 2>&1 || true
+    touch "$AIRFLOW_HOME/loopline-dags-unpaused"
+  fi
   wait_for mlflow answers http://127.0.0.1:5000/health
   if running bento; then wait_for bento answers http://127.0.0.1:3000/readyz; fi
 
@@ -106,6 +112,8 @@ up() {
 Loopline is up (logs and pid files in $RUN; \`make down\` stops everything):
   Airflow   http://localhost:8080   log in as admin / $(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["admin"])' "$passwords")
   MLflow    http://localhost:5000
+  The loopline_* DAGs run on their own: ingest every 10 min, drift hourly, train weekly and on new
+  data, rollout on a new challenger (pause any of them in the Airflow UI).
 TXT
   if running bento; then
     echo "  BentoML   http://localhost:3000   serving $(sed -n 's/.*BentoServer from "\([^"]*\)".*/\1/p' "$RUN/bento.log" | head -1)"
