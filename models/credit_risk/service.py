@@ -103,6 +103,7 @@ class ModelService:
             multiprocess_mode="mostrecent",
         )
         self._weights_revision: int | None = None
+        self._weight_series: set[tuple[str, str]] = set()  # (model_version, arm) pairs ever exported
 
     @bentoml.api(batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=MAX_LATENCY_MS)
     def predict(self, applications: list[Application] = Field(min_length=1, max_length=MAX_BATCH)) -> list[Prediction]:  # type: ignore[valid-type]
@@ -145,10 +146,16 @@ class ModelService:
                 histogram.observe(score)
         route = result.route
         if route.revision != self._weights_revision:  # the gauge shows the route this worker serves
-            self.weights.clear()
-            self.weights.labels(model_version=str(route.champion_version), arm="champion").set(1 - route.canary_weight)
+            shares = {(str(route.champion_version), "champion"): 1 - route.canary_weight}
             if route.canary_version:
-                self.weights.labels(model_version=route.canary_version, arm="canary").set(route.canary_weight)
+                shares[(route.canary_version, "canary")] = route.canary_weight
+            # Multiprocess gauges keep every series they ever had (clear() does not reach the files):
+            # versions that left the route are set to 0 rather than left showing their old share.
+            for version, arm in self._weight_series - shares.keys():
+                self.weights.labels(model_version=version, arm=arm).set(0)
+            for (version, arm), share in shares.items():
+                self.weights.labels(model_version=version, arm=arm).set(share)
+            self._weight_series |= shares.keys()
             self._weights_revision = route.revision
 
     def _log(self, raw: pd.DataFrame, scored: pd.DataFrame, request_ids: list[str], seconds: list[float]) -> None:

@@ -9,10 +9,8 @@ runs against the real tables, created from Loopline's own SQLAlchemy metadata.
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
-import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,7 +23,6 @@ from tests.deploy.stack import DEPLOY, ROOT, environment, example_env, interpola
 GRAFANA = DEPLOY / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 SERVICE_PY = ROOT / "models" / "credit_risk" / "service.py"
-COMING_METRICS = {"loopline_traffic_weight"}  # being added to the service (share of traffic per arm)
 PROM_SUFFIXES = ("_bucket", "_count", "_sum", "_created")
 STATE_TABLES = {  # the Loopline state tables the lifecycle dashboard reads, as documented for the stack
     "loopline_audit": "id, at, model, action, before, after, actor, reason, details",
@@ -33,12 +30,6 @@ STATE_TABLES = {  # the Loopline state tables the lifecycle dashboard reads, as 
     "finished_at, trigger, gate_results",
     "loopline_drift_checks": "id, at, model, champion_version, n_rows, confirmed, triggered, drift_share, "
     "score_psi, report_uri, features",
-}
-FALLBACK_DDL = {  # used only when the module that owns a table is not in the tree yet
-    "loopline_drift_checks": "CREATE TABLE loopline_drift_checks (id serial PRIMARY KEY, at timestamptz NOT NULL, "
-    "model varchar(128) NOT NULL, champion_version varchar(32), n_rows integer NOT NULL, confirmed boolean NOT NULL, "
-    "triggered boolean NOT NULL, drift_share double precision, score_psi double precision, report_uri varchar(1024), "
-    "features json NOT NULL)",
 }
 
 
@@ -225,7 +216,7 @@ def test_dashboard_metrics_are_ones_the_service_and_the_exporter_define():
     airflow = _statsd_metrics()
     for path in DASHBOARDS:
         for expr in _queries(json.loads(path.read_text()), "expr"):
-            unknown = _metric_names(expr, "loopline_") - defined - COMING_METRICS
+            unknown = _metric_names(expr, "loopline_") - defined
             assert not unknown, f"{path.name}: {sorted(unknown)} not defined in {SERVICE_PY.name}"
             unknown = _metric_names(expr, "airflow_") - airflow
             assert not unknown, f"{path.name}: {sorted(unknown)} not produced by deploy/statsd/mapping.yml"
@@ -266,39 +257,20 @@ _SQL_WORDS = set(
 
 @pytest.fixture(scope="module")
 def state_db():
-    """A throw-away database with the Loopline state tables, from the modules that own them."""
-    psycopg2 = pytest.importorskip("psycopg2")
-    from sqlalchemy import create_engine, text
+    """A throw-away Postgres database with the Loopline state tables, from the modules that own them."""
+    from sqlalchemy import create_engine
 
-    admin = dict(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3)
-    try:
-        conn = psycopg2.connect(**admin)
-    except psycopg2.OperationalError as err:
-        pytest.skip(f"needs Postgres on 127.0.0.1:5432 (user postgres): {err}")
-    conn.autocommit = True
-    name = f"loopline_dash_{uuid.uuid4().hex[:10]}"
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    engine = create_engine(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}")
-    try:
-        created = set()
-        for module in ("loopline.serving_state", "loopline.monitoring_state"):
-            try:
-                metadata = importlib.import_module(module).metadata
-            except ImportError:
-                continue
-            metadata.create_all(engine)
-            created |= set(metadata.tables)
-        with engine.begin() as db:
-            for table, ddl in FALLBACK_DDL.items():
-                if table not in created:
-                    db.execute(text(ddl))
-        yield engine
-    finally:
-        engine.dispose()
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.close()
+    from loopline import monitoring_state, outcomes, serving_state
+    from tests.conftest import throwaway_postgres
+
+    for url in throwaway_postgres("loopline_dash"):
+        engine = create_engine(url)
+        try:
+            for module in (serving_state, monitoring_state, outcomes):
+                module.metadata.create_all(engine)
+            yield engine
+        finally:
+            engine.dispose()
 
 
 def _grafana_macros(query: str) -> str:

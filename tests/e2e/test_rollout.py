@@ -258,6 +258,8 @@ def test_metrics_and_audit_read_with_their_own_clients(service):
         (s.labels["model_version"], s.labels["arm"]): s.value for s in families["loopline_traffic_weight"].samples
     }
     assert weights.get(("1", "champion")) == 1.0
+    # Every version that served earlier in this module has left the route: its share shows 0, not a stale one.
+    assert len(weights) > 1 and all(v == 0 for k, v in weights.items() if k != ("1", "champion")), weights
     errors = {s.labels["model_version"]: s.value for s in families["loopline_prediction_errors"].samples}
     assert sum(errors.values()) > 0  # the erroring canary's calls, absorbed by the champion
 
