@@ -14,17 +14,21 @@ from loopline.features import build_features
 from loopline.spec import ModelSpec
 
 TOP_REASONS = 3
+PARALLEL_ROWS = 100  # from this many rows in one call, LightGBM's threads pay for their start-up
 
 
 def score_frame(
-    booster: lgb.Booster, raw: pd.DataFrame, spec: ModelSpec, top: int = TOP_REASONS, num_threads: int = 1
+    booster: lgb.Booster, raw: pd.DataFrame, spec: ModelSpec, top: int = TOP_REASONS, num_threads: int | None = None
 ) -> pd.DataFrame:
     """score, decision and reasons (a list of feature names) for each row of raw applications.
 
-    One thread by default: online requests are a few rows, where OpenMP's thread
-    start-up and spin-waiting cost more than they save (measured: 3x slower on a busy
-    2-core host). Batch scoring of large files passes ``num_threads=0`` (all cores).
+    By default the row count picks the threads: one below ``PARALLEL_ROWS`` (an online
+    request, where OpenMP's thread start-up and spin-waiting cost more than they save:
+    measured 3x slower on a busy 2-core host), all cores from there on (requests merged
+    by adaptive batching, files). ``num_threads`` overrides it (0: all cores).
     """
+    if num_threads is None:
+        num_threads = 0 if len(raw) >= PARALLEL_ROWS else 1
     features = build_features(raw, spec)
     iteration = booster.best_iteration or None
     scores = booster.predict(features, num_iteration=iteration, num_threads=num_threads)

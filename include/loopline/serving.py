@@ -25,13 +25,6 @@ from loopline.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 Loader = Callable[[str], lgb.Booster]
-# From this many rows in one call (adaptive batching merges requests), LightGBM's threads pay
-# for their start-up; below it one thread is faster (see scoring.score_frame).
-PARALLEL_ROWS = 100
-
-
-def _threads(rows: int) -> int:
-    return 0 if rows >= PARALLEL_ROWS else 1  # 0: LightGBM's default, all cores
 
 
 @dataclass(frozen=True)
@@ -102,8 +95,7 @@ class RoutedScorer:
         if not route.canary_version:  # fast path: one version, no per-row assignment (measured: 3 ms/request)
             started = time.perf_counter()
             champion = str(route.champion_version)
-            scored = score_frame(live.boosters[champion], raw, self.spec, num_threads=_threads(len(raw)))
-            scored = scored.assign(model_version=champion, arm="champion")
+            scored = score_frame(live.boosters[champion], raw, self.spec).assign(model_version=champion, arm="champion")
             return Scored(scored, route, {champion: time.perf_counter() - started}, {})
         entity = self.spec.dataset.entity_id
         assigned = [choose_version(route, str(e)) for e in raw[entity]]
@@ -113,7 +105,7 @@ class RoutedScorer:
         for version, rows in raw.groupby(versions, sort=False):
             started = time.perf_counter()
             try:
-                scored = score_frame(live.boosters[version], rows, self.spec, num_threads=_threads(len(rows)))
+                scored = score_frame(live.boosters[version], rows, self.spec)
             except Exception:
                 if version == route.champion_version:
                     raise
@@ -122,7 +114,7 @@ class RoutedScorer:
                 arms[rows.index] = "fallback"
                 version = route.champion_version
                 started = time.perf_counter()
-                scored = score_frame(live.boosters[version], rows, self.spec, num_threads=_threads(len(rows)))
+                scored = score_frame(live.boosters[version], rows, self.spec)
             seconds[version] = seconds.get(version, 0.0) + time.perf_counter() - started
             parts.append(scored.assign(model_version=version))
         out = pd.concat(parts).loc[raw.index]

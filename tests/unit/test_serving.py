@@ -105,7 +105,7 @@ def test_a_failing_champion_fails_the_request(setup):
 
 def test_a_merged_batch_scores_the_same_on_all_cores_as_row_by_row(setup):
     """Adaptive batching merges requests; large calls use LightGBM's threads, which must not change answers."""
-    from loopline.serving import PARALLEL_ROWS
+    from loopline.scoring import PARALLEL_ROWS
 
     scorer, _, _ = setup
     frame = requests_frame(PARALLEL_ROWS + 20)
