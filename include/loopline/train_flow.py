@@ -165,8 +165,7 @@ def _holdout_scores(model_uri: str, holdout: pd.DataFrame, spec: ModelSpec) -> t
 
     booster = mlflow.lightgbm.load_model(model_uri)
     scores = training.predict_scores(booster, holdout, spec)
-    y_true = holdout[spec.dataset.target].astype(int).to_numpy()
-    return training.classification_metrics(y_true, scores, spec.training.decision_threshold), scores
+    return training.evaluate_scores(holdout, scores, spec), scores
 
 
 def _serve_first_champion(name: str, version: str, actor: str, gate: dict[str, Any], settings: Settings) -> None:

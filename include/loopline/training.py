@@ -139,8 +139,13 @@ def classification_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: fl
 
 
 def evaluate(booster: lgb.Booster, frame: pd.DataFrame, spec: ModelSpec) -> dict[str, float]:
+    return evaluate_scores(frame, predict_scores(booster, frame, spec), spec)
+
+
+def evaluate_scores(frame: pd.DataFrame, scores: np.ndarray, spec: ModelSpec) -> dict[str, float]:
+    """Metrics of scores already computed for the labelled rows of ``frame``."""
     y_true = frame[spec.dataset.target].astype(int).to_numpy()
-    return classification_metrics(y_true, predict_scores(booster, frame, spec), spec.training.decision_threshold)
+    return classification_metrics(y_true, scores, spec.training.decision_threshold)
 
 
 def feature_importance(booster: lgb.Booster) -> dict[str, float]:
