@@ -36,6 +36,11 @@ ROLLOUT = load_spec(MODEL, get_settings().models_dir).rollout  # steps, bake and
 CANARY_STEPS = ROLLOUT.steps[:-1]  # the last step (100%) is the promotion itself
 
 
+def _expected(prepared: dict) -> float:
+    """The score difference the quality gate measured (0 for rollouts prepared without one)."""
+    return prepared.get("expected_score_psi", 0.0)
+
+
 def _judge(verdict) -> PokeReturnValue:
     if verdict.status == "fail":
         raise AirflowFailException(verdict.summary())
@@ -54,7 +59,7 @@ def _canary_step(step: float):
         from loopline.rollout_flow import canary_step
 
         with fail_fast():
-            return _judge(canary_step(prepared["rollout_id"], step, run_actor(), get_settings()))
+            return _judge(canary_step(prepared["rollout_id"], step, run_actor(), get_settings(), _expected(prepared)))
 
     return canary_step
 
@@ -115,7 +120,7 @@ def loopline_rollout():
         from loopline.rollout_flow import pre_switch_check
 
         with fail_fast():
-            verdict = pre_switch_check(prepared["rollout_id"], get_settings())
+            verdict = pre_switch_check(prepared["rollout_id"], get_settings(), _expected(prepared))
         if verdict.status == "fail":
             raise AirflowFailException(verdict.summary())
         return verdict.to_dict()
@@ -136,7 +141,7 @@ def loopline_rollout():
         from loopline.rollout_flow import post_switch_watch
 
         with fail_fast():
-            return _judge(post_switch_watch(prepared["rollout_id"], run_actor(), get_settings()))
+            return _judge(post_switch_watch(prepared["rollout_id"], run_actor(), get_settings(), _expected(prepared)))
 
     @task(trigger_rule="one_failed", retries=3)
     def put_champion_back(prepared: dict) -> None:

@@ -50,7 +50,7 @@ def _outcomes(model: str, settings: Settings) -> pd.DataFrame | None:
     return outcomes.read(settings, model)
 
 
-def _expected_score_psi(rollout: Rollout, settings: Settings) -> float:
+def _expected_score_psi(client, model: str, candidate: str, champion: str) -> float:
     """The score PSI the quality gate measured between this candidate and this champion, else 0.
 
     Only a measurement against the very champion the rollout compares with counts; a
@@ -59,12 +59,8 @@ def _expected_score_psi(rollout: Rollout, settings: Settings) -> float:
     """
     from loopline import tracking
 
-    try:
-        tags = tracking.client_for(settings).get_model_version(rollout.model, rollout.candidate_version).tags
-    except Exception as err:  # the registry is down: judge strictly rather than not at all
-        log.warning("cannot read v%s's gate tags: %s; no expected score PSI", rollout.candidate_version, err)
-        return 0.0
-    if tags.get(tracking.GATE_CHAMPION_TAG) != rollout.champion_version:
+    tags = client.get_model_version(model, candidate).tags
+    if tags.get(tracking.GATE_CHAMPION_TAG) != champion:
         return 0.0
     try:
         return max(0.0, float(tags.get(tracking.EXPECTED_SCORE_PSI_TAG, 0.0)))
@@ -89,8 +85,15 @@ def prepare(model: str, ref: str, mode: str | None, actor: str, settings: Settin
         log.info("v%s already serves as champion; nothing to roll out", candidate)
         return None
     chosen_mode = mode or _rollout_spec(model, settings).mode
+    expected = _expected_score_psi(client, model, candidate, route.champion_version)
     rollout = state.start_rollout(model, candidate, route.champion_version, chosen_mode, actor)
-    return {"rollout_id": rollout.id, "candidate": candidate, "champion": route.champion_version, "mode": chosen_mode}
+    return {
+        "rollout_id": rollout.id,
+        "candidate": candidate,
+        "champion": route.champion_version,
+        "mode": chosen_mode,
+        "expected_score_psi": expected,  # read once here; every step's score gate allows it
+    }
 
 
 def _live(state: ServingState, rollout_id: int) -> Rollout:
@@ -108,7 +111,9 @@ def _stop(state: ServingState, rollout: Rollout, verdict: canary.StepVerdict, ac
     state.finish_rollout(rollout.id, "failed", verdict.summary())
 
 
-def canary_step(rollout_id: int, step: float, actor: str, settings: Settings) -> canary.StepVerdict:
+def canary_step(
+    rollout_id: int, step: float, actor: str, settings: Settings, expected_score_psi: float = 0.0
+) -> canary.StepVerdict:
     """One poke of a canary step: set the weight on the first poke, judge on the later ones."""
     state = _state(settings)
     rollout = _live(state, rollout_id)
@@ -140,7 +145,7 @@ def canary_step(rollout_id: int, step: float, actor: str, settings: Settings) ->
         spec.bake_seconds,
         spec.max_step_seconds,
         _outcomes(rollout.model, settings),
-        _expected_score_psi(rollout, settings),
+        expected_score_psi,
     )
     log.info("%s", verdict.summary())
     if verdict.status != canary.WAIT:
@@ -169,7 +174,7 @@ def promote(rollout_id: int, actor: str, settings: Settings) -> dict[str, Any]:
 # --- blue/green: one switch after a pre-switch check, then a watch with instant switch-back ----------
 
 
-def pre_switch_check(rollout_id: int, settings: Settings) -> canary.StepVerdict:
+def pre_switch_check(rollout_id: int, settings: Settings, expected_score_psi: float = 0.0) -> canary.StepVerdict:
     """Score the champion's recent traffic with the candidate offline: it must not fail or shift scores."""
     import mlflow.lightgbm
 
@@ -192,7 +197,7 @@ def pre_switch_check(rollout_id: int, settings: Settings) -> canary.StepVerdict:
             shadow = score_frame(booster, recent[spec_all.features.names], spec_all)
             results.append(canary.GateResult("errors", canary.PASS, 0.0, detail=f"scored {len(recent)} rows"))
             rows = recent.assign(score=shadow["score"].to_numpy(), arm="canary", model_version="candidate")
-            results.append(canary.psi_gate(rows, recent, gates, _expected_score_psi(rollout, settings)))
+            results.append(canary.psi_gate(rows, recent, gates, expected_score_psi))
         except Exception as err:  # the candidate cannot score what the champion serves
             results.append(canary.GateResult("errors", canary.FAIL, 1.0, detail=f"{type(err).__name__}: {err}"))
     failed = [g.name for g in results if g.status == canary.FAIL]
@@ -221,7 +226,9 @@ def switch(rollout_id: int, actor: str, settings: Settings) -> dict[str, Any]:
     return route.to_dict()
 
 
-def post_switch_watch(rollout_id: int, actor: str, settings: Settings) -> canary.StepVerdict:
+def post_switch_watch(
+    rollout_id: int, actor: str, settings: Settings, expected_score_psi: float = 0.0
+) -> canary.StepVerdict:
     """After the switch: the new champion's errors, latency and scores vs the old one's just before."""
     state = _state(settings)
     rollout = _live(state, rollout_id)
@@ -237,7 +244,7 @@ def post_switch_watch(rollout_id: int, actor: str, settings: Settings) -> canary
     results = [
         canary.error_gate(rollout.baseline or None, _scrape(settings), rollout.candidate_version, "", gates),
         canary.latency_gate(new, old, gates),
-        canary.psi_gate(new, old, gates, _expected_score_psi(rollout, settings)),
+        canary.psi_gate(new, old, gates, expected_score_psi),
     ]
     samples = {"after": len(new), "before": len(old)}
     verdict = canary.verdict(1.0, elapsed, samples, results, spec.bake_seconds, spec.max_step_seconds)
