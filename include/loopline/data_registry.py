@@ -23,7 +23,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +68,7 @@ class BatchRecord:
     source_name: str
     rows: int
     ingested_for: str  # the Airflow run that ingested it (logical date / run id), never wall-clock
+    version: str = ""  # the data version that first held it ("" in manifests written before this field)
 
 
 class DataRegistry:
@@ -205,6 +206,17 @@ class DataRegistry:
         return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 
     # -- writing --------------------------------------------------------------------------
+    @contextmanager
+    def stage(self, dataset: str) -> Iterator[RegistryStage]:
+        """Lock the registry, repair what a crash left, and stage changes to one dataset.
+
+        Nothing is written until ``RegistryStage.commit``; leaving the block without it
+        (or crashing) leaves the registry exactly at its last tagged version.
+        """
+        with self.locked():
+            self._recover(dataset)
+            yield RegistryStage(self, dataset)
+
     def commit_batches(
         self, dataset: str, batches: list[tuple[BatchRecord, pd.DataFrame]], message: str
     ) -> DataVersion | None:
@@ -212,47 +224,113 @@ class DataRegistry:
 
         Returns None when nothing was new, so a re-run creates no empty version.
         """
-        with self.locked():
-            self._discard_uncommitted(dataset)
-            known = self.known_hashes(dataset)
-            new = []
+        with self.stage(dataset) as stage:
+            known = {r.sha256 for r in stage.records}
             for rec, df in batches:
                 if rec.sha256 not in known:
                     known.add(rec.sha256)
-                    new.append((rec, df))
-            if not new:
-                self._repo().push()  # finishes a push a crash may have cut short
-                return None
-            folder = self.root / "data" / dataset
-            for rec, df in new:
-                tmp = folder / f".{rec.batch_id}.parquet.tmp"
-                df.to_parquet(tmp, index=False)
-                os.replace(tmp, folder / f"{rec.batch_id}.parquet")
-            manifest = [*self.manifest(dataset), *(rec for rec, _ in new)]
-            (self.root / "manifests" / f"{dataset}.json").write_text(
-                json.dumps([asdict(r) for r in manifest], indent=2) + "\n"
-            )
-            repo = self._repo()
-            repo.add([str(folder)])
-            self._git("add", f"data/{dataset}.dvc", "data/.gitignore", f"manifests/{dataset}.json")
-            existing = self.versions(dataset)
-            version = f"v{(int(existing[-1][1:]) if existing else 0) + 1:04d}"
-            self._git("commit", "-q", "-m", f"{dataset} {version}: {message}")
-            self._git("tag", f"{dataset}-{version}")
-            repo.push()
-            return self.resolve(dataset, version)
+                    stage.add(rec, df)
+            return stage.commit(message) if stage.changed else None
 
-    def _discard_uncommitted(self, dataset: str) -> None:
-        """Drop what a crashed ingest wrote but never committed, so HEAD is the only truth."""
+    def _recover(self, dataset: str) -> None:
+        """Make HEAD the only truth: drop uncommitted writes, tag a commit a crash left untagged, push."""
         self._git("reset", "-q", "--hard", "HEAD")
         folder = self.root / "data" / dataset
         folder.mkdir(parents=True, exist_ok=True)
+        if (self.root / "data" / f"{dataset}.dvc").exists():
+            self._repo().checkout(targets=[str(folder)], force=True)  # restore batches rewritten but not committed
         committed = {f"{b.batch_id}.parquet" for b in self.manifest(dataset)}
         for path in folder.iterdir():
             if path.name not in committed:
                 path.unlink()
+        subject = self._git("log", "-1", "--format=%s")
+        match = re.match(rf"^{re.escape(dataset)} (v\d{{4,}}): ", subject)
+        if match and match.group(1) not in self.versions(dataset):
+            self._git("tag", f"{dataset}-{match.group(1)}")  # crashed between commit and tag
+        self._repo().push()  # finishes a push a crash may have cut short (a no-op when in sync)
+
+    def _write_version(self, stage: RegistryStage, message: str) -> DataVersion:
+        from loopline.faults import crash_point
+
+        dataset, folder = stage.dataset, self.root / "data" / stage.dataset
+        existing = self.versions(dataset)
+        version = f"v{(int(existing[-1][1:]) if existing else 0) + 1:04d}"
+        for batch_id, df in stage.writes.items():
+            tmp = folder / f".{batch_id}.parquet.tmp"
+            df.to_parquet(tmp, index=False)
+            os.replace(tmp, folder / f"{batch_id}.parquet")
+        records = [replace(r, version=r.version or version) for r in stage.records]
+        (self.root / "manifests" / f"{dataset}.json").write_text(
+            json.dumps([asdict(r) for r in records], indent=2) + "\n"
+        )
+        crash_point("write")
+        repo = self._repo()
+        repo.add([str(folder)])
+        self._git("add", f"data/{dataset}.dvc", "data/.gitignore", f"manifests/{dataset}.json")
+        self._git("commit", "-q", "-m", f"{dataset} {version}: {message}")
+        crash_point("commit")
+        self._git("tag", f"{dataset}-{version}")
+        crash_point("tag")
+        repo.push()
+        crash_point("push")
+        return self.resolve(dataset, version)
 
     def push(self) -> None:
         """Push everything committed to the remote (recovers a crash between commit and push)."""
         with self.locked():
             self._repo().push()
+
+
+class RegistryStage:
+    """Changes to one dataset, staged in memory under the registry's lock (see ``DataRegistry.stage``)."""
+
+    def __init__(self, registry: DataRegistry, dataset: str) -> None:
+        self.registry, self.dataset = registry, dataset
+        self.records: list[BatchRecord] = registry.manifest(dataset)
+        self.writes: dict[str, pd.DataFrame] = {}  # batch_id -> frame to (re)write
+        self._folder = registry.root / "data" / dataset
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.writes)
+
+    def frame(self, batch_id: str, columns: list[str] | None = None) -> pd.DataFrame:
+        import pandas as pd
+
+        if batch_id in self.writes:
+            df = self.writes[batch_id]
+            return df[columns] if columns else df
+        return pd.read_parquet(self._folder / f"{batch_id}.parquet", columns=columns)
+
+    def key_index(self, columns: list[str]) -> pd.DataFrame:
+        """The key columns of every stored and staged row, with the batch each is in (``_batch``)."""
+        import pandas as pd
+
+        parts = [self.frame(r.batch_id, columns).assign(_batch=r.batch_id) for r in self.records]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*columns, "_batch"])
+
+    def rows_of(self, batch_ids: list[str]):
+        import pandas as pd
+
+        return pd.concat([self.frame(b) for b in batch_ids], ignore_index=True)
+
+    def add(self, record: BatchRecord, frame: pd.DataFrame) -> None:
+        self.records.append(record)
+        self.writes[record.batch_id] = frame
+
+    def drop_keys(self, columns: list[str], keys: set[str]) -> int:
+        """Remove stored rows whose key is in keys (they are being replaced); returns how many."""
+        from loopline.data_rules import key_of
+
+        dropped = 0
+        for n, record in enumerate(self.records):
+            df = self.frame(record.batch_id)
+            hit = key_of(df, columns).isin(keys)
+            if hit.any():
+                dropped += int(hit.sum())
+                self.writes[record.batch_id] = df[~hit].reset_index(drop=True)
+                self.records[n] = replace(record, rows=int((~hit).sum()))
+        return dropped
+
+    def commit(self, message: str) -> DataVersion:
+        return self.registry._write_version(self, message)

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from loopline.landing import mark_complete
+
 EPOCH = date(2026, 1, 5)  # Monday of week 0
 NUMERIC = (
     "age", "annual_income", "loan_amount", "loan_term_months", "interest_rate", "debt_to_income",
@@ -150,7 +152,7 @@ def make_labels(week: int, n_rows: int = 1000, seed: int = 0, drift: DriftKnobs 
 
 
 def write_batch(df: pd.DataFrame, path: Path) -> Path:
-    """Write CSV (or parquet) atomically: a temp name, then a rename, so a sensor never sees half a file."""
+    """Write CSV (or parquet) atomically (a temp name, then a rename) and mark it complete (``<name>.done``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     if path.suffix == ".parquet":
@@ -158,6 +160,7 @@ def write_batch(df: pd.DataFrame, path: Path) -> Path:
     else:
         df.to_csv(tmp, index=False)
     os.replace(tmp, path)
+    mark_complete(path)
     return path
 
 
@@ -184,4 +187,5 @@ def write_malformed(kind: str, path: Path, week: int = 0, seed: int = 0) -> Path
             frame.loc[frame.index[5:10], "credit_utilization"] = 9.0
         frame.to_csv(tmp, index=False)
     os.replace(tmp, path)
+    mark_complete(path)
     return path

@@ -22,6 +22,7 @@ import pandas as pd
 
 from loopline import outcomes
 from loopline.ingest import zones_for
+from loopline.landing import mark_complete
 from loopline.prediction_log import read_window
 from loopline.routing import pseudonym
 from loopline.settings import Settings
@@ -90,6 +91,7 @@ def ingest_outcomes(model: str, settings: Settings) -> dict[str, Any]:
             partial = landing / f".{target.name}.partial"
             batch.to_csv(partial, index=False)
             partial.replace(target)  # the ingest sensor never sees half a file
+            mark_complete(target)
             summary["batches"].append(str(target))
             summary["joined_rows"] += len(batch)
         zones.archive.mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,7 @@ class Settings:
     state_db_uri: str
     prediction_log_dir: Path
     route_poll_seconds: float
+    landing_settle_seconds: float
     pseudonym_secret: str
     models_dir: Path
     expectations_dir: Path
@@ -146,6 +147,8 @@ def get_settings() -> Settings:
         state_db_uri=_text("LOOPLINE_STATE_DB_URI", f"sqlite:///{home / 'state.db'}"),
         prediction_log_dir=_path("LOOPLINE_PREDICTION_LOG_DIR", home / "predictions"),
         route_poll_seconds=_number("LOOPLINE_ROUTE_POLL_SECONDS", 2.0),
+        # A landed file is taken once its size and mtime were still this long (or it has a .done marker).
+        landing_settle_seconds=_number("LOOPLINE_LANDING_SETTLE_SECONDS", 30.0),
         # Keys the pseudonyms of applicant ids in prediction logs; set a real secret outside the demo.
         pseudonym_secret=_text("LOOPLINE_PSEUDONYM_SECRET", "loopline-embedded-demo"),
         models_dir=_path("LOOPLINE_MODELS_DIR", root / "models"),
@@ -175,6 +178,8 @@ def _check(settings: Settings) -> None:
     # so a Bento, which carries neither folder, can still read its settings.
     if not math.isfinite(settings.route_poll_seconds) or settings.route_poll_seconds <= 0:
         raise SettingsError("LOOPLINE_ROUTE_POLL_SECONDS must be a finite number above 0")
+    if not math.isfinite(settings.landing_settle_seconds) or settings.landing_settle_seconds < 0:
+        raise SettingsError("LOOPLINE_LANDING_SETTLE_SECONDS must be a finite number of seconds, 0 or more")
     if settings.airflow_executor not in EXECUTORS:
         raise SettingsError(f"LOOPLINE_AIRFLOW_EXECUTOR must be one of {EXECUTORS}, got {settings.airflow_executor!r}")
     if "://" not in settings.service_url:

@@ -6,9 +6,10 @@ instead of silently falling back to a default.
 
 from __future__ import annotations
 
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -35,12 +36,37 @@ class NumericRange(_Strict):
         return self
 
 
+class IngestRules(_Strict):
+    """Data rules checked at ingest beside the GE suite, against the batch and the whole dataset.
+
+    Every data version is cumulative, so a key that repeats across batches would break
+    every later version; a timestamp in the future would empty the time-based holdout.
+    """
+
+    unique_key: list[str] | None = None  # columns unique across the whole dataset; default: [entity_id]
+    on_duplicate: Literal["reject", "drop_repeats", "keep_latest"] = "reject"
+    earliest_timestamp: date = date(1970, 1, 1)  # older rows are implausible
+    future_tolerance_minutes: float = Field(60, ge=0)  # rows stamped later than ingest time + this are refused
+
+
 class DatasetSpec(_Strict):
-    name: str
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
     entity_id: str
     timestamp: str
     target: str
     expectation_suite: str
+    rules: IngestRules = Field(default_factory=IngestRules)
+
+    @model_validator(mode="after")
+    def _key_columns(self) -> DatasetSpec:
+        key = self.rules.unique_key
+        if key is not None and (not key or len(set(key)) != len(key)):
+            raise ValueError(f"rules.unique_key must list distinct columns, got {key}")
+        return self
+
+    @property
+    def unique_key(self) -> list[str]:
+        return list(self.rules.unique_key or [self.entity_id])
 
 
 class FeatureSpec(_Strict):
@@ -137,6 +163,13 @@ class ModelSpec(_Strict):
     quality_gate: QualityGateSpec
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     monitoring: DriftPolicy = Field(default_factory=DriftPolicy)
+
+    @model_validator(mode="after")
+    def _key_in_columns(self) -> ModelSpec:
+        unknown = [c for c in self.dataset.unique_key if c not in self.input_columns]
+        if unknown:
+            raise ValueError(f"dataset.rules.unique_key names columns the dataset does not have: {unknown}")
+        return self
 
     @property
     def input_columns(self) -> list[str]:

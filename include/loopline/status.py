@@ -8,7 +8,7 @@ from loopline.settings import Settings
 def describe(model_name: str, settings: Settings) -> str:
     from loopline import tracking
     from loopline.data_registry import DataRegistry
-    from loopline.ingest import list_landed, zones_for
+    from loopline.ingest import landing_scan, list_in_flight, zones_for
     from loopline.spec import load_spec
 
     spec = load_spec(model_name, settings.models_dir)
@@ -41,7 +41,13 @@ def describe(model_name: str, settings: Settings) -> str:
     canary = f", canary v{route.canary_version} at {route.canary_weight:.0%}" if route.canary_version else ""
     lines += ["", f"serving: champion v{route.champion_version}{canary} (loopline audit: the trail)"]
     quarantined = sorted(p.name for p in zones.quarantine.iterdir()) if zones.quarantine.is_dir() else []
-    lines += ["", f"landing zone: {len(list_landed(zones.landing))} waiting", f"quarantine ({len(quarantined)}):"]
+    found = landing_scan(model_name, settings)
+    lines += ["", f"landing zone {zones.landing}: {found.lines()[0]}", *found.lines()[1:]]
+    in_flight = list_in_flight(zones.processing)
+    lines += [f"processing: {len(in_flight)} (a crashed run's batches; the next ingest run resumes them)"] * bool(
+        in_flight
+    )
+    lines += [f"quarantine ({len(quarantined)}):"]
     for name in quarantined:
         summary = zones.quarantine / name / "validation.txt"
         first = summary.read_text().splitlines()[1:2] if summary.exists() else []

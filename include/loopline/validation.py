@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pandas as pd
 
@@ -71,13 +71,18 @@ class ValidationReport:
         return json_path, text_path
 
 
-def read_batch(path: Path) -> pd.DataFrame:
-    """Read a landed batch without coercing types: validation must see what arrived."""
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    if path.suffix == ".csv":
-        return pd.read_csv(path, low_memory=False)
-    raise ValueError(f"unsupported batch file type {path.suffix!r}; expected one of {READABLE_SUFFIXES}")
+def read_batch(source: Path | IO[bytes], suffix: str | None = None) -> pd.DataFrame:
+    """Read a batch (a path, or bytes already read with their file suffix) without coercing types.
+
+    Validation must see what arrived; ingest passes the bytes it hashed, so what is
+    validated is exactly what was claimed.
+    """
+    suffix = suffix or Path(source).suffix  # type: ignore[arg-type]
+    if suffix == ".parquet":
+        return pd.read_parquet(source)
+    if suffix == ".csv":
+        return pd.read_csv(source, low_memory=False)
+    raise ValueError(f"unsupported batch file type {suffix!r}; expected one of {READABLE_SUFFIXES}")
 
 
 def load_suite_dict(suite_name: str, expectations_dir: Path) -> dict[str, Any]:
@@ -124,7 +129,14 @@ def _importance(failure: dict[str, Any]) -> int:
     return _FIRST.index(failure["expectation"]) if failure["expectation"] in _FIRST else len(_FIRST)
 
 
-def validate_frame(df: pd.DataFrame, subject: str, suite_name: str, expectations_dir: Path) -> ValidationReport:
+def validate_frame(
+    df: pd.DataFrame,
+    subject: str,
+    suite_name: str,
+    expectations_dir: Path,
+    entity_column: str | None = None,
+    secret: str = "",
+) -> ValidationReport:
     """Run the suite as a GE Checkpoint against an in-memory frame."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig

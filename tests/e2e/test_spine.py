@@ -14,6 +14,7 @@ import pytest
 
 from loopline import datagen
 from loopline.data_registry import DataRegistry
+from loopline.landing import mark_complete
 from loopline.settings import get_settings
 from loopline.spec import load_spec
 
@@ -62,7 +63,7 @@ def test_ingest_quarantines_every_malformed_kind_and_versions_the_good(run_dag, 
 
     assert contents(zones.landing) == []
     assert contents(zones.processing) == []
-    quarantined = {p.name.rsplit("-", 1)[0]: p for p in zones.quarantine.iterdir()}
+    quarantined = {p.name.rsplit("-", 2)[0]: p for p in zones.quarantine.iterdir()}
     assert sorted(quarantined) == sorted(f"bad_{k}" for k in datagen.MALFORMED_KINDS)
     for folder in quarantined.values():
         original = next(n for n in landed_first if (folder / n).exists())
@@ -100,11 +101,13 @@ def test_ingest_emits_the_dataset_asset_event(airflow_db):
         )
     assert len(events) == 1
     assert events[0].source_dag_id == "loopline_ingest"
+    assert events[0].extra == {"version": "v0001", "versions": ["v0001"]}  # names the version it announces
 
 
 def test_same_bytes_landing_again_are_not_ingested_twice(run_dag, zones, landed_first):
     zones.landing.mkdir(parents=True, exist_ok=True)
     (zones.landing / "w0_resent.csv").write_bytes(landed_first["w0.csv"])
+    mark_complete(zones.landing / "w0_resent.csv")
     dr = run_dag("loopline_ingest")
     assert dr.state == "success"
     assert registry().versions("credit_risk") == ["v0001"]  # no new version
