@@ -116,10 +116,10 @@ class DataRegistry:
             self._set_remote()
             (self.root / "data").mkdir(exist_ok=True)
             (self.root / "manifests").mkdir(exist_ok=True)
-            if not self._git("status", "--porcelain"):
-                return
-            self._git("add", "-A")
-            self._git("commit", "-q", "-m", "Initialise Loopline data registry")
+            # Only DVC's own files: whatever else is uncommitted is a crashed ingest's, for _recover to undo.
+            self._git("add", "--", *(p for p in (".dvc", ".dvcignore") if (self.root / p).exists()))
+            if self._git("diff", "--cached", "--name-only"):
+                self._git("commit", "-q", "-m", "Initialise Loopline data registry")
 
     def _set_remote(self) -> None:
         config_path = self.root / ".dvc" / "config"
@@ -235,6 +235,8 @@ class DataRegistry:
     def _recover(self, dataset: str) -> None:
         """Make HEAD the only truth: drop uncommitted writes, tag a commit a crash left untagged, push."""
         self._git("reset", "-q", "--hard", "HEAD")
+        self._git("clean", "-q", "-f", "-d", "--", "manifests")  # a first manifest is untracked until committed
+        (self.root / "manifests").mkdir(exist_ok=True)
         folder = self.root / "data" / dataset
         folder.mkdir(parents=True, exist_ok=True)
         if (self.root / "data" / f"{dataset}.dvc").exists():
