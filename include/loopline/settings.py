@@ -46,6 +46,7 @@ class Settings:
     state_db_uri: str
     prediction_log_dir: Path
     route_poll_seconds: float
+    max_request_bytes: int
     pseudonym_secret: str
     models_dir: Path
     expectations_dir: Path
@@ -123,6 +124,14 @@ def _number(name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _integer(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Settings for this process. Cached: call ``get_settings.cache_clear()`` after changing env."""
@@ -146,6 +155,9 @@ def get_settings() -> Settings:
         state_db_uri=_text("LOOPLINE_STATE_DB_URI", f"sqlite:///{home / 'state.db'}"),
         prediction_log_dir=_path("LOOPLINE_PREDICTION_LOG_DIR", home / "predictions"),
         route_poll_seconds=_number("LOOPLINE_ROUTE_POLL_SECONDS", 2.0),
+        # The largest request body the service reads (answered 413 beyond it, before parsing): 1 MiB
+        # holds a full batch of applications (about 430 KB for 1000) with room to spare.
+        max_request_bytes=_integer("LOOPLINE_MAX_REQUEST_BYTES", 1 << 20),
         # Keys the pseudonyms of applicant ids in prediction logs; set a real secret outside the demo.
         pseudonym_secret=_text("LOOPLINE_PSEUDONYM_SECRET", "loopline-embedded-demo"),
         models_dir=_path("LOOPLINE_MODELS_DIR", root / "models"),
@@ -175,6 +187,8 @@ def _check(settings: Settings) -> None:
     # so a Bento, which carries neither folder, can still read its settings.
     if not math.isfinite(settings.route_poll_seconds) or settings.route_poll_seconds <= 0:
         raise SettingsError("LOOPLINE_ROUTE_POLL_SECONDS must be a finite number above 0")
+    if settings.max_request_bytes <= 0:
+        raise SettingsError(f"LOOPLINE_MAX_REQUEST_BYTES must be above 0, got {settings.max_request_bytes}")
     if settings.airflow_executor not in EXECUTORS:
         raise SettingsError(f"LOOPLINE_AIRFLOW_EXECUTOR must be one of {EXECUTORS}, got {settings.airflow_executor!r}")
     if "://" not in settings.service_url:
