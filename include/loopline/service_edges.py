@@ -389,6 +389,8 @@ def patch_openapi(spec: dict, routes: Mapping[str, Sequence[str]]) -> dict:
                 body = schemas.get(str(body["$ref"]).removeprefix(SCHEMA_REF))
             if isinstance(body, dict) and body.get("type") == "object":
                 body["additionalProperties"] = False  # unknown top-level keys are refused (check_top_level)
+                if body.get("required"):  # an empty body reads as {}: without its required keys, a 422
+                    operation["requestBody"]["required"] = True
     return spec
 
 

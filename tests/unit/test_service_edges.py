@@ -353,6 +353,7 @@ def test_the_openapi_document_is_patched_once_with_the_error_body():
         schema = operation["responses"][str(status)]["content"]["application/json"]["schema"]
         assert schema == {"$ref": "#/components/schemas/ErrorBody"}
     assert operation["requestBody"]["content"]["application/json"]["schema"]["additionalProperties"] is False
+    assert operation["requestBody"]["required"] is True  # its schema has a required key
     assert spec["paths"]["/metrics"] == bentoml_like_spec()["paths"]["/metrics"]  # not a guarded route
     assert {"ErrorBody", "ErrorDetail"} <= set(spec["components"]["schemas"])
     assert spec["components"]["schemas"]["ErrorBody"]["required"] == ["error", "detail"]
@@ -367,6 +368,7 @@ def test_patch_resolves_a_referenced_request_body_and_replaces_integer_status_ke
     patched = patch_openapi(spec, {"/p": ()})
     assert 400 not in patched["paths"]["/p"]["post"]["responses"]
     assert patched["components"]["schemas"]["In"]["additionalProperties"] is False
+    assert "required" not in patched["paths"]["/p"]["post"]["requestBody"]  # nothing required: may be empty
 
 
 def test_protect_guards_every_api_route_with_its_input_fields():
