@@ -47,6 +47,7 @@ class Settings:
     prediction_log_dir: Path
     route_poll_seconds: float
     landing_settle_seconds: float
+    max_request_bytes: int
     pseudonym_secret: str
     models_dir: Path
     expectations_dir: Path
@@ -124,6 +125,14 @@ def _number(name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _integer(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Settings for this process. Cached: call ``get_settings.cache_clear()`` after changing env."""
@@ -149,6 +158,9 @@ def get_settings() -> Settings:
         route_poll_seconds=_number("LOOPLINE_ROUTE_POLL_SECONDS", 2.0),
         # A landed file is taken once its size and mtime were still this long (or it has a .done marker).
         landing_settle_seconds=_number("LOOPLINE_LANDING_SETTLE_SECONDS", 30.0),
+        # The largest request body the service reads (answered 413 beyond it, before parsing): 1 MiB
+        # holds a full batch of applications (about 430 KB for 1000) with room to spare.
+        max_request_bytes=_integer("LOOPLINE_MAX_REQUEST_BYTES", 1 << 20),
         # Keys the pseudonyms of applicant ids in prediction logs; set a real secret outside the demo.
         pseudonym_secret=_text("LOOPLINE_PSEUDONYM_SECRET", "loopline-embedded-demo"),
         models_dir=_path("LOOPLINE_MODELS_DIR", root / "models"),
@@ -180,6 +192,8 @@ def _check(settings: Settings) -> None:
         raise SettingsError("LOOPLINE_ROUTE_POLL_SECONDS must be a finite number above 0")
     if not math.isfinite(settings.landing_settle_seconds) or settings.landing_settle_seconds < 0:
         raise SettingsError("LOOPLINE_LANDING_SETTLE_SECONDS must be a finite number of seconds, 0 or more")
+    if settings.max_request_bytes <= 0:
+        raise SettingsError(f"LOOPLINE_MAX_REQUEST_BYTES must be above 0, got {settings.max_request_bytes}")
     if settings.airflow_executor not in EXECUTORS:
         raise SettingsError(f"LOOPLINE_AIRFLOW_EXECUTOR must be one of {EXECUTORS}, got {settings.airflow_executor!r}")
     if "://" not in settings.service_url:

@@ -1,10 +1,14 @@
 """BentoML service for a Loopline model: validated requests, routed champion/canary scoring, metrics, log.
 
-The request schema is generated from ``spec.yaml`` beside this file, so a
-malformed request (wrong type, missing field, unknown category, out-of-range
-value, oversized batch) is refused with a 4xx naming the field before it reaches
-a model. Scoring is ``loopline.serving.RoutedScorer``: the versions and traffic
-weights come from the serving state store and change without a restart. Requests
+The request schema is generated from ``spec.yaml`` beside this file
+(``loopline.request_schema``: strict types, finite numbers, no unknown keys), and
+``loopline.service_edges`` guards every route before BentoML parses a byte: wrong
+content type 415, oversized body 413, unreadable JSON (encoding, syntax, duplicate
+key, NaN) 400, a body that does not fit 422, each answered with the documented
+``ErrorBody`` naming the problem. Nothing malformed reaches a model.
+
+Scoring is ``loopline.serving.RoutedScorer``: the versions and traffic weights
+come from the serving state store and change without a restart. Requests
 that arrive together are scored in one call (BentoML adaptive batching), which is
 what lets the platform out-serve a bare endpoint on the same model. Every
 prediction goes to the BentoML prediction log with its model version and reason
@@ -21,13 +25,16 @@ from pathlib import Path
 from typing import Literal
 
 import bentoml
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, Field
 
 with bentoml.importing():
     import pandas as pd
 
     from loopline.prediction_log import monitor_name
+    from loopline.request_schema import application_model
     from loopline.routing import pseudonym
+    from loopline.service_edges import protect
+    from loopline.settings import get_settings
     from loopline.spec import ModelSpec, load_spec_file
 
 SPEC: ModelSpec = load_spec_file(Path(__file__).with_name("spec.yaml"))  # beside it in the repo and in the Bento
@@ -37,17 +44,7 @@ MODEL_TAG = json.loads(_PIN.read_text())["tag"] if _PIN.exists() else _DEV_TAG
 MAX_BATCH = 1000
 MAX_LATENCY_MS = 10_000  # the traffic timeout: a request queued longer is shed with a 503, not left hanging
 
-
-def _application_model() -> type[BaseModel]:
-    fields: dict = {SPEC.dataset.entity_id: (str, Field(min_length=1, max_length=128))}
-    for name, bounds in SPEC.features.numeric.items():
-        fields[name] = (float | None, Field(default=None, ge=bounds.min, le=bounds.max))
-    for name, levels in SPEC.features.categorical.items():
-        fields[name] = (Literal[tuple(levels)] | None, None)  # type: ignore[valid-type]
-    return create_model("Application", __config__=ConfigDict(extra="forbid"), **fields)
-
-
-Application = _application_model()
+Application = application_model(SPEC)
 
 
 class Prediction(BaseModel):
@@ -68,7 +65,6 @@ class ModelService:
 
         from loopline.serving import RoutedScorer
         from loopline.serving_state import ServingState
-        from loopline.settings import get_settings
 
         settings = get_settings()
         self.settings = settings
@@ -182,3 +178,6 @@ class ModelService:
     def ready(self) -> dict:
         route = self.scorer.route
         return {"ready": True, "model": SPEC.name, "route": route.to_dict()}
+
+
+protect(ModelService, max_body_bytes=get_settings().max_request_bytes)

@@ -54,6 +54,7 @@ def test_default_values(env):
     assert s.state_db_uri == f"sqlite:///{home}/state.db"
     assert s.airflow_db_uri == f"sqlite:///{home}/airflow/airflow.db"
     assert s.route_poll_seconds == 2.0 and s.notify_webhook_kind == "slack" and s.notify_webhook_url == ""
+    assert s.max_request_bytes == 1 << 20  # 1 MiB
     assert s.smtp_conn_id == "smtp_default"
 
 
@@ -95,12 +96,14 @@ def test_environment_overrides(env, tmp_path):
     env.setenv("LOOPLINE_NOTIFY_WEBHOOK_URL", "https://oapi.example/robot")
     env.setenv("LOOPLINE_ROUTE_POLL_SECONDS", "0.25")
     env.setenv("LOOPLINE_PSEUDONYM_SECRET", "s3cret")
+    env.setenv("LOOPLINE_MAX_REQUEST_BYTES", "65536")
     s = get_settings()
     assert s.dvc_remote_url == "s3://bucket/dvc" and s.mlflow_tracking_uri == "http://mlflow:5000"
     assert s.state_db_uri == "postgresql+psycopg2://u:p@db/loopline"
     assert s.landing_dir == (tmp_path / "drop").resolve() and s.quarantine_dir == home_of() / "quarantine"
     assert s.notify_webhook_kind == "dingtalk" and s.notify_webhook_url == "https://oapi.example/robot"
     assert s.route_poll_seconds == 0.25 and s.pseudonym_secret == "s3cret"
+    assert s.max_request_bytes == 65536
 
 
 def test_path_overrides_are_absolute_and_expanded(env, tmp_path):
@@ -154,6 +157,9 @@ def test_project_root_override_moves_code_folders(env, tmp_path):
         ("LOOPLINE_ROUTE_POLL_SECONDS", "soon", "LOOPLINE_ROUTE_POLL_SECONDS"),
         ("LOOPLINE_ROUTE_POLL_SECONDS", "0", "LOOPLINE_ROUTE_POLL_SECONDS"),
         ("LOOPLINE_ROUTE_POLL_SECONDS", "-1", "LOOPLINE_ROUTE_POLL_SECONDS"),
+        ("LOOPLINE_MAX_REQUEST_BYTES", "1MB", "LOOPLINE_MAX_REQUEST_BYTES"),
+        ("LOOPLINE_MAX_REQUEST_BYTES", "1.5", "LOOPLINE_MAX_REQUEST_BYTES"),
+        ("LOOPLINE_MAX_REQUEST_BYTES", "0", "LOOPLINE_MAX_REQUEST_BYTES"),
     ],
 )
 def test_bad_settings_raise_naming_the_setting(env, key, value, named):

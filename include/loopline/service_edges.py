@@ -1,0 +1,592 @@
+"""The prediction service's edges: what a request must be before BentoML reads it, and one error body.
+
+``EdgeGuard`` is a plain ASGI middleware (``Service.add_asgi_middleware``; no BentoML
+import here, so it is unit-tested on its own). On each API route it answers, before
+anything is parsed by BentoML:
+
+- 415 to a body that is not ``application/json`` (UTF-8): multipart, form data, a
+  pickle, or JSON declared in another charset;
+- 413 to a body over ``max_body_bytes``: at once from ``Content-Length``, or as soon
+  as a streamed body passes the limit, without reading the rest;
+- 400 to a body that is not one unambiguous JSON document: not UTF-8, malformed, a
+  key twice in one object (the key is named: JSON parsers disagree on which copy
+  wins), NaN or ±Infinity (not JSON; ``non-finite number not allowed``);
+- 422 to a document that does not fit the request: not an object, or an unknown
+  top-level key (named). Field-level problems (types, ranges, levels) are left to
+  the API's pydantic model, and BentoML's answer to them becomes a 422 here too.
+
+Every error response of a guarded route, whoever raised it, leaves with the body
+``ErrorBody`` (one line naming the problem, then one entry per problem with its
+location), and the service's OpenAPI document (``/docs.json``) is patched once to
+say so for every route: the schema and the answers agree.
+
+The extra cost on a good request is one standard-library JSON parse of the body
+(tens of microseconds for one row, a few milliseconds for a full batch), needed
+because no faster parser reports duplicate keys; error responses alone are buffered.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+JSON_MEDIA_TYPE = "application/json"
+DOCS_PATH = "/docs.json"  # where BentoML serves the OpenAPI document
+SCHEMA_REF = "#/components/schemas/"
+ERROR_SCHEMA_NAME = "ErrorBody"
+# Every error status a guarded route answers with, as documented in the OpenAPI.
+ERROR_RESPONSES: dict[int, str] = {
+    400: "Not one readable JSON document: not UTF-8, malformed, a duplicate key, or a non-finite number",
+    404: "Not found",
+    413: "Request body larger than the service reads",
+    415: "Not sent as application/json (UTF-8)",
+    422: "Well-formed JSON that does not fit the request: a wrong type, a value out of range, "
+    "an unknown or a missing key",
+    500: "Internal error",
+    503: "Overloaded: the request waited longer than the traffic timeout",
+}
+_KINDS = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    loc: list[str | int] = Field(
+        description="Where in the request body: object keys and array indices from the top; empty for the body"
+    )
+    msg: str = Field(description="What is wrong there")
+    type: str = Field(description="A stable, machine-readable name for the kind of problem")
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response of the service's API routes."""
+
+    model_config = ConfigDict(extra="forbid", title=ERROR_SCHEMA_NAME)
+
+    error: str = Field(description="One line naming the problem (the first of several, with their count)")
+    detail: list[ErrorDetail] = Field(description="Each problem found, with where it is")
+
+
+class EdgeError(Exception):
+    """A request refused at the edge: HTTP status, kind, message and where in the body."""
+
+    def __init__(self, status: int, kind: str, message: str, loc: Sequence[str | int] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.message = message
+        self.loc = list(loc)
+
+    def body(self) -> ErrorBody:
+        where = format_loc(self.loc)
+        return ErrorBody(
+            error=f"{where}: {self.message}" if where else self.message,
+            detail=[ErrorDetail(loc=self.loc, msg=self.message, type=self.kind)],
+        )
+
+
+def format_loc(loc: Sequence[str | int]) -> str:
+    """``["rows", 0, "age"]`` -> ``rows[0].age``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+# --------------------------------------------------------------------------- request checks
+
+
+def check_content_type(header: str | None) -> None:
+    """415 unless the declared media type is JSON in UTF-8 (a missing header is judged with the body)."""
+    if header is None:
+        return
+    media_type, _, params = header.partition(";")
+    media_type = media_type.strip().lower()
+    if media_type != JSON_MEDIA_TYPE:
+        shown = media_type or "an empty Content-Type"
+        raise EdgeError(415, "unsupported_media_type", f"{shown} is not accepted: send the body as {JSON_MEDIA_TYPE}")
+    for param in params.split(";"):
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
+            if charset not in ("utf-8", "utf8"):
+                raise EdgeError(
+                    415, "unsupported_charset", f"charset {charset!r} is not accepted: JSON is read as UTF-8"
+                )
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+class _NonFinite(ValueError):
+    def __init__(self, constant: str) -> None:
+        super().__init__(constant)
+        self.constant = constant
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+def _refuse_constant(constant: str) -> Any:
+    raise _NonFinite(constant)
+
+
+_STRICT = json.JSONDecoder(object_pairs_hook=_unique_pairs, parse_constant=_refuse_constant)
+
+
+def parse_json_body(body: bytes) -> Any:
+    """The one JSON document in ``body``; EdgeError 400 naming what makes it unreadable."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise EdgeError(
+            400, "invalid_encoding", f"the body is not valid UTF-8: byte 0x{body[err.start]:02x} at offset {err.start}"
+        ) from None
+    try:
+        return _STRICT.decode(text)
+    except _DuplicateKey as err:
+        key = err.key
+        loc = _locate(text, lambda node: _duplicate_of(node, key))
+        message = f"duplicate key {key!r}: each key may appear once in an object"
+        raise EdgeError(400, "duplicate_key", message, loc) from None
+    except _NonFinite as err:
+        loc = _locate(text, lambda node: node is _CONSTANT)
+        raise EdgeError(
+            400, "non_finite_number", f"non-finite number not allowed ({err.constant} is not JSON)", loc
+        ) from None
+    except json.JSONDecodeError as err:
+        raise EdgeError(
+            400, "invalid_json", f"the body is not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})"
+        ) from None
+    except RecursionError:
+        raise EdgeError(400, "invalid_json", "the body is not valid JSON: nested too deeply") from None
+    except ValueError as err:  # e.g. an integer with more digits than Python converts
+        raise EdgeError(400, "invalid_json", f"the body is not valid JSON: {err}") from None
+
+
+def check_top_level(document: Any, allowed: Sequence[str]) -> None:
+    """422 unless ``document`` is an object whose keys are all in ``allowed``."""
+    expected = ", ".join(repr(k) for k in allowed) or "no keys"
+    if not isinstance(document, dict):
+        raise EdgeError(
+            422, "object_type", f"the body must be a JSON object (keys: {expected}), got {json_kind(document)}"
+        )
+    unknown = [key for key in document if key not in allowed]
+    if unknown:
+        message = f"unknown top-level key {unknown[0]!r} (allowed: {expected})"
+        raise EdgeError(422, "extra_forbidden", message, [unknown[0]])
+
+
+# The error path only: where in the document a duplicate key or a non-finite constant is.
+class _Pairs(list):
+    pass
+
+
+_CONSTANT = object()
+_LOCATOR = json.JSONDecoder(object_pairs_hook=_Pairs, parse_constant=lambda _: _CONSTANT)
+
+
+def _duplicate_of(node: Any, key: str) -> str | None:
+    if isinstance(node, _Pairs) and sum(1 for k, _ in node if k == key) > 1:
+        return key
+    return None
+
+
+def _locate(text: str, match: Callable[[Any], Any]) -> list[str | int]:
+    try:
+        found = _find(_LOCATOR.decode(text), match, [])
+    except (ValueError, RecursionError):
+        return []
+    return found or []
+
+
+def _find(node: Any, match: Callable[[Any], Any], path: list[str | int]) -> list[str | int] | None:
+    hit = match(node)
+    if hit is True:
+        return path
+    if isinstance(hit, str):
+        return [*path, hit]
+    if isinstance(node, _Pairs):
+        children = [(k, v) for k, v in node]
+    elif isinstance(node, list):
+        children = list(enumerate(node))
+    else:
+        return None
+    for step, child in children:
+        found = _find(child, match, [*path, step])
+        if found is not None:
+            return found
+    return None
+
+
+# --------------------------------------------------------------------------- error bodies
+
+_MISSING = object()
+
+
+def json_kind(value: Any) -> str:
+    """What JSON calls ``value``'s type, with an article, for messages."""
+    if value is _MISSING:
+        return "nothing"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({json.dumps(value)})"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _value_at(document: Any, loc: Sequence[Any]) -> Any:
+    node = document
+    for step in loc:
+        if isinstance(node, dict) and isinstance(step, str) and step in node:
+            node = node[step]
+        elif isinstance(node, list) and isinstance(step, int) and -len(node) <= step < len(node):
+            node = node[step]
+        else:
+            return _MISSING
+    return node
+
+
+def _message(error: Mapping[str, Any], document: Any) -> str:
+    kind = str(error.get("type", ""))
+    if kind == "finite_number":
+        return "non-finite number not allowed"
+    got = json_kind(_value_at(document, error.get("loc") or ()))
+    if kind in ("float_type", "int_type", "float_parsing", "int_parsing"):
+        return f"expected a number, got {got}"
+    if kind in ("string_type", "bool_type", "list_type"):
+        wanted = {"string_type": "a string", "bool_type": "a boolean", "list_type": "an array"}[kind]
+        return f"expected {wanted}, got {got}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"expected an object, got {got}"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key missing"
+    return str(error.get("msg") or kind or "invalid value")
+
+
+def from_validation_errors(errors: Sequence[Mapping[str, Any]], document: Any) -> ErrorBody:
+    """Pydantic's errors (as BentoML reports them) as an ErrorBody, with messages saying what was sent."""
+    details = [
+        ErrorDetail(
+            loc=[p for p in (e.get("loc") or ()) if isinstance(p, str | int)],
+            msg=_message(e, document),
+            type=str(e.get("type") or "value_error"),
+        )
+        for e in errors
+    ] or [ErrorDetail(loc=[], msg="invalid request", type="value_error")]
+    first = details[0]
+    where = format_loc(first.loc)
+    line = f"{where}: {first.msg}" if where else first.msg
+    if len(details) > 1:
+        line += f" (and {len(details) - 1} more problem{'s' if len(details) > 2 else ''})"
+    return ErrorBody(error=line, detail=details)
+
+
+def _is_validation(detail: Any) -> bool:
+    return (
+        isinstance(detail, list)
+        and bool(detail)
+        and all(isinstance(d, dict) and "loc" in d and "type" in d for d in detail)
+    )
+
+
+def _plain_message(payload: Any, raw: bytes) -> str:
+    """BentoML's own error bodies: ``{"error": ...}``, or that in a one-item list; else the text."""
+    if isinstance(payload, list) and len(payload) == 1:
+        payload = payload[0]
+    if isinstance(payload, dict) and isinstance(payload.get("error"), str):
+        return payload["error"]
+    return raw.decode("utf-8", "replace").strip()[:500]
+
+
+def normalise_error(status: int, raw: bytes, document: Any, scope: Scope | None = None) -> tuple[int, ErrorBody]:
+    """Any error response of a guarded route as ``(status, ErrorBody)``; BentoML's validation 400 becomes 422."""
+    try:
+        payload = json.loads(raw) if raw else None
+    except ValueError:
+        payload = None
+    if status == 400 and isinstance(payload, dict) and _is_validation(payload.get("detail")):
+        return 422, from_validation_errors(payload["detail"], document)
+    kind = _KINDS.get(status, f"http_{status}")
+    if status == 405 and scope is not None:
+        message = f"{scope.get('method')} is not allowed on {scope.get('path')}"
+    else:
+        message = _plain_message(payload, raw) or _phrase(status)
+    return status, ErrorBody(error=message, detail=[ErrorDetail(loc=[], msg=message, type=kind)])
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP {status}"
+
+
+# --------------------------------------------------------------------------- OpenAPI
+
+
+def error_schema_components() -> dict[str, dict]:
+    schema = ErrorBody.model_json_schema(ref_template=SCHEMA_REF + "{model}")
+    components = schema.pop("$defs", {})
+    components[ERROR_SCHEMA_NAME] = schema
+    return components
+
+
+def patch_openapi(spec: dict, routes: Mapping[str, Sequence[str]]) -> dict:
+    """Document ErrorBody for every error status of each guarded route, and its closed request body."""
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(error_schema_components())
+    content = {JSON_MEDIA_TYPE: {"schema": {"$ref": SCHEMA_REF + ERROR_SCHEMA_NAME}}}
+    for path in routes:
+        for operation in (spec.get("paths", {}).get(path) or {}).values():
+            if not isinstance(operation, dict):
+                continue
+            responses = operation.setdefault("responses", {})
+            for status in [k for k in responses if str(k) != "200" and str(k).isdigit() and int(k) >= 400]:
+                del responses[status]  # BentoML's own error entries (ints or strings): replaced below
+            for status, description in ERROR_RESPONSES.items():
+                responses[str(status)] = {"description": description, "content": content}
+            body = operation.get("requestBody", {}).get("content", {}).get(JSON_MEDIA_TYPE, {}).get("schema")
+            if isinstance(body, dict) and "$ref" in body:
+                body = schemas.get(str(body["$ref"]).removeprefix(SCHEMA_REF))
+            if isinstance(body, dict) and body.get("type") == "object":
+                body["additionalProperties"] = False  # unknown top-level keys are refused (check_top_level)
+                if body.get("required"):  # an empty body reads as {}: without its required keys, a 422
+                    operation["requestBody"]["required"] = True
+    return spec
+
+
+# --------------------------------------------------------------------------- the middleware
+
+
+class _Disconnected(Exception):
+    pass
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers") or ():
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def _send_json(send: Send, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                *headers,
+                (b"content-type", JSON_MEDIA_TYPE.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class EdgeGuard:
+    """ASGI middleware guarding ``routes`` (path -> the request body's allowed top-level keys)."""
+
+    def __init__(
+        self, app: ASGIApp, routes: Mapping[str, Sequence[str]], max_body_bytes: int, docs_path: str = DOCS_PATH
+    ) -> None:
+        if max_body_bytes <= 0:
+            raise ValueError("max_body_bytes must be above 0")
+        self.app = app
+        self.routes = {path: tuple(keys) for path, keys in routes.items()}
+        self.max_body_bytes = max_body_bytes
+        self.docs_path = docs_path
+        self._docs: bytes | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        if path == self.docs_path and scope.get("method") == "GET":
+            await self._serve_docs(scope, receive, send)
+            return
+        allowed = self.routes.get(path)
+        if allowed is None:
+            await self.app(scope, receive, send)
+            return
+        document: Any = None
+        if scope.get("method") == "POST":
+            try:
+                body, document = await self._read_checked(scope, receive, allowed)
+            except EdgeError as err:
+                await _send_json(send, err.status, err.body().model_dump_json().encode())
+                return
+            except _Disconnected:
+                return
+            receive = _replay(body, receive)
+        await self.app(scope, receive, _ErrorBodies(send, document, scope))
+
+    async def _read_checked(self, scope: Scope, receive: Receive, allowed: Sequence[str]) -> tuple[bytes, Any]:
+        content_type = _header(scope, b"content-type")
+        check_content_type(content_type)
+        declared = _header(scope, b"content-length")
+        if declared is not None:
+            try:
+                length = int(declared)
+            except ValueError:
+                raise EdgeError(400, "invalid_content_length", f"Content-Length {declared!r} is not a number") from None
+            if length > self.max_body_bytes:
+                raise self._too_large(f"the body ({length} bytes)")
+        body = await self._read(receive)
+        if not body:
+            document: Any = {}  # BentoML reads an empty body as {}: the route's own fields decide
+        else:
+            if content_type is None:
+                raise EdgeError(415, "unsupported_media_type", f"no Content-Type: send the body as {JSON_MEDIA_TYPE}")
+            document = parse_json_body(body)
+        check_top_level(document, allowed)
+        return body, document
+
+    async def _read(self, receive: Receive) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise self._too_large("the body")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def _too_large(self, what: str) -> EdgeError:
+        return EdgeError(
+            413,
+            "body_too_large",
+            f"{what} is over the limit of {self.max_body_bytes} bytes: split it into smaller requests",
+        )
+
+    async def _serve_docs(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """BentoML's OpenAPI document with the edges' errors in it; patched once, then served as is."""
+        if self._docs is None:
+            captured = _Captured()
+            await self.app(scope, receive, captured)
+            if captured.status != 200:
+                await captured.replay(send)
+                return
+            self._docs = json.dumps(patch_openapi(json.loads(captured.body), self.routes)).encode()
+        await _send_json(send, 200, self._docs)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The body already read, handed on as one message; then the client's own messages (disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+class _Captured:
+    """A whole response kept in memory (the OpenAPI document)."""
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.chunks: list[bytes] = []
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = list(message.get("headers") or [])
+        elif message["type"] == "http.response.body":
+            self.chunks.append(message.get("body", b""))
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.chunks)
+
+    async def replay(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+class _ErrorBodies:
+    """Passes successful responses straight through; holds an error response and sends it as an ErrorBody."""
+
+    def __init__(self, send: Send, document: Any, scope: Scope) -> None:
+        self.send = send
+        self.document = document
+        self.scope = scope
+        self.start: Message | None = None
+        self.chunks: list[bytes] = []
+
+    async def __call__(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start" and message["status"] >= 400:
+            self.start = message
+            return
+        if self.start is None or kind != "http.response.body":
+            await self.send(message)
+            return
+        self.chunks.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        status, body = normalise_error(self.start["status"], b"".join(self.chunks), self.document, self.scope)
+        dropped = (b"content-type", b"content-length")
+        keep = [(k, v) for k, v in self.start.get("headers") or () if k.lower() not in dropped]
+        self.start = None
+        await _send_json(self.send, status, body.model_dump_json().encode(), keep)
+
+
+def protect(service: Any, max_body_bytes: int) -> None:
+    """Put an EdgeGuard in front of every API route of a BentoML service (``service.apis``).
+
+    The allowed top-level keys of each route are its input model's fields, so the
+    guard and BentoML's own schema cannot disagree.
+    """
+    routes = {api.route: tuple(api.input_spec.model_fields) for api in service.apis.values()}
+    service.add_asgi_middleware(EdgeGuard, routes=routes, max_body_bytes=max_body_bytes)

@@ -1,0 +1,390 @@
+"""The service's edges without BentoML: the strict request row, the EdgeGuard middleware, the OpenAPI patch.
+
+The downstream app stands in for BentoML's HTTP layer and answers the way BentoML
+1.4 does (a pydantic ValidationError as ``{"error", "detail": [...]}`` with 400, its
+own 4xx exceptions as a one-item list, 500 as ``{"error"}``), so the guard is tested
+against the shapes it has to rewrite.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from loopline.request_schema import application_model
+from loopline.service_edges import (
+    ERROR_RESPONSES,
+    EdgeError,
+    EdgeGuard,
+    ErrorBody,
+    check_content_type,
+    check_top_level,
+    format_loc,
+    normalise_error,
+    parse_json_body,
+    patch_openapi,
+    protect,
+)
+from loopline.spec import load_spec
+
+SPEC = load_spec("credit_risk", Path(__file__).resolve().parents[2] / "models")
+Application = application_model(SPEC)
+LIMIT = 4096
+
+
+class Row(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    x: float | None = Field(default=None, strict=True, allow_inf_nan=False, ge=0, le=10)
+
+
+class Body(BaseModel):
+    rows: list[Row] = Field(min_length=1)
+
+
+def good_row() -> dict:
+    return {"id": "a1", "x": 3}
+
+
+async def predict(request: Request) -> JSONResponse:
+    try:
+        body = Body.model_validate_json(await request.body() or b"{}")
+    except ValidationError as exc:  # as BentoML's api_endpoint_wrapper answers it
+        detail = exc.errors(include_context=False, include_input=False)
+        return JSONResponse({"error": f"{exc.error_count()} validation error for {exc.title}", "detail": detail}, 400)
+    return JSONResponse([{"id": r.id, "score": 0.5} for r in body.rows], headers={"x-request-id": "r1"})
+
+
+async def refuse(_: Request) -> JSONResponse:
+    return JSONResponse([{"error": "application/vnd.bentoml+pickle is not allowed"}], 415)  # BentoML's list body
+
+
+async def crash(_: Request) -> JSONResponse:
+    return JSONResponse({"error": "An unexpected error has occurred, please check the server log."}, 500)
+
+
+async def docs(_: Request) -> JSONResponse:
+    return JSONResponse(bentoml_like_spec())
+
+
+async def other(request: Request) -> JSONResponse:
+    return JSONResponse({"seen": len(await request.body())})
+
+
+def bentoml_like_spec() -> dict:
+    invalid = {"description": "Bad Request", "content": {"application/json": {"schema": {"$ref": "#/x"}}}}
+    return {
+        "openapi": "3.0.2",
+        "paths": {
+            "/predict": {
+                "post": {
+                    "responses": {"200": {"description": "ok"}, "400": invalid, "404": invalid, "500": invalid},
+                    "requestBody": {"content": {"application/json": {"schema": Body.model_json_schema()}}},
+                }
+            },
+            "/metrics": {"get": {"responses": {"200": {"description": "ok"}}}},
+        },
+        "components": {"schemas": {"InvalidArgument": {"type": "object"}}},
+    }
+
+
+def client(limit: int = LIMIT) -> TestClient:
+    app = Starlette(
+        routes=[
+            Route("/predict", predict, methods=["POST"]),
+            Route("/refuse", refuse, methods=["POST"]),
+            Route("/crash", crash, methods=["POST"]),
+            Route("/docs.json", docs),
+            Route("/other", other, methods=["POST"]),
+        ]
+    )
+    routes = {"/predict": ("rows",), "/refuse": (), "/crash": ()}
+    return TestClient(EdgeGuard(app, routes=routes, max_body_bytes=limit), raise_server_exceptions=False)
+
+
+def post(c: TestClient, content: bytes | str, content_type: str | None = "application/json", path: str = "/predict"):
+    headers = {"content-type": content_type} if content_type is not None else {}
+    return c.post(path, content=content, headers=headers)
+
+
+def error_of(response) -> ErrorBody:
+    assert response.headers["content-type"] == "application/json"
+    return ErrorBody.model_validate_json(response.content)  # every error answer is the documented model
+
+
+# --------------------------------------------------------------------------- the request row
+
+
+def test_the_request_row_is_strict_about_json_types():
+    row = {SPEC.dataset.entity_id: "a1", "age": 40}
+    assert Application.model_validate_json(json.dumps(row)).age == 40.0  # an integer is a number
+    for value, kind in [(True, "float_type"), ("40", "float_type"), ("NaN", None)]:
+        text = json.dumps({**row, "age": value})
+        if kind is None:
+            text = text.replace('"NaN"', "NaN")
+            kind = "finite_number"
+        with pytest.raises(ValidationError) as exc:
+            Application.model_validate_json(text)
+        assert exc.value.errors()[0]["type"] == kind
+    with pytest.raises(ValidationError, match="finite_number|finite number"):
+        Application.model_validate_json(json.dumps(row).replace("40", "1e999"))
+    with pytest.raises(ValidationError, match="string_type|valid string"):
+        Application.model_validate_json(json.dumps({**row, SPEC.dataset.entity_id: 7}))
+    with pytest.raises(ValidationError, match="extra_forbidden|Extra inputs"):
+        Application.model_validate_json(json.dumps({**row, "nickname": "x"}))
+
+
+def test_the_request_row_schema_says_number_without_coercion():
+    schema = Application.model_json_schema()
+    assert schema["additionalProperties"] is False and schema["required"] == [SPEC.dataset.entity_id]
+    numeric = next(iter(SPEC.features.numeric))
+    assert {"type": "number"}.items() <= schema["properties"][numeric]["anyOf"][0].items()
+
+
+# --------------------------------------------------------------------------- pure checks
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["multipart/form-data", "multipart/form-data; boundary=x", "text/plain", "application/x-www-form-urlencoded", ""],
+)
+def test_anything_but_json_is_415(header):
+    with pytest.raises(EdgeError) as exc:
+        check_content_type(header)
+    assert exc.value.status == 415 and "application/json" in exc.value.message
+
+
+def test_json_in_another_charset_is_415_and_utf8_is_fine():
+    check_content_type("application/json")
+    check_content_type("Application/JSON; charset=UTF-8")
+    with pytest.raises(EdgeError, match="charset 'latin-1'") as exc:
+        check_content_type("application/json; charset=latin-1")
+    assert exc.value.status == 415
+
+
+@pytest.mark.parametrize(
+    "body,kind,loc,says",
+    [
+        (b'{"rows": [{"id": "a", "x": 1, "x": 2}]}', "duplicate_key", ["rows", 0, "x"], "duplicate key 'x'"),
+        (b'{"rows": [], "rows": []}', "duplicate_key", ["rows"], "duplicate key 'rows'"),
+        (b'{"rows": [{"id": "a", "x": NaN}]}', "non_finite_number", ["rows", 0, "x"], "non-finite number not allowed"),
+        (b'{"rows": [{"x": -Infinity}]}', "non_finite_number", ["rows", 0, "x"], "non-finite number not allowed"),
+        (b'{"rows": [1, Infinity]}', "non_finite_number", ["rows", 1], "non-finite number not allowed"),
+        (b'{"rows": ["caf\xe9"]}', "invalid_encoding", [], "not valid UTF-8: byte 0xe9"),
+        ('{"rows": []}'.encode("utf-16"), "invalid_encoding", [], "not valid UTF-8"),
+        (b"{not json", "invalid_json", [], "not valid JSON: Expecting property name"),
+        (b'{"rows": []', "invalid_json", [], "line 1, column 12"),
+        (b"[" * 100_000, "invalid_json", [], "not valid JSON"),
+        (b"\xef\xbb\xbf{}", "invalid_json", [], "not valid JSON"),
+        (b'{"rows": ' + b"9" * 5000 + b"}", "invalid_json", [], "not valid JSON"),
+    ],
+)
+def test_unreadable_json_is_400_naming_the_problem(body, kind, loc, says):
+    with pytest.raises(EdgeError) as exc:
+        parse_json_body(body)
+    err = exc.value
+    assert (err.status, err.kind, err.loc) == (400, kind, loc) and says in err.message
+    body_model = err.body()
+    assert body_model.detail[0].type == kind and says in body_model.error
+
+
+def test_good_json_parses_as_usual():
+    assert parse_json_body(b'{"rows": [{"id": "a", "x": 1.5, "nested": {"x": 1}}], "y": null}') == {
+        "rows": [{"id": "a", "x": 1.5, "nested": {"x": 1}}],
+        "y": None,
+    }
+
+
+def test_the_top_level_must_be_an_object_with_known_keys():
+    check_top_level({"rows": []}, ("rows",))
+    check_top_level({}, ("rows",))  # a missing key is the API model's to report
+    with pytest.raises(EdgeError) as exc:
+        check_top_level({"rows": [], "padding": "x"}, ("rows",))
+    assert exc.value.status == 422 and exc.value.loc == ["padding"]
+    assert "unknown top-level key 'padding'" in exc.value.message and "'rows'" in exc.value.message
+    with pytest.raises(EdgeError, match="must be a JSON object .* got an array") as exc:
+        check_top_level([1], ("rows",))
+    assert exc.value.status == 422
+
+
+def test_locations_read_like_paths():
+    assert format_loc(["rows", 0, "x"]) == "rows[0].x" and format_loc([]) == "" and format_loc([2, "a"]) == "[2].a"
+
+
+def test_bentoml_validation_errors_become_422_saying_what_was_sent():
+    document = {"rows": [{"id": "a", "x": True}, {"id": 5, "x": "3"}]}
+    errors = [
+        {"type": "float_type", "loc": ["rows", 0, "x"], "msg": "Input should be a valid number", "url": "u"},
+        {"type": "string_type", "loc": ["rows", 1, "id"], "msg": "Input should be a valid string"},
+        {"type": "float_type", "loc": ["rows", 1, "x"], "msg": "Input should be a valid number"},
+    ]
+    raw = json.dumps({"error": "3 validation errors for Input", "detail": errors}).encode()
+    status, body = normalise_error(400, raw, document)
+    assert status == 422
+    assert body.error == "rows[0].x: expected a number, got a boolean (true) (and 2 more problems)"
+    assert [d.msg for d in body.detail] == [
+        "expected a number, got a boolean (true)",
+        "expected a string, got a number",
+        "expected a number, got a string",
+    ]
+    assert body.detail[0].loc == ["rows", 0, "x"] and body.detail[0].type == "float_type"
+    nan = [{"type": "finite_number", "loc": ["rows", 0, "x"], "msg": "Input should be a finite number"}]
+    assert normalise_error(400, json.dumps({"error": "e", "detail": nan}).encode(), {})[1].error == (
+        "rows[0].x: non-finite number not allowed"
+    )
+
+
+def test_other_error_shapes_keep_their_status_and_message():
+    assert normalise_error(415, b'[{"error": "pickle is not allowed"}]', None)[1].error == "pickle is not allowed"
+    assert normalise_error(500, b'{"error": "boom"}', None) == (
+        500,
+        ErrorBody(error="boom", detail=[{"loc": [], "msg": "boom", "type": "internal_error"}]),
+    )
+    assert normalise_error(503, b"Service Unavailable", None)[1].error == "Service Unavailable"
+    assert normalise_error(404, b"", None)[1].error == "Not Found"
+    assert normalise_error(405, b"Method Not Allowed", None, {"method": "GET", "path": "/p"})[1].error == (
+        "GET is not allowed on /p"
+    )
+
+
+# --------------------------------------------------------------------------- the middleware, over HTTP
+
+
+def test_a_good_request_passes_untouched():
+    response = post(client(), json.dumps({"rows": [good_row()]}))
+    assert response.status_code == 200 and response.json() == [{"id": "a1", "score": 0.5}]
+    assert response.headers["x-request-id"] == "r1"
+
+
+def test_multipart_without_a_boundary_is_415_not_500():
+    response = post(client(), b"--x\r\n", "multipart/form-data")
+    assert response.status_code == 415 and "multipart/form-data is not accepted" in error_of(response).error
+
+
+def test_a_missing_content_type_with_a_body_is_415_and_without_one_is_read_as_empty():
+    assert post(client(), json.dumps({"rows": [good_row()]}), None).status_code == 415
+    empty = post(client(), b"", None)
+    assert empty.status_code == 422 and error_of(empty).error == "rows: required key missing"
+
+
+def test_duplicate_keys_nan_and_bad_bytes_are_400():
+    c = client()
+    dup = post(c, b'{"rows": [{"id": "a", "x": 1, "x": 2}]}')
+    assert dup.status_code == 400 and error_of(dup).error.startswith("rows[0].x: duplicate key 'x'")
+    nan = post(c, b'{"rows": [{"id": "a", "x": NaN}]}')
+    assert nan.status_code == 400 and "non-finite number not allowed" in error_of(nan).error
+    latin = post(c, '{"rows": [{"id": "café"}]}'.encode("latin-1"))
+    assert latin.status_code == 400 and "not valid UTF-8" in error_of(latin).error
+
+
+def test_field_problems_are_422_in_the_documented_body():
+    c = client()
+    as_bool = post(c, json.dumps({"rows": [{"id": "a", "x": True}]}))
+    assert (
+        as_bool.status_code == 422 and error_of(as_bool).error == "rows[0].x: expected a number, got a boolean (true)"
+    )
+    as_text = post(c, json.dumps({"rows": [{"id": "a", "x": "3"}]}))
+    assert as_text.status_code == 422 and error_of(as_text).error == "rows[0].x: expected a number, got a string"
+    overflow = post(c, b'{"rows": [{"id": "a", "x": 1e999}]}')
+    assert overflow.status_code == 422 and error_of(overflow).error == "rows[0].x: non-finite number not allowed"
+    extra = post(c, json.dumps({"rows": [good_row()], "padding": "x"}))
+    assert extra.status_code == 422 and error_of(extra).detail[0].loc == ["padding"]
+
+
+def test_a_body_over_the_limit_is_413_from_its_content_length_without_reading_it():
+    read = []
+
+    async def app(scope, receive, send):  # must never be reached
+        read.append(await receive())
+
+    guard = EdgeGuard(app, routes={"/predict": ("rows",)}, max_body_bytes=LIMIT)
+    response = TestClient(guard).post(
+        "/predict", content=b"x" * (LIMIT + 1), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413 and read == []
+    assert (
+        error_of(response).detail[0].type == "body_too_large" and f"limit of {LIMIT} bytes" in error_of(response).error
+    )
+
+
+def test_a_streamed_body_over_the_limit_is_413_too():
+    def chunks():
+        for _ in range(10):
+            yield b"x" * 1024
+
+    response = client().post("/predict", content=chunks(), headers={"content-type": "application/json"})
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 413
+
+
+def test_a_body_at_the_limit_is_read():
+    body = json.dumps({"rows": [good_row()]})
+    body += " " * (LIMIT - len(body))
+    assert post(client(), body).status_code == 200
+
+
+def test_bentoml_list_bodies_and_500s_are_rewritten_and_other_routes_left_alone():
+    c = client()
+    refused = post(c, b"{}", path="/refuse")
+    assert refused.status_code == 415 and error_of(refused).error == "application/vnd.bentoml+pickle is not allowed"
+    crashed = post(c, b"{}", path="/crash")
+    assert crashed.status_code == 500 and error_of(crashed).detail[0].type == "internal_error"
+    unguarded = post(c, b"x" * (LIMIT * 2), "text/plain", path="/other")
+    assert unguarded.status_code == 200 and unguarded.json() == {"seen": LIMIT * 2}
+    wrong_method = c.get("/predict")
+    assert wrong_method.status_code == 405 and error_of(wrong_method).error == "GET is not allowed on /predict"
+
+
+def test_the_openapi_document_is_patched_once_with_the_error_body():
+    c = client()
+    spec = c.get("/docs.json").json()
+    assert c.get("/docs.json").json() == spec
+    operation = spec["paths"]["/predict"]["post"]
+    assert sorted(operation["responses"]) == sorted(["200", *map(str, ERROR_RESPONSES)])
+    for status in ERROR_RESPONSES:
+        schema = operation["responses"][str(status)]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/ErrorBody"}
+    assert operation["requestBody"]["content"]["application/json"]["schema"]["additionalProperties"] is False
+    assert operation["requestBody"]["required"] is True  # its schema has a required key
+    assert spec["paths"]["/metrics"] == bentoml_like_spec()["paths"]["/metrics"]  # not a guarded route
+    assert {"ErrorBody", "ErrorDetail"} <= set(spec["components"]["schemas"])
+    assert spec["components"]["schemas"]["ErrorBody"]["required"] == ["error", "detail"]
+
+
+def test_patch_resolves_a_referenced_request_body_and_replaces_integer_status_keys():
+    spec = {
+        "paths": {"/p": {"post": {"responses": {200: {}, 400: {}}, "requestBody": {"content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/In"}}}}}}},
+        "components": {"schemas": {"In": {"type": "object", "properties": {}}}},
+    }  # fmt: skip
+    patched = patch_openapi(spec, {"/p": ()})
+    assert 400 not in patched["paths"]["/p"]["post"]["responses"]
+    assert patched["components"]["schemas"]["In"]["additionalProperties"] is False
+    assert "required" not in patched["paths"]["/p"]["post"]["requestBody"]  # nothing required: may be empty
+
+
+def test_protect_guards_every_api_route_with_its_input_fields():
+    class Api:
+        def __init__(self, route, fields):
+            self.route, self.input_spec = route, type("In", (), {"model_fields": dict.fromkeys(fields)})
+
+    class Service:
+        apis = {"predict": Api("/predict", ["rows"]), "ready": Api("/ready", [])}
+        middlewares: list = []
+
+        def add_asgi_middleware(self, cls, **options):
+            self.middlewares.append((cls, options))
+
+    service = Service()
+    protect(service, max_body_bytes=123)
+    assert service.middlewares == [
+        (EdgeGuard, {"routes": {"/predict": ("rows",), "/ready": ()}, "max_body_bytes": 123})
+    ]
