@@ -133,7 +133,10 @@ def validate_claimed(batch: ClaimedBatch, spec: ModelSpec, expectations_dir: Pat
             suite=spec.dataset.expectation_suite,
         )
     else:
-        report, _ = validate_file(batch.file, spec.dataset.expectation_suite, expectations_dir)
+        # entity ids in the report are pseudonymised (secret: the settings' pseudonym secret)
+        report, _ = validate_file(
+            batch.file, spec.dataset.expectation_suite, expectations_dir, entity_id=spec.dataset.entity_id
+        )
     report.write(Path(batch.folder))
     return BatchOutcome(
         batch_id=batch.batch_id,
