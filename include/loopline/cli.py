@@ -35,13 +35,18 @@ def env() -> None:
 
 @app.command()
 def init() -> None:
-    """Create the state folder and the DVC data registry (idempotent)."""
+    """Create the state folder, the pseudonym secret and the DVC data registry (idempotent)."""
     from loopline.data_registry import DataRegistry
-    from loopline.settings import ensure_dirs
+    from loopline.settings import PSEUDONYM_SECRET_FILE, ensure_dirs
 
     settings = ensure_dirs(_settings())
+    settings.pseudonym_secret  # noqa: B018 (generated once, mode 0600, unless LOOPLINE_PSEUDONYM_SECRET is set)
     DataRegistry(settings.data_registry, settings.dvc_remote_url).init()
-    typer.echo(f"state in {settings.home}; data registry {settings.data_registry} -> remote {settings.dvc_remote_url}")
+    secret = "LOOPLINE_PSEUDONYM_SECRET" if settings.pseudonym_secret_env else settings.home / PSEUDONYM_SECRET_FILE
+    typer.echo(
+        f"state in {settings.home}; data registry {settings.data_registry} -> remote {settings.dvc_remote_url};"
+        f" pseudonym secret from {secret}"
+    )
 
 
 @app.command()
