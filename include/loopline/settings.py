@@ -25,6 +25,15 @@ from loopline.errors import LooplineError
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 EXECUTORS = ("LocalExecutor", "CeleryExecutor")
 PSEUDONYM_SECRET_FILE = "pseudonym-secret"  # in LOOPLINE_HOME, mode 0600
+# The scheduler's own handling of tasks whose process is gone (Airflow 3 names): a running task
+# instance without a heartbeat for this long is failed (and retried if it has retries left), checked
+# this often; task instances of a scheduler that died are reset this often. Airflow's defaults
+# (300 s, 10 s, 300 s) leave a killed task "running" for five minutes or more.
+SCHEDULER_ENV = {
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "120",
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "10",
+    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "60",
+}
 
 
 class SettingsError(LooplineError, ValueError):
@@ -104,6 +113,7 @@ class Settings:
             "GIT_PYTHON_REFRESH": "quiet",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
             "AIRFLOW__CORE__EXECUTOR": self.airflow_executor,
+            **SCHEDULER_ENV,
             **self._celery_env(),
         }
 
