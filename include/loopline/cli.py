@@ -99,7 +99,7 @@ def reset(yes: bool = typer.Option(False, "--yes", help="Do not ask.")) -> None:
 @app.command()
 def generate(
     weeks: str = typer.Option("0-3", help="Week range 'A-B' (inclusive) or a single week."),
-    rows: int = typer.Option(1000, min=1, max=5_000_000, help="Rows per weekly batch."),
+    rows: int = typer.Option(1000, min=1, max=2_000_000, help="Rows per weekly batch (the suite's maximum)."),
     seed: int = typer.Option(0),
     covariate_shift: float = typer.Option(0.0, min=0.0, max=3.0),
     concept_shift: float = typer.Option(0.0, min=0.0, max=3.0),
