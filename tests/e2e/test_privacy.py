@@ -109,7 +109,8 @@ def line(run_dag, zones):
         for week in range(4):
             datagen.write_batch(datagen.make_batch(week, n_rows=800, seed=1), zones.landing / f"w{week}.csv")
         assert run_dag("loopline_ingest").state == "success"
-        assert run_dag("loopline_train", conf={"reason": "privacy scan bootstrap"}).state == "success"
+        trained = run_dag("loopline_train", conf={"data_version": "latest", "reason": "privacy scan bootstrap"})
+        assert trained.state == "success"
     return zones
 
 
@@ -133,7 +134,8 @@ def test_a_dataset_repeating_ids_across_batches_fails_training_validation_with_p
     datagen.write_batch(first, line.landing / "first.csv")
     datagen.write_batch(again, line.landing / "again.csv")
     assert run_dag("loopline_ingest").state == "success"
-    dr = run_dag("loopline_train", conf={"reason": "privacy scan: repeated ids"})
+    # data_version explicitly: dag.test() keeps an earlier run's conf as the DAG's param defaults
+    dr = run_dag("loopline_train", conf={"data_version": "latest", "reason": "privacy scan: repeated ids"})
     assert dr.state == "failed"
     from loopline import tracking
 
