@@ -71,7 +71,9 @@ def bare_train(settings) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         frame = registry.load(version, Path(tmp) / "data")
     raw = frame.assign(applied_at=frame["applied_at"].dt.strftime("%Y-%m-%d %H:%M:%S"))
-    assert validate_frame(raw, "bench", spec.dataset.expectation_suite, settings.expectations_dir).success
+    assert validate_frame(
+        raw, "bench", spec.dataset.expectation_suite, settings.expectations_dir, entity_id=spec.dataset.entity_id
+    ).success
     split = training.time_split(training.labelled(frame, spec), spec)
     model = training.train(split, spec, {**spec.training.params, "seed": spec.training.seed})
     metrics = training.evaluate(model.booster, split.holdout, spec)

@@ -14,7 +14,6 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from loopline.batch_scoring import MODEL_REF_PATTERN
 from loopline.dag_defaults import START_DATE, default_args
-from loopline.notifiers import fail_fast
 
 MODEL = "credit_risk"
 
@@ -50,8 +49,7 @@ def loopline_batch_score():
         context = get_current_context()
         settings = get_settings()
         out_dir = settings.scores_dir / MODEL / context["run_id"].replace(":", "_").replace("+", "_")
-        with fail_fast():
-            result = score_file(MODEL, context["params"]["input_path"], context["params"]["model"], out_dir, settings)
+        result = score_file(MODEL, context["params"]["input_path"], context["params"]["model"], out_dir, settings)
         return result.to_dict()
 
     score()

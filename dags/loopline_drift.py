@@ -27,7 +27,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import Param, dag, get_current_context, task
 
 from loopline.dag_defaults import START_DATE, default_args
-from loopline.notifiers import LooplineNotifier, fail_fast
+from loopline.notifiers import LooplineNotifier
 from loopline.settings import get_settings
 from loopline.spec import load_spec
 
@@ -60,8 +60,7 @@ def loopline_drift():
         """Delayed outcomes → label store (live AUC) and labelled production batches (→ ingest → DVC)."""
         from loopline.feedback import ingest_outcomes
 
-        with fail_fast():
-            return ingest_outcomes(MODEL, get_settings())
+        return ingest_outcomes(MODEL, get_settings())
 
     @task
     def check_drift() -> dict:
@@ -73,11 +72,10 @@ def loopline_drift():
         window_end = min(context["data_interval_end"] or context["logical_date"], datetime.now(UTC))
         start = context["params"]["window_start"]
         window_start = datetime.fromisoformat(start) if start else None
-        with fail_fast():
-            try:
-                return check(MODEL, window_end, context["run_id"], get_settings(), window_start)
-            except NoChampion as err:
-                return {"trigger": False, "verdict": "no_champion", "reason": str(err), "summary": str(err)}
+        try:
+            return check(MODEL, window_end, context["run_id"], get_settings(), window_start)
+        except NoChampion as err:
+            return {"trigger": False, "verdict": "no_champion", "reason": str(err), "summary": str(err)}
 
     @task.branch
     def decide(result: dict) -> str:

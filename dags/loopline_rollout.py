@@ -27,7 +27,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from loopline.assets import model_asset
 from loopline.dag_defaults import START_DATE, default_args, run_actor
-from loopline.notifiers import LooplineNotifier, fail_fast
+from loopline.notifiers import LooplineNotifier
 from loopline.settings import get_settings
 from loopline.spec import load_spec
 
@@ -58,8 +58,7 @@ def _canary_step(step: float):
     def canary_step(prepared: dict) -> PokeReturnValue:
         from loopline.rollout_flow import canary_step
 
-        with fail_fast():
-            return _judge(canary_step(prepared["rollout_id"], step, run_actor(), get_settings(), _expected(prepared)))
+        return _judge(canary_step(prepared["rollout_id"], step, run_actor(), get_settings(), _expected(prepared)))
 
     return canary_step
 
@@ -92,8 +91,7 @@ def loopline_rollout():
 
         params = get_current_context()["params"]
         mode = None if params["mode"] == "spec" else params["mode"]
-        with fail_fast():
-            prepared = prepare(MODEL, params["version"], mode, run_actor(), get_settings())
+        prepared = prepare(MODEL, params["version"], mode, run_actor(), get_settings())
         if prepared is None:
             raise AirflowSkipException("no challenger waiting, or it already serves")
         return prepared
@@ -112,15 +110,13 @@ def loopline_rollout():
     def promote(prepared: dict) -> dict:
         from loopline.rollout_flow import promote
 
-        with fail_fast():
-            return promote(prepared["rollout_id"], run_actor(), get_settings())
+        return promote(prepared["rollout_id"], run_actor(), get_settings())
 
     @task
     def pre_switch_check(prepared: dict) -> dict:
         from loopline.rollout_flow import pre_switch_check
 
-        with fail_fast():
-            verdict = pre_switch_check(prepared["rollout_id"], get_settings(), _expected(prepared))
+        verdict = pre_switch_check(prepared["rollout_id"], get_settings(), _expected(prepared))
         if verdict.status == "fail":
             raise AirflowFailException(verdict.summary())
         return verdict.to_dict()
@@ -129,8 +125,7 @@ def loopline_rollout():
     def switch(prepared: dict) -> dict:
         from loopline.rollout_flow import switch
 
-        with fail_fast():
-            return switch(prepared["rollout_id"], run_actor(), get_settings())
+        return switch(prepared["rollout_id"], run_actor(), get_settings())
 
     @task.sensor(
         poke_interval=ROLLOUT.poll_seconds,
@@ -140,8 +135,7 @@ def loopline_rollout():
     def post_switch_watch(prepared: dict) -> PokeReturnValue:
         from loopline.rollout_flow import post_switch_watch
 
-        with fail_fast():
-            return _judge(post_switch_watch(prepared["rollout_id"], run_actor(), get_settings(), _expected(prepared)))
+        return _judge(post_switch_watch(prepared["rollout_id"], run_actor(), get_settings(), _expected(prepared)))
 
     @task(trigger_rule="one_failed", retries=3)
     def put_champion_back(prepared: dict) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, get_current_context, task
 
 from loopline.dag_defaults import START_DATE, default_args, run_actor
-from loopline.notifiers import fail_fast
 
 MODEL = "credit_risk"
 
@@ -55,8 +54,7 @@ def loopline_rollout_control():
 
         context = get_current_context()
         p = context["params"]
-        with fail_fast():
-            return apply(p["action"], MODEL, p["version"], p["weight"], run_actor(), p["reason"], get_settings())
+        return apply(p["action"], MODEL, p["version"], p["weight"], run_actor(), p["reason"], get_settings())
 
     apply_action()
 

@@ -28,7 +28,6 @@ from loopline.assets import dataset_asset, model_asset
 from loopline.dag_defaults import START_DATE, default_args, run_actor
 from loopline.data_registry import DATA_VERSION_PATTERN
 from loopline.hyperparams import OVERRIDE_SCHEMA
-from loopline.notifiers import fail_fast
 
 MODEL = "credit_risk"
 
@@ -97,10 +96,7 @@ def loopline_train():
         }
         if params["drift_report"]:
             run_tags["loopline.drift_report"] = params["drift_report"]  # lineage: the drift that caused this run
-        with fail_fast():
-            run = start(
-                MODEL, params["data_version"], params["hyperparameters"], params["reason"], run_tags, _settings()
-            )
+        run = start(MODEL, params["data_version"], params["hyperparameters"], params["reason"], run_tags, _settings())
         return run.to_dict()
 
     @task
@@ -108,15 +104,13 @@ def loopline_train():
         """GE suite over the whole pulled dataset; a failure stops the run before training."""
         from loopline.train_flow import TrainRun, validate_data
 
-        with fail_fast():
-            return validate_data(TrainRun(**run), _settings())
+        return validate_data(TrainRun(**run), _settings())
 
     @task
     def train_and_evaluate(run: dict) -> dict:
         from loopline.train_flow import TrainRun, train_and_evaluate
 
-        with fail_fast():
-            return train_and_evaluate(TrainRun(**run), _settings()).to_dict()
+        return train_and_evaluate(TrainRun(**run), _settings()).to_dict()
 
     @task
     def register_model(run: dict) -> dict:

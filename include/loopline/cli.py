@@ -35,13 +35,53 @@ def env() -> None:
 
 @app.command()
 def init() -> None:
-    """Create the state folder and the DVC data registry (idempotent)."""
+    """Create the state folder, the pseudonym secret and the DVC data registry (idempotent)."""
     from loopline.data_registry import DataRegistry
-    from loopline.settings import ensure_dirs
+    from loopline.settings import PSEUDONYM_SECRET_FILE, ensure_dirs
 
     settings = ensure_dirs(_settings())
+    settings.pseudonym_secret  # noqa: B018 (generated once, mode 0600, unless LOOPLINE_PSEUDONYM_SECRET is set)
     DataRegistry(settings.data_registry, settings.dvc_remote_url).init()
-    typer.echo(f"state in {settings.home}; data registry {settings.data_registry} -> remote {settings.dvc_remote_url}")
+    secret = "LOOPLINE_PSEUDONYM_SECRET" if settings.pseudonym_secret_env else settings.home / PSEUDONYM_SECRET_FILE
+    typer.echo(
+        f"state in {settings.home}; data registry {settings.data_registry} -> remote {settings.dvc_remote_url};"
+        f" pseudonym secret from {secret}"
+    )
+    if _airflow_db_ready(settings):  # `make up` and the stack's airflow-init run init after `airflow db migrate`
+        _report_dead_runs(settings, grace_seconds=300.0, dry_run=False)
+
+
+def _airflow_db_ready(settings) -> bool:
+    """An Airflow metadata DB to look at: a migrated SQLite file, or a server database (checked on use)."""
+    uri = settings.airflow_db_uri
+    return not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).is_file()
+
+
+def _report_dead_runs(settings, grace_seconds: float, dry_run: bool) -> None:
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from loopline.dead_runs import fail_dead_test_runs
+
+    try:
+        dead = fail_dead_test_runs(settings, grace_seconds, dry_run)
+    except (OperationalError, ProgrammingError) as err:  # not migrated yet: nothing can be running
+        typer.echo(f"Airflow DB not ready, no runs checked ({type(err).__name__})")
+        return
+    for run in dead:
+        typer.echo(f"{'would mark' if dry_run else 'marked'} failed: {run.line()}")
+
+
+@app.command("fail-dead-runs")
+def fail_dead_runs(
+    grace_seconds: float = typer.Option(300.0, min=0, help="A run that never started a task is judged after this."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only list them."),
+) -> None:
+    """Mark failed the in-process runs (dag.test, `airflow dags test`) whose process is gone (init does it too)."""
+    settings = _settings()
+    if not _airflow_db_ready(settings):
+        typer.echo(f"no Airflow DB at {settings.airflow_db_uri}")
+        return
+    _report_dead_runs(settings, grace_seconds, dry_run)
 
 
 @app.command()
@@ -59,7 +99,7 @@ def reset(yes: bool = typer.Option(False, "--yes", help="Do not ask.")) -> None:
 @app.command()
 def generate(
     weeks: str = typer.Option("0-3", help="Week range 'A-B' (inclusive) or a single week."),
-    rows: int = typer.Option(1000, min=1, max=5_000_000, help="Rows per weekly batch."),
+    rows: int = typer.Option(1000, min=1, max=2_000_000, help="Rows per weekly batch (the suite's maximum)."),
     seed: int = typer.Option(0),
     covariate_shift: float = typer.Option(0.0, min=0.0, max=3.0),
     concept_shift: float = typer.Option(0.0, min=0.0, max=3.0),

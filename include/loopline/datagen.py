@@ -40,6 +40,17 @@ CATEGORICAL = {
 FEATURE_COLUMNS = (*NUMERIC, *CATEGORICAL)
 COLUMNS = ("applicant_id", "applied_at", *FEATURE_COLUMNS, "defaulted")
 MALFORMED_KINDS = ("wrong_dtype", "missing_column", "out_of_range", "empty_file", "unparseable")
+# What the batch suite (expectations/credit_risk_batch.json) accepts and the generator therefore keeps to
+# (tests/data/test_generator_vs_suite.py checks these against the suite itself):
+MAX_ROWS = 2_000_000  # expect_table_row_count_to_be_between
+MAX_EMPLOYMENT_YEARS = 70  # expect_column_values_to_be_between employment_years
+# Column: (share missing, `mostly` of the suite's not-null expectation: the share that must be present).
+MISSING = {
+    "employment_years": (0.08, 0.8),
+    "annual_income": (0.03, 0.9),
+    "credit_utilization": (0.02, 0.9),
+    "home_ownership": (0.01, 0.95),
+}
 
 
 @dataclass(frozen=True)
@@ -92,8 +103,11 @@ def _features(rng: np.random.Generator, n: int, shift: float) -> pd.DataFrame:
     delinq = np.minimum(rng.poisson(0.25 + 0.2 * shift, n), 20).astype(float)
     history = np.clip((age - 18) * 12 * rng.uniform(0.2, 0.9, n), 0, 900).round()
     rate = np.clip(6 + 20 * dti + 2.5 * delinq + rng.normal(0, 2.5, n), 3, 36).round(2)
-    employment_years = np.clip(rng.exponential(6, n), 0, np.maximum(age - 16, 0)).round(1)
-    tilt = np.array([0.35 + 0.15 * shift, 0.2, 0.4 - 0.15 * shift, 0.05])
+    # At most since age 16, and never beyond the suite's bound (an old applicant with a long career).
+    career = np.minimum(np.maximum(age - 16, 0), MAX_EMPLOYMENT_YEARS)
+    employment_years = np.clip(rng.exponential(6, n), 0, career).round(1)
+    # Mortgages grow rarer with the shift; beyond shift 8/3 there are none (a negative share is no share).
+    tilt = np.maximum(np.array([0.35 + 0.15 * shift, 0.2, 0.4 - 0.15 * shift, 0.05]), 0.0)
     employment = np.array([0.68 - 0.1 * shift, 0.14, 0.05 + 0.1 * shift, 0.08, 0.05])
     frame = pd.DataFrame(
         {
@@ -114,20 +128,28 @@ def _features(rng: np.random.Generator, n: int, shift: float) -> pd.DataFrame:
             "region": rng.choice(CATEGORICAL["region"], n),
         }
     )
-    for column, rate_missing in (
-        ("employment_years", 0.08),
-        ("annual_income", 0.03),
-        ("credit_utilization", 0.02),
-        ("home_ownership", 0.01),
-    ):
-        frame.loc[rng.uniform(size=n) < rate_missing, column] = None
+    for column, (rate_missing, mostly) in MISSING.items():
+        missing = rng.uniform(size=n) < rate_missing
+        # A small batch can draw more gaps than the suite's `mostly` allows (3 of 10 employment years):
+        # keep only as many as it tolerates. Large batches are far below the limit and never changed.
+        allowed = int(missing.sum())
+        while allowed and (n - allowed) / n < mostly:
+            allowed -= 1
+        if missing.sum() > allowed:
+            missing[np.flatnonzero(missing)[allowed:]] = False
+        frame.loc[missing, column] = None
     return frame
 
 
 def make_batch(
     week: int, n_rows: int = 1000, seed: int = 0, drift: DriftKnobs = DriftKnobs(), with_labels: bool = True
 ) -> pd.DataFrame:
-    """One weekly batch of applications; with_labels=False leaves `defaulted` empty (label delay)."""
+    """One weekly batch of applications; with_labels=False leaves `defaulted` empty (label delay).
+
+    Every batch passes the batch suite, whatever the knobs (``write_malformed`` makes the ones that do not).
+    """
+    if not 1 <= n_rows <= MAX_ROWS:
+        raise ValueError(f"n_rows must be within [1, {MAX_ROWS}] (the batch suite's row count), got {n_rows}")
     rng = np.random.default_rng([seed, week])
     features = _features(rng, n_rows, drift.covariate_shift)
     offsets = np.sort(rng.integers(0, 7 * 86_400, n_rows))

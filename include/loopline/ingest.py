@@ -243,7 +243,7 @@ def check_batch(batch: ClaimedBatch, spec: ModelSpec, expectations_dir: Path, se
         batch.source_name,
         spec.dataset.expectation_suite,
         expectations_dir,
-        entity_column=spec.dataset.entity_id,
+        entity_id=spec.dataset.entity_id,
         secret=secret,
     )
     rule_failures = data_rules.timestamp_failures(frame, spec, batch.claimed_instant)

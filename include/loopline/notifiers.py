@@ -9,7 +9,7 @@ from airflow.sdk import BaseNotifier
 from airflow.sdk.exceptions import AirflowFailException
 
 from loopline.alerts import post_webhook, webhook_payload
-from loopline.errors import LooplineError
+from loopline.errors import LooplineError, RetryableError
 from loopline.settings import get_settings
 
 
@@ -77,8 +77,15 @@ def task_failure_notifier() -> LooplineNotifier:
 
 @contextmanager
 def fail_fast() -> Iterator[None]:
-    """Loopline's own errors are permanent (bad params, missing data version, invalid data): fail now, no retries."""
+    """Loopline's own errors are permanent (bad params, missing data version, invalid data): fail now, no retries.
+
+    Superseded by ``dag_defaults.PERMANENT_ERRORS``, the retry policy every task gets from
+    ``default_args`` (one mechanism, no task can forget it); kept, with the same rule, for task
+    code that still wraps its body in it (the ingest DAG).
+    """
     try:
         yield
+    except RetryableError:
+        raise
     except LooplineError as err:
         raise AirflowFailException(f"{type(err).__name__}: {err}") from err

@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from loopline.clock import as_utc
-from loopline.errors import LooplineError
+from loopline.errors import LooplineError, RetryableError
 
 MODES = ("canary", "bluegreen")
 metadata = MetaData()
@@ -91,6 +91,10 @@ ROLLOUT_STATUSES = ("running", "succeeded", "failed", "aborted")
 
 class RoutingError(LooplineError, ValueError):
     """A requested traffic change is invalid (weight out of range, no champion, unknown mode)."""
+
+
+class RouteConflict(RoutingError, RetryableError):
+    """Another writer changed the route first (optimistic locking): a retry re-reads it and may succeed."""
 
 
 @dataclass(frozen=True)
@@ -191,13 +195,13 @@ class ServingState:
             current = Route(**{k: current_row[k] for k in Route.__dataclass_fields__}) if current_row else None
             stored_revision = current.revision if current else 0
             if new.revision != stored_revision:
-                raise RoutingError(
+                raise RouteConflict(
                     f"route of {new.model} changed meanwhile (revision {stored_revision}, expected {new.revision})"
                 )
             values = {**new.to_dict(), "revision": stored_revision + 1, "updated_at": now}
             # The write itself re-checks the revision: two writers that both read revision N cannot
             # both succeed (a conditional UPDATE, or the primary key for the first INSERT).
-            conflict = RoutingError(f"route of {new.model} changed meanwhile (expected revision {new.revision})")
+            conflict = RouteConflict(f"route of {new.model} changed meanwhile (expected revision {new.revision})")
             if current is None:
                 try:
                     with conn.begin_nested():

@@ -6,15 +6,17 @@ docker compose stack changes only these variables, never code.
 
 Importing this module has no side effects: nothing is created, no library is
 configured. ``get_settings()`` reads the environment; ``ensure_dirs()`` creates
-folders when a command or task actually needs them.
+folders when a command or task actually needs them; the pseudonym secret is read
+(or, once, generated) only when something first asks for it.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, fields
-from functools import lru_cache
+import secrets
+from dataclasses import dataclass, field, fields
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from loopline.alerts import WEBHOOK_KINDS
@@ -22,6 +24,16 @@ from loopline.errors import LooplineError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 EXECUTORS = ("LocalExecutor", "CeleryExecutor")
+PSEUDONYM_SECRET_FILE = "pseudonym-secret"  # in LOOPLINE_HOME, mode 0600
+# The scheduler's own handling of tasks whose process is gone (Airflow 3 names): a running task
+# instance without a heartbeat for this long is failed (and retried if it has retries left), checked
+# this often; task instances of a scheduler that died are reset this often. Airflow's defaults
+# (300 s, 10 s, 300 s) leave a killed task "running" for five minutes or more.
+SCHEDULER_ENV = {
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "120",
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "10",
+    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "60",
+}
 
 
 class SettingsError(LooplineError, ValueError):
@@ -48,7 +60,7 @@ class Settings:
     route_poll_seconds: float
     landing_settle_seconds: float
     max_request_bytes: int
-    pseudonym_secret: str
+    pseudonym_secret_env: str = field(repr=False)  # LOOPLINE_PSEUDONYM_SECRET ("" if unset): use .pseudonym_secret
     models_dir: Path
     expectations_dir: Path
     airflow_home: Path
@@ -63,6 +75,25 @@ class Settings:
     airflow_executor: str
     celery_broker_url: str
     celery_result_backend: str
+
+    @cached_property
+    def pseudonym_secret(self) -> str:
+        """The key of entity-id pseudonyms (prediction log, outcomes, validation reports).
+
+        ``LOOPLINE_PSEUDONYM_SECRET`` when set (the stack requires it: every container must agree,
+        and they share no state folder). Otherwise the random secret in
+        ``$LOOPLINE_HOME/pseudonym-secret`` that ``loopline init`` writes; when that file does not
+        exist yet, it is generated here, once. Never a constant: a public default would let anyone
+        recompute the pseudonym of a known id, i.e. the logs would not be pseudonymous at all.
+        Generating on first use rather than refusing to run is the safer of the two: every embedded
+        process (tasks, CLI, ``bentoml serve``) reads the same state folder, and the file is
+        published atomically (written in full under a temporary name, then hard-linked, which like
+        ``O_EXCL`` fails when the name exists), so concurrent first users all end up with the one
+        secret that won; a process that refused would only push people to set a weak one by hand.
+        """
+        if self.pseudonym_secret_env:
+            return self.pseudonym_secret_env
+        return read_or_create_secret(self.home / PSEUDONYM_SECRET_FILE)
 
     def as_env(self) -> dict[str, str]:
         """Variables the libraries themselves read (Airflow, MLflow, BentoML, GE).
@@ -84,6 +115,7 @@ class Settings:
             "GIT_PYTHON_REFRESH": "quiet",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
             "AIRFLOW__CORE__EXECUTOR": self.airflow_executor,
+            **SCHEDULER_ENV,
             **self._celery_env(),
         }
 
@@ -161,8 +193,8 @@ def get_settings() -> Settings:
         # The largest request body the service reads (answered 413 beyond it, before parsing): 1 MiB
         # holds a full batch of applications (about 430 KB for 1000) with room to spare.
         max_request_bytes=_integer("LOOPLINE_MAX_REQUEST_BYTES", 1 << 20),
-        # Keys the pseudonyms of applicant ids in prediction logs; set a real secret outside the demo.
-        pseudonym_secret=_text("LOOPLINE_PSEUDONYM_SECRET", "loopline-embedded-demo"),
+        # Keys the pseudonyms of entity ids; unset: a random secret in the state folder (see pseudonym_secret).
+        pseudonym_secret_env=_text("LOOPLINE_PSEUDONYM_SECRET", ""),
         models_dir=_path("LOOPLINE_MODELS_DIR", root / "models"),
         expectations_dir=_path("LOOPLINE_EXPECTATIONS_DIR", root / "expectations"),
         airflow_home=_path("LOOPLINE_AIRFLOW_HOME", home / "airflow"),
@@ -200,10 +232,35 @@ def _check(settings: Settings) -> None:
         raise SettingsError(f"LOOPLINE_SERVICE_URL must be a URL (http://host:port), got {settings.service_url!r}")
     if settings.notify_webhook_kind not in WEBHOOK_KINDS:
         raise SettingsError(f"LOOPLINE_NOTIFY_WEBHOOK_KIND must be one of {WEBHOOK_KINDS}")
-    for field in fields(settings):
-        value = getattr(settings, field.name)
-        if field.name.endswith("_uri") and "://" not in str(value):
-            raise SettingsError(f"{field.name} must be a URI (scheme://...), got {value!r}")
+    for item in fields(settings):
+        value = getattr(settings, item.name)
+        if item.name.endswith("_uri") and "://" not in str(value):
+            raise SettingsError(f"{item.name} must be a URI (scheme://...), got {value!r}")
+
+
+def read_or_create_secret(path: Path) -> str:
+    """The secret in ``path``; a new random one (mode 0600) if there is none. Safe under concurrency."""
+    try:
+        secret = path.read_text().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(tmp, path)  # atomic, and fails if another process published first: theirs wins
+            except FileExistsError:
+                pass
+        finally:
+            tmp.unlink(missing_ok=True)
+        secret = path.read_text().strip()
+    if len(secret) < 32:
+        raise SettingsError(f"{path} holds no usable pseudonym secret (32+ characters); delete it to generate one")
+    return secret
 
 
 def ensure_dirs(settings: Settings | None = None) -> Settings:

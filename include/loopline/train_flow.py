@@ -105,7 +105,14 @@ def validate_data(run: TrainRun, settings: Settings) -> dict[str, Any]:
     spec = spec_for(run.model_name, settings)
     frame = load_dataset(run.data_version, settings)
     raw = frame.assign(**{spec.dataset.timestamp: frame[spec.dataset.timestamp].dt.strftime("%Y-%m-%d %H:%M:%S")})
-    report = validate_frame(raw, run.data_version.tag, spec.dataset.expectation_suite, settings.expectations_dir)
+    report = validate_frame(
+        raw,
+        run.data_version.tag,
+        spec.dataset.expectation_suite,
+        settings.expectations_dir,
+        entity_id=spec.dataset.entity_id,
+        secret=settings.pseudonym_secret,
+    )
     client = tracking.client_for(settings)
     tracking.log_dict(client, run.run_id, report.to_dict(), "validation/ge_result.json")
     client.set_tag(run.run_id, "loopline.data_validation", "passed" if report.success else "failed")

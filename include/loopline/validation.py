@@ -4,6 +4,13 @@ The suites are plain GE 1.x JSON kept in git; each validation runs a real GE
 Checkpoint on an ephemeral context (no GE project folder to keep in sync).
 Files that cannot even be read become a ``ValidationReport`` too, so every
 rejected batch gets the same kind of readable report.
+
+No entity id leaves a validation in clear: GE samples the offending values of a failed
+expectation (``partial_unexpected_list`` ...), and when that expectation is on the entity-id
+column those values are applicant ids. Reports end up in quarantine folders, MLflow artifacts,
+XCom, alerts and task logs, so ``validate_frame`` replaces each of them by its keyed pseudonym
+(``loopline.routing.pseudonym``, the one prediction logs and outcomes use, so a report can
+still be joined with them by whoever holds the secret). Row indices are kept.
 """
 
 from __future__ import annotations
@@ -98,6 +105,82 @@ def load_suite_dict(suite_name: str, expectations_dir: Path) -> dict[str, Any]:
     return raw
 
 
+# Keys of a GE result that hold counts, shares or row positions, never column values.
+_NOT_VALUES = frozenset(
+    {
+        "element_count",
+        "missing_count",
+        "missing_percent",
+        "unexpected_count",
+        "unexpected_percent",
+        "unexpected_percent_total",
+        "unexpected_percent_nonmissing",
+        "partial_unexpected_index_list",
+        "unexpected_index_list",
+        "unexpected_index_column_names",
+        "count",
+    }
+)
+# Keys whose every element is a value of the expectation's column (GE's samples of bad rows).
+_VALUE_LISTS = ("partial_unexpected_list", "unexpected_list")
+
+
+def _touches(kwargs: dict[str, Any], column: str) -> bool:
+    """Does an expectation read this column (single-column, column-pair or multicolumn kwargs)?"""
+    named = [kwargs.get(k) for k in ("column", "column_A", "column_B")] + list(kwargs.get("column_list") or [])
+    return column in named
+
+
+def _is_value(value: Any) -> bool:
+    return value is not None and not isinstance(value, bool) and value == value  # NaN != NaN
+
+
+def _redact_result(result: dict[str, Any], hide: Any) -> dict[str, Any]:
+    """A GE result with every column value replaced by ``hide(value)``; counts and indices kept.
+
+    Sample lists and the values in ``partial_unexpected_counts`` are values by definition; anywhere
+    else (``observed_value``, ``details``, ...) strings are taken as values too (numbers there are
+    statistics), so nothing that looks like an id survives a format GE adds later.
+    """
+
+    def anywhere(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: value[k] if k in _NOT_VALUES else anywhere(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [anywhere(v) for v in value]
+        return hide(value) if isinstance(value, str) else value
+
+    redacted: dict[str, Any] = {}
+    for key, value in result.items():
+        if key in _NOT_VALUES:
+            redacted[key] = value
+        elif key in _VALUE_LISTS and isinstance(value, list):
+            redacted[key] = [hide(v) if _is_value(v) else v for v in value]
+        elif key == "partial_unexpected_counts" and isinstance(value, list):
+            redacted[key] = [
+                {**c, "value": hide(c["value"]) if _is_value(c.get("value")) else c.get("value")} for c in value
+            ]
+        else:
+            redacted[key] = anywhere(value)
+    return redacted
+
+
+def redact_entity_values(described: dict[str, Any], entity_id: str | None, secret: str) -> dict[str, Any]:
+    """The GE result (``describe_dict()`` as JSON) with the entity column's values pseudonymised, in place."""
+    if not entity_id:
+        return described
+    from loopline.routing import pseudonym
+
+    def hide(value: Any) -> str:
+        return pseudonym(str(value), secret)
+
+    for run in described.get("validation_results", []):
+        for exp in run.get("expectations", []):
+            if _touches(exp.get("kwargs", {}), entity_id) and exp.get("result"):
+                exp["result"] = _redact_result(exp["result"], hide)
+    return described
+
+
 def _describe_failure(exp: dict[str, Any]) -> dict[str, Any]:
     kwargs = {k: v for k, v in exp.get("kwargs", {}).items() if k != "batch_id"}
     result = exp.get("result", {}) or {}
@@ -134,10 +217,17 @@ def validate_frame(
     subject: str,
     suite_name: str,
     expectations_dir: Path,
-    entity_column: str | None = None,
-    secret: str = "",
+    *,
+    entity_id: str | None,
+    secret: str | None = None,
 ) -> ValidationReport:
-    """Run the suite as a GE Checkpoint against an in-memory frame."""
+    """Run the suite as a GE Checkpoint against an in-memory frame.
+
+    ``entity_id`` names the frame's entity-id column (the spec's ``dataset.entity_id``; ``None``
+    only for data without one): its values are pseudonymised with ``secret`` (default: the
+    settings' pseudonym secret) wherever they appear in the failures and the GE result. It has no
+    default so that no caller can forget it and leak ids.
+    """
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -165,6 +255,12 @@ def validate_frame(
     )
     result = checkpoint.run(batch_parameters={"dataframe": df})
     described = json.loads(json.dumps(result.describe_dict(), default=str))
+    if entity_id:
+        if secret is None:
+            from loopline.settings import get_settings
+
+            secret = get_settings().pseudonym_secret
+        redact_entity_values(described, entity_id, secret)
     run = described["validation_results"][0]
     failures = sorted((_describe_failure(e) for e in run["expectations"] if not e["success"]), key=_importance)
     return ValidationReport(
@@ -178,8 +274,18 @@ def validate_frame(
     )
 
 
-def validate_file(path: Path, suite_name: str, expectations_dir: Path) -> tuple[ValidationReport, pd.DataFrame | None]:
-    """Read and validate one landed file; an unreadable file is a failed report, not an exception."""
+def validate_file(
+    path: Path,
+    suite_name: str,
+    expectations_dir: Path,
+    *,
+    entity_id: str | None,
+    secret: str | None = None,
+) -> tuple[ValidationReport, pd.DataFrame | None]:
+    """Read and validate one landed file; an unreadable file is a failed report, not an exception.
+
+    ``entity_id`` and ``secret`` as in ``validate_frame``.
+    """
     try:
         df = read_batch(path)
     except Exception as err:  # any reader error means the same thing: quarantine with the reason
@@ -187,4 +293,5 @@ def validate_file(path: Path, suite_name: str, expectations_dir: Path) -> tuple[
             subject=path.name, success=False, rows=None, read_error=f"{type(err).__name__}: {err}", suite=suite_name
         )
         return report, None
-    return validate_frame(df, path.name, suite_name, expectations_dir), df
+    report = validate_frame(df, path.name, suite_name, expectations_dir, entity_id=entity_id, secret=secret)
+    return report, df

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from loopline.dag_defaults import PERMANENT_ERRORS
+
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 DAG_FILES = sorted(DAGS.glob("*.py"))
 HEAVY = ("pandas", "lightgbm", "mlflow", "great_expectations", "bentoml", "dvc", "alibi_detect", "sklearn", "pyarrow")
@@ -70,6 +72,25 @@ def test_policy_schedule_tags_retries_docs(dagbag):
         for task in dag.tasks:
             assert task.retries >= 2, f"{dag.dag_id}.{task.task_id}"
             assert task.on_failure_callback, f"{dag.dag_id}.{task.task_id} has no failure notifier"
+            assert task.retry_policy is PERMANENT_ERRORS, f"{dag.dag_id}.{task.task_id} would retry permanent errors"
+
+
+def test_permanent_errors_are_not_retried_transient_ones_are():
+    """The policy every task has: a LooplineError fails at once; a RetryableError or anything else retries."""
+    from airflow.sdk.definitions.retry_policy import RetryAction
+
+    from loopline.data_registry import RegistryError
+    from loopline.serving_state import RouteConflict
+    from loopline.spec import SpecError
+    from loopline.validation import SuiteError
+
+    def action(err: BaseException) -> RetryAction:
+        return PERMANENT_ERRORS.evaluate(err, try_number=1, max_tries=3).action
+
+    for permanent in (SpecError("bad spec"), SuiteError("bad suite"), RegistryError("no version v0009")):
+        assert action(permanent) is RetryAction.FAIL, permanent
+    for transient in (RouteConflict("route changed meanwhile"), ConnectionError("reset"), OSError("disk")):
+        assert action(transient) is RetryAction.DEFAULT, transient
 
 
 def test_no_cycles(dagbag):

@@ -44,7 +44,7 @@ def webhook():
 
 
 # The e2e modules build on each other's state (spine → ship → watch); run them in this order.
-MODULE_ORDER = ["test_spine.py", "test_rollout.py", "test_drift.py", "test_celery.py"]
+MODULE_ORDER = ["test_spine.py", "test_rollout.py", "test_drift.py", "test_celery.py", "test_privacy.py"]
 
 
 def pytest_collection_modifyitems(items):

@@ -254,3 +254,59 @@ def test_apply_library_env_sets_library_variables_but_not_airflow(env):
     apply_library_env(s)
     for key, value in s.as_env().items():
         assert os.environ[key] == ("untouched" if key.startswith("AIRFLOW") else value)
+
+
+# --- the pseudonym secret -------------------------------------------------------------------------
+
+
+def test_pseudonym_secret_is_random_kept_private_and_stable(env):
+    from loopline.settings import PSEUDONYM_SECRET_FILE
+
+    path = home_of() / PSEUDONYM_SECRET_FILE
+    s = get_settings()
+    assert not path.exists()  # nothing is created until something needs the secret
+    secret = s.pseudonym_secret
+    assert len(secret) == 64 and int(secret, 16) >= 0 and secret != "loopline-embedded-demo"
+    assert path.read_text().strip() == secret and path.stat().st_mode & 0o777 == 0o600
+    assert secret not in repr(s)
+    get_settings.cache_clear()
+    assert get_settings().pseudonym_secret == secret  # read back, not regenerated
+    assert [p.name for p in path.parent.iterdir()] == [PSEUDONYM_SECRET_FILE]  # no temporary left behind
+
+
+def test_pseudonym_secret_other_homes_differ_and_the_environment_wins(env, tmp_path):
+    first = get_settings().pseudonym_secret
+    env.setenv("LOOPLINE_HOME", str(tmp_path / "other"))
+    get_settings.cache_clear()
+    assert get_settings().pseudonym_secret != first
+    env.setenv("LOOPLINE_PSEUDONYM_SECRET", "from-the-stack")
+    get_settings.cache_clear()
+    assert get_settings().pseudonym_secret == "from-the-stack"
+
+
+def test_concurrent_first_users_agree_on_one_secret(env):
+    code = "from loopline.settings import get_settings; print(get_settings().pseudonym_secret)"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(6)]
+    secrets = {p.communicate(timeout=60)[0].strip() for p in procs}
+    assert len(secrets) == 1 and len(secrets.pop()) == 64
+
+
+def test_a_truncated_secret_file_is_an_error_not_a_weak_key(env):
+    from loopline.settings import PSEUDONYM_SECRET_FILE
+
+    home_of().mkdir(parents=True)
+    (home_of() / PSEUDONYM_SECRET_FILE).write_text("short\n")
+    with pytest.raises(SettingsError, match="pseudonym secret"):
+        get_settings().pseudonym_secret  # noqa: B018
+
+
+def test_loopline_init_generates_the_secret(env):
+    from typer.testing import CliRunner
+
+    from loopline.cli import app
+    from loopline.settings import PSEUDONYM_SECRET_FILE
+
+    result = CliRunner().invoke(app, ["init"])
+    assert result.exit_code == 0, result.output
+    path = home_of() / PSEUDONYM_SECRET_FILE
+    assert path.stat().st_mode & 0o777 == 0o600 and path.read_text().strip() not in result.output
