@@ -89,4 +89,4 @@ def test_unknown_kind_and_atomic_writes(tmp_path):
     with pytest.raises(ValueError, match="expected one of"):
         datagen.write_malformed("sideways", tmp_path / "x.csv")
     datagen.write_batch(datagen.make_batch(0, 10), tmp_path / "a.parquet")
-    assert [p.name for p in tmp_path.iterdir()] == ["a.parquet"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.parquet", "a.parquet.done"]  # no temp file left
