@@ -3,7 +3,7 @@
 Not a test: it measures and prints, it asserts nothing about time. Both sides run in this
 process, on the same data version, on this machine, one after the other:
 
-- **airflow**: ``dag.test()`` of ``loopline_train`` (pull → GE → features → LightGBM →
+- **airflow**: ``dag.test()`` of ``credit_risk_train`` (pull → GE → features → LightGBM →
   MLflow → register → gate → Bento), with Airflow's task runner, XCom and re-reads from the
   DVC remote between tasks;
 - **bare**: one plain function that does the same steps once, in memory: read the dataset,
@@ -112,7 +112,7 @@ def main() -> None:
     _prepare(home, args.rows, args.weeks)
     bag = _dagbag()
     start = time.perf_counter()
-    ingest = bag.dags["loopline_ingest"].test(logical_date=datetime(2026, 6, 1, tzinfo=UTC))
+    ingest = bag.dags["credit_risk_ingest"].test(logical_date=datetime(2026, 6, 1, tzinfo=UTC))
     ingest_s = time.perf_counter() - start
     assert ingest.state == "success", ingest.state
 
@@ -120,7 +120,7 @@ def main() -> None:
 
     settings = get_settings()
     start = time.perf_counter()
-    dag_run = bag.dags["loopline_train"].test(logical_date=datetime(2026, 6, 2, tzinfo=UTC))
+    dag_run = bag.dags["credit_risk_train"].test(logical_date=datetime(2026, 6, 2, tzinfo=UTC))
     airflow_s = time.perf_counter() - start
     assert dag_run.state == "success", dag_run.state
     task_times = {ti.task_id: (ti.end_date - ti.start_date).total_seconds() for ti in dag_run.get_task_instances()}

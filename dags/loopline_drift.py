@@ -1,20 +1,20 @@
 """
 ### Drift: is live traffic still like the champion's training data? Retrain only when it really is not
 
-Runs on the schedule in `models/credit_risk/spec.yaml` (`monitoring.schedule`, hourly by
+Runs on the schedule in `models/<model>/spec.yaml` (`monitoring.schedule`, hourly by
 default). `ingest_outcomes` first takes in delayed outcome labels (files in
-`landing/credit_risk_outcomes/`; bad files are quarantined with a report).
+`landing/<model>_outcomes/`; bad files are quarantined with a report).
 `check_drift` compares the last `window_hours` of the prediction log with the
 training data of the champion's exact DVC version: alibi-detect's TabularDrift (KS for
 numeric, chi-square for categorical features, FDR-corrected) plus the score distribution,
 each with an effect size (PSI) and the feature's importance; and live AUC per model
 version once delayed outcomes have arrived. The report (JSON + HTML) is logged to MLflow
-(experiment `credit_risk-monitoring`) and recorded (`loopline drift-status`).
+(experiment `<model>-monitoring`) and recorded (`loopline drift-status`).
 
 Drift counts only when significance **and** effect size agree over an importance-weighted
 share of features (or on the score), or live AUC dropped. Even then the storm guard
 (cooldown, max retrains per week) may hold it back. Confirmed and allowed →
-`trigger_retrain` starts **loopline_train** with the reason and the report in its conf,
+`trigger_retrain` starts **<model>_train** with the reason and the report in its conf,
 and an alert goes out. Otherwise nothing is triggered.
 """
 
@@ -27,79 +27,85 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import Param, dag, get_current_context, task
 
 from loopline.dag_defaults import START_DATE, default_args
+from loopline.dag_factory import dag_id, models_for
 from loopline.notifiers import LooplineNotifier
 from loopline.settings import get_settings
-from loopline.spec import load_spec
-
-MODEL = "credit_risk"
-MONITORING = load_spec(MODEL, get_settings().models_dir).monitoring
+from loopline.spec import ModelSpec
 
 
-@dag(
-    dag_id="loopline_drift",
-    schedule=MONITORING.schedule,
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    tags=["loopline", "watch", MODEL],
-    default_args=default_args(),
-    params={
-        "window_start": Param(
-            None,
-            type=["null", "string"],
-            format="date-time",
-            title="Window start (manual runs)",
-            description="Check the traffic since this time (UTC, ISO 8601) instead of the spec's window_hours",
-        ),
-    },
-    doc_md=__doc__,
-)
-def loopline_drift():
-    @task
-    def ingest_outcomes() -> dict:
-        """Delayed outcomes → label store (live AUC) and labelled production batches (→ ingest → DVC)."""
-        from loopline.feedback import ingest_outcomes
+def build(spec: ModelSpec) -> None:
+    """This station's DAG for one model."""
+    model = spec.name
+    monitoring = spec.monitoring
 
-        return ingest_outcomes(MODEL, get_settings())
-
-    @task
-    def check_drift() -> dict:
-        """Compare the window ending at this run's data interval end with the champion's reference."""
-        from loopline.drift_flow import NoChampion, check
-
-        context = get_current_context()
-        # The window ends with the run's data interval (a re-run checks the same hour), never in the future.
-        window_end = min(context["data_interval_end"] or context["logical_date"], datetime.now(UTC))
-        start = context["params"]["window_start"]
-        window_start = datetime.fromisoformat(start) if start else None
-        try:
-            return check(MODEL, window_end, context["run_id"], get_settings(), window_start)
-        except NoChampion as err:
-            return {"trigger": False, "verdict": "no_champion", "reason": str(err), "summary": str(err)}
-
-    @task.branch
-    def decide(result: dict) -> str:
-        return "trigger_retrain" if result["trigger"] else "no_retrain"
-
-    result = check_drift()
-    ingest_outcomes() >> result
-    trigger_retrain = TriggerDagRunOperator(
-        task_id="trigger_retrain",
-        trigger_dag_id="loopline_train",
-        conf={
-            "data_version": "latest",
-            "reason": "drift: {{ ti.xcom_pull(task_ids='check_drift')['verdict'] }} "
-            "(check #{{ ti.xcom_pull(task_ids='check_drift')['check_id'] }})",
-            "drift_report": "{{ ti.xcom_pull(task_ids='check_drift')['report_uri'] }}",
+    @dag(
+        dag_id=dag_id(model, "drift"),
+        schedule=monitoring.schedule,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        tags=["loopline", "watch", model],
+        default_args=default_args(),
+        params={
+            "window_start": Param(
+                None,
+                type=["null", "string"],
+                format="date-time",
+                title="Window start (manual runs)",
+                description="Check the traffic since this time (UTC, ISO 8601) instead of the spec's window_hours",
+            ),
         },
-        on_success_callback=LooplineNotifier(
-            title="Loopline: drift confirmed for credit_risk, retraining",
-            body="{{ ti.xcom_pull(task_ids='check_drift')['summary'] }}\n"
-            "report: {{ ti.xcom_pull(task_ids='check_drift')['report_uri'] }}",
-        ),
-        doc_md="Starts loopline_train with the drift verdict and report in its conf (it records them on the run).",
+        doc_md=__doc__,
     )
-    decide(result) >> [trigger_retrain, EmptyOperator(task_id="no_retrain")]
+    def loopline_drift():
+        @task
+        def ingest_outcomes() -> dict:
+            """Delayed outcomes → label store (live AUC) and labelled production batches (→ ingest → DVC)."""
+            from loopline.feedback import ingest_outcomes
+
+            return ingest_outcomes(model, get_settings())
+
+        @task
+        def check_drift() -> dict:
+            """Compare the window ending at this run's data interval end with the champion's reference."""
+            from loopline.drift_flow import NoChampion, check
+
+            context = get_current_context()
+            # The window ends with the run's data interval (a re-run checks the same hour), never in the future.
+            window_end = min(context["data_interval_end"] or context["logical_date"], datetime.now(UTC))
+            start = context["params"]["window_start"]
+            window_start = datetime.fromisoformat(start) if start else None
+            try:
+                return check(model, window_end, context["run_id"], get_settings(), window_start)
+            except NoChampion as err:
+                return {"trigger": False, "verdict": "no_champion", "reason": str(err), "summary": str(err)}
+
+        @task.branch
+        def decide(result: dict) -> str:
+            return "trigger_retrain" if result["trigger"] else "no_retrain"
+
+        result = check_drift()
+        ingest_outcomes() >> result
+        trigger_retrain = TriggerDagRunOperator(
+            task_id="trigger_retrain",
+            trigger_dag_id=dag_id(model, "train"),
+            conf={
+                "data_version": "latest",
+                "reason": "drift: {{ ti.xcom_pull(task_ids='check_drift')['verdict'] }} "
+                "(check #{{ ti.xcom_pull(task_ids='check_drift')['check_id'] }})",
+                "drift_report": "{{ ti.xcom_pull(task_ids='check_drift')['report_uri'] }}",
+            },
+            on_success_callback=LooplineNotifier(
+                title="Loopline: drift confirmed for credit_risk, retraining",
+                body="{{ ti.xcom_pull(task_ids='check_drift')['summary'] }}\n"
+                "report: {{ ti.xcom_pull(task_ids='check_drift')['report_uri'] }}",
+            ),
+            doc_md="Starts loopline_train with the drift verdict and report in its conf (it records them on the run).",
+        )
+        decide(result) >> [trigger_retrain, EmptyOperator(task_id="no_retrain")]
+
+    loopline_drift()
 
 
-loopline_drift()
+for _spec in models_for("drift"):
+    build(_spec)

@@ -1,19 +1,19 @@
 """
 ### Ingest: landing zone → Great Expectations → DVC
 
-Waits for complete batch files in `landing/credit_risk/` (without holding a worker slot):
+Waits for complete batch files in `landing/<model>/` (without holding a worker slot):
 a file counts once it has a `<name>.done` marker or its size and mtime stood still for
 `LOOPLINE_LANDING_SETTLE_SECONDS`; temporary names (`.x.tmp`, `*.part`) are waited for,
 sub-directories and hidden files are reported as ignored, symlinks and special files refused.
-Each batch is validated against the GE suite `expectations/credit_risk_batch.json` and the
+Each batch is validated against the GE suite `expectations/<model>_batch.json` and the
 spec's data rules (real, plausible timestamps; keys unique across the whole dataset), and:
 
-- **rejected** batches move whole to `quarantine/credit_risk/<batch_id>/`, with
+- **rejected** batches move whole to `quarantine/<model>/<batch_id>/`, with
   `validation.json` and a readable `validation.txt` beside the untouched file, and an alert;
 - **accepted** batches are appended to the dataset in the DVC data registry as one new
-  version (git tag `credit_risk-vNNNN`), pushed to the DVC remote, and archived;
+  version (git tag `<model>-vNNNN`), pushed to the DVC remote, and archived;
 - **the same bytes again** are archived as a duplicate, never stored twice;
-- `announce_versions` updates the `credit_risk_dataset` Asset (which schedules the train DAG)
+- `announce_versions` updates the `<model>_dataset` Asset (which schedules the train DAG)
   for every data version no event has named yet, so a crash never loses a version's event.
 
 A re-run or a crash at any point leaves every batch in exactly one place.
@@ -28,102 +28,109 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from loopline.assets import dataset_asset
 from loopline.dag_defaults import START_DATE, default_args
+from loopline.dag_factory import dag_id, models_for
 from loopline.notifiers import LooplineNotifier, fail_fast
-
-MODEL = "credit_risk"
-
-
-@dag(
-    dag_id="loopline_ingest",
-    schedule=timedelta(minutes=10),
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    tags=["loopline", "ingest", MODEL],
-    default_args=default_args(),
-    doc_md=__doc__,
-)
-def loopline_ingest():
-    dataset = dataset_asset(MODEL)
-
-    @task.sensor(poke_interval=30, timeout=9 * 60, mode="reschedule", soft_fail=True, inlets=[dataset])
-    def wait_for_batches() -> PokeReturnValue:
-        """Done when a complete file is landed, a crashed run left one in processing, or a version is unannounced."""
-        from loopline.ingest import batches_waiting, last_announced, unannounced_versions
-        from loopline.settings import get_settings
-
-        settings = get_settings()
-        if batches_waiting(MODEL, settings):
-            return PokeReturnValue(is_done=True)
-        events = get_current_context()["inlet_events"][dataset].ascending(False).limit(20)
-        return PokeReturnValue(is_done=bool(unannounced_versions(MODEL, settings, last_announced(events))))
-
-    @task
-    def claim_batches() -> list[dict]:
-        from loopline.ingest import claim_step
-        from loopline.settings import get_settings
-
-        with fail_fast():
-            return claim_step(MODEL, get_settings())
-
-    @task(map_index_template="{{ task.op_kwargs['batch']['source_name'] }}")
-    def validate_batch(batch: dict) -> dict:
-        from loopline.ingest import validate_step
-        from loopline.settings import get_settings
-
-        with fail_fast():
-            return validate_step(batch, MODEL, get_settings())
-
-    @task
-    def quarantine_rejected(outcomes: list[dict]) -> list[dict]:
-        from loopline.ingest import quarantine_step
-        from loopline.settings import get_settings
-
-        with fail_fast():
-            moved = quarantine_step(list(outcomes), MODEL, get_settings())
-        _alert_quarantined(moved)
-        return moved
-
-    @task
-    def version_accepted(outcomes: list[dict]) -> dict:
-        """One DVC version for all accepted batches; a batch that breaks a dataset rule is quarantined."""
-        from loopline.ingest import version_step
-        from loopline.settings import get_settings
-
-        with fail_fast():
-            result = version_step(list(outcomes), MODEL, get_current_context()["run_id"], get_settings())
-        _alert_quarantined(result["quarantined"])
-        return result
-
-    @task(inlets=[dataset], outlets=[dataset], trigger_rule=TriggerRule.NONE_FAILED)
-    def announce_versions() -> list[str]:
-        """One dataset event naming every data version that no earlier event named (skipped when none)."""
-        from loopline.faults import crash_point
-        from loopline.ingest import last_announced, unannounced_versions
-        from loopline.settings import get_settings
-
-        context = get_current_context()
-        events = context["inlet_events"][dataset].ascending(False).limit(20)
-        pending = unannounced_versions(MODEL, get_settings(), last_announced(events))
-        if not pending:
-            raise AirflowSkipException("every data version has had its dataset event")
-        context["outlet_events"][dataset].extra = {"version": pending[-1], "versions": pending}
-        crash_point("emit")
-        return pending
-
-    claimed = claim_batches()
-    wait_for_batches() >> claimed
-    outcomes = validate_batch.expand(batch=claimed)
-    quarantine_rejected(outcomes)
-    version_accepted(outcomes) >> announce_versions()
+from loopline.spec import ModelSpec
 
 
-def _alert_quarantined(moved: list[dict]) -> None:
+def _alert_quarantined(model: str, moved: list[dict]) -> None:
     if moved:
         LooplineNotifier(
-            title=f"Loopline: {len(moved)} {MODEL} batch(es) quarantined",
+            title=f"Loopline: {len(moved)} {model} batch(es) quarantined",
             body="\n\n".join(f"{m['summary']}\n-> {m['folder']}" for m in moved),
         )(get_current_context())
 
 
-loopline_ingest()
+def build(spec: ModelSpec) -> None:
+    """This station's DAG for one model."""
+    model = spec.name
+
+    @dag(
+        dag_id=dag_id(model, "ingest"),
+        schedule=timedelta(minutes=10),
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        tags=["loopline", "ingest", model],
+        default_args=default_args(),
+        doc_md=__doc__,
+    )
+    def loopline_ingest():
+        dataset = dataset_asset(model)
+
+        @task.sensor(poke_interval=30, timeout=9 * 60, mode="reschedule", soft_fail=True, inlets=[dataset])
+        def wait_for_batches() -> PokeReturnValue:
+            """Done for a complete landed file, a crashed run's batch in processing, or an unannounced version."""
+            from loopline.ingest import batches_waiting, last_announced, unannounced_versions
+            from loopline.settings import get_settings
+
+            settings = get_settings()
+            if batches_waiting(model, settings):
+                return PokeReturnValue(is_done=True)
+            events = get_current_context()["inlet_events"][dataset].ascending(False).limit(20)
+            return PokeReturnValue(is_done=bool(unannounced_versions(model, settings, last_announced(events))))
+
+        @task
+        def claim_batches() -> list[dict]:
+            from loopline.ingest import claim_step
+            from loopline.settings import get_settings
+
+            with fail_fast():
+                return claim_step(model, get_settings())
+
+        @task(map_index_template="{{ task.op_kwargs['batch']['source_name'] }}")
+        def validate_batch(batch: dict) -> dict:
+            from loopline.ingest import validate_step
+            from loopline.settings import get_settings
+
+            with fail_fast():
+                return validate_step(batch, model, get_settings())
+
+        @task
+        def quarantine_rejected(outcomes: list[dict]) -> list[dict]:
+            from loopline.ingest import quarantine_step
+            from loopline.settings import get_settings
+
+            with fail_fast():
+                moved = quarantine_step(list(outcomes), model, get_settings())
+            _alert_quarantined(model, moved)
+            return moved
+
+        @task
+        def version_accepted(outcomes: list[dict]) -> dict:
+            """One DVC version for all accepted batches; a batch that breaks a dataset rule is quarantined."""
+            from loopline.ingest import version_step
+            from loopline.settings import get_settings
+
+            with fail_fast():
+                result = version_step(list(outcomes), model, get_current_context()["run_id"], get_settings())
+            _alert_quarantined(model, result["quarantined"])
+            return result
+
+        @task(inlets=[dataset], outlets=[dataset], trigger_rule=TriggerRule.NONE_FAILED)
+        def announce_versions() -> list[str]:
+            """One dataset event naming every data version that no earlier event named (skipped when none)."""
+            from loopline.faults import crash_point
+            from loopline.ingest import last_announced, unannounced_versions
+            from loopline.settings import get_settings
+
+            context = get_current_context()
+            events = context["inlet_events"][dataset].ascending(False).limit(20)
+            pending = unannounced_versions(model, get_settings(), last_announced(events))
+            if not pending:
+                raise AirflowSkipException("every data version has had its dataset event")
+            context["outlet_events"][dataset].extra = {"version": pending[-1], "versions": pending}
+            crash_point("emit")
+            return pending
+
+        claimed = claim_batches()
+        wait_for_batches() >> claimed
+        outcomes = validate_batch.expand(batch=claimed)
+        quarantine_rejected(outcomes)
+        version_accepted(outcomes) >> announce_versions()
+
+    loopline_ingest()
+
+
+for _spec in models_for("ingest"):
+    build(_spec)

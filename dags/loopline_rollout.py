@@ -1,11 +1,11 @@
 """
 ### Rollout: a challenger reaches 100% only through steps judged automatically
 
-Starts when the train DAG publishes the `credit_risk_model` Asset (a version passed
+Starts when the train DAG publishes the `<model>_model` Asset (a version passed
 the quality gate), or by hand (**Trigger DAG w/ config**: which version, which mode).
 Nothing to do (no challenger, or it already serves) → the run is skipped.
 
-**canary** (default, steps from `models/credit_risk/spec.yaml`, e.g. 5 → 20 → 50 → 100%):
+**canary** (default, steps from `models/<model>/spec.yaml`, e.g. 5 → 20 → 50 → 100%):
 each `canary_<n>pct` task sets the canary's share of applicants, then compares canary
 and champion over the same window — error rate (service `/metrics`), p95 latency and
 score PSI (prediction log), live AUC once outcomes arrived — until the step has baked
@@ -17,7 +17,7 @@ gate results in the rollout record and audit trail, and alerts. After the last s
 `switch` moves all traffic at once, `post_switch_watch` switches straight back if the
 new champion fails its gates.
 
-Stop a running rollout from **loopline_rollout_control** (abort / rollback).
+Stop a running rollout from **<model>_rollout_control** (abort / rollback).
 """
 
 from __future__ import annotations
@@ -27,13 +27,10 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from loopline.assets import model_asset
 from loopline.dag_defaults import START_DATE, default_args, run_actor
+from loopline.dag_factory import dag_id, models_for
 from loopline.notifiers import LooplineNotifier
 from loopline.settings import get_settings
-from loopline.spec import load_spec
-
-MODEL = "credit_risk"
-ROLLOUT = load_spec(MODEL, get_settings().models_dir).rollout  # steps, bake and poll interval (spec file)
-CANARY_STEPS = ROLLOUT.steps[:-1]  # the last step (100%) is the promotion itself
+from loopline.spec import ModelSpec
 
 
 def _expected(prepared: dict) -> float:
@@ -47,11 +44,11 @@ def _judge(verdict) -> PokeReturnValue:
     return PokeReturnValue(is_done=verdict.status == "pass", xcom_value=verdict.to_dict())
 
 
-def _canary_step(step: float):
+def _canary_step(step: float, rollout):
     @task.sensor(
         task_id=f"canary_{round(step * 100)}pct",
-        poke_interval=ROLLOUT.poll_seconds,
-        timeout=ROLLOUT.max_step_seconds + 5 * ROLLOUT.poll_seconds,
+        poke_interval=rollout.poll_seconds,
+        timeout=rollout.max_step_seconds + 5 * rollout.poll_seconds,
         mode="reschedule",
         doc_md=f"Canary at {step:.0%} of applicants: passes once baked with every gate passed; a bad gate fails it.",
     )
@@ -63,104 +60,113 @@ def _canary_step(step: float):
     return canary_step
 
 
-@dag(
-    dag_id="loopline_rollout",
-    schedule=[model_asset(MODEL)],
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    tags=["loopline", "serve", MODEL],
-    default_args=default_args(),
-    params={
-        "version": Param(
-            "challenger",
-            type="string",
-            pattern=r"^(challenger|[1-9][0-9]*)$",
-            title="Version",
-            description="'challenger' or a registered version number",
-        ),
-        "mode": Param("spec", enum=["spec", "canary", "bluegreen"], title="Mode ('spec': as the model spec says)"),
-    },
-    doc_md=__doc__,
-)
-def loopline_rollout():
-    @task
-    def prepare() -> dict:
-        """Open a rollout record for the candidate, or skip the run when there is nothing to roll out."""
-        from loopline.rollout_flow import prepare
+def build(spec: ModelSpec) -> None:
+    """This station's DAG for one model."""
+    model = spec.name
+    rollout = spec.rollout  # steps, bake and poll interval (spec file)
+    canary_steps = rollout.steps[:-1]  # the last step (100%) is the promotion itself
 
-        params = get_current_context()["params"]
-        mode = None if params["mode"] == "spec" else params["mode"]
-        prepared = prepare(MODEL, params["version"], mode, run_actor(), get_settings())
-        if prepared is None:
-            raise AirflowSkipException("no challenger waiting, or it already serves")
-        return prepared
-
-    @task.branch
-    def choose_mode(prepared: dict) -> str:
-        first_step = f"canary_{round(CANARY_STEPS[0] * 100)}pct"
-        return first_step if prepared["mode"] == "canary" else "pre_switch_check"
-
-    @task(
-        on_success_callback=LooplineNotifier(
-            title="Loopline: credit_risk v{{ ti.xcom_pull('prepare')['candidate'] }} promoted to champion",
-            body="rollout passed every step; run {{ run_id }}",
-        )
+    @dag(
+        dag_id=dag_id(model, "rollout"),
+        schedule=[model_asset(model)],
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        tags=["loopline", "serve", model],
+        default_args=default_args(),
+        params={
+            "version": Param(
+                "challenger",
+                type="string",
+                pattern=r"^(challenger|[1-9][0-9]*)$",
+                title="Version",
+                description="'challenger' or a registered version number",
+            ),
+            "mode": Param("spec", enum=["spec", "canary", "bluegreen"], title="Mode ('spec': as the model spec says)"),
+        },
+        doc_md=__doc__,
     )
-    def promote(prepared: dict) -> dict:
-        from loopline.rollout_flow import promote
+    def loopline_rollout():
+        @task
+        def prepare() -> dict:
+            """Open a rollout record for the candidate, or skip the run when there is nothing to roll out."""
+            from loopline.rollout_flow import prepare
 
-        return promote(prepared["rollout_id"], run_actor(), get_settings())
+            params = get_current_context()["params"]
+            mode = None if params["mode"] == "spec" else params["mode"]
+            prepared = prepare(model, params["version"], mode, run_actor(), get_settings())
+            if prepared is None:
+                raise AirflowSkipException("no challenger waiting, or it already serves")
+            return prepared
 
-    @task
-    def pre_switch_check(prepared: dict) -> dict:
-        from loopline.rollout_flow import pre_switch_check
+        @task.branch
+        def choose_mode(prepared: dict) -> str:
+            first_step = f"canary_{round(canary_steps[0] * 100)}pct"
+            return first_step if prepared["mode"] == "canary" else "pre_switch_check"
 
-        verdict = pre_switch_check(prepared["rollout_id"], get_settings(), _expected(prepared))
-        if verdict.status == "fail":
-            raise AirflowFailException(verdict.summary())
-        return verdict.to_dict()
-
-    @task
-    def switch(prepared: dict) -> dict:
-        from loopline.rollout_flow import switch
-
-        return switch(prepared["rollout_id"], run_actor(), get_settings())
-
-    @task.sensor(
-        poke_interval=ROLLOUT.poll_seconds,
-        timeout=ROLLOUT.max_step_seconds + 5 * ROLLOUT.poll_seconds,
-        mode="reschedule",
-    )
-    def post_switch_watch(prepared: dict) -> PokeReturnValue:
-        from loopline.rollout_flow import post_switch_watch
-
-        return _judge(post_switch_watch(prepared["rollout_id"], run_actor(), get_settings(), _expected(prepared)))
-
-    @task(trigger_rule="one_failed", retries=3)
-    def put_champion_back(prepared: dict) -> None:
-        """Runs only when a step failed or crashed: all traffic back on the champion, then fails the run and alerts."""
-        from loopline.rollout_flow import fail
-
-        rollout = fail(prepared["rollout_id"], run_actor(), get_settings())
-        raise AirflowFailException(
-            f"rollout #{rollout['id']} of v{rollout['candidate_version']} failed; "
-            f"v{rollout['champion_version']} serves all traffic again. {rollout['outcome']}"
+        @task(
+            on_success_callback=LooplineNotifier(
+                title="Loopline: credit_risk v{{ ti.xcom_pull('prepare')['candidate'] }} promoted to champion",
+                body="rollout passed every step; run {{ run_id }}",
+            )
         )
+        def promote(prepared: dict) -> dict:
+            from loopline.rollout_flow import promote
 
-    prepared = prepare()
-    branch = choose_mode(prepared)
-    canary_tasks = [_canary_step(step)(prepared) for step in CANARY_STEPS]
-    branch >> canary_tasks[0]
-    for earlier, later in zip(canary_tasks, canary_tasks[1:], strict=False):
-        earlier >> later
-    promoted = promote(prepared)
-    canary_tasks[-1] >> promoted
-    check = pre_switch_check(prepared)
-    switched = switch(prepared)
-    watched = post_switch_watch(prepared)
-    branch >> check >> switched >> watched
-    [*canary_tasks, check, switched, watched, promoted] >> put_champion_back(prepared)
+            return promote(prepared["rollout_id"], run_actor(), get_settings())
+
+        @task
+        def pre_switch_check(prepared: dict) -> dict:
+            from loopline.rollout_flow import pre_switch_check
+
+            verdict = pre_switch_check(prepared["rollout_id"], get_settings(), _expected(prepared))
+            if verdict.status == "fail":
+                raise AirflowFailException(verdict.summary())
+            return verdict.to_dict()
+
+        @task
+        def switch(prepared: dict) -> dict:
+            from loopline.rollout_flow import switch
+
+            return switch(prepared["rollout_id"], run_actor(), get_settings())
+
+        @task.sensor(
+            poke_interval=rollout.poll_seconds,
+            timeout=rollout.max_step_seconds + 5 * rollout.poll_seconds,
+            mode="reschedule",
+        )
+        def post_switch_watch(prepared: dict) -> PokeReturnValue:
+            from loopline.rollout_flow import post_switch_watch
+
+            return _judge(post_switch_watch(prepared["rollout_id"], run_actor(), get_settings(), _expected(prepared)))
+
+        @task(trigger_rule="one_failed", retries=3)
+        def put_champion_back(prepared: dict) -> None:
+            """Runs only when a step failed or crashed: all traffic back on the champion; fails the run, alerts."""
+            from loopline.rollout_flow import fail
+
+            rollout = fail(prepared["rollout_id"], run_actor(), get_settings())
+            raise AirflowFailException(
+                f"rollout #{rollout['id']} of v{rollout['candidate_version']} failed; "
+                f"v{rollout['champion_version']} serves all traffic again. {rollout['outcome']}"
+            )
+
+        prepared = prepare()
+        branch = choose_mode(prepared)
+        canary_tasks = [_canary_step(step, rollout)(prepared) for step in canary_steps]
+        branch >> canary_tasks[0]
+        for earlier, later in zip(canary_tasks, canary_tasks[1:], strict=False):
+            earlier >> later
+        promoted = promote(prepared)
+        canary_tasks[-1] >> promoted
+        check = pre_switch_check(prepared)
+        switched = switch(prepared)
+        watched = post_switch_watch(prepared)
+        branch >> check >> switched >> watched
+        [*canary_tasks, check, switched, watched, promoted] >> put_champion_back(prepared)
+
+    loopline_rollout()
 
 
-loopline_rollout()
+for _spec in models_for("rollout"):
+    build(_spec)

@@ -26,10 +26,10 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from loopline.assets import dataset_asset, model_asset
 from loopline.dag_defaults import START_DATE, default_args, run_actor
+from loopline.dag_factory import dag_id, models_for
 from loopline.data_registry import DATA_VERSION_PATTERN
 from loopline.hyperparams import OVERRIDE_SCHEMA
-
-MODEL = "credit_risk"
+from loopline.spec import ModelSpec
 
 
 def _settings():
@@ -38,109 +38,120 @@ def _settings():
     return get_settings()
 
 
-@dag(
-    dag_id="loopline_train",
-    schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"), assets=dataset_asset(MODEL)
-    ),
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    tags=["loopline", "train", MODEL],
-    default_args=default_args(retry_delay=timedelta(minutes=1)),
-    params={
-        "data_version": Param(
-            "latest",
-            type="string",
-            pattern=DATA_VERSION_PATTERN,
-            title="Data version",
-            description="'latest', a version such as 'v0003', or a data-registry commit",
+def build(spec: ModelSpec) -> None:
+    """This station's DAG for one model."""
+    model = spec.name
+
+    @dag(
+        dag_id=dag_id(model, "train"),
+        schedule=AssetOrTimeSchedule(
+            timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"), assets=dataset_asset(model)
         ),
-        "hyperparameters": Param(
-            {},
-            type="object",
-            title="Hyperparameter overrides",
-            description='LightGBM parameters to override, e.g. {"learning_rate": 0.03}',
-            **{k: v for k, v in OVERRIDE_SCHEMA.items() if k != "type"},
-        ),
-        "reason": Param(
-            "scheduled",
-            type="string",
-            minLength=1,
-            maxLength=500,
-            title="Reason",
-            description="Why this model is being trained; recorded on the MLflow run",
-        ),
-        "drift_report": Param(
-            None,
-            type=["null", "string"],  # optional: the UI form treats a non-null type as required
-            maxLength=1000,
-            title="Drift report",
-            description="Set by loopline_drift: the MLflow URI of the drift report behind this retrain",
-        ),
-    },
-    doc_md=__doc__,
-)
-def loopline_train():
-    @task
-    def start_run() -> dict:
-        """Resolve the exact data version; open (or reuse) the MLflow run with the full lineage."""
-        from loopline.train_flow import start
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        tags=["loopline", "train", model],
+        default_args=default_args(retry_delay=timedelta(minutes=1)),
+        params={
+            "data_version": Param(
+                "latest",
+                type="string",
+                pattern=DATA_VERSION_PATTERN,
+                title="Data version",
+                description="'latest', a version such as 'v0003', or a data-registry commit",
+            ),
+            "hyperparameters": Param(
+                {},
+                type="object",
+                title="Hyperparameter overrides",
+                description='LightGBM parameters to override, e.g. {"learning_rate": 0.03}',
+                **{k: v for k, v in OVERRIDE_SCHEMA.items() if k != "type"},
+            ),
+            "reason": Param(
+                "scheduled",
+                type="string",
+                minLength=1,
+                maxLength=500,
+                title="Reason",
+                description="Why this model is being trained; recorded on the MLflow run",
+            ),
+            "drift_report": Param(
+                None,
+                type=["null", "string"],  # optional: the UI form treats a non-null type as required
+                maxLength=1000,
+                title="Drift report",
+                description="Set by loopline_drift: the MLflow URI of the drift report behind this retrain",
+            ),
+        },
+        doc_md=__doc__,
+    )
+    def loopline_train():
+        @task
+        def start_run() -> dict:
+            """Resolve the exact data version; open (or reuse) the MLflow run with the full lineage."""
+            from loopline.train_flow import start
 
-        context = get_current_context()
-        params = context["params"]
-        run_tags = {
-            "airflow.dag_id": context["dag"].dag_id,
-            "airflow.dag_run_id": context["run_id"],
-            "mlflow.runName": f"{MODEL}-{context['run_id']}",
-        }
-        if params["drift_report"]:
-            run_tags["loopline.drift_report"] = params["drift_report"]  # lineage: the drift that caused this run
-        run = start(MODEL, params["data_version"], params["hyperparameters"], params["reason"], run_tags, _settings())
-        return run.to_dict()
+            context = get_current_context()
+            params = context["params"]
+            run_tags = {
+                "airflow.dag_id": context["dag"].dag_id,
+                "airflow.dag_run_id": context["run_id"],
+                "mlflow.runName": f"{model}-{context['run_id']}",
+            }
+            if params["drift_report"]:
+                run_tags["loopline.drift_report"] = params["drift_report"]  # lineage: the drift that caused this run
+            run = start(
+                model, params["data_version"], params["hyperparameters"], params["reason"], run_tags, _settings()
+            )
+            return run.to_dict()
 
-    @task
-    def validate_data(run: dict) -> dict:
-        """GE suite over the whole pulled dataset; a failure stops the run before training."""
-        from loopline.train_flow import TrainRun, validate_data
+        @task
+        def validate_data(run: dict) -> dict:
+            """GE suite over the whole pulled dataset; a failure stops the run before training."""
+            from loopline.train_flow import TrainRun, validate_data
 
-        return validate_data(TrainRun(**run), _settings())
+            return validate_data(TrainRun(**run), _settings())
 
-    @task
-    def train_and_evaluate(run: dict) -> dict:
-        from loopline.train_flow import TrainRun, train_and_evaluate
+        @task
+        def train_and_evaluate(run: dict) -> dict:
+            from loopline.train_flow import TrainRun, train_and_evaluate
 
-        return train_and_evaluate(TrainRun(**run), _settings()).to_dict()
+            return train_and_evaluate(TrainRun(**run), _settings()).to_dict()
 
-    @task
-    def register_model(run: dict) -> dict:
-        from loopline.train_flow import TrainRun, register
+        @task
+        def register_model(run: dict) -> dict:
+            from loopline.train_flow import TrainRun, register
 
-        return register(TrainRun(**run), _settings()).to_dict()
+            return register(TrainRun(**run), _settings()).to_dict()
 
-    @task(outlets=[model_asset(MODEL)])
-    def quality_gate(run: dict) -> dict:
-        """Floor and champion comparison on one holdout; sets `challenger` (or `champion` for the first)."""
-        from loopline.train_flow import TrainRun, quality_gate
+        @task(outlets=[model_asset(model)])
+        def quality_gate(run: dict) -> dict:
+            """Floor and champion comparison on one holdout; sets `challenger` (or `champion` for the first)."""
+            from loopline.train_flow import TrainRun, quality_gate
 
-        result = quality_gate(TrainRun(**run), _settings(), run_actor())
-        if not result["passed"]:
-            raise AirflowSkipException(f"version {result['version']} rejected by the quality gate: {result['checks']}")
-        return result
+            result = quality_gate(TrainRun(**run), _settings(), run_actor())
+            if not result["passed"]:
+                raise AirflowSkipException(
+                    f"version {result['version']} rejected by the quality gate: {result['checks']}"
+                )
+            return result
 
-    @task
-    def package_bento(run: dict, gate: dict) -> str:
-        """Import the version into BentoML and build its Bento; the tag is recorded on the model version."""
-        from loopline.packaging import build_bento
+        @task
+        def package_bento(run: dict, gate: dict) -> str:
+            """Import the version into BentoML and build its Bento; the tag is recorded on the model version."""
+            from loopline.packaging import build_bento
 
-        return build_bento(run["model_name"], run["model_version"], _settings())
+            return build_bento(run["model_name"], run["model_version"], _settings())
 
-    run = start_run()
-    checked = validate_data(run)
-    trained = train_and_evaluate(run)
-    checked >> trained
-    registered = register_model(trained)
-    package_bento(registered, quality_gate(registered))
+        run = start_run()
+        checked = validate_data(run)
+        trained = train_and_evaluate(run)
+        checked >> trained
+        registered = register_model(trained)
+        package_bento(registered, quality_gate(registered))
+
+    loopline_train()
 
 
-loopline_train()
+for _spec in models_for("train"):
+    build(_spec)

@@ -28,15 +28,15 @@ loopline generate --weeks 0-3 --rows 2000
 loopline malformed
 
 step "Ingest DAG: validate with Great Expectations, quarantine the bad, version the good with DVC"
-run_dag loopline_ingest 1
+run_dag credit_risk_ingest 1
 
 step "Train DAG: exact data version -> LightGBM -> MLflow -> registry -> gate -> Bento (first model becomes champion)"
-run_dag loopline_train 1
+run_dag credit_risk_train 1
 
 step "Weeks 4-5 arrive; ingest and train again (the new version must beat the champion's holdout to be challenger)"
 loopline generate --weeks 4-5 --rows 2000
-run_dag loopline_ingest 2
-run_dag loopline_train 2
+run_dag credit_risk_ingest 2
+run_dag credit_risk_train 2
 
 step "What the line holds now"
 loopline status
@@ -51,7 +51,7 @@ cat <<TXT
 
 Explore what the run left behind (README, "Look at what it did"):
   eval "\$(.venv/bin/loopline env)"; export PATH="\$PWD/.venv/bin:\$PATH"
-  airflow dags list-runs loopline_train
+  airflow dags list-runs credit_risk_train
   mlflow ui --backend-store-uri "\$MLFLOW_TRACKING_URI"        # http://localhost:5000
   git -C "\$LOOPLINE_HOME/data-registry" log --oneline --decorate
   (cd "\$LOOPLINE_HOME/data-registry" && dvc status -c)

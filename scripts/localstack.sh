@@ -101,7 +101,7 @@ up() {
   wait_for "$AIRFLOW_SERVICES" airflow_healthy http://127.0.0.1:8080/api/v2/monitor/health
   # DAGs that `make demo` registered (paused, Airflow's default) are unpaused once; a later pause is kept.
   if [[ ! -e $AIRFLOW_HOME/loopline-dags-unpaused ]]; then
-    airflow dags unpause --treat-dag-id-as-regex --yes '^loopline_' >"$RUN/airflow-unpause.log" 2>&1 || true
+    airflow dags unpause --treat-dag-id-as-regex --yes '.*' >"$RUN/airflow-unpause.log" 2>&1 || true
     touch "$AIRFLOW_HOME/loopline-dags-unpaused"
   fi
   wait_for mlflow answers http://127.0.0.1:5000/health
@@ -112,7 +112,7 @@ up() {
 Loopline is up (logs and pid files in $RUN; \`make down\` stops everything):
   Airflow   http://localhost:8080   log in as admin / $(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["admin"])' "$passwords")
   MLflow    http://localhost:5000
-  The loopline_* DAGs run on their own: ingest every 10 min, drift hourly, train weekly and on new
+  Every model's DAGs run on their own: ingest every 10 min, drift hourly, train weekly and on new
   data, rollout on a new challenger (pause any of them in the Airflow UI).
 TXT
   if running bento; then

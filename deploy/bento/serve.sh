@@ -7,7 +7,7 @@
 set -euo pipefail
 model="${LOOPLINE_BENTO_MODEL:-credit_risk:latest}"
 until bentoml models get "$model" >/dev/null 2>&1; do
-  echo "waiting for $model in the BentoML model store: the loopline_train DAG puts it there"
+  echo "waiting for $model in the BentoML model store: the credit_risk_train DAG puts it there"
   sleep 30
 done
 exec bentoml serve service:ModelService --working-dir /opt/loopline/models/credit_risk --host 0.0.0.0 --port 3000

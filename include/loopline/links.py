@@ -20,13 +20,14 @@ from urllib.parse import quote
 
 from airflow.sdk import BaseOperatorLink
 
+from loopline.dag_factory import station_of
+
 if TYPE_CHECKING:
     from airflow.sdk.types import TaskInstanceKey
 
 log = logging.getLogger(__name__)
 
 
-TRAIN_DAG = "loopline_train"
 # Tasks whose own return value is a TrainRun dict (run_id, experiment_id, model_name, model_version).
 TRAIN_RUN_TASKS = ("start_run", "train_and_evaluate", "register_model")
 # Train tasks that return something else; their MLflow run is the one start_run opened.
@@ -100,7 +101,7 @@ class _LooplineLink(BaseOperatorLink):
     """A link that never fails the task page: any problem is logged and shows as no link."""
 
     def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
-        if ti_key.dag_id != TRAIN_DAG:
+        if (station_of(ti_key.dag_id) or ("", ""))[1] != "train":
             return ""
         try:
             return self.url_for(ti_key)

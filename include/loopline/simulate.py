@@ -120,8 +120,8 @@ def simulate(weeks: int, shift_week: int, rows: int, seed: int, out_dir: Path, e
     echo("bootstrap: 4 stable weeks → ingest → train → first champion")
     for week in range(4):
         _land(datagen.make_batch(week, rows, seed), landing, f"sim-w{week:02d}.csv")
-    line.run("loopline_ingest")
-    line.run("loopline_train", {"reason": "simulation bootstrap"})
+    line.run("credit_risk_ingest")
+    line.run("credit_risk_train", {"reason": "simulation bootstrap"})
     champion = tracking.alias_version(client, MODEL, "champion")
     if champion is None:
         raise RuntimeError("bootstrap training produced no champion")
@@ -142,17 +142,17 @@ def simulate(weeks: int, shift_week: int, rows: int, seed: int, out_dir: Path, e
                     outcomes_landing / f"sim-w{week - 1:02d}.csv", index=False
                 )
             outcomes_landing.mkdir(parents=True, exist_ok=True)
-            line.run("loopline_drift", {"window_start": week_started.isoformat()})
+            line.run("credit_risk_drift", {"window_start": week_started.isoformat()})
             from loopline.monitoring_state import MonitoringState
 
             check = MonitoringState(settings.state_db_uri).latest(MODEL, 1)[0]
             result.drift, result.triggered = check.verdict, check.triggered
             _land(batch, landing, f"sim-w{week:02d}.csv")
-            line.run("loopline_ingest")
+            line.run("credit_risk_ingest")
             result.data_version = str(_latest_data_version(settings, spec))
             if check.triggered:
                 conf = {"reason": f"drift: {check.verdict}", "data_version": "latest", "drift_report": check.report_uri}
-                line.run("loopline_train", conf)
+                line.run("credit_risk_train", conf)
                 newest = max(client.search_model_versions(f"name='{MODEL}'"), key=lambda v: int(v.version))
                 result.retrain = f"v{newest.version}: {newest.tags.get('loopline.gate_decision', '?')}"
                 if tracking.alias_version(client, MODEL, "challenger"):
@@ -189,7 +189,7 @@ def _rollout_under_traffic(line: Line, week: int, rows: int, seed: int, shift) -
     thread = threading.Thread(target=traffic, daemon=True)
     thread.start()
     try:
-        line.run("loopline_rollout", {"version": "challenger", "mode": "spec"})
+        line.run("credit_risk_rollout", {"version": "challenger", "mode": "spec"})
     finally:
         stop.set()
         thread.join(timeout=60)

@@ -28,12 +28,12 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 AIRFLOW = Path(sys.executable).with_name("airflow")
 LOOPLINE_DAGS = (
-    "loopline_batch_score",
-    "loopline_drift",
-    "loopline_ingest",
-    "loopline_rollout",
-    "loopline_rollout_control",
-    "loopline_train",
+    "credit_risk_batch_score",
+    "credit_risk_drift",
+    "credit_risk_ingest",
+    "credit_risk_rollout",
+    "credit_risk_rollout_control",
+    "credit_risk_train",
 )
 MLFLOW_UI = "http://mlflow.loopline.test:5000"
 SERVICE_URL = "http://bento.loopline.test:3000"
@@ -120,7 +120,7 @@ def seed_serving_state(env: dict[str, str]) -> None:
 
     state = ServingState(env["LOOPLINE_STATE_DB_URI"])
     first = state.change(
-        Route("credit_risk", champion_version="1"), "first_champion", "dag:loopline_train/seed", "first model"
+        Route("credit_risk", champion_version="1"), "first_champion", "dag:credit_risk_train/seed", "first model"
     )
     pinned = Route("credit_risk", champion_version="1", canary_version="2", canary_weight=0.05, revision=first.revision)
     state.change(pinned, "pin", "user:browser-test", "A/B test <v2> & v1")

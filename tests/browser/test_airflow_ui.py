@@ -1,6 +1,6 @@
 """The Airflow 3 UI as a person uses it, in headless Chromium against real Airflow processes.
 
-Log in through the login form, find the Loopline DAGs, trigger ``loopline_train`` through its
+Log in through the login form, find the Loopline DAGs, trigger ``credit_risk_train`` through its
 typed Trigger form (Params), see the run exist, see the Loopline task extra links on a task,
 and open the Loopline page from the navigation. A screenshot per step lands in pytest's tmp dir.
 
@@ -92,15 +92,17 @@ def test_login_trigger_links_and_loopline_page(browser, airflow_ui, screenshots)
 
     # 2. The DAG list shows every Loopline DAG.
     driver.get(f"{url}/dags?tags=loopline")
-    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "[data-testid=dag-id][href='/dags/loopline_train']")))
+    wait.until(
+        EC.presence_of_element_located((By.CSS_SELECTOR, "[data-testid=dag-id][href='/dags/credit_risk_train']"))
+    )
     dag_links = driver.find_elements(By.CSS_SELECTOR, "[data-testid=dag-id]")
     listed = {el.get_attribute("href").rsplit("/", 1)[-1] for el in dag_links}
     assert set(LOOPLINE_DAGS) <= listed, listed
     screenshots(driver, "dag-list")
 
-    # 3. loopline_train -> Trigger: the typed Params form; only the reason is filled in.
-    driver.find_element(By.CSS_SELECTOR, "[data-testid=dag-id][href='/dags/loopline_train']").click()
-    wait.until(EC.url_to_be(f"{url}/dags/loopline_train"))
+    # 3. credit_risk_train -> Trigger: the typed Params form; only the reason is filled in.
+    driver.find_element(By.CSS_SELECTOR, "[data-testid=dag-id][href='/dags/credit_risk_train']").click()
+    wait.until(EC.url_to_be(f"{url}/dags/credit_risk_train"))
     click(wait, (By.CSS_SELECTOR, "[data-testid=trigger-dag-button]"))  # the DAG page's, not the list's
     reason = wait.until(EC.element_to_be_clickable((By.ID, "element_reason")))
     assert driver.find_element(By.ID, "element_data_version").get_attribute("value") == "latest"
@@ -127,17 +129,17 @@ def test_login_trigger_links_and_loopline_page(browser, airflow_ui, screenshots)
     submit.click()
 
     # 4. The run exists, with the reason from the form (REST API), and the UI shows it.
-    wait.until(EC.url_contains("/dags/loopline_train/runs/"))
+    wait.until(EC.url_contains("/dags/credit_risk_train/runs/"))
     run_id = unquote(driver.current_url.split("/runs/", 1)[1].split("/", 1)[0])
-    run = airflow_ui.api("GET", f"/api/v2/dags/loopline_train/dagRuns/{quote(run_id, safe='')}").json()
+    run = airflow_ui.api("GET", f"/api/v2/dags/credit_risk_train/dagRuns/{quote(run_id, safe='')}").json()
     assert run["conf"]["reason"] == REASON and run["conf"]["data_version"] == "latest"
     assert run["run_type"] == "manual" and run["state"] == "queued"
-    runs = airflow_ui.api("GET", "/api/v2/dags/loopline_train/dagRuns").json()["dag_runs"]
+    runs = airflow_ui.api("GET", "/api/v2/dags/credit_risk_train/dagRuns").json()["dag_runs"]
     assert [r["dag_run_id"] for r in runs] == [run_id]  # paused: no scheduled run besides ours
     screenshots(driver, "run-created")
 
     # 5. Task extra links, from what the train tasks return (XComs set through the REST API).
-    tis = f"/api/v2/dags/loopline_train/dagRuns/{quote(run_id, safe='')}/taskInstances"
+    tis = f"/api/v2/dags/credit_risk_train/dagRuns/{quote(run_id, safe='')}/taskInstances"
     for task_id, value in [
         ("start_run", TRAIN_RUN),
         ("register_model", {**TRAIN_RUN, "model_version": "1"}),
@@ -155,7 +157,7 @@ def test_login_trigger_links_and_loopline_page(browser, airflow_ui, screenshots)
     }
     for task_id, links in expected.items():
         assert airflow_ui.api("GET", f"{tis}/{task_id}/links").json()["extra_links"] == links, task_id
-    driver.get(f"{url}/dags/loopline_train/runs/{quote(run_id, safe='')}/tasks/register_model/details")
+    driver.get(f"{url}/dags/credit_risk_train/runs/{quote(run_id, safe='')}/tasks/register_model/details")
     mlflow_run = wait.until(EC.presence_of_element_located((By.XPATH, "//a[normalize-space()='MLflow run']")))
     assert mlflow_run.get_attribute("href") == run_url
     assert driver.find_element(By.XPATH, "//a[normalize-space()='Model version']").get_attribute("href") == version_url

@@ -17,15 +17,15 @@ DAGS = Path(__file__).resolve().parents[2] / "dags"
 DAG_FILES = sorted(DAGS.glob("*.py"))
 HEAVY = ("pandas", "lightgbm", "mlflow", "great_expectations", "bentoml", "dvc", "alibi_detect", "sklearn", "pyarrow")
 EXPECTED = {
-    "loopline_ingest",
-    "loopline_train",
-    "loopline_batch_score",
-    "loopline_rollout",
-    "loopline_rollout_control",
-    "loopline_drift",
+    "credit_risk_ingest",
+    "credit_risk_train",
+    "credit_risk_batch_score",
+    "credit_risk_rollout",
+    "credit_risk_rollout_control",
+    "credit_risk_drift",
 }
 # They write shared state: one run at a time.
-STATEFUL = {"loopline_ingest", "loopline_train", "loopline_rollout", "loopline_rollout_control"}
+STATEFUL = {"credit_risk_ingest", "credit_risk_train", "credit_risk_rollout", "credit_risk_rollout_control"}
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_no_cycles(dagbag):
 def test_expected_schedules(dagbag):
     from airflow.sdk import AssetOrTimeSchedule
 
-    ingest, train = dagbag.dags["loopline_ingest"], dagbag.dags["loopline_train"]
+    ingest, train = dagbag.dags["credit_risk_ingest"], dagbag.dags["credit_risk_train"]
     assert ingest.timetable.delta == timedelta(minutes=10)  # frequent polls; the sensor waits for files
     assert isinstance(train.timetable, AssetOrTimeSchedule)
     assert train.timetable.timetable.expression == "0 3 * * 1"  # weekly, Monday 03:00 UTC
@@ -113,7 +113,7 @@ def test_expected_schedules(dagbag):
 
 
 def test_ingest_sensor_frees_its_worker_slot(dagbag):
-    sensor = dagbag.dags["loopline_ingest"].get_task("wait_for_batches")
+    sensor = dagbag.dags["credit_risk_ingest"].get_task("wait_for_batches")
     assert sensor.mode == "reschedule"
     assert sensor.soft_fail is True
 
@@ -121,7 +121,7 @@ def test_ingest_sensor_frees_its_worker_slot(dagbag):
 def test_train_params_are_typed_and_validated(dagbag):
     from airflow.sdk.definitions.param import ParamValidationError
 
-    params = dagbag.dags["loopline_train"].params
+    params = dagbag.dags["credit_risk_train"].params
     assert set(params.keys()) == {"data_version", "hyperparameters", "reason", "drift_report"}
     params.validate()  # the defaults are valid
     for key, bad in [
@@ -143,7 +143,7 @@ def test_train_params_are_typed_and_validated(dagbag):
 def test_batch_scoring_params(dagbag):
     from airflow.sdk.definitions.param import ParamValidationError
 
-    params = copy.deepcopy(dagbag.dags["loopline_batch_score"].params)
+    params = copy.deepcopy(dagbag.dags["credit_risk_batch_score"].params)
     params.update({"input_path": "/data/applications.csv"})
     params.validate()
     for key, bad in [("model", "best"), ("model", "0"), ("input_path", "")]:
@@ -156,16 +156,16 @@ def test_batch_scoring_params(dagbag):
 def test_rollout_and_drift_params(dagbag):
     from airflow.sdk.definitions.param import ParamValidationError
 
-    rollout = dagbag.dags["loopline_rollout"]
+    rollout = dagbag.dags["credit_risk_rollout"]
     assert [t.task_id for t in rollout.tasks if t.task_id.startswith("canary_")] == [
         "canary_5pct",
         "canary_20pct",
         "canary_50pct",
     ]  # steps from the spec; the last one (100%) is the promotion
     for dag_id, key, bad in [
-        ("loopline_rollout", "version", "latest"),
-        ("loopline_rollout", "mode", "shadow"),
-        ("loopline_rollout_control", "weight", 1.5),
+        ("credit_risk_rollout", "version", "latest"),
+        ("credit_risk_rollout", "mode", "shadow"),
+        ("credit_risk_rollout_control", "weight", 1.5),
     ]:
         trial = copy.deepcopy(dagbag.dags[dag_id].params)
         if "reason" in trial:
@@ -174,5 +174,56 @@ def test_rollout_and_drift_params(dagbag):
         with pytest.raises(ParamValidationError):
             trial[key] = bad
             trial.validate()
-    drift = copy.deepcopy(dagbag.dags["loopline_drift"].params)
+    drift = copy.deepcopy(dagbag.dags["credit_risk_drift"].params)
     drift.validate()  # no window_start: the spec's window
+
+
+def _bag_for(models_dir, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    from loopline.settings import get_settings
+
+    monkeypatch.setenv("LOOPLINE_MODELS_DIR", str(models_dir))
+    get_settings.cache_clear()
+    try:
+        return DagBag(dag_folder=str(DAGS))
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+
+
+def _copy_model(models_dir, name, edit=None):
+    import yaml
+
+    src = Path(__file__).resolve().parents[2] / "models" / "credit_risk" / "spec.yaml"
+    raw = yaml.safe_load(src.read_text())
+    raw["name"], raw["dataset"]["name"] = name, name
+    if edit:
+        edit(raw)
+    (models_dir / name).mkdir(parents=True)
+    (models_dir / name / "spec.yaml").write_text(yaml.safe_dump(raw))
+
+
+def test_every_model_folder_gets_its_own_line(tmp_path, monkeypatch):
+    from loopline.dag_factory import STATIONS
+
+    for name in ("credit_risk", "churn"):
+        _copy_model(tmp_path, name)
+    bag = _bag_for(tmp_path, monkeypatch)
+    assert not bag.import_errors
+    for model in ("credit_risk", "churn"):
+        for station in STATIONS:
+            dag = bag.dags[f"{model}_{station}"]
+            assert model in dag.tags
+    assets = {o.uri for t in bag.dags["churn_ingest"].tasks for o in t.outlets}
+    assert assets == {"dvc://loopline/churn"}  # its own Asset, never the other model's
+
+
+def test_a_broken_model_folder_names_itself_and_hides_no_other_dag(tmp_path, monkeypatch):
+    _copy_model(tmp_path, "credit_risk")
+    _copy_model(tmp_path, "broken", lambda raw: raw["training"].update(valid_weeks=0))
+    bag = _bag_for(tmp_path, monkeypatch)
+    [(path, error)] = bag.import_errors.items()
+    assert path.endswith("loopline_model_folders.py")
+    assert "models/broken" in error and "training.valid_weeks" in error and "greater than or equal to 1" in error
+    assert "credit_risk_train" in bag.dags and not any(d.startswith("broken_") for d in bag.dags)

@@ -3,7 +3,7 @@
 Only settings differ from the embedded default: the test sets the ``LOOPLINE_*``
 variables, takes the Airflow environment from ``loopline env``, and runs the real
 processes (api-server, scheduler, dag-processor, a Celery worker) on a fresh
-Postgres database. It triggers ``loopline_ingest`` through the REST API and checks
+Postgres database. It triggers ``credit_risk_ingest`` through the REST API and checks
 that every task ran on the Celery worker and that the batch became a data version.
 """
 
@@ -136,14 +136,16 @@ def test_ingest_runs_on_celery_workers_against_postgres(tmp_path, database):
         wait_for("the api-server", lambda: api.get("/api/v2/monitor/health").status_code == 200, 180, logs)
         token = api.post("/auth/token", json={"username": "admin", "password": PASSWORD}).raise_for_status()
         api.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
-        wait_for("loopline_ingest to be parsed", lambda: api.get("/api/v2/dags/loopline_ingest").is_success, 120, logs)
+        wait_for(
+            "credit_risk_ingest to be parsed", lambda: api.get("/api/v2/dags/credit_risk_ingest").is_success, 120, logs
+        )
 
-        api.patch("/api/v2/dags/loopline_ingest", json={"is_paused": False}).raise_for_status()
-        dag_run = api.post("/api/v2/dags/loopline_ingest/dagRuns", json={"logical_date": None}).raise_for_status()
+        api.patch("/api/v2/dags/credit_risk_ingest", json={"is_paused": False}).raise_for_status()
+        dag_run = api.post("/api/v2/dags/credit_risk_ingest/dagRuns", json={"logical_date": None}).raise_for_status()
         run_id = dag_run.json()["dag_run_id"]
 
         def finished():
-            state = api.get(f"/api/v2/dags/loopline_ingest/dagRuns/{run_id}").json()["state"]
+            state = api.get(f"/api/v2/dags/credit_risk_ingest/dagRuns/{run_id}").json()["state"]
             return state if state in ("success", "failed") else None
 
         state = wait_for("the ingest run", finished, 240, logs)
@@ -170,7 +172,7 @@ def assert_ran_on_celery(db: str, run_id: str, queue: str, worker_log: Path) -> 
             cur.execute(
                 "SELECT ti.task_id, ti.state, ti.queue, ti.external_executor_id, m.status"
                 " FROM task_instance ti LEFT JOIN celery_taskmeta m ON m.task_id = ti.external_executor_id"
-                " WHERE ti.dag_id = 'loopline_ingest' AND ti.run_id = %s",
+                " WHERE ti.dag_id = 'credit_risk_ingest' AND ti.run_id = %s",
                 (run_id,),
             )
             rows = cur.fetchall()

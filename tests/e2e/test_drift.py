@@ -62,7 +62,7 @@ def send(server: BentoServer, frame) -> list[dict]:
 
 def drift_run(run_dag, since: datetime):
     """The drift DAG over the traffic since ``since`` (the test's own; earlier tests' traffic stays out)."""
-    return run_dag("loopline_drift", conf={"window_start": since.isoformat()}, logical_date=datetime.now(UTC))
+    return run_dag("credit_risk_drift", conf={"window_start": since.isoformat()}, logical_date=datetime.now(UTC))
 
 
 def task_states(dr) -> dict[str, str]:
@@ -72,7 +72,7 @@ def task_states(dr) -> dict[str, str]:
 def queued_train_runs() -> list:
     from airflow.models import DagRun
 
-    return [r for r in DagRun.find(dag_id="loopline_train") if (r.conf or {}).get("drift_report")]
+    return [r for r in DagRun.find(dag_id="credit_risk_train") if (r.conf or {}).get("drift_report")]
 
 
 def test_stable_traffic_is_not_drift(run_dag, service):
@@ -123,10 +123,10 @@ def test_the_triggered_retrain_records_its_drift_report_and_rolls_out(run_dag, s
     for week in (4, 5):  # the shifted world reaches the landing zone as new weekly batches
         batch = datagen.make_batch(week, n_rows=800, seed=23, drift=SHIFT)
         datagen.write_batch(batch, zones.landing / f"shifted-w{week}.csv")
-    assert run_dag("loopline_ingest").state == "success"
+    assert run_dag("credit_risk_ingest").state == "success"
 
     # The scheduler would run the queued run; dag.test runs the same conf.
-    trained = run_dag("loopline_train", conf=queued.conf)
+    trained = run_dag("credit_risk_train", conf=queued.conf)
     assert trained.state == "success"
     client = mlflow_client()
     new_version = max(int(v.version) for v in client.search_model_versions(f"name='{MODEL}'"))
@@ -146,7 +146,7 @@ def test_the_triggered_retrain_records_its_drift_report_and_rolls_out(run_dag, s
     loader = threading.Thread(target=traffic, daemon=True)
     loader.start()
     try:
-        rolled = run_dag("loopline_rollout", conf={"version": "challenger", "mode": "spec"})
+        rolled = run_dag("credit_risk_rollout", conf={"version": "challenger", "mode": "spec"})
     finally:
         stop.set()
         loader.join(timeout=60)

@@ -126,7 +126,7 @@ def test_a_crash_between_a_version_and_its_event_still_announces_it(tmp_path):
     migrated = run([str(BIN / "airflow"), "db", "migrate"], env)
     assert migrated.returncode == 0, migrated.stderr[-2000:]
     good = land(home)
-    test = [str(BIN / "airflow"), "dags", "test", "loopline_ingest"]
+    test = [str(BIN / "airflow"), "dags", "test", "credit_risk_ingest"]
     crashed = run([*test, "2026-06-01T00:00:00+00:00"], {**env, "LOOPLINE_CRASH_AT": "emit"})
     assert crashed.returncode == CRASH_EXIT_CODE, crashed.stdout[-3000:]
     versions = assert_everything_accounted_for(home, good, env)  # the data is safe already ...

@@ -108,8 +108,8 @@ def line(run_dag, zones):
     if not registry().versions(MODEL):
         for week in range(4):
             datagen.write_batch(datagen.make_batch(week, n_rows=800, seed=1), zones.landing / f"w{week}.csv")
-        assert run_dag("loopline_ingest").state == "success"
-        trained = run_dag("loopline_train", conf={"data_version": "latest", "reason": "privacy scan bootstrap"})
+        assert run_dag("credit_risk_ingest").state == "success"
+        trained = run_dag("credit_risk_train", conf={"data_version": "latest", "reason": "privacy scan bootstrap"})
         assert trained.state == "success"
     return zones
 
@@ -119,7 +119,7 @@ def test_a_batch_with_repeated_and_missing_ids_is_quarantined_with_pseudonyms(ru
     frame.loc[1:3, "applicant_id"] = frame.loc[0, "applicant_id"]
     frame.loc[5, "applicant_id"] = None
     datagen.write_batch(frame, line.landing / "dupes.csv")
-    assert run_dag("loopline_ingest").state == "success"
+    assert run_dag("credit_risk_ingest").state == "success"
     folder = next(p for p in line.quarantine.iterdir() if p.name.startswith("dupes"))
     report = json.loads((folder / "validation.json").read_text())
     failed = {f["expectation"] for f in report["failures"] if f["column"] == "applicant_id"}
@@ -133,9 +133,9 @@ def test_a_dataset_repeating_ids_across_batches_fails_training_validation_with_p
     again = datagen.make_batch(52, n_rows=300, seed=9).assign(applicant_id=first["applicant_id"])
     datagen.write_batch(first, line.landing / "first.csv")
     datagen.write_batch(again, line.landing / "again.csv")
-    assert run_dag("loopline_ingest").state == "success"
+    assert run_dag("credit_risk_ingest").state == "success"
     # data_version explicitly: dag.test() keeps an earlier run's conf as the DAG's param defaults
-    dr = run_dag("loopline_train", conf={"data_version": "latest", "reason": "privacy scan: repeated ids"})
+    dr = run_dag("credit_risk_train", conf={"data_version": "latest", "reason": "privacy scan: repeated ids"})
     assert dr.state == "failed"
     from loopline import tracking
 

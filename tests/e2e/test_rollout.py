@@ -142,7 +142,7 @@ def service(airflow_db):
 
 
 def rollout(run_dag, **conf):
-    return run_dag("loopline_rollout", conf={"version": "challenger", "mode": "spec", **conf})
+    return run_dag("credit_risk_rollout", conf={"version": "challenger", "mode": "spec", **conf})
 
 
 def latest_rollout():

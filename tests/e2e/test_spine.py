@@ -55,7 +55,7 @@ def landed_first(zones):
 
 
 def test_ingest_quarantines_every_malformed_kind_and_versions_the_good(run_dag, zones, landed_first, webhook):
-    dr = run_dag("loopline_ingest")
+    dr = run_dag("credit_risk_ingest")
     assert dr.state == "success"
     alerts = [a for a in webhook if "quarantined" in a["title"]]
     assert len(alerts) == 1 and alerts[0]["title"].startswith("Loopline: 5 credit_risk batch(es) quarantined")
@@ -100,7 +100,7 @@ def test_ingest_emits_the_dataset_asset_event(airflow_db):
             .all()
         )
     assert len(events) == 1
-    assert events[0].source_dag_id == "loopline_ingest"
+    assert events[0].source_dag_id == "credit_risk_ingest"
     assert events[0].extra == {"version": "v0001", "versions": ["v0001"]}  # names the version it announces
 
 
@@ -108,7 +108,7 @@ def test_same_bytes_landing_again_are_not_ingested_twice(run_dag, zones, landed_
     zones.landing.mkdir(parents=True, exist_ok=True)
     (zones.landing / "w0_resent.csv").write_bytes(landed_first["w0.csv"])
     mark_complete(zones.landing / "w0_resent.csv")
-    dr = run_dag("loopline_ingest")
+    dr = run_dag("credit_risk_ingest")
     assert dr.state == "success"
     assert registry().versions("credit_risk") == ["v0001"]  # no new version
     assert contents(zones.landing) == [] and contents(zones.processing) == []
@@ -116,7 +116,7 @@ def test_same_bytes_landing_again_are_not_ingested_twice(run_dag, zones, landed_
 
 
 def test_train_records_lineage_registers_champion_and_builds_bento(run_dag):
-    dr = run_dag("loopline_train", conf={"reason": "e2e first model"})
+    dr = run_dag("credit_risk_train", conf={"reason": "e2e first model"})
     assert dr.state == "success"
     client = mlflow_client()
     assert aliases() == {"champion": "1"}
@@ -151,7 +151,7 @@ def test_train_records_lineage_registers_champion_and_builds_bento(run_dag):
     state = ServingState(get_settings().state_db_uri)
     assert state.route("credit_risk").champion_version == "1"
     (record,) = state.trail("credit_risk")
-    assert record.action == "first_champion" and record.actor == f"dag:loopline_train/{dr.run_id}"
+    assert record.action == "first_champion" and record.actor == f"dag:credit_risk_train/{dr.run_id}"
     assert record.details["gate"]["decision"] == "champion"
 
     import bentoml
@@ -163,7 +163,7 @@ def test_train_records_lineage_registers_champion_and_builds_bento(run_dag):
 
 
 def test_rerunning_the_train_dag_creates_no_duplicate_version(run_dag):
-    dr = run_dag("loopline_train", conf={"reason": "re-run, same data"})
+    dr = run_dag("credit_risk_train", conf={"reason": "re-run, same data"})
     assert dr.state == "success"
     client = mlflow_client()
     assert [str(v.version) for v in client.search_model_versions("name = 'credit_risk'")] == ["1"]
@@ -173,19 +173,19 @@ def test_bad_params_are_refused_before_anything_runs(run_dag):
     from airflow.sdk.definitions.param import ParamValidationError
 
     with pytest.raises(ParamValidationError):
-        run_dag("loopline_train", conf={"data_version": "last week"})
+        run_dag("credit_risk_train", conf={"data_version": "last week"})
     with pytest.raises(ParamValidationError):
-        run_dag("loopline_train", conf={"hyperparameters": {"num_leaves": "many"}})
+        run_dag("credit_risk_train", conf={"hyperparameters": {"num_leaves": "many"}})
     with pytest.raises(ParamValidationError):
-        run_dag("loopline_train", conf={"hyperparameters": {"not_a_param": 1}})
+        run_dag("credit_risk_train", conf={"hyperparameters": {"not_a_param": 1}})
 
 
 def test_new_data_trains_a_new_version_judged_against_the_champion(run_dag, zones):
     for week in (4, 5):
         datagen.write_batch(datagen.make_batch(week, n_rows=ROWS, seed=1), zones.landing / f"w{week}.csv")
-    assert run_dag("loopline_ingest").state == "success"
+    assert run_dag("credit_risk_ingest").state == "success"
     assert registry().versions("credit_risk") == ["v0001", "v0002"]
-    dr = run_dag("loopline_train", conf={"reason": "new data"})
+    dr = run_dag("credit_risk_train", conf={"reason": "new data"})
     assert dr.state == "success"
     import mlflow
 
@@ -320,11 +320,11 @@ def test_dvc_repro_runs_the_same_recipe_as_the_train_dag(airflow_db, tmp_path):
 
 
 def test_a_data_version_that_does_not_exist_fails_at_once_with_an_alert(run_dag, webhook):
-    dr = run_dag("loopline_train", conf={"data_version": "v0009", "reason": "typo"})
+    dr = run_dag("credit_risk_train", conf={"data_version": "v0009", "reason": "typo"})
     assert dr.state == "failed"
     start = next(ti for ti in dr.get_task_instances() if ti.task_id == "start_run")
     assert start.state == "failed" and start.try_number == 1  # permanent error: not retried
-    alerts = [a for a in webhook if a["title"] == "Loopline: loopline_train.start_run failed"]
+    alerts = [a for a in webhook if a["title"] == "Loopline: credit_risk_train.start_run failed"]
     assert alerts and "no version v0009" in alerts[-1]["body"]
 
 
@@ -333,7 +333,7 @@ def test_batch_scoring_writes_scores_with_version_reasons_and_lineage(run_dag, t
 
     applications = datagen.make_batch(40, n_rows=50, seed=8).drop(columns=["defaulted"])
     path = datagen.write_batch(applications, tmp_path / "to_score.csv")
-    dr = run_dag("loopline_batch_score", conf={"input_path": str(path)})
+    dr = run_dag("credit_risk_batch_score", conf={"input_path": str(path)})
     assert dr.state == "success"
     out = get_settings().scores_dir / "credit_risk" / dr.run_id.replace(":", "_").replace("+", "_")
     scores = pd.read_parquet(out / "scores.parquet")
@@ -344,7 +344,7 @@ def test_batch_scoring_writes_scores_with_version_reasons_and_lineage(run_dag, t
     assert lineage["model_version"] == "1" and lineage["loopline.data_version"] == "v0001"
 
     bad = datagen.write_batch(applications.drop(columns=["age"]), tmp_path / "no_age.csv")
-    failed = run_dag("loopline_batch_score", conf={"input_path": str(bad)})
+    failed = run_dag("credit_risk_batch_score", conf={"input_path": str(bad)})
     assert failed.state == "failed"
 
 
@@ -354,7 +354,7 @@ def test_manual_rollout_actions_change_traffic_aliases_and_the_audit_trail(run_d
     state = ServingState(get_settings().state_db_uri)
 
     def act(**conf):
-        return run_dag("loopline_rollout_control", conf={"reason": "e2e manual action", **conf})
+        return run_dag("credit_risk_rollout_control", conf={"reason": "e2e manual action", **conf})
 
     assert act(action="pin", version="2", weight=0.2).state == "success"
     route = state.route("credit_risk")
@@ -378,4 +378,4 @@ def test_manual_rollout_actions_change_traffic_aliases_and_the_audit_trail(run_d
 
     trail = state.trail("credit_risk", limit=4)
     assert [r.action for r in trail] == ["rollback", "promote", "abort", "pin"]
-    assert trail[0].actor == f"dag:loopline_rollout_control/{dr.run_id}" and trail[0].reason == "e2e manual action"
+    assert trail[0].actor == f"dag:credit_risk_rollout_control/{dr.run_id}" and trail[0].reason == "e2e manual action"

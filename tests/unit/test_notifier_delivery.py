@@ -144,10 +144,10 @@ def receiver() -> Iterator[HTTPServer]:
 def failure_context() -> dict:
     """What the templates of the shared failure notifier read (Airflow passes the full task context)."""
     ti = SimpleNamespace(
-        dag_id="loopline_train",
+        dag_id="credit_risk_train",
         task_id="train_and_evaluate",
         try_number=3,
-        log_url="http://localhost:8080/dags/loopline_train/runs/manual__1/tasks/train_and_evaluate?try_number=3",
+        log_url="http://localhost:8080/dags/credit_risk_train/runs/manual__1/tasks/train_and_evaluate?try_number=3",
     )
     return {"ti": ti, "run_id": "manual__1", "exception": ValueError("holdout AUC 0.52 below the floor 0.70")}
 
@@ -201,14 +201,14 @@ def test_failure_email_through_the_airflow_smtp_connection(smtp_sink, configure,
     assert mail.mail_from == "loopline@example.com"
     assert mail.rcpt_to == ["ml-team@example.com", "oncall@example.com"]
     message = mail.message
-    assert message["Subject"] == "Loopline: loopline_train.train_and_evaluate failed"
+    assert message["Subject"] == "Loopline: credit_risk_train.train_and_evaluate failed"
     assert message["From"] == "loopline@example.com"
     assert message["To"] == "ml-team@example.com, oncall@example.com"
     html_part = next(part for part in message.walk() if part.get_content_type() == "text/html")
     body = html_part.get_content()
     assert body.startswith("<pre>run manual__1, try 3\n") and body.endswith("</pre>")
     assert "holdout AUC 0.52 below the floor 0.70" in body
-    assert "log: http://localhost:8080/dags/loopline_train/runs/manual__1/tasks/train_and_evaluate" in body
+    assert "log: http://localhost:8080/dags/credit_risk_train/runs/manual__1/tasks/train_and_evaluate" in body
 
 
 def test_the_smtp_connection_id_is_a_setting(smtp_sink, configure, monkeypatch):
@@ -241,7 +241,7 @@ def test_a_connection_without_a_sender_fails_loudly(smtp_sink, configure, monkey
 
 # --- webhooks -------------------------------------------------------------------------------------
 
-TITLE = "Loopline: loopline_train.train_and_evaluate failed"
+TITLE = "Loopline: credit_risk_train.train_and_evaluate failed"
 EXPECTED = {
     "slack": lambda text, body: {"text": text},
     "feishu": lambda text, body: {"msg_type": "text", "content": {"text": text}},
@@ -267,7 +267,7 @@ def test_failure_webhook_payload_per_kind(kind, receiver, configure):
     assert request["path"] == f"/hook/{kind}?token=t0k" and request["content_type"] == "application/json"
     body = (
         "run manual__1, try 3\nholdout AUC 0.52 below the floor 0.70\n"
-        "log: http://localhost:8080/dags/loopline_train/runs/manual__1/tasks/train_and_evaluate?try_number=3"
+        "log: http://localhost:8080/dags/credit_risk_train/runs/manual__1/tasks/train_and_evaluate?try_number=3"
     )
     assert request["payload"] == EXPECTED[kind](f"{TITLE}\n{body}", body)
 

@@ -73,15 +73,15 @@ def line(tmp_path_factory):
         client.set_registered_model_alias(MODEL, "challenger", "3")
 
         state = ServingState(settings.state_db_uri)
-        state.change(Route(MODEL, champion_version="1"), "first_champion", "dag:loopline_train/r1", "first model")
+        state.change(Route(MODEL, champion_version="1"), "first_champion", "dag:credit_risk_train/r1", "first model")
         state.change(Route(MODEL, champion_version="2", revision=1), "promote", "user:admin", "v2 is better")
         state.change(
             Route(MODEL, champion_version="2", canary_version="3", canary_weight=0.1, revision=2),
             "canary_step",
-            'dag:loopline_rollout/"manual"&co',
+            'dag:credit_risk_rollout/"manual"&co',
             EVIL,
         )
-        rollout = state.start_rollout(MODEL, "3", "2", "canary", "dag:loopline_rollout/manual__1")
+        rollout = state.start_rollout(MODEL, "3", "2", "canary", "dag:credit_risk_rollout/manual__1")
         state.begin_step(rollout.id, 0.1, {})
         verdict = {
             "step": 0.1,
@@ -206,7 +206,7 @@ def test_every_value_is_escaped(client):
     page = client.get("/").text
     assert EVIL not in page and "<img" not in page
     assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in page  # audit reason and bento tag, as text
-    assert "dag:loopline_rollout/&quot;manual&quot;&amp;co" in page
+    assert "dag:credit_risk_rollout/&quot;manual&quot;&amp;co" in page
 
 
 def test_json_variant(client, line):
@@ -268,7 +268,7 @@ def xcoms(monkeypatch):
     return values
 
 
-def _key(task_id: str, dag_id: str = "loopline_train"):
+def _key(task_id: str, dag_id: str = "credit_risk_train"):
     return SimpleNamespace(dag_id=dag_id, task_id=task_id, run_id="manual__1", map_index=-1, try_number=1)
 
 
