@@ -447,12 +447,25 @@ def landing_scan(model_name: str, settings: Settings) -> LandingScan:
 
 
 def batches_waiting(model_name: str, settings: Settings) -> bool:
-    zones = zones_for(load_spec(model_name, settings.models_dir).dataset.name, settings)
-    return bool(landing_scan(model_name, settings).ready or list_in_flight(zones.processing))
+    spec = load_spec(model_name, settings.models_dir)
+    zones = zones_for(spec.dataset.name, settings)
+    if landing_scan(model_name, settings).ready or list_in_flight(zones.processing):
+        return True
+    if spec.dataset.source.kind == "sql":
+        from loopline.sql_source import SqlSource
+
+        return SqlSource(spec, settings.home).has_new_rows()
+    return False
 
 
 def claim_step(model_name: str, settings: Settings) -> list[dict]:
-    zones = zones_for(load_spec(model_name, settings.models_dir).dataset.name, settings)
+    spec = load_spec(model_name, settings.models_dir)
+    zones = zones_for(spec.dataset.name, settings)
+    if spec.dataset.source.kind == "sql":  # the next slice of the table lands as a file first
+        from loopline.sql_source import SqlSource
+
+        pulled = SqlSource(spec, settings.home).pull(zones.landing)
+        log.info("sql source: %s", f"landed {pulled.name}" if pulled else "no new rows")
     claimed, found = claim_all(zones.landing, zones.processing, settings.landing_settle_seconds)
     for line in found.lines():
         log.info("landing zone %s: %s", zones.landing, line.strip())

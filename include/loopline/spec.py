@@ -49,6 +49,29 @@ class IngestRules(_Strict):
     future_tolerance_minutes: float = Field(60, ge=0)  # rows stamped later than ingest time + this are refused
 
 
+class SourceSpec(_Strict):
+    """Where a model's batches come from: files dropped in its landing folder, or slices of a SQL table."""
+
+    kind: Literal["files", "sql"] = "files"
+    url_env: str | None = None  # environment variable holding a SQLAlchemy URL (sql)
+    conn_id: str | None = None  # ... or an Airflow connection id (sql)
+    table: str | None = None  # a table ("schema.table" allowed) ...
+    query: str | None = None  # ... or a SELECT; the watermark filter is put around it
+    watermark: str | None = None  # a column that only grows as rows are added; default: dataset.timestamp
+    max_rows: int = Field(1_000_000, ge=1)  # rows per slice: a large backlog arrives in several batches
+
+    @model_validator(mode="after")
+    def _sql_needs(self) -> SourceSpec:
+        if self.kind == "sql":
+            if not (self.url_env or self.conn_id):
+                raise ValueError("a sql source needs url_env (an environment variable) or conn_id")
+            if bool(self.table) == bool(self.query):
+                raise ValueError("a sql source needs exactly one of table or query")
+        elif any((self.url_env, self.conn_id, self.table, self.query, self.watermark)):
+            raise ValueError("url_env, conn_id, table, query and watermark apply to kind: sql only")
+        return self
+
+
 class DatasetSpec(_Strict):
     name: str = Field(pattern=r"^[a-z0-9_]+$")
     entity_id: str
@@ -56,6 +79,7 @@ class DatasetSpec(_Strict):
     target: str
     expectation_suite: str
     rules: IngestRules = Field(default_factory=IngestRules)
+    source: SourceSpec = Field(default_factory=SourceSpec)
 
     @model_validator(mode="after")
     def _key_columns(self) -> DatasetSpec:
