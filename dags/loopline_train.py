@@ -45,7 +45,7 @@ def build(spec: ModelSpec) -> None:
     @dag(
         dag_id=dag_id(model, "train"),
         schedule=AssetOrTimeSchedule(
-            timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"), assets=dataset_asset(model)
+            timetable=CronTriggerTimetable(spec.training.schedule, timezone="UTC"), assets=dataset_asset(model)
         ),
         start_date=START_DATE,
         catchup=False,

@@ -147,11 +147,21 @@ def malformed(
 
 
 @app.command()
-def status(model: str = MODEL_OPTION) -> None:
-    """What the line holds: data versions, model versions and aliases, Bentos, quarantine."""
+def status(
+    model: str | None = typer.Option(None, "--model", "-m", help="One model's line; default: every model folder."),
+) -> None:
+    """What the line holds: data versions, model versions and aliases, Bentos, landing zone, quarantine."""
+    from loopline.dag_factory import discover
     from loopline.status import describe
 
-    typer.echo(describe(model, _settings()))
+    settings = _settings()
+    if model:
+        typer.echo(describe(model, settings))
+        return
+    good, broken = discover(settings.models_dir)
+    typer.echo("\n\n".join(describe(spec.name, settings) for spec in good))
+    for name, why in broken.items():
+        typer.echo(f"\n== {name}: BROKEN model folder, no DAGs generated\n  {why}")
 
 
 @app.command()

@@ -12,13 +12,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from loopline.errors import LooplineError
 
 
 class SpecError(LooplineError, ValueError):
     """The spec file is missing or invalid; the message names the file and the key."""
+
+
+_PRESETS = ("@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
+
+
+def _check_schedule(value: str) -> str:
+    """A cron expression or one of Airflow's presets; checked here so a typo fails this spec, not every DAG."""
+    from croniter import croniter
+
+    if value not in _PRESETS and not croniter.is_valid(value):
+        raise ValueError(f"{value!r} is not a cron expression (e.g. '0 3 * * 1') or one of {_PRESETS}")
+    return value
 
 
 class _Strict(BaseModel):
@@ -114,6 +126,9 @@ class FeatureSpec(_Strict):
 
 
 class TrainingSpec(_Strict):
+    schedule: str = "0 3 * * 1"  # cron (UTC) of the scheduled retrain; new data versions also trigger one
+
+    _schedule = field_validator("schedule")(classmethod(lambda cls, v: _check_schedule(v)))
     valid_weeks: int = Field(ge=1)
     holdout_weeks: int = Field(ge=1)
     min_train_rows: int = Field(ge=1)
@@ -166,6 +181,8 @@ class DriftPolicy(_Strict):
     """When drift counts as real, and how often it may start a retrain."""
 
     schedule: str = "@hourly"  # the drift DAG's schedule
+
+    _schedule = field_validator("schedule")(classmethod(lambda cls, v: _check_schedule(v)))
     window_hours: float = Field(24, gt=0)  # recent prediction-log window compared with the reference
     min_window: int = Field(500, ge=10)  # fewer live rows than this: no verdict
     p_value: float = Field(0.05, gt=0, lt=1)  # FDR level across features (TabularDrift, correction='fdr')
@@ -202,6 +219,25 @@ class ModelSpec(_Strict):
         return [ds.entity_id, ds.timestamp, *self.features.names, ds.target]
 
 
+def _allowed_keys(loc: tuple) -> list[str]:
+    """The keys a spec section takes, found by walking the models along the error's path."""
+    model: Any = ModelSpec
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            break
+        inner = field.annotation
+        model = next((a for a in getattr(inner, "__args__", ()) if hasattr(a, "model_fields")), inner)
+    return sorted(getattr(model, "model_fields", {}))
+
+
+def _explain(error: dict) -> str:
+    where = ".".join(map(str, error["loc"]))
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown key; allowed here: {', '.join(_allowed_keys(error['loc'][:-1]))}"
+    return f"{where}: {error['msg']}"
+
+
 def spec_path(model_name: str, models_dir: Path) -> Path:
     return models_dir / model_name / "spec.yaml"
 
@@ -216,7 +252,7 @@ def load_spec_file(path: Path) -> ModelSpec:
     except yaml.YAMLError as err:
         raise SpecError(f"{path} is not valid YAML: {err}") from err
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        problems = "; ".join(_explain(e) for e in err.errors())
         raise SpecError(f"{path} is invalid: {problems}") from err
 
 

@@ -98,7 +98,7 @@ def test_an_unknown_key_fails_naming_its_path(tmp_path, edit, path):
     with pytest.raises(SpecError) as err:
         load_spec("credit_risk", models)
     message = str(err.value)
-    assert f"{path}: Extra inputs are not permitted" in message
+    assert f"{path}: unknown key; allowed here: " in message
     assert str(models / "credit_risk" / "spec.yaml") in message  # and the file
 
 
@@ -216,3 +216,21 @@ def test_an_unreadable_spec_file_is_a_spec_error(tmp_path):
     (tmp_path / "latin1.yaml").write_bytes(b"name: caf\xe9\n")
     with pytest.raises(SpecError, match="cannot read spec"):
         load_spec_file(tmp_path / "latin1.yaml")
+
+
+def test_an_unknown_key_error_lists_the_keys_allowed_there(tmp_path):
+    import yaml
+
+    from loopline.spec import SpecError, load_spec_file
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "models/credit_risk/spec.yaml").read_text())
+    raw["dataset"]["rules"]["on_dupe"] = "reject"
+    raw["monitoring"]["schedule"] = "every hour"
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SpecError) as err:
+        load_spec_file(path)
+    text = str(err.value)
+    assert str(path) in text
+    assert "dataset.rules.on_dupe: unknown key; allowed here: earliest_timestamp, future_tolerance_minutes" in text
+    assert "monitoring.schedule" in text and "is not a cron expression" in text
