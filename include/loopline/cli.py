@@ -165,6 +165,27 @@ def status(
 
 
 @app.command()
+def onboard(
+    name: str = typer.Argument(..., help="The new model's name (lower-case, digits, _): its folder under models/."),
+    sample: Path = typer.Option(..., "--sample", exists=True, dir_okay=False, help="A CSV or Parquet sample."),
+    target: str = typer.Option(..., "--target", help="The column to predict (binary: 0/1)."),
+    timestamp: str = typer.Option(..., "--timestamp", help="The column with each row's time (ISO 8601)."),
+    entity_id: str = typer.Option(..., "--entity-id", help="The column that identifies a row's subject."),
+    task: str | None = typer.Option(None, "--task", help="Override the inferred task type."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing spec and suite."),
+) -> None:
+    """Write models/NAME/spec.yaml and expectations/NAME_batch.json from a sample table, for review."""
+    from loopline.onboarding import onboard as write
+
+    settings = _settings()
+    spec_file, suite_file = write(
+        name, sample, target, timestamp, entity_id, settings.models_dir, settings.expectations_dir, task, force
+    )
+    typer.echo(f"wrote {spec_file}\nwrote {suite_file}")
+    typer.echo(f"review both, then drop batches into {settings.landing_dir / name}/ (loopline status -m {name})")
+
+
+@app.command()
 def audit(model: str = MODEL_OPTION, limit: int = typer.Option(50, min=1, max=10_000)) -> None:
     """The audit trail: every change to what serves traffic, newest first, with who and why."""
     from loopline.serving_state import ServingState
