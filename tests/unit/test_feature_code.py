@@ -150,3 +150,16 @@ def test_load_feature_code_takes_any_folder(tmp_path):
     fs = load_feature_code(folder, SPEC)
     assert fs.sources == {"x": ("age", "annual_income")}
     assert fs.columns.index("x") == len(SPEC.features.numeric)  # after the numeric, before the categorical
+
+
+def test_the_bento_build_context_carries_features_py_and_the_service_loads_it_from_beside_itself(tmp_path):
+    from loopline.packaging import build_context
+    from loopline.settings import get_settings
+
+    ctx = build_context("credit_risk", get_settings(), tmp_path / "ctx")
+    assert (ctx / "features.py").read_text() == (MODELS / "credit_risk" / "features.py").read_text()
+    spec = load_spec_file(ctx / "spec.yaml")  # what service.py does inside the Bento
+    fs = feature_set(spec)
+    assert fs.path == (ctx / "features.py").resolve()
+    raw = datagen.make_batch(0, n_rows=30, seed=4)
+    pd.testing.assert_frame_equal(fs.build(raw), build_features(raw, SPEC), check_exact=True)
