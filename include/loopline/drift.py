@@ -819,7 +819,7 @@ class LiveQuality:
 def live_quality(labelled: pd.DataFrame) -> dict[str, LiveQuality]:
     """AUC, Brier and calibration per model version, over predictions whose outcome has arrived.
 
-    ``labelled`` has columns score, outcome (1 = defaulted, 0 = repaid; missing = not yet
+    ``labelled`` has columns score, outcome (the spec's target: 1 or 0; missing = not yet
     known, skipped) and model_version.
     """
     from sklearn.metrics import brier_score_loss, roc_auc_score

@@ -16,10 +16,11 @@ function of column arrays, declared with :func:`derived` and the raw features it
     import numpy as np
     from loopline.features import derived
 
-    @derived(sources=("loan_amount", "annual_income"))
-    def loan_to_income(c):
-        return c["loan_amount"] / np.maximum(c["annual_income"], 1.0)
+    @derived(sources=("amount", "income"))
+    def amount_to_income(c):
+        return c["amount"] / np.maximum(c["income"], 1.0)
 
+(``models/credit_risk/features.py`` is a complete example.)
 ``c`` maps each declared source to a float64 numpy array (a categorical source arrives as
 its codes); the function returns one float per row. It gets only the columns it declared,
 so the declarations are exactly what drift monitoring and reason codes use to map a derived

@@ -76,10 +76,18 @@ def test_array_path_needs_no_dataframe_and_agrees_with_the_frame_path():
 
 
 def test_two_models_feature_code_does_not_clash(tmp_path):
-    a = spec_in(model_folder(tmp_path / "a", "from loopline.features import derived\n"
-                             "@derived(sources=('age',))\ndef twice(c): return c['age'] * 2\n"))
-    b = spec_in(model_folder(tmp_path / "b", "from loopline.features import derived\n"
-                             "@derived(sources=('age',))\ndef twice(c): return c['age'] * 3\n"))
+    a = spec_in(
+        model_folder(
+            tmp_path / "a",
+            "from loopline.features import derived\n@derived(sources=('age',))\ndef twice(c): return c['age'] * 2\n",
+        )
+    )
+    b = spec_in(
+        model_folder(
+            tmp_path / "b",
+            "from loopline.features import derived\n@derived(sources=('age',))\ndef twice(c): return c['age'] * 3\n",
+        )
+    )
     raw = datagen.make_batch(0, n_rows=5, seed=1)
     np.testing.assert_array_equal(build_features(raw, a)["twice"], raw["age"] * 2)
     np.testing.assert_array_equal(build_features(raw, b)["twice"], raw["age"] * 3)
@@ -145,8 +153,11 @@ def test_a_mistake_in_features_py_names_the_file_and_the_function(tmp_path, case
 
 
 def test_load_feature_code_takes_any_folder(tmp_path):
-    folder = model_folder(tmp_path, "from loopline.features import derived\n"
-                          "@derived(sources=('age', 'annual_income'))\ndef x(c): return c['age'] + c['annual_income']\n")
+    folder = model_folder(
+        tmp_path,
+        "from loopline.features import derived\n"
+        "@derived(sources=('age', 'annual_income'))\ndef x(c): return c['age'] + c['annual_income']\n",
+    )
     fs = load_feature_code(folder, SPEC)
     assert fs.sources == {"x": ("age", "annual_income")}
     assert fs.columns.index("x") == len(SPEC.features.numeric)  # after the numeric, before the categorical
