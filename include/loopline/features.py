@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
+import stat
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -202,11 +204,20 @@ def load_feature_code(model_dir: Path, spec: ModelSpec) -> FeatureSet:
 
     Without a features.py the model takes its raw features only.
     """
-    path = Path(model_dir) / FEATURES_FILE
-    if not path.is_file():
+    path = os.path.join(os.fspath(model_dir), FEATURES_FILE)
+    try:  # one stat per call: this runs for every scored request
+        st = os.stat(path)
+    except FileNotFoundError:
         return FeatureSet(spec)
-    resolved = path.resolve()
-    return FeatureSet(spec, _load_module_derived(str(resolved), resolved.stat().st_mtime_ns), resolved)
+    if not stat.S_ISREG(st.st_mode):
+        return FeatureSet(spec)
+    resolved = _resolved(path)
+    return FeatureSet(spec, _load_module_derived(str(resolved), st.st_mtime_ns), resolved)
+
+
+@lru_cache(maxsize=64)
+def _resolved(path: str) -> Path:
+    return Path(path).resolve()
 
 
 def feature_set(spec: ModelSpec) -> FeatureSet:
