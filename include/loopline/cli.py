@@ -272,7 +272,7 @@ def reproduce(
 @app.command("pull-data")
 def pull_data(
     version: str = typer.Option("latest", help="'latest', 'vNNNN' or a data-registry commit."),
-    out: Path = typer.Option(Path("data/credit_risk"), help="Folder to fetch the dataset into."),
+    out: Path | None = typer.Option(None, help="Folder to fetch the dataset into; default: data/<model>."),
     model: str = MODEL_OPTION,
 ) -> None:
     """Fetch an exact dataset version from the DVC remote (dvc.yaml stage `pull`)."""
@@ -286,6 +286,7 @@ def pull_data(
     except RegistryError as err:
         typer.secho(str(err), fg="red", err=True)
         raise typer.Exit(2) from None
+    out = out or Path("data") / model
     registry.pull(resolved, out)
     (out.parent / f"{out.name}.version.json").write_text(json.dumps(resolved.to_dict(), indent=2) + "\n")
     typer.echo(f"{resolved.tag} (rev {resolved.rev[:10]}, {resolved.rows} rows) -> {out}")
@@ -293,8 +294,8 @@ def pull_data(
 
 @app.command("train-offline")
 def train_offline(
-    data: Path = typer.Option(Path("data/credit_risk"), help="Folder of parquet batches (from pull-data)."),
-    out: Path = typer.Option(Path("artifacts/credit_risk"), help="Where model.txt and metrics.json go."),
+    data: Path | None = typer.Option(None, help="Folder of parquet batches from pull-data; default: data/<model>."),
+    out: Path | None = typer.Option(None, help="Where model.txt and metrics.json go; default: artifacts/<model>."),
     model: str = MODEL_OPTION,
 ) -> None:
     """Train and evaluate with the spec's params, outside Airflow and MLflow (dvc.yaml stage `train`)."""
@@ -305,6 +306,7 @@ def train_offline(
 
     settings = _settings()
     spec = load_spec(model, settings.models_dir)
+    data, out = data or Path("data") / model, out or Path("artifacts") / model
     files = sorted(data.glob("*.parquet"))
     if not files:
         typer.secho(f"no parquet batches in {data}; run `loopline pull-data` first", fg="red", err=True)

@@ -47,7 +47,7 @@ import pandas as pd
 
 from loopline.clock import as_utc
 from loopline.errors import LooplineError
-from loopline.features import DERIVED_INPUTS
+from loopline.features import derived_sources
 from loopline.psi import EPSILON, psi
 from loopline.spec import DriftPolicy, ModelSpec
 
@@ -272,20 +272,21 @@ def feature_weights(importances: Mapping[str, float], spec: ModelSpec) -> dict[s
     """Importance per raw feature, normalised to sum 1.
 
     Accepts the booster's importances as logged (``feature_importance.json``): derived
-    features are shared among their raw inputs (DERIVED_INPUTS), unknown names are ignored,
+    features are shared among the raw inputs their model's features.py declares, unknown names are ignored,
     negative or non-finite values count as 0. Without any usable importance every feature
     weighs the same.
     """
     names = spec.features.names
     weights = dict.fromkeys(names, 0.0)
+    sources = derived_sources(spec)
     for key, value in importances.items():
         value = float(value)
         if not math.isfinite(value) or value <= 0:
             continue
         if key in weights:
             weights[key] += value
-        elif key in DERIVED_INPUTS:
-            inputs = [n for n in DERIVED_INPUTS[key] if n in weights]
+        elif key in sources:
+            inputs = [n for n in sources[key] if n in weights]
             for name in inputs:
                 weights[name] += value / len(inputs)
     total = sum(weights.values())
@@ -818,7 +819,7 @@ class LiveQuality:
 def live_quality(labelled: pd.DataFrame) -> dict[str, LiveQuality]:
     """AUC, Brier and calibration per model version, over predictions whose outcome has arrived.
 
-    ``labelled`` has columns score, outcome (1 = defaulted, 0 = repaid; missing = not yet
+    ``labelled`` has columns score, outcome (the spec's target: 1 or 0; missing = not yet
     known, skipped) and model_version.
     """
     from sklearn.metrics import brier_score_loss, roc_auc_score

@@ -1,6 +1,6 @@
 """Delayed outcomes in, labelled production data out.
 
-A labelled batch (CSV with the entity id and the target, e.g. ``applicant_id,defaulted``)
+A labelled batch (CSV with the spec's entity id and target columns)
 lands in ``<landing>/<dataset>_outcomes/``. Each file is checked (ids present, labels
 0/1); a bad file is moved to quarantine with a readable report and never lost. A good
 one is stored as outcomes (keyed by the same pseudonym the prediction log uses: live

@@ -2,7 +2,7 @@
 
 Two steps, as BentoML recommends: import the MLflow model into the BentoML
 model store, then build the Bento from ``models/<name>/service.py``. The build
-context is assembled in a scratch folder (the service, its spec and the
+context is assembled in a scratch folder (the service, its spec, its features.py and the
 ``loopline`` package), so the Bento carries the exact feature code training used.
 """
 
@@ -13,6 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from loopline.features import FEATURES_FILE
 from loopline.settings import Settings, apply_library_env
 
 # Packages the service needs at run time, pinned like requirements.txt (a test keeps them in step).
@@ -43,6 +44,8 @@ def build_context(model_name: str, settings: Settings, dest: Path) -> Path:
     dest.mkdir(parents=True)
     shutil.copy2(model_dir / "service.py", dest / "service.py")
     shutil.copy2(model_dir / "spec.yaml", dest / "spec.yaml")
+    if (model_dir / FEATURES_FILE).is_file():  # the model's feature code: the service loads it from beside itself
+        shutil.copy2(model_dir / FEATURES_FILE, dest / FEATURES_FILE)
     shutil.copytree(
         settings.project_root / "include" / "loopline", dest / "loopline", ignore=shutil.ignore_patterns("__pycache__")
     )
@@ -84,7 +87,7 @@ def build_bento(model_name: str, version: str, settings: Settings) -> str:
         version=f"v{version}-{bento_model.tag.version}",
         labels={"mlflow_model_version": version, "model": model_name},
         description=f"Loopline {model_name}, MLflow model version {version}",
-        include=["service.py", "spec.yaml", MODEL_PIN_FILE, "loopline/**/*.py"],
+        include=["service.py", "spec.yaml", FEATURES_FILE, MODEL_PIN_FILE, "loopline/**/*.py"],
         # Already pinned from requirements.txt: no need for BentoML to re-lock against PyPI.
         python={
             "packages": _pinned(settings.project_root / "requirements.txt", SERVICE_PACKAGES),

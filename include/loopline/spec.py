@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from loopline.errors import LooplineError
 
@@ -204,6 +204,19 @@ class ModelSpec(_Strict):
     quality_gate: QualityGateSpec
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     monitoring: DriftPolicy = Field(default_factory=DriftPolicy)
+    # The folder the spec was read from: the model's own code (features.py) lives beside it.
+    _model_dir: Path | None = PrivateAttr(None)
+
+    @property
+    def model_dir(self) -> Path | None:
+        """``models/<name>/`` (or the Bento's service folder); None for a spec built in memory."""
+        return self._model_dir
+
+    def in_folder(self, model_dir: Path) -> ModelSpec:
+        """This spec, read as if from ``model_dir`` (whose features.py it then uses)."""
+        copy = self.model_copy()
+        copy._model_dir = Path(model_dir)
+        return copy
 
     @model_validator(mode="after")
     def _key_in_columns(self) -> ModelSpec:
@@ -246,7 +259,9 @@ def load_spec_file(path: Path) -> ModelSpec:
     """Parse and validate one spec file (the service inside a Bento reads its copy this way)."""
     try:
         raw = yaml.safe_load(path.read_text())
-        return ModelSpec.model_validate(raw)
+        spec = ModelSpec.model_validate(raw)
+        spec._model_dir = path.parent
+        return spec
     except (OSError, UnicodeDecodeError) as err:
         raise SpecError(f"cannot read spec {path}: {err}") from err
     except yaml.YAMLError as err:

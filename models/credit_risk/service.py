@@ -1,7 +1,9 @@
 """BentoML service for a Loopline model: validated requests, routed champion/canary scoring, metrics, log.
 
 The request schema is generated from ``spec.yaml`` beside this file
-(``loopline.request_schema``: strict types, finite numbers, no unknown keys), and
+(``loopline.request_schema``: strict types, finite numbers, no unknown keys); the model's
+derived inputs come from ``features.py`` beside it too (the spec remembers its folder, and
+``loopline.features`` loads that file, in the repo and inside the Bento); and
 ``loopline.service_edges`` guards every route before BentoML parses a byte: wrong
 content type 415, oversized body 413, unreadable JSON (encoding, syntax, duplicate
 key, NaN) 400, a body that does not fit 422, each answered with the documented

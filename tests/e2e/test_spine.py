@@ -160,6 +160,7 @@ def test_train_records_lineage_registers_champion_and_builds_bento(run_dag):
     bento = bentoml.bentos.get(bento_tag)
     assert bento.info.labels["mlflow_model_version"] == "1"
     assert (Path(bento.path_of("src")) / "loopline" / "features.py").exists()
+    assert (Path(bento.path_of("src")) / "features.py").exists()  # the model's own feature code, beside the service
 
 
 def test_rerunning_the_train_dag_creates_no_duplicate_version(run_dag):

@@ -77,7 +77,10 @@ def test_spec_path_and_load_spec_file_agree_with_load_spec():
 
 
 def test_a_copy_of_the_shipped_spec_loads(tmp_path):
-    assert load_spec("credit_risk", models_with(tmp_path)) == load_spec("credit_risk", MODELS)
+    copy = load_spec("credit_risk", models_with(tmp_path))
+    assert copy.model_dump() == load_spec("credit_risk", MODELS).model_dump()
+    assert copy.model_dir == tmp_path / "models" / "credit_risk"  # a spec knows its folder (and its feature code)
+    assert load_spec("credit_risk", MODELS).model_dir == SHIPPED.parent
 
 
 # --- unknown keys -------------------------------------------------------------------------------
