@@ -10,4 +10,5 @@ until bentoml models get "$model" >/dev/null 2>&1; do
   echo "waiting for $model in the BentoML model store: the credit_risk_train DAG puts it there"
   sleep 30
 done
-exec bentoml serve service:ModelService --working-dir /opt/loopline/models/credit_risk --host 0.0.0.0 --port 3000
+LOOPLINE_SERVICE_MODEL_DIR=/opt/loopline/models/credit_risk \
+  exec bentoml serve loopline.bento_service:ModelService --host 0.0.0.0 --port 3000

@@ -121,7 +121,8 @@ def _exp(kind: str, **kwargs) -> dict:
 
 def suite(name: str, prof: Profile, target: str, timestamp: str, entity_id: str, columns: list[str]) -> dict:
     expectations: list[dict] = [
-        {"type": "expect_table_columns_to_match_set", "kwargs": {"column_set": columns, "exact_match": True}},
+        # Batches may carry columns that are not features (they are not stored); these must be there.
+        {"type": "expect_table_columns_to_match_set", "kwargs": {"column_set": columns, "exact_match": False}},
         {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1, "max_value": 2_000_000}},
         {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": entity_id}},
         {"type": "expect_column_values_to_be_unique", "kwargs": {"column": entity_id}},
@@ -139,7 +140,8 @@ def suite(name: str, prof: Profile, target: str, timestamp: str, entity_id: str,
             _exp("expect_column_values_to_not_be_null", column=column, mostly=_mostly(prof.missing[column])),
         ]
     for column, levels in prof.categorical.items():
-        value_set = [False, True] if column in prof.booleans else levels  # CSV and Parquet both read as bool
+        # A raw batch (CSV or Parquet) holds booleans; the stored dataset holds them as the spec's text levels.
+        value_set = [False, True, *levels] if column in prof.booleans else levels
         expectations += [
             _exp("expect_column_values_to_be_in_set", column=column, value_set=value_set),
             _exp("expect_column_values_to_not_be_null", column=column, mostly=_mostly(prof.missing[column])),
@@ -276,7 +278,7 @@ def onboard(
     folder.mkdir(parents=True, exist_ok=True)
     expectations_dir.mkdir(parents=True, exist_ok=True)
     spec_file.write_text(text)
-    columns = list(map(str, sample.columns))  # every column a batch carries, features or not
+    columns = [entity_id, timestamp, *prof.numeric, *prof.categorical, target]
     suite_file.write_text(json.dumps(suite(name, prof, target, timestamp, entity_id, columns), indent=2) + "\n")
     load_spec_file(spec_file)  # what was written must load; a failure here is a bug of this module
     return spec_file, suite_file

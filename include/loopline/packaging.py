@@ -1,7 +1,8 @@
 """Package a registered model version as a Bento (BentoML 1.4).
 
 Two steps, as BentoML recommends: import the MLflow model into the BentoML
-model store, then build the Bento from ``models/<name>/service.py``. The build
+model store, then build the Bento from ``models/<name>/service.py`` if the model has one, else from
+the platform's ``loopline/bento_service.py``. The build
 context is assembled in a scratch folder (the service, its spec, its features.py and the
 ``loopline`` package), so the Bento carries the exact feature code training used.
 """
@@ -42,7 +43,8 @@ def build_context(model_name: str, settings: Settings, dest: Path) -> Path:
         shutil.rmtree(dest)
     model_dir = settings.models_dir / model_name
     dest.mkdir(parents=True)
-    shutil.copy2(model_dir / "service.py", dest / "service.py")
+    own = model_dir / "service.py"  # a model may bring its own service; otherwise the platform's serves it
+    shutil.copy2(own if own.is_file() else Path(__file__).with_name("bento_service.py"), dest / "service.py")
     shutil.copy2(model_dir / "spec.yaml", dest / "spec.yaml")
     if (model_dir / FEATURES_FILE).is_file():  # the model's feature code: the service loads it from beside itself
         shutil.copy2(model_dir / FEATURES_FILE, dest / FEATURES_FILE)

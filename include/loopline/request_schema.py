@@ -13,11 +13,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from loopline.spec import ModelSpec
 
 ENTITY_ID_MAX_LENGTH = 128
+
+
+def _bool_as_level(value: object) -> object:
+    return str(value) if isinstance(value, bool) else value
 
 
 def application_model(spec: ModelSpec, name: str = "Application") -> type[BaseModel]:
@@ -28,5 +32,8 @@ def application_model(spec: ModelSpec, name: str = "Application") -> type[BaseMo
         number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=bounds.min, le=bounds.max)]
         fields[feature] = (number | None, None)
     for feature, levels in spec.features.categorical.items():
-        fields[feature] = (Literal[tuple(levels)] | None, None)  # type: ignore[valid-type]
+        level = Literal[tuple(levels)]  # type: ignore[valid-type]
+        if set(levels) == {"False", "True"}:  # a yes/no column: JSON true/false is its natural form
+            level = Annotated[level, BeforeValidator(_bool_as_level)]
+        fields[feature] = (level | None, None)
     return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)

@@ -39,7 +39,11 @@ def score_frame(
     return pd.DataFrame(
         {
             "score": scores.astype("float64"),
-            "decision": np.where(scores >= spec.training.decision_threshold, "decline", "approve"),
+            "decision": np.where(
+                scores >= spec.training.decision_threshold,
+                spec.training.decisions.at_or_above,
+                spec.training.decisions.below,
+            ),
             "reasons": [list(names[row]) for row in top_idx],
         },
         index=raw.index,

@@ -125,6 +125,13 @@ class FeatureSpec(_Strict):
         return [*self.numeric, *self.categorical]
 
 
+class DecisionLabels(_Strict):
+    """What the service answers for a score below the threshold, and at or above it."""
+
+    below: str = Field("negative", min_length=1)
+    at_or_above: str = Field("positive", min_length=1)
+
+
 class TrainingSpec(_Strict):
     schedule: str = "0 3 * * 1"  # cron (UTC) of the scheduled retrain; new data versions also trigger one
 
@@ -133,6 +140,7 @@ class TrainingSpec(_Strict):
     holdout_weeks: int = Field(ge=1)
     min_train_rows: int = Field(ge=1)
     decision_threshold: float = Field(gt=0, lt=1)
+    decisions: DecisionLabels = Field(default_factory=DecisionLabels)
     seed: int
     early_stopping_rounds: int = Field(ge=1)
     params: dict[str, Any]

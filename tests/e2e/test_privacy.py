@@ -128,12 +128,23 @@ def test_a_batch_with_repeated_and_missing_ids_is_quarantined_with_pseudonyms(ru
 
 
 def test_a_dataset_repeating_ids_across_batches_fails_training_validation_with_pseudonyms(run_dag, line):
-    """Each batch passes alone; the dataset does not (the same applicants twice): train stops at validate_data."""
+    """Ingest refuses a batch that repeats stored ids (its report pseudonymised); a registry that holds such
+    rows anyway (written before that rule, or by hand) stops training at validate_data, again without ids."""
+    from loopline.data_registry import BatchRecord
+    from loopline.ingest import normalise
+    from loopline.spec import load_spec
+
     first = datagen.make_batch(51, n_rows=300, seed=9)
     again = datagen.make_batch(52, n_rows=300, seed=9).assign(applicant_id=first["applicant_id"])
     datagen.write_batch(first, line.landing / "first.csv")
     datagen.write_batch(again, line.landing / "again.csv")
     assert run_dag("credit_risk_ingest").state == "success"
+    refused = next(p for p in line.quarantine.iterdir() if p.name.startswith("again"))
+    report = (refused / "validation.json").read_text() + (refused / "validation.txt").read_text()
+    assert "loopline_expect_unique_key_to_be_new_to_dataset" in report and not ID_SHAPE.search(report.encode())
+    spec = load_spec(MODEL, get_settings().models_dir)
+    record = BatchRecord("again-by-hand", "f" * 64, "again.csv", len(again), "privacy test")
+    assert registry().commit_batches(MODEL, [(record, normalise(again, spec))], "written around ingest")
     # data_version explicitly: dag.test() keeps an earlier run's conf as the DAG's param defaults
     dr = run_dag("credit_risk_train", conf={"data_version": "latest", "reason": "privacy scan: repeated ids"})
     assert dr.state == "failed"

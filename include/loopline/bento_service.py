@@ -39,7 +39,11 @@ with bentoml.importing():
     from loopline.settings import get_settings
     from loopline.spec import ModelSpec, load_spec_file
 
-SPEC: ModelSpec = load_spec_file(Path(__file__).with_name("spec.yaml"))  # beside it in the repo and in the Bento
+# Beside it in a Bento; when served from the repo, LOOPLINE_SERVICE_MODEL_DIR names the model folder.
+_BESIDE = Path(__file__).with_name("spec.yaml")
+SPEC: ModelSpec = load_spec_file(
+    _BESIDE if _BESIDE.exists() else Path(os.environ.get("LOOPLINE_SERVICE_MODEL_DIR", ".")) / "spec.yaml"
+)
 _PIN = Path(__file__).with_name("bento_model.json")  # written by loopline.packaging into each Bento
 _DEV_TAG = os.environ.get("LOOPLINE_BENTO_MODEL", f"{SPEC.name}:latest")  # `bentoml serve` from the repo
 MODEL_TAG = json.loads(_PIN.read_text())["tag"] if _PIN.exists() else _DEV_TAG
@@ -52,7 +56,7 @@ Application = application_model(SPEC)
 class Prediction(BaseModel):
     request_id: str
     score: float
-    decision: Literal["approve", "decline"]
+    decision: Literal[SPEC.training.decisions.below, SPEC.training.decisions.at_or_above]  # type: ignore[valid-type]
     model_version: str
     reasons: list[str]
 
