@@ -44,7 +44,11 @@ def webhook():
 
 
 # The e2e modules build on each other's state (spine → ship → watch); run them in this order.
-MODULE_ORDER = ["test_spine.py", "test_rollout.py", "test_drift.py", "test_celery.py", "test_privacy.py"]
+# test_failures first: its child processes must share the session's Airflow DB, before later modules
+# have reconfigured this process's Airflow engine.
+MODULE_ORDER = [
+    "test_failures.py", "test_spine.py", "test_rollout.py", "test_drift.py", "test_celery.py", "test_privacy.py",
+]  # fmt: skip
 
 
 def pytest_collection_modifyitems(items):
