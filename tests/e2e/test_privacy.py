@@ -136,10 +136,10 @@ def test_a_dataset_repeating_ids_across_batches_fails_training_validation_with_p
 
     first = datagen.make_batch(40, n_rows=300, seed=9)  # weeks in the past: no future timestamps
     again = datagen.make_batch(41, n_rows=300, seed=9).assign(applicant_id=first["applicant_id"])
-    datagen.write_batch(first, line.landing / "first.csv")
-    datagen.write_batch(again, line.landing / "again.csv")
+    datagen.write_batch(first, line.landing / "a-first.csv")  # claimed and checked in name order
+    datagen.write_batch(again, line.landing / "b-again.csv")
     assert run_dag("credit_risk_ingest").state == "success"
-    refused = next(p for p in line.quarantine.iterdir() if p.name.startswith("again"))
+    refused = next(p for p in line.quarantine.iterdir() if p.name.startswith("b-again"))
     report = (refused / "validation.json").read_text() + (refused / "validation.txt").read_text()
     assert "loopline_expect_unique_key_to_be_new_to_dataset" in report and not ID_SHAPE.search(report.encode())
     spec = load_spec(MODEL, get_settings().models_dir)
