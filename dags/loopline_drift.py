@@ -96,7 +96,7 @@ def build(spec: ModelSpec) -> None:
                 "drift_report": "{{ ti.xcom_pull(task_ids='check_drift')['report_uri'] }}",
             },
             on_success_callback=LooplineNotifier(
-                title="Loopline: drift confirmed for credit_risk, retraining",
+                title=f"Loopline: drift confirmed for {model}, retraining",
                 body="{{ ti.xcom_pull(task_ids='check_drift')['summary'] }}\n"
                 "report: {{ ti.xcom_pull(task_ids='check_drift')['report_uri'] }}",
             ),

@@ -106,7 +106,7 @@ def build(spec: ModelSpec) -> None:
 
         @task(
             on_success_callback=LooplineNotifier(
-                title="Loopline: credit_risk v{{ ti.xcom_pull('prepare')['candidate'] }} promoted to champion",
+                title=f"Loopline: {model} v" + "{{ ti.xcom_pull('prepare')['candidate'] }} promoted to champion",
                 body="rollout passed every step; run {{ run_id }}",
             )
         )
