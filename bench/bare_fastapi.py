@@ -1,7 +1,7 @@
 """Baseline for ``bench.serve_bench``: the same model behind a bare FastAPI + uvicorn endpoint.
 
 Same booster file (``LOOPLINE_BENCH_BOOSTER``: the LightGBM model file inside the
-Bento's model), same feature and scoring code (``loopline.scoring.score_frame``),
+Bento's model), same feature and scoring code (``loopline.serving.scoring.score_frame``),
 same request and response JSON as the Loopline service, and the same pydantic
 validation of every field (generated from the same ``spec.yaml``: types, bounds,
 category levels, ``extra="forbid"``, 1..1000 applications). So the difference the
@@ -34,8 +34,8 @@ import pandas as pd
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from loopline.scoring import score_frame
-from loopline.spec import ModelSpec, load_spec_file
+from loopline.core.spec import ModelSpec, load_spec_file
+from loopline.serving.scoring import score_frame
 
 DEFAULT_SPEC = Path(__file__).resolve().parents[1] / "models" / "credit_risk" / "spec.yaml"
 SPEC_PATH = Path(os.environ.get("LOOPLINE_BENCH_SPEC", DEFAULT_SPEC))

@@ -4,14 +4,14 @@ Not a test: it measures and prints, it asserts nothing. Two parts:
 
 1. **Speed.** A reference and a current set of ``--rows`` rows (default 1M) and
    ``--features`` columns (default 30): the generator's 15 credit features
-   (``loopline.datagen.make_batch``) plus ``features - 15`` extra generated columns, two
+   (``loopline.ops.datagen.make_batch``) plus ``features - 15`` extra generated columns, two
    numeric for every categorical one: numeric ones cycle through normal, log-normal,
    uniform, Poisson counts and gamma draws (5% missing), categorical ones have 3 to 8 levels
    with Zipf-like shares (1% missing). The extra columns carry no signal about the label,
    like the many weak columns of a real wide table. Both tools get the same pandas frames
    plus the model's ``score`` column, and are timed from those frames to a verdict:
    Loopline ``fit_detector`` + ``check`` (which compares a seeded 20k-row sample of the
-   reference, by design; see ``loopline.drift.REFERENCE_MAX_ROWS``), Evidently
+   reference, by design; see ``loopline.monitoring.drift.REFERENCE_MAX_ROWS``), Evidently
    ``Report([DataDriftPreset()]).run`` (which uses every reference row).
 2. **Detection at default settings.** ``--pairs`` stable pairs (reference sample vs a sample
    of another draw from the same distribution) and ``--pairs`` shifted pairs (the same, with a
@@ -81,7 +81,7 @@ def _extra_columns(n_rows: int, n_extra: int, seed: int) -> tuple[pd.DataFrame, 
 
 
 def make_set(n_rows: int, n_features: int, week: int, seed: int) -> tuple[pd.DataFrame, dict[str, list[str]]]:
-    from loopline.datagen import make_batch
+    from loopline.ops.datagen import make_batch
 
     base = make_batch(week, n_rows, seed=seed).drop(columns=["applicant_id", "applied_at"])
     extra, levels = _extra_columns(n_rows, n_features - BASE_FEATURES, seed)
@@ -98,7 +98,7 @@ def shift(frame: pd.DataFrame, sds: dict[str, float], size: float) -> pd.DataFra
 
 def bench_spec(levels: dict[str, list[str]], extra_numeric: list[str]):
     """The credit_risk spec with the extra columns added as features."""
-    from loopline.spec import ModelSpec, load_spec
+    from loopline.core.spec import ModelSpec, load_spec
 
     base = load_spec("credit_risk", MODELS_DIR).model_dump()
     base["features"]["numeric"].update({n: {"min": -1e9, "max": 1e9} for n in extra_numeric})
@@ -113,7 +113,7 @@ class Champion:
     medians: dict[str, float]
 
     def scores(self, frame: pd.DataFrame, spec) -> np.ndarray:
-        from loopline import drift
+        from loopline.monitoring import drift
 
         return self.booster.predict(drift.encode(frame, spec, self.medians))
 
@@ -121,7 +121,7 @@ class Champion:
 def train_champion(reference: pd.DataFrame, spec) -> Champion:
     import lightgbm as lgb
 
-    from loopline import drift
+    from loopline.monitoring import drift
 
     sample = reference.sample(min(len(reference), 50_000), random_state=1)
     medians = drift.reference_medians(sample, spec)
@@ -140,7 +140,7 @@ def train_champion(reference: pd.DataFrame, spec) -> Champion:
 
 
 def run_loopline(reference, current, spec, champion, ref_scores, cur_scores):
-    from loopline import drift
+    from loopline.monitoring import drift
 
     detector = drift.fit_detector(reference, spec, spec.monitoring.p_value)
     return drift.check(

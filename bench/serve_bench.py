@@ -3,7 +3,7 @@
 Not a test: it measures and prints, it asserts nothing about time. In one run, on the
 same model (one booster file) and the same feature/scoring code:
 
-- **service**: ``bentoml serve <bento tag>`` of a Bento built by ``loopline.packaging``,
+- **service**: ``bentoml serve <bento tag>`` of a Bento built by ``loopline.serving.packaging``,
   exactly as in production: champion/canary routing from the serving state store (route
   polled every ``LOOPLINE_ROUTE_POLL_SECONDS``), Prometheus metrics, the prediction log,
   BentoML's middlewares and access log, one worker, and adaptive batching of concurrent
@@ -131,7 +131,7 @@ def _isolate(home: Path):
         if key.startswith("LOOPLINE_") or key in _FOREIGN_ENV:
             del os.environ[key]
     os.environ["LOOPLINE_HOME"] = str(home)
-    from loopline.settings import apply_library_env, ensure_dirs, get_settings
+    from loopline.core.settings import apply_library_env, ensure_dirs, get_settings
 
     get_settings.cache_clear()
     return ensure_dirs(apply_library_env(get_settings()))
@@ -139,7 +139,7 @@ def _isolate(home: Path):
 
 def _loopline(*args: str) -> None:
     """The ``loopline`` command, run in this process (two interpreter start-ups saved); output muted."""
-    from loopline.cli import app
+    from loopline.ops.cli import app
 
     with contextlib.redirect_stdout(io.StringIO()):
         app(list(args), standalone_mode=False)
@@ -161,11 +161,12 @@ def prepare(home: Path) -> Prepared:
     import yaml
     from mlflow.models import infer_signature
 
-    from loopline import datagen, tracking
-    from loopline.features import build_features
-    from loopline.packaging import MODEL_PIN_FILE, build_bento
-    from loopline.serving_state import Route, ServingState
-    from loopline.spec import load_spec
+    from loopline.core import tracking
+    from loopline.core.features import build_features
+    from loopline.core.spec import load_spec
+    from loopline.ops import datagen
+    from loopline.rollout.serving_state import Route, ServingState
+    from loopline.serving.packaging import MODEL_PIN_FILE, build_bento
 
     spec = load_spec(MODEL, settings.models_dir)
     booster = lgb.Booster(model_file=str(artifacts / "model.txt"))
@@ -200,7 +201,7 @@ def prepare(home: Path) -> Prepared:
 
 def applications(n: int) -> list[dict]:
     """Generated applications as the JSON a client sends (missing values as null)."""
-    from loopline import datagen
+    from loopline.ops import datagen
 
     frame = datagen.make_batch(40, n_rows=n, seed=99).drop(columns=["applied_at", "defaulted"])
     return json.loads(frame.to_json(orient="records"))
@@ -354,9 +355,9 @@ def in_process(booster_file: Path, frames: list, per: int, payload: str, seconds
     """score_frame in a loop, one call at a time (prebuilt DataFrames: no HTTP, JSON or validation)."""
     import lightgbm as lgb
 
-    from loopline.scoring import score_frame
-    from loopline.settings import get_settings
-    from loopline.spec import load_spec
+    from loopline.core.settings import get_settings
+    from loopline.core.spec import load_spec
+    from loopline.serving.scoring import score_frame
 
     spec = load_spec(MODEL, get_settings().models_dir)
     booster = lgb.Booster(model_file=str(booster_file))
@@ -390,7 +391,7 @@ def _same_scores(service: Server, bare: Server, apps: list[dict]) -> float:
 
 
 def _logged_rows(log_dir: Path) -> int:
-    from loopline.prediction_log import log_files
+    from loopline.serving.prediction_log import log_files
 
     return sum(sum(1 for _ in path.open()) for path in log_files(log_dir, MODEL))
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 def _prepare(home: Path, rows: int, weeks: int) -> None:
     os.environ["LOOPLINE_HOME"] = str(home)
-    from loopline.settings import ensure_dirs, get_settings
+    from loopline.core.settings import ensure_dirs, get_settings
 
     get_settings.cache_clear()
     settings = ensure_dirs(get_settings())
@@ -35,9 +35,9 @@ def _prepare(home: Path, rows: int, weeks: int) -> None:
     airflow = Path(sys.executable).with_name("airflow")
     subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True)
 
-    from loopline import datagen
-    from loopline.data_registry import DataRegistry
-    from loopline.ingest import zones_for
+    from loopline.ingestion.data_registry import DataRegistry
+    from loopline.ingestion.ingest import zones_for
+    from loopline.ops import datagen
 
     DataRegistry(settings.data_registry, settings.dvc_remote_url).init()
     landing = zones_for("credit_risk", settings).landing
@@ -59,11 +59,11 @@ def bare_train(settings) -> dict:
     import mlflow
     from mlflow.models import infer_signature
 
-    from loopline import training
-    from loopline.data_registry import DataRegistry
-    from loopline.features import build_features
-    from loopline.spec import load_spec
-    from loopline.validation import validate_frame
+    from loopline.core.features import build_features
+    from loopline.core.spec import load_spec
+    from loopline.ingestion.data_registry import DataRegistry
+    from loopline.ingestion.validation import validate_frame
+    from loopline.training import trainer as training
 
     spec = load_spec("credit_risk", settings.models_dir)
     registry = DataRegistry(settings.data_registry, settings.dvc_remote_url)
@@ -86,7 +86,7 @@ def bare_train(settings) -> dict:
             model.booster, name="model", signature=infer_signature(features, model.booster.predict(features))
         )
     mv = mlflow.register_model(info.model_uri, "bench_bare")
-    from loopline.packaging import MODEL_PIN_FILE, build_context
+    from loopline.serving.packaging import MODEL_PIN_FILE, build_context
 
     bento_model = bentoml.mlflow.import_model("credit_risk", model_uri=f"models:/bench_bare/{mv.version}")
     ctx = build_context("credit_risk", settings, settings.work_dir / "bench-bare-build")
@@ -116,7 +116,7 @@ def main() -> None:
     ingest_s = time.perf_counter() - start
     assert ingest.state == "success", ingest.state
 
-    from loopline.settings import get_settings
+    from loopline.core.settings import get_settings
 
     settings = get_settings()
     start = time.perf_counter()

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from loopline.batch_scoring import MODEL_REF_PATTERN
-from loopline.dag_defaults import START_DATE, default_args
-from loopline.dag_factory import dag_id, models_for
-from loopline.spec import ModelSpec
+from loopline.core.dag_defaults import START_DATE, default_args
+from loopline.core.dag_factory import dag_id, models_for
+from loopline.core.spec import ModelSpec
+from loopline.serving.batch_scoring import MODEL_REF_PATTERN
 
 
 def build(spec: ModelSpec) -> None:
@@ -47,8 +47,8 @@ def build(spec: ModelSpec) -> None:
     def loopline_batch_score():
         @task
         def score() -> dict:
-            from loopline.batch_scoring import score_file
-            from loopline.settings import get_settings
+            from loopline.core.settings import get_settings
+            from loopline.serving.batch_scoring import score_file
 
             context = get_current_context()
             settings = get_settings()

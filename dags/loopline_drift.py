@@ -26,11 +26,11 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
-from loopline.dag_defaults import START_DATE, default_args
-from loopline.dag_factory import dag_id, models_for
-from loopline.notifiers import LooplineNotifier
-from loopline.settings import get_settings
-from loopline.spec import ModelSpec
+from loopline.core.dag_defaults import START_DATE, default_args
+from loopline.core.dag_factory import dag_id, models_for
+from loopline.core.notifiers import LooplineNotifier
+from loopline.core.settings import get_settings
+from loopline.core.spec import ModelSpec
 
 
 def build(spec: ModelSpec) -> None:
@@ -61,14 +61,14 @@ def build(spec: ModelSpec) -> None:
         @task
         def ingest_outcomes() -> dict:
             """Delayed outcomes → label store (live AUC) and labelled production batches (→ ingest → DVC)."""
-            from loopline.feedback import ingest_outcomes
+            from loopline.monitoring.feedback import ingest_outcomes
 
             return ingest_outcomes(model, get_settings())
 
         @task
         def check_drift() -> dict:
             """Compare the window ending at this run's data interval end with the champion's reference."""
-            from loopline.drift_flow import NoChampion, check
+            from loopline.monitoring.drift_flow import NoChampion, check
 
             context = get_current_context()
             # The window ends with the run's data interval (a re-run checks the same hour), never in the future.

@@ -26,11 +26,11 @@ from datetime import timedelta
 from airflow.sdk import PokeReturnValue, TriggerRule, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-from loopline.assets import dataset_asset
-from loopline.dag_defaults import START_DATE, default_args
-from loopline.dag_factory import dag_id, models_for
-from loopline.notifiers import LooplineNotifier, fail_fast
-from loopline.spec import ModelSpec
+from loopline.core.assets import dataset_asset
+from loopline.core.dag_defaults import START_DATE, default_args
+from loopline.core.dag_factory import dag_id, models_for
+from loopline.core.notifiers import LooplineNotifier, fail_fast
+from loopline.core.spec import ModelSpec
 
 
 def _alert_quarantined(model: str, moved: list[dict]) -> None:
@@ -61,8 +61,8 @@ def build(spec: ModelSpec) -> None:
         @task.sensor(poke_interval=30, timeout=9 * 60, mode="reschedule", soft_fail=True, inlets=[dataset])
         def wait_for_batches() -> PokeReturnValue:
             """Done for a complete landed file, a crashed run's batch in processing, or an unannounced version."""
-            from loopline.ingest import batches_waiting, last_announced, unannounced_versions
-            from loopline.settings import get_settings
+            from loopline.core.settings import get_settings
+            from loopline.ingestion.ingest import batches_waiting, last_announced, unannounced_versions
 
             settings = get_settings()
             if batches_waiting(model, settings):
@@ -72,24 +72,24 @@ def build(spec: ModelSpec) -> None:
 
         @task
         def claim_batches() -> list[dict]:
-            from loopline.ingest import claim_step
-            from loopline.settings import get_settings
+            from loopline.core.settings import get_settings
+            from loopline.ingestion.ingest import claim_step
 
             with fail_fast():
                 return claim_step(model, get_settings())
 
         @task(map_index_template="{{ task.op_kwargs['batch']['source_name'] }}")
         def validate_batch(batch: dict) -> dict:
-            from loopline.ingest import validate_step
-            from loopline.settings import get_settings
+            from loopline.core.settings import get_settings
+            from loopline.ingestion.ingest import validate_step
 
             with fail_fast():
                 return validate_step(batch, model, get_settings())
 
         @task
         def quarantine_rejected(outcomes: list[dict]) -> list[dict]:
-            from loopline.ingest import quarantine_step
-            from loopline.settings import get_settings
+            from loopline.core.settings import get_settings
+            from loopline.ingestion.ingest import quarantine_step
 
             with fail_fast():
                 moved = quarantine_step(list(outcomes), model, get_settings())
@@ -99,8 +99,8 @@ def build(spec: ModelSpec) -> None:
         @task
         def version_accepted(outcomes: list[dict]) -> dict:
             """One DVC version for all accepted batches; a batch that breaks a dataset rule is quarantined."""
-            from loopline.ingest import version_step
-            from loopline.settings import get_settings
+            from loopline.core.settings import get_settings
+            from loopline.ingestion.ingest import version_step
 
             with fail_fast():
                 result = version_step(list(outcomes), model, get_current_context()["run_id"], get_settings())
@@ -110,9 +110,9 @@ def build(spec: ModelSpec) -> None:
         @task(inlets=[dataset], outlets=[dataset], trigger_rule=TriggerRule.NONE_FAILED)
         def announce_versions() -> list[str]:
             """One dataset event naming every data version that no earlier event named (skipped when none)."""
-            from loopline.faults import crash_point
-            from loopline.ingest import last_announced, unannounced_versions
-            from loopline.settings import get_settings
+            from loopline.core.faults import crash_point
+            from loopline.core.settings import get_settings
+            from loopline.ingestion.ingest import last_announced, unannounced_versions
 
             context = get_current_context()
             events = context["inlet_events"][dataset].ascending(False).limit(20)

@@ -7,7 +7,7 @@ Airflow UI shows under "DAG Import Errors". It defines no DAG.
 
 from __future__ import annotations
 
-from loopline.dag_factory import broken_model_folders
+from loopline.core.dag_factory import broken_model_folders
 
 broken = broken_model_folders()
 if broken:

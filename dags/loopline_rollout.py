@@ -25,12 +25,12 @@ from __future__ import annotations
 from airflow.sdk import Param, PokeReturnValue, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from loopline.assets import model_asset
-from loopline.dag_defaults import START_DATE, default_args, run_actor
-from loopline.dag_factory import dag_id, models_for
-from loopline.notifiers import LooplineNotifier
-from loopline.settings import get_settings
-from loopline.spec import ModelSpec
+from loopline.core.assets import model_asset
+from loopline.core.dag_defaults import START_DATE, default_args, run_actor
+from loopline.core.dag_factory import dag_id, models_for
+from loopline.core.notifiers import LooplineNotifier
+from loopline.core.settings import get_settings
+from loopline.core.spec import ModelSpec
 
 
 def _expected(prepared: dict) -> float:
@@ -53,7 +53,7 @@ def _canary_step(step: float, rollout):
         doc_md=f"Canary at {step:.0%} of applicants: passes once baked with every gate passed; a bad gate fails it.",
     )
     def canary_step(prepared: dict) -> PokeReturnValue:
-        from loopline.rollout_flow import canary_step
+        from loopline.rollout.rollout_flow import canary_step
 
         return _judge(canary_step(prepared["rollout_id"], step, run_actor(), get_settings(), _expected(prepared)))
 
@@ -90,7 +90,7 @@ def build(spec: ModelSpec) -> None:
         @task
         def prepare() -> dict:
             """Open a rollout record for the candidate, or skip the run when there is nothing to roll out."""
-            from loopline.rollout_flow import prepare
+            from loopline.rollout.rollout_flow import prepare
 
             params = get_current_context()["params"]
             mode = None if params["mode"] == "spec" else params["mode"]
@@ -111,13 +111,13 @@ def build(spec: ModelSpec) -> None:
             )
         )
         def promote(prepared: dict) -> dict:
-            from loopline.rollout_flow import promote
+            from loopline.rollout.rollout_flow import promote
 
             return promote(prepared["rollout_id"], run_actor(), get_settings())
 
         @task
         def pre_switch_check(prepared: dict) -> dict:
-            from loopline.rollout_flow import pre_switch_check
+            from loopline.rollout.rollout_flow import pre_switch_check
 
             verdict = pre_switch_check(prepared["rollout_id"], get_settings(), _expected(prepared))
             if verdict.status == "fail":
@@ -126,7 +126,7 @@ def build(spec: ModelSpec) -> None:
 
         @task
         def switch(prepared: dict) -> dict:
-            from loopline.rollout_flow import switch
+            from loopline.rollout.rollout_flow import switch
 
             return switch(prepared["rollout_id"], run_actor(), get_settings())
 
@@ -136,14 +136,14 @@ def build(spec: ModelSpec) -> None:
             mode="reschedule",
         )
         def post_switch_watch(prepared: dict) -> PokeReturnValue:
-            from loopline.rollout_flow import post_switch_watch
+            from loopline.rollout.rollout_flow import post_switch_watch
 
             return _judge(post_switch_watch(prepared["rollout_id"], run_actor(), get_settings(), _expected(prepared)))
 
         @task(trigger_rule="one_failed", retries=3)
         def put_champion_back(prepared: dict) -> None:
             """Runs only when a step failed or crashed: all traffic back on the champion; fails the run, alerts."""
-            from loopline.rollout_flow import fail
+            from loopline.rollout.rollout_flow import fail
 
             rollout = fail(prepared["rollout_id"], run_actor(), get_settings())
             raise AirflowFailException(

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from loopline.dag_defaults import START_DATE, default_args, run_actor
-from loopline.dag_factory import dag_id, models_for
-from loopline.spec import ModelSpec
+from loopline.core.dag_defaults import START_DATE, default_args, run_actor
+from loopline.core.dag_factory import dag_id, models_for
+from loopline.core.spec import ModelSpec
 
 
 def build(spec: ModelSpec) -> None:
@@ -53,8 +53,8 @@ def build(spec: ModelSpec) -> None:
     def loopline_rollout_control():
         @task
         def apply_action() -> dict:
-            from loopline.rollout import apply
-            from loopline.settings import get_settings
+            from loopline.core.settings import get_settings
+            from loopline.rollout.actions import apply
 
             context = get_current_context()
             p = context["params"]

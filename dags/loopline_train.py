@@ -24,16 +24,16 @@ from datetime import timedelta
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-from loopline.assets import dataset_asset, model_asset
-from loopline.dag_defaults import START_DATE, default_args, run_actor
-from loopline.dag_factory import dag_id, models_for
-from loopline.data_registry import DATA_VERSION_PATTERN
-from loopline.hyperparams import OVERRIDE_SCHEMA
-from loopline.spec import ModelSpec
+from loopline.core.assets import dataset_asset, model_asset
+from loopline.core.dag_defaults import START_DATE, default_args, run_actor
+from loopline.core.dag_factory import dag_id, models_for
+from loopline.core.spec import ModelSpec
+from loopline.ingestion.data_registry import DATA_VERSION_PATTERN
+from loopline.training.hyperparams import OVERRIDE_SCHEMA
 
 
 def _settings():
-    from loopline.settings import get_settings
+    from loopline.core.settings import get_settings
 
     return get_settings()
 
@@ -89,7 +89,7 @@ def build(spec: ModelSpec) -> None:
         @task
         def start_run() -> dict:
             """Resolve the exact data version; open (or reuse) the MLflow run with the full lineage."""
-            from loopline.train_flow import start
+            from loopline.training.train_flow import start
 
             context = get_current_context()
             params = context["params"]
@@ -108,26 +108,26 @@ def build(spec: ModelSpec) -> None:
         @task
         def validate_data(run: dict) -> dict:
             """GE suite over the whole pulled dataset; a failure stops the run before training."""
-            from loopline.train_flow import TrainRun, validate_data
+            from loopline.training.train_flow import TrainRun, validate_data
 
             return validate_data(TrainRun(**run), _settings())
 
         @task
         def train_and_evaluate(run: dict) -> dict:
-            from loopline.train_flow import TrainRun, train_and_evaluate
+            from loopline.training.train_flow import TrainRun, train_and_evaluate
 
             return train_and_evaluate(TrainRun(**run), _settings()).to_dict()
 
         @task
         def register_model(run: dict) -> dict:
-            from loopline.train_flow import TrainRun, register
+            from loopline.training.train_flow import TrainRun, register
 
             return register(TrainRun(**run), _settings()).to_dict()
 
         @task(outlets=[model_asset(model)])
         def quality_gate(run: dict) -> dict:
             """Floor and champion comparison on one holdout; sets `challenger` (or `champion` for the first)."""
-            from loopline.train_flow import TrainRun, quality_gate
+            from loopline.training.train_flow import TrainRun, quality_gate
 
             result = quality_gate(TrainRun(**run), _settings(), run_actor())
             if not result["passed"]:
@@ -139,7 +139,7 @@ def build(spec: ModelSpec) -> None:
         @task
         def package_bento(run: dict, gate: dict) -> str:
             """Import the version into BentoML and build its Bento; the tag is recorded on the model version."""
-            from loopline.packaging import build_bento
+            from loopline.serving.packaging import build_bento
 
             return build_bento(run["model_name"], run["model_version"], _settings())
 

@@ -8,9 +8,9 @@
   (an iframe at ``/plugin/loopline``). The href is relative (no leading slash), so it follows
   the UI's base URL behind a proxy.
 - ``global_operator_extra_links``: "MLflow run", "Model version" and "Bento" on the train
-  DAG's tasks (see ``loopline.links``).
+  DAG's tasks (see ``loopline.ops.links``).
 
-The logic lives in ``loopline.ui`` and ``loopline.links``; this file only wires them in.
+The logic lives in ``loopline.ops.ui`` and ``loopline.ops.links``; this file only wires them in.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, Request
 
-from loopline.links import GLOBAL_LINKS
-from loopline.ui import create_app
+from loopline.ops.links import GLOBAL_LINKS
+from loopline.ops.ui import create_app
 
 URL_PREFIX = "/loopline"
 

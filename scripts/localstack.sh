@@ -48,9 +48,9 @@ newest_bento() {  # the newest credit_risk Bento recorded on a model version (ta
 import os
 from pathlib import Path
 
-from loopline import tracking
-from loopline.packaging import BENTO_TAG
-from loopline.settings import get_settings
+from loopline.core import tracking
+from loopline.serving.packaging import BENTO_TAG
+from loopline.core.settings import get_settings
 
 client = tracking.client_for(get_settings())
 for mv in sorted(client.search_model_versions("name = 'credit_risk'"), key=lambda v: -int(v.version)):
@@ -86,7 +86,7 @@ up() {
   start airflow-dag-processor airflow dag-processor
   start airflow-triggerer airflow triggerer
   local artifact_root bento_tag=""
-  artifact_root=$(python -c 'from loopline.settings import get_settings; print(get_settings().mlflow_artifact_root)')
+  artifact_root=$(python -c 'from loopline.core.settings import get_settings; print(get_settings().mlflow_artifact_root)')
   # MLflow's job runners (GenAI jobs: eight more processes) are not used by Loopline: off.
   start mlflow env MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow server --host 127.0.0.1 --port 5000 \
     --workers 1 --backend-store-uri "$MLFLOW_TRACKING_URI" --default-artifact-root "$artifact_root"

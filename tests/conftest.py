@@ -23,7 +23,7 @@ for _key in [
 ]:
     del os.environ[_key]  # a developer's own settings must not leak into tests
 
-from loopline.settings import get_settings  # noqa: E402
+from loopline.core.settings import get_settings  # noqa: E402
 
 get_settings.cache_clear()
 for _key, _value in get_settings().as_env().items():
@@ -32,7 +32,7 @@ for _key, _value in get_settings().as_env().items():
 
 @pytest.fixture(scope="session")
 def settings():
-    from loopline.settings import ensure_dirs
+    from loopline.core.settings import ensure_dirs
 
     return ensure_dirs(get_settings())
 

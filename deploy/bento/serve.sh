@@ -11,4 +11,4 @@ until bentoml models get "$model" >/dev/null 2>&1; do
   sleep 30
 done
 LOOPLINE_SERVICE_MODEL_DIR=/opt/loopline/models/credit_risk \
-  exec bentoml serve loopline.bento_service:ModelService --host 0.0.0.0 --port 3000
+  exec bentoml serve loopline.serving.bento_service:ModelService --host 0.0.0.0 --port 3000

@@ -1,4 +1,4 @@
-"""Derived inputs of the credit_risk model: pure functions of raw column arrays (loopline.features).
+"""Derived inputs of the credit_risk model: pure functions of raw column arrays (loopline.core.features).
 
 Each function gets a mapping of its declared sources to float64 numpy arrays and returns
 one value per row; a ratio with a zero, negative or missing denominator is NaN (missing
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from loopline.features import derived
+from loopline.core.features import derived
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from loopline.bento_server import free_port
+from loopline.serving.bento_server import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -57,7 +57,7 @@ def wait_until(check: Callable[[], object], timeout: float, what: str, alive: Ca
 
 def loopline_env(home: Path) -> dict[str, str]:
     """The environment `loopline env` would give for this LOOPLINE_HOME (settings read in a clean env)."""
-    from loopline.settings import get_settings
+    from loopline.core.settings import get_settings
 
     with pytest.MonkeyPatch.context() as mp:
         for key in [k for k in os.environ if k.startswith(("LOOPLINE_", "AIRFLOW__", "MLFLOW_"))]:
@@ -116,7 +116,7 @@ class AirflowUI:
 
 def seed_serving_state(env: dict[str, str]) -> None:
     """Something for the Loopline page to show: v1 serves, v2 is pinned as a 5% canary (two audited changes)."""
-    from loopline.serving_state import Route, ServingState
+    from loopline.rollout.serving_state import Route, ServingState
 
     state = ServingState(env["LOOPLINE_STATE_DB_URI"])
     first = state.change(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from loopline.dag_defaults import PERMANENT_ERRORS
+from loopline.core.dag_defaults import PERMANENT_ERRORS
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 DAG_FILES = sorted(DAGS.glob("*.py"))
@@ -79,10 +79,10 @@ def test_permanent_errors_are_not_retried_transient_ones_are():
     """The policy every task has: a LooplineError fails at once; a RetryableError or anything else retries."""
     from airflow.sdk.definitions.retry_policy import RetryAction
 
-    from loopline.data_registry import RegistryError
-    from loopline.serving_state import RouteConflict
-    from loopline.spec import SpecError
-    from loopline.validation import SuiteError
+    from loopline.core.spec import SpecError
+    from loopline.ingestion.data_registry import RegistryError
+    from loopline.ingestion.validation import SuiteError
+    from loopline.rollout.serving_state import RouteConflict
 
     def action(err: BaseException) -> RetryAction:
         return PERMANENT_ERRORS.evaluate(err, try_number=1, max_tries=3).action
@@ -181,7 +181,7 @@ def test_rollout_and_drift_params(dagbag):
 def _bag_for(models_dir, monkeypatch):
     from airflow.dag_processing.dagbag import DagBag
 
-    from loopline.settings import get_settings
+    from loopline.core.settings import get_settings
 
     monkeypatch.setenv("LOOPLINE_MODELS_DIR", str(models_dir))
     get_settings.cache_clear()
@@ -205,7 +205,7 @@ def _copy_model(models_dir, name, edit=None):
 
 
 def test_every_model_folder_gets_its_own_line(tmp_path, monkeypatch):
-    from loopline.dag_factory import STATIONS
+    from loopline.core.dag_factory import STATIONS
 
     for name in ("credit_risk", "churn"):
         _copy_model(tmp_path, name)

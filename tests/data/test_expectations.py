@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from loopline import datagen
-from loopline.settings import get_settings
-from loopline.spec import load_spec
-from loopline.validation import SuiteError, load_suite_dict, validate_file, validate_frame
+from loopline.core.settings import get_settings
+from loopline.core.spec import load_spec
+from loopline.ingestion.validation import SuiteError, load_suite_dict, validate_file, validate_frame
+from loopline.ops import datagen
 
 SUITE = "credit_risk_batch"
 ENTITY = "applicant_id"  # the spec's dataset.entity_id (checked below)
@@ -108,8 +108,8 @@ def test_entity_column_is_the_specs(spec):
 
 def test_failures_on_the_entity_column_show_pseudonyms_never_ids(tmp_path):
     """Duplicate and missing ids: the report (failures, summary, full GE result, files) names no id in clear."""
-    from loopline.routing import pseudonym
-    from loopline.validation import validate_frame
+    from loopline.ingestion.validation import validate_frame
+    from loopline.serving.routing import pseudonym
 
     frame = datagen.make_batch(2, n_rows=300, seed=4)
     ids = list(frame[ENTITY])
@@ -140,7 +140,7 @@ def test_failures_on_the_entity_column_show_pseudonyms_never_ids(tmp_path):
 
 def test_entity_values_elsewhere_in_a_result_are_pseudonymised_too():
     """A multicolumn expectation or a GE format with observed values: strings are values there too."""
-    from loopline.validation import redact_entity_values
+    from loopline.ingestion.validation import redact_entity_values
 
     described = {
         "validation_results": [

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline import datagen
-from loopline.settings import get_settings
-from loopline.spec import load_spec
-from loopline.validation import load_suite_dict, read_batch, validate_frame
+from loopline.core.settings import get_settings
+from loopline.core.spec import load_spec
+from loopline.ingestion.validation import load_suite_dict, read_batch, validate_frame
+from loopline.ops import datagen
 
 SUITE = "credit_risk_batch"
 EXTREMES = [

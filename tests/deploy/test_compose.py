@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 from jsonschema import Draft7Validator
 
-from loopline.settings import get_settings
+from loopline.core.settings import get_settings
 from tests.deploy.stack import (
     DEPLOY,
     ENV_EXAMPLE,
@@ -356,7 +356,7 @@ def test_mlflow_artifacts_are_proxied_by_the_tracking_server():
     assert "--serve-artifacts" in mlflow["command"]
     assert environment(mlflow)["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://")
     root, tracking = urlsplit(env["LOOPLINE_MLFLOW_ARTIFACT_ROOT"]), urlsplit(env["LOOPLINE_MLFLOW_TRACKING_URI"])
-    # loopline.tracking.experiment_id takes a root with "://" as a URI (else a local folder); MLflow
+    # loopline.core.tracking.experiment_id takes a root with "://" as a URI (else a local folder); MLflow
     # resolves mlflow-artifacts://host:port/path to http://host:port/api/2.0/mlflow-artifacts/artifacts/path
     assert "://" in env["LOOPLINE_MLFLOW_ARTIFACT_ROOT"]
     assert (root.scheme, root.netloc) == ("mlflow-artifacts", tracking.netloc)

@@ -2,7 +2,7 @@
 
 Scrape targets are services of the compose file; Airflow's StatsD settings reach the exporter;
 every dashboard parses, refers only to provisioned data sources, and queries only metrics the
-BentoML service defines (include/loopline/bento_service.py) or the StatsD mapping produces, and only
+BentoML service defines (include/loopline/serving/bento_service.py) or the StatsD mapping produces, and only
 the Loopline state tables. With a Postgres on 127.0.0.1:5432 (CI has one), every SQL panel also
 runs against the real tables, created from Loopline's own SQLAlchemy metadata.
 """
@@ -22,7 +22,7 @@ from tests.deploy.stack import DEPLOY, ROOT, environment, example_env, interpola
 
 GRAFANA = DEPLOY / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
-SERVICE_PY = ROOT / "include" / "loopline" / "bento_service.py"
+SERVICE_PY = ROOT / "include" / "loopline" / "serving" / "bento_service.py"
 PROM_SUFFIXES = ("_bucket", "_count", "_sum", "_created")
 STATE_TABLES = {  # the Loopline state tables the lifecycle dashboard reads, as documented for the stack
     "loopline_audit": "id, at, model, action, before, after, actor, reason, details",
@@ -260,7 +260,8 @@ def state_db():
     """A throw-away Postgres database with the Loopline state tables, from the modules that own them."""
     from sqlalchemy import create_engine
 
-    from loopline import monitoring_state, outcomes, serving_state
+    from loopline.monitoring import monitoring_state, outcomes
+    from loopline.rollout import serving_state
     from tests.conftest import throwaway_postgres
 
     for url in throwaway_postgres("loopline_dash"):

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from loopline.bento_server import BentoServer, free_port  # noqa: F401 (the e2e modules import them from here)
-from loopline.settings import get_settings
+from loopline.core.settings import get_settings
+from loopline.serving.bento_server import BentoServer, free_port  # noqa: F401 (the e2e modules import them from here)
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 
@@ -62,7 +62,7 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session")
 def models_dir(settings):
     """The project's model specs with rollout timings cut from minutes to seconds (nothing else changes)."""
-    from loopline.simulate import compressed_models_dir
+    from loopline.ops.simulate import compressed_models_dir
 
     dest = compressed_models_dir(settings, settings.home / "models")
     os.environ["LOOPLINE_MODELS_DIR"] = str(dest)
@@ -75,7 +75,7 @@ def airflow_db(settings, webhook, models_dir):
     airflow = Path(sys.executable).with_name("airflow")
     done = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    from loopline.data_registry import DataRegistry
+    from loopline.ingestion.data_registry import DataRegistry
 
     DataRegistry(settings.data_registry, settings.dvc_remote_url).init()
     return get_settings()
@@ -105,6 +105,6 @@ def run_dag(dagbag):
 
 @pytest.fixture(scope="session")
 def zones(settings):
-    from loopline.ingest import zones_for
+    from loopline.ingestion.ingest import zones_for
 
     return zones_for("credit_risk", get_settings())

@@ -23,8 +23,8 @@ import psycopg2
 import pytest
 import redis
 
-from loopline.bento_server import free_port
-from loopline.data_registry import DataRegistry
+from loopline.ingestion.data_registry import DataRegistry
+from loopline.serving.bento_server import free_port
 from tests.conftest import throwaway_postgres
 
 pytestmark = pytest.mark.slow

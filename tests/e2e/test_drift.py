@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from loopline import datagen
-from loopline.settings import get_settings
+from loopline.core.settings import get_settings
+from loopline.ops import datagen
 from tests.e2e.conftest import BentoServer
 
 pytestmark = pytest.mark.slow
@@ -30,20 +30,20 @@ CONCEPT = datagen.DriftKnobs(concept_shift=1.0)
 
 
 def mlflow_client():
-    from loopline import tracking
+    from loopline.core import tracking
 
     return tracking.client_for(get_settings())
 
 
 def monitoring():
-    from loopline.monitoring_state import MonitoringState
+    from loopline.monitoring.monitoring_state import MonitoringState
 
     return MonitoringState(get_settings().state_db_uri)
 
 
 @pytest.fixture(scope="module")
 def service(airflow_db):
-    from loopline import tracking
+    from loopline.core import tracking
 
     champion = tracking.alias_version(mlflow_client(), MODEL, "champion")
     tag = mlflow_client().get_model_version(MODEL, champion).tags["loopline.bento_tag"]
@@ -116,8 +116,8 @@ def test_shifted_traffic_triggers_one_retrain_with_its_report_and_an_alert(run_d
 
 
 def test_the_triggered_retrain_records_its_drift_report_and_rolls_out(run_dag, service, zones):
-    from loopline import tracking
-    from loopline.serving_state import ServingState
+    from loopline.core import tracking
+    from loopline.rollout.serving_state import ServingState
 
     [queued] = queued_train_runs()
     for week in (4, 5):  # the shifted world reaches the landing zone as new weekly batches
@@ -156,9 +156,10 @@ def test_the_triggered_retrain_records_its_drift_report_and_rolls_out(run_dag, s
 
 
 def test_outcomes_give_live_auc_catch_concept_drift_and_bad_files_are_quarantined(run_dag, service):
-    from loopline import drift_flow, tracking
-    from loopline.feedback import outcome_zones
-    from loopline.spec import load_spec
+    from loopline.core import tracking
+    from loopline.core.spec import load_spec
+    from loopline.monitoring import drift_flow
+    from loopline.monitoring.feedback import outcome_zones
 
     settings = get_settings()
     spec = load_spec(MODEL, settings.models_dir)
@@ -173,7 +174,7 @@ def test_outcomes_give_live_auc_catch_concept_drift_and_bad_files_are_quarantine
 
     dr = drift_run(run_dag, since)
     assert dr.state == "success"
-    from loopline import outcomes
+    from loopline.monitoring import outcomes
 
     assert len(outcomes.read(settings, MODEL)) == 1200
     assert (zones.quarantine / "outcomes-broken.csv").exists() and not list(zones.landing.iterdir())

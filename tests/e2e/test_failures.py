@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from loopline.settings import get_settings
+from loopline.core.settings import get_settings
 
 pytestmark = pytest.mark.slow
 
@@ -73,8 +73,8 @@ from datetime import timedelta
 
 from airflow.sdk import dag, task
 
-from loopline.dag_defaults import START_DATE, default_args
-from loopline.spec import SpecError
+from loopline.core.dag_defaults import START_DATE, default_args
+from loopline.core.spec import SpecError
 
 
 @dag(schedule=None, start_date=START_DATE, catchup=False, default_args=default_args(retry_delay=timedelta(0)))
@@ -106,7 +106,7 @@ def test_a_loopline_error_fails_at_once_other_errors_use_their_retries(airflow_d
 
 DAG_FILE = """
 from airflow.sdk import dag, task
-from loopline.dag_defaults import START_DATE, default_args
+from loopline.core.dag_defaults import START_DATE, default_args
 
 
 @dag(schedule=None, start_date=START_DATE, catchup=False, default_args=default_args())
@@ -132,7 +132,7 @@ loopline_test_killed()
 def test_a_killed_in_process_run_is_marked_failed_a_live_one_is_not(airflow_db, tmp_path):
     """`airflow dags test`/dag.test() in a child process, killed with SIGKILL mid-task: the run stays
     'running' (no scheduler ever looks at it) until fail_dead_test_runs finds its process gone."""
-    from loopline.dead_runs import fail_dead_test_runs
+    from loopline.ops.dead_runs import fail_dead_test_runs
 
     marker = tmp_path / "running"
     child = _child(

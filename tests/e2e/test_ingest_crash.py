@@ -1,6 +1,6 @@
 """Kill the ingest process at every step, then run it again: every row ends up in exactly one place.
 
-Each crash is a real process exit at a named crash point (``loopline.faults``: no
+Each crash is a real process exit at a named crash point (``loopline.core.faults``: no
 clean-up runs, as with ``kill -9``). The steps up to the registry's push and the
 archive run in a small driver process that calls the ingest DAG's own step functions
 in the DAG's order (seconds per run); the last point, between a new version and its
@@ -25,8 +25,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from loopline import datagen
-from loopline.faults import CRASH_EXIT_CODE
+from loopline.core.faults import CRASH_EXIT_CODE
+from loopline.ops import datagen
 
 pytestmark = pytest.mark.slow
 
@@ -34,8 +34,8 @@ BIN = Path(sys.executable).parent
 PROJECT = Path(__file__).resolve().parents[2]
 DRIVER = textwrap.dedent(
     """
-    from loopline.ingest import claim_step, quarantine_step, validate_step, version_step
-    from loopline.settings import get_settings
+    from loopline.ingestion.ingest import claim_step, quarantine_step, validate_step, version_step
+    from loopline.core.settings import get_settings
     s = get_settings()
     outcomes = [validate_step(b, "credit_risk", s) for b in claim_step("credit_risk", s)]
     quarantine_step(outcomes, "credit_risk", s)

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loopline.bento_server import BentoServer
+from loopline.serving.bento_server import BentoServer
 from tests.unit.test_onboarding import churn_table
 
 pytestmark = pytest.mark.slow
@@ -43,7 +43,8 @@ def test_an_onboarded_table_is_ingested_trained_and_packaged(tmp_path):
                 [
                     str(BIN / "python"),
                     "-c",
-                    "import json; from loopline.settings import get_settings as g; print(json.dumps(g().as_env()))",
+                    "import json; from loopline.core.settings import get_settings as g; "
+                    "print(json.dumps(g().as_env()))",
                 ],  # fmt: skip
                 env=env,
                 capture_output=True,

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from loopline import datagen
-from loopline.data_registry import DataRegistry
-from loopline.settings import get_settings
+from loopline.core.settings import get_settings
+from loopline.ingestion.data_registry import DataRegistry
+from loopline.ops import datagen
 
 pytestmark = pytest.mark.slow
 MODEL = "credit_risk"
@@ -130,9 +130,9 @@ def test_a_batch_with_repeated_and_missing_ids_is_quarantined_with_pseudonyms(ru
 def test_a_dataset_repeating_ids_across_batches_fails_training_validation_with_pseudonyms(run_dag, line):
     """Ingest refuses a batch that repeats stored ids (its report pseudonymised); a registry that holds such
     rows anyway (written before that rule, or by hand) stops training at validate_data, again without ids."""
-    from loopline.data_registry import BatchRecord
-    from loopline.ingest import normalise
-    from loopline.spec import load_spec
+    from loopline.core.spec import load_spec
+    from loopline.ingestion.data_registry import BatchRecord
+    from loopline.ingestion.ingest import normalise
 
     first = datagen.make_batch(40, n_rows=300, seed=9)  # weeks in the past: no future timestamps
     again = datagen.make_batch(41, n_rows=300, seed=9).assign(applicant_id=first["applicant_id"])
@@ -148,7 +148,7 @@ def test_a_dataset_repeating_ids_across_batches_fails_training_validation_with_p
     # data_version explicitly: dag.test() keeps an earlier run's conf as the DAG's param defaults
     dr = run_dag("credit_risk_train", conf={"data_version": "latest", "reason": "privacy scan: repeated ids"})
     assert dr.state == "failed"
-    from loopline import tracking
+    from loopline.core import tracking
 
     client = tracking.client_for(get_settings())
     run = client.search_runs(
@@ -167,7 +167,7 @@ def test_a_dataset_repeating_ids_across_batches_fails_training_validation_with_p
 def test_predictions_through_the_service_log_pseudonyms(line):
     import requests
 
-    from loopline import tracking
+    from loopline.core import tracking
     from tests.e2e.conftest import BentoServer
 
     client = tracking.client_for(get_settings())

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import requests
 
-from loopline import datagen
-from loopline.serving_state import ServingState
-from loopline.settings import get_settings
+from loopline.core.settings import get_settings
+from loopline.ops import datagen
+from loopline.rollout.serving_state import ServingState
 from tests.e2e.conftest import BentoServer
 
 pytestmark = pytest.mark.slow
@@ -31,7 +31,7 @@ MODEL = "credit_risk"
 
 
 def mlflow_client():
-    from loopline import tracking
+    from loopline.core import tracking
 
     return tracking.client_for(get_settings())
 
@@ -49,10 +49,10 @@ def register_variant(kind: str) -> str:
     import lightgbm as lgb
     import mlflow
 
-    from loopline import training
-    from loopline.features import build_features
-    from loopline.spec import load_spec
-    from loopline.train_flow import load_dataset, registry_for
+    from loopline.core.features import build_features
+    from loopline.core.spec import load_spec
+    from loopline.training import trainer as training
+    from loopline.training.train_flow import load_dataset, registry_for
 
     settings = get_settings()
     spec = load_spec(MODEL, settings.models_dir)
@@ -67,7 +67,7 @@ def register_variant(kind: str) -> str:
     else:  # "shifted": a label-join bug marked 30% of repaid loans as defaults; every score moves up
         flipped = labels.where(np.random.default_rng(0).random(len(labels)) >= 0.3, 1)
         booster = lgb.train(base, lgb.Dataset(features, flipped), 100)
-    from loopline import tracking
+    from loopline.core import tracking
 
     # An explicit experiment, not mlflow.set_experiment(): that would change this process's active
     # experiment, which the in-process train DAG runs (dag.test) would then inherit.
@@ -265,7 +265,7 @@ def test_metrics_and_audit_read_with_their_own_clients(service):
 
     from typer.testing import CliRunner
 
-    from loopline.cli import app
+    from loopline.ops.cli import app
 
     result = CliRunner().invoke(app, ["audit", "--limit", "40"])
     assert result.exit_code == 0, result.output

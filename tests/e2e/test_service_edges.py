@@ -17,9 +17,9 @@ import time
 import pytest
 import requests
 
-from loopline import datagen
-from loopline.service_edges import ErrorBody
-from loopline.settings import get_settings
+from loopline.core.settings import get_settings
+from loopline.ops import datagen
+from loopline.serving.service_edges import ErrorBody
 from tests.e2e.conftest import BentoServer
 
 pytestmark = pytest.mark.slow
@@ -33,11 +33,12 @@ def build_small_bento(settings) -> str:
     import pandas as pd
     from mlflow.models import infer_signature
 
-    from loopline import tracking, training
-    from loopline.features import build_features
-    from loopline.ingest import normalise
-    from loopline.packaging import build_bento
-    from loopline.spec import load_spec
+    from loopline.core import tracking
+    from loopline.core.features import build_features
+    from loopline.core.spec import load_spec
+    from loopline.ingestion.ingest import normalise
+    from loopline.serving.packaging import build_bento
+    from loopline.training import trainer as training
 
     spec = load_spec(MODEL, settings.models_dir)
     frame = pd.concat([normalise(datagen.make_batch(w, 400, seed=5), spec) for w in range(4)], ignore_index=True)

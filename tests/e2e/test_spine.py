@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from loopline import datagen
-from loopline.data_registry import DataRegistry
-from loopline.landing import mark_complete
-from loopline.settings import get_settings
-from loopline.spec import load_spec
+from loopline.core.settings import get_settings
+from loopline.core.spec import load_spec
+from loopline.ingestion.data_registry import DataRegistry
+from loopline.ingestion.landing import mark_complete
+from loopline.ops import datagen
 
 pytestmark = pytest.mark.slow
 ROWS = 800
@@ -28,7 +28,7 @@ def registry() -> DataRegistry:
 
 
 def mlflow_client():
-    from loopline import tracking
+    from loopline.core import tracking
 
     return tracking.client_for(get_settings())
 
@@ -146,7 +146,7 @@ def test_train_records_lineage_registers_champion_and_builds_bento(run_dag):
     info = get_model_info("models:/credit_risk/1")
     assert info.signature is not None and info.saved_input_example_info is not None
 
-    from loopline.serving_state import ServingState
+    from loopline.rollout.serving_state import ServingState
 
     state = ServingState(get_settings().state_db_uri)
     assert state.route("credit_risk").champion_version == "1"
@@ -159,7 +159,7 @@ def test_train_records_lineage_registers_champion_and_builds_bento(run_dag):
     bento_tag = mv.tags["loopline.bento_tag"]
     bento = bentoml.bentos.get(bento_tag)
     assert bento.info.labels["mlflow_model_version"] == "1"
-    assert (Path(bento.path_of("src")) / "loopline" / "features.py").exists()
+    assert (Path(bento.path_of("src")) / "loopline" / "core" / "features.py").exists()
     assert (Path(bento.path_of("src")) / "features.py").exists()  # the model's own feature code, beside the service
 
 
@@ -200,7 +200,7 @@ def test_new_data_trains_a_new_version_judged_against_the_champion(run_dag, zone
     gate = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/gate/version-2.json")
     assert gate["decision"] == decision and gate["champion_version"] == "1"
     assert gate["champion"]["rows"] == gate["candidate"]["rows"]  # same holdout
-    from loopline.serving_state import ServingState
+    from loopline.rollout.serving_state import ServingState
 
     assert ServingState(get_settings().state_db_uri).route("credit_risk").champion_version == "1"  # rollout decides
     if decision == "challenger":
@@ -210,7 +210,7 @@ def test_new_data_trains_a_new_version_judged_against_the_champion(run_dag, zone
 
 
 def test_reproduce_a_registered_version_from_its_lineage(airflow_db):
-    from loopline.reproduce import reproduce
+    from loopline.training.reproduce import reproduce
 
     result = reproduce("credit_risk", "1", get_settings())
     assert result.matches, result.table()
@@ -256,7 +256,7 @@ def test_the_built_bento_serves_scores_and_refuses_malformed_requests(airflow_db
         assert 400 <= too_many.status_code < 500
 
         # Traffic changes in the state store reach the running service without a restart.
-        from loopline.serving_state import Route, ServingState
+        from loopline.rollout.serving_state import Route, ServingState
 
         state = ServingState(get_settings().state_db_uri)
         current = state.route("credit_risk")
@@ -350,7 +350,7 @@ def test_batch_scoring_writes_scores_with_version_reasons_and_lineage(run_dag, t
 
 
 def test_manual_rollout_actions_change_traffic_aliases_and_the_audit_trail(run_dag):
-    from loopline.serving_state import ServingState
+    from loopline.rollout.serving_state import ServingState
 
     state = ServingState(get_settings().state_db_uri)
 

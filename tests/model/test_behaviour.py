@@ -6,10 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline import datagen, training
-from loopline.ingest import normalise
-from loopline.settings import get_settings
-from loopline.spec import load_spec
+from loopline.core.settings import get_settings
+from loopline.core.spec import load_spec
+from loopline.ingestion.ingest import normalise
+from loopline.ops import datagen
+from loopline.training import trainer as training
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from loopline.alerts import WEBHOOK_KINDS, post_webhook, webhook_payload
+from loopline.core.alerts import WEBHOOK_KINDS, post_webhook, webhook_payload
 
 # --- payloads -----------------------------------------------------------------------------------
 
@@ -136,7 +136,7 @@ def test_an_unreachable_receiver_raises():
 
 
 def test_a_shared_notifier_renders_each_alert_from_its_templates(monkeypatch):
-    from loopline.notifiers import LooplineNotifier
+    from loopline.core.notifiers import LooplineNotifier
 
     monkeypatch.delenv("LOOPLINE_NOTIFY_WEBHOOK_URL", raising=False)
     monkeypatch.delenv("LOOPLINE_NOTIFY_EMAIL_TO", raising=False)

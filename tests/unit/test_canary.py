@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline import canary
-from loopline.spec import CanaryGates
+from loopline.core.spec import CanaryGates
+from loopline.rollout import canary
 
 GATES = CanaryGates(min_samples=100, max_error_rate=0.02, max_score_psi=0.2, min_labelled=100, max_auc_drop=0.03)
 METRICS = """# HELP loopline_predictions_total Scored applications

@@ -7,7 +7,7 @@ import subprocess
 import pandas as pd
 import pytest
 
-from loopline.data_registry import BatchRecord, DataRegistry, RegistryError
+from loopline.ingestion.data_registry import BatchRecord, DataRegistry, RegistryError
 
 
 def frame(n: int, start: int = 0) -> pd.DataFrame:

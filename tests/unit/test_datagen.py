@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline import datagen
-from loopline.spec import load_spec
+from loopline.core.spec import load_spec
+from loopline.ops import datagen
 
 SPEC = load_spec("credit_risk", Path(__file__).resolve().parents[2] / "models")
 

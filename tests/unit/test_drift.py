@@ -18,12 +18,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline import drift
-from loopline.datagen import DriftKnobs, make_batch
-from loopline.errors import LooplineError
-from loopline.features import build_features, categorical_columns
-from loopline.spec import DriftPolicy, load_spec
-from loopline.training import feature_importance
+from loopline.core.errors import LooplineError
+from loopline.core.features import build_features, categorical_columns
+from loopline.core.spec import DriftPolicy, load_spec
+from loopline.monitoring import drift
+from loopline.ops.datagen import DriftKnobs, make_batch
+from loopline.training.trainer import feature_importance
 
 SPEC = load_spec("credit_risk", Path(__file__).resolve().parents[2] / "models")
 POLICY = SPEC.monitoring

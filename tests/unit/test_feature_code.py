@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline import datagen
-from loopline.features import FeatureCodeError, build_features, feature_set, load_feature_code
-from loopline.spec import load_spec, load_spec_file
+from loopline.core.features import FeatureCodeError, build_features, feature_set, load_feature_code
+from loopline.core.spec import load_spec, load_spec_file
+from loopline.ops import datagen
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 SPEC = load_spec("credit_risk", MODELS)
@@ -79,13 +79,15 @@ def test_two_models_feature_code_does_not_clash(tmp_path):
     a = spec_in(
         model_folder(
             tmp_path / "a",
-            "from loopline.features import derived\n@derived(sources=('age',))\ndef twice(c): return c['age'] * 2\n",
+            "from loopline.core.features import derived\n"
+            "@derived(sources=('age',))\ndef twice(c): return c['age'] * 2\n",
         )
     )
     b = spec_in(
         model_folder(
             tmp_path / "b",
-            "from loopline.features import derived\n@derived(sources=('age',))\ndef twice(c): return c['age'] * 3\n",
+            "from loopline.core.features import derived\n"
+            "@derived(sources=('age',))\ndef twice(c): return c['age'] * 3\n",
         )
     )
     raw = datagen.make_batch(0, n_rows=5, seed=1)
@@ -96,7 +98,7 @@ def test_two_models_feature_code_does_not_clash(tmp_path):
 BAD = {
     "unknown source": (
         """
-        from loopline.features import derived
+        from loopline.core.features import derived
         @derived(sources=("age", "shoe_size"))
         def age_per_shoe(c):
             return c["age"] / c["shoe_size"]
@@ -105,7 +107,7 @@ BAD = {
     ),
     "raises": (
         """
-        from loopline.features import derived
+        from loopline.core.features import derived
         @derived(sources=("age",))
         def broken(c):
             raise RuntimeError("boom")
@@ -114,7 +116,7 @@ BAD = {
     ),
     "not an array": (
         """
-        from loopline.features import derived
+        from loopline.core.features import derived
         @derived(sources=("age",))
         def scalar(c):
             return float(c["age"].mean())
@@ -123,7 +125,7 @@ BAD = {
     ),
     "wrong length": (
         """
-        from loopline.features import derived
+        from loopline.core.features import derived
         @derived(sources=("age",))
         def short(c):
             return c["age"][:1]
@@ -132,7 +134,7 @@ BAD = {
     ),
     "undeclared column": (
         """
-        from loopline.features import derived
+        from loopline.core.features import derived
         @derived(sources=("age",))
         def sneaky(c):
             return c["age"] / c["annual_income"]
@@ -155,7 +157,7 @@ def test_a_mistake_in_features_py_names_the_file_and_the_function(tmp_path, case
 def test_load_feature_code_takes_any_folder(tmp_path):
     folder = model_folder(
         tmp_path,
-        "from loopline.features import derived\n"
+        "from loopline.core.features import derived\n"
         "@derived(sources=('age', 'annual_income'))\ndef x(c): return c['age'] + c['annual_income']\n",
     )
     fs = load_feature_code(folder, SPEC)
@@ -164,8 +166,8 @@ def test_load_feature_code_takes_any_folder(tmp_path):
 
 
 def test_the_bento_build_context_carries_features_py_and_the_service_loads_it_from_beside_itself(tmp_path):
-    from loopline.packaging import build_context
-    from loopline.settings import get_settings
+    from loopline.core.settings import get_settings
+    from loopline.serving.packaging import build_context
 
     ctx = build_context("credit_risk", get_settings(), tmp_path / "ctx")
     assert (ctx / "features.py").read_text() == (MODELS / "credit_risk" / "features.py").read_text()

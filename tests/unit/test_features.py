@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline import datagen
-from loopline.features import build_features, categorical_columns, derived_sources, feature_columns
-from loopline.spec import load_spec
+from loopline.core.features import build_features, categorical_columns, derived_sources, feature_columns
+from loopline.core.spec import load_spec
+from loopline.ops import datagen
 
 SPEC = load_spec("credit_risk", Path(__file__).resolve().parents[2] / "models")
 

@@ -9,13 +9,14 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from loopline import datagen, outcomes
-from loopline.feedback import ingest_outcomes, outcome_zones
-from loopline.ingest import zones_for
-from loopline.prediction_log import monitor_name, read_window
-from loopline.routing import pseudonym
-from loopline.settings import get_settings
-from loopline.spec import load_spec
+from loopline.core.settings import get_settings
+from loopline.core.spec import load_spec
+from loopline.ingestion.ingest import zones_for
+from loopline.monitoring import outcomes
+from loopline.monitoring.feedback import ingest_outcomes, outcome_zones
+from loopline.ops import datagen
+from loopline.serving.prediction_log import monitor_name, read_window
+from loopline.serving.routing import pseudonym
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from loopline.gate import CHALLENGER, CHAMPION, REJECTED, UNCHANGED, GateResult, judge
-from loopline.spec import QualityGateSpec, load_spec
+from loopline.core.spec import QualityGateSpec, load_spec
+from loopline.training.gate import CHALLENGER, CHAMPION, REJECTED, UNCHANGED, GateResult, judge
 
 GATE = QualityGateSpec(min_auc=0.70, max_brier=0.20, auc_tolerance=0.01, brier_tolerance=0.005)
 CHAMP = {"auc": 0.80, "brier": 0.10}

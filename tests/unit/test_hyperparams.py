@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from loopline.errors import LooplineError
-from loopline.hyperparams import OVERRIDE_SCHEMA, HyperparameterError, merge_params, validate_overrides
-from loopline.spec import load_spec
+from loopline.core.errors import LooplineError
+from loopline.core.spec import load_spec
+from loopline.training.hyperparams import OVERRIDE_SCHEMA, HyperparameterError, merge_params, validate_overrides
 
 SPEC = load_spec("credit_risk", Path(__file__).resolve().parents[2] / "models")
 BASE = dict(SPEC.training.params)

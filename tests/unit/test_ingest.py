@@ -16,10 +16,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from loopline import datagen
-from loopline.data_registry import DataRegistry
-from loopline.data_rules import NEW_KEYS, PLAUSIBLE_TIMESTAMPS, REAL_TIMESTAMPS
-from loopline.ingest import (
+from loopline.core.settings import get_settings
+from loopline.core.spec import load_spec
+from loopline.ingestion.data_registry import DataRegistry
+from loopline.ingestion.data_rules import NEW_KEYS, PLAUSIBLE_TIMESTAMPS, REAL_TIMESTAMPS
+from loopline.ingestion.ingest import (
     STATE_FILE,
     ClaimedBatch,
     Zones,
@@ -30,9 +31,8 @@ from loopline.ingest import (
     quarantine,
     validate_claimed,
 )
-from loopline.landing import mark_complete, scan
-from loopline.settings import get_settings
-from loopline.spec import load_spec
+from loopline.ingestion.landing import mark_complete, scan
+from loopline.ops import datagen
 
 SECRET = "unit-test-secret"
 
@@ -326,7 +326,7 @@ def test_rows_of_one_batch_that_repeat_each_other_follow_the_policy(zones, regis
 
 
 def test_a_spec_key_must_name_dataset_columns(tmp_path):
-    from loopline.spec import SpecError
+    from loopline.core.spec import SpecError
 
     with pytest.raises(SpecError, match="unique_key names columns the dataset does not have"):
         spec_with(tmp_path, unique_key=["no_such_column"])

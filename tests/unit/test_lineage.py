@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from loopline.lineage import CodeVersion, TrainingInputs, code_version
+from loopline.core.lineage import CodeVersion, TrainingInputs, code_version
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 INPUTS = TrainingInputs(
@@ -51,7 +51,7 @@ def test_fingerprint_is_stable():
 def test_fingerprint_is_known_across_processes():
     # a hash of the inputs, not of object identity: another process computes the same key
     code = (
-        "from loopline.lineage import TrainingInputs as T;"
+        "from loopline.core.lineage import TrainingInputs as T;"
         "print(T('credit_risk','v0001','abc123','d41d8cd98f00b204e9800998ecf8427e.dir','1','deadbeef',False,"
         "{'seed': 42, 'num_leaves': 31, 'learning_rate': 0.05}).fingerprint())"
     )

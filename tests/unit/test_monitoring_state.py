@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from loopline.errors import LooplineError
-from loopline.monitoring_state import MonitoringState, MonitoringStateError
-from loopline.serving_state import Route, ServingState
+from loopline.core.errors import LooplineError
+from loopline.monitoring.monitoring_state import MonitoringState, MonitoringStateError
+from loopline.rollout.serving_state import Route, ServingState
 from tests.conftest import throwaway_postgres
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

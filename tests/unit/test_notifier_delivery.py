@@ -22,9 +22,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from loopline.alerts import WEBHOOK_KINDS
-from loopline.notifiers import LooplineNotifier, task_failure_notifier
-from loopline.settings import get_settings
+from loopline.core.alerts import WEBHOOK_KINDS
+from loopline.core.notifiers import LooplineNotifier, task_failure_notifier
+from loopline.core.settings import get_settings
 
 # --- a local SMTP sink (aiosmtpd is not installed; smtplib needs only this much of RFC 5321) ---------
 

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline.dag_factory import discover
-from loopline.onboarding import OnboardingError, onboard
-from loopline.spec import load_spec
-from loopline.validation import validate_frame
+from loopline.core.dag_factory import discover
+from loopline.core.spec import load_spec
+from loopline.ingestion.validation import validate_frame
+from loopline.ops.onboarding import OnboardingError, onboard
 
 
 def churn_table(n: int = 600, seed: int = 0) -> pd.DataFrame:

@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from loopline.psi import psi
-from loopline.routing import bucket, choose_version, pseudonym
-from loopline.serving_state import Route
+from loopline.monitoring.psi import psi
+from loopline.rollout.serving_state import Route
+from loopline.serving.routing import bucket, choose_version, pseudonym
 
 IDS = [f"A-{i}" for i in range(20000)]
 

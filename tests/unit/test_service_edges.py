@@ -19,8 +19,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from loopline.request_schema import application_model
-from loopline.service_edges import (
+from loopline.core.spec import load_spec
+from loopline.serving.request_schema import application_model
+from loopline.serving.service_edges import (
     ERROR_RESPONSES,
     EdgeError,
     EdgeGuard,
@@ -33,7 +34,6 @@ from loopline.service_edges import (
     patch_openapi,
     protect,
 )
-from loopline.spec import load_spec
 
 SPEC = load_spec("credit_risk", Path(__file__).resolve().parents[2] / "models")
 Application = application_model(SPEC)

@@ -8,12 +8,13 @@ import lightgbm as lgb
 import pandas as pd
 import pytest
 
-from loopline import datagen, training
-from loopline.features import build_features
-from loopline.ingest import normalise
-from loopline.serving import RoutedScorer
-from loopline.serving_state import Route, ServingState
-from loopline.spec import load_spec
+from loopline.core.features import build_features
+from loopline.core.spec import load_spec
+from loopline.ingestion.ingest import normalise
+from loopline.ops import datagen
+from loopline.rollout.serving_state import Route, ServingState
+from loopline.serving.online import RoutedScorer
+from loopline.training import trainer as training
 
 SPEC = load_spec("credit_risk", Path(__file__).resolve().parents[2] / "models")
 
@@ -105,7 +106,7 @@ def test_a_failing_champion_fails_the_request(setup):
 
 def test_a_merged_batch_scores_the_same_on_all_cores_as_row_by_row(setup):
     """Adaptive batching merges requests; large calls use LightGBM's threads, which must not change answers."""
-    from loopline.scoring import PARALLEL_ROWS
+    from loopline.serving.scoring import PARALLEL_ROWS
 
     scorer, _, _ = setup
     frame = requests_frame(PARALLEL_ROWS + 20)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from loopline.errors import LooplineError
-from loopline.settings import PROJECT_ROOT, SettingsError, apply_library_env, ensure_dirs, get_settings
+from loopline.core.errors import LooplineError
+from loopline.core.settings import PROJECT_ROOT, SettingsError, apply_library_env, ensure_dirs, get_settings
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def test_default_values(env):
 
 def test_code_folders_come_from_the_project_not_home(env):
     s = get_settings()
-    assert s.project_root == PROJECT_ROOT and (PROJECT_ROOT / "include" / "loopline" / "settings.py").is_file()
+    assert s.project_root == PROJECT_ROOT and (PROJECT_ROOT / "include" / "loopline" / "core" / "settings.py").is_file()
     assert s.models_dir == PROJECT_ROOT / "models" and (s.models_dir / "credit_risk" / "spec.yaml").is_file()
     assert s.expectations_dir == PROJECT_ROOT / "expectations"
 
@@ -204,7 +204,7 @@ def test_settings_errors_are_loopline_value_errors():
 
 def test_importing_and_reading_settings_creates_nothing(tmp_path):
     home = tmp_path / "state"
-    code = "import loopline.settings as s; print(s.get_settings().landing_dir)"
+    code = "import loopline.core.settings as s; print(s.get_settings().landing_dir)"
     done = subprocess.run(
         [sys.executable, "-c", code],
         env={"LOOPLINE_HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin")},
@@ -260,7 +260,7 @@ def test_apply_library_env_sets_library_variables_but_not_airflow(env):
 
 
 def test_pseudonym_secret_is_random_kept_private_and_stable(env):
-    from loopline.settings import PSEUDONYM_SECRET_FILE
+    from loopline.core.settings import PSEUDONYM_SECRET_FILE
 
     path = home_of() / PSEUDONYM_SECRET_FILE
     s = get_settings()
@@ -285,14 +285,14 @@ def test_pseudonym_secret_other_homes_differ_and_the_environment_wins(env, tmp_p
 
 
 def test_concurrent_first_users_agree_on_one_secret(env):
-    code = "from loopline.settings import get_settings; print(get_settings().pseudonym_secret)"
+    code = "from loopline.core.settings import get_settings; print(get_settings().pseudonym_secret)"
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(6)]
     secrets = {p.communicate(timeout=60)[0].strip() for p in procs}
     assert len(secrets) == 1 and len(secrets.pop()) == 64
 
 
 def test_a_truncated_secret_file_is_an_error_not_a_weak_key(env):
-    from loopline.settings import PSEUDONYM_SECRET_FILE
+    from loopline.core.settings import PSEUDONYM_SECRET_FILE
 
     home_of().mkdir(parents=True)
     (home_of() / PSEUDONYM_SECRET_FILE).write_text("short\n")
@@ -303,8 +303,8 @@ def test_a_truncated_secret_file_is_an_error_not_a_weak_key(env):
 def test_loopline_init_generates_the_secret(env):
     from typer.testing import CliRunner
 
-    from loopline.cli import app
-    from loopline.settings import PSEUDONYM_SECRET_FILE
+    from loopline.core.settings import PSEUDONYM_SECRET_FILE
+    from loopline.ops.cli import app
 
     result = CliRunner().invoke(app, ["init"])
     assert result.exit_code == 0, result.output

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from loopline.errors import LooplineError
-from loopline.spec import ModelSpec, SpecError, load_spec, load_spec_file, spec_path
+from loopline.core.errors import LooplineError
+from loopline.core.spec import ModelSpec, SpecError, load_spec, load_spec_file, spec_path
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 SHIPPED = MODELS / "credit_risk" / "spec.yaml"
@@ -212,7 +212,7 @@ def test_spec_errors_are_loopline_value_errors():
 
 
 def test_an_unreadable_spec_file_is_a_spec_error(tmp_path):
-    from loopline.spec import load_spec_file
+    from loopline.core.spec import load_spec_file
 
     with pytest.raises(SpecError, match="cannot read spec"):
         load_spec_file(tmp_path / "absent.yaml")
@@ -224,7 +224,7 @@ def test_an_unreadable_spec_file_is_a_spec_error(tmp_path):
 def test_an_unknown_key_error_lists_the_keys_allowed_there(tmp_path):
     import yaml
 
-    from loopline.spec import SpecError, load_spec_file
+    from loopline.core.spec import SpecError, load_spec_file
 
     raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "models/credit_risk/spec.yaml").read_text())
     raw["dataset"]["rules"]["on_dupe"] = "reject"

@@ -17,12 +17,12 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from loopline import datagen
-from loopline.data_registry import DataRegistry
-from loopline.faults import CRASH_EXIT_CODE
-from loopline.ingest import claim_step, quarantine_step, validate_step, version_step
-from loopline.settings import get_settings
-from loopline.spec import SpecError, load_spec_file
+from loopline.core.faults import CRASH_EXIT_CODE
+from loopline.core.settings import get_settings
+from loopline.core.spec import SpecError, load_spec_file
+from loopline.ingestion.data_registry import DataRegistry
+from loopline.ingestion.ingest import claim_step, quarantine_step, validate_step, version_step
+from loopline.ops import datagen
 from tests.conftest import throwaway_postgres
 
 TABLE = "applications"
@@ -126,7 +126,7 @@ def test_a_crash_between_pull_and_commit_neither_skips_nor_repeats(tmp_path, dat
     settings = line_settings(tmp_path, database_url)
     first = datagen.make_batch(0, n_rows=90, seed=10)
     insert(database_url, first)
-    driver = "from loopline.ingest import claim_step; from loopline.settings import get_settings\n"
+    driver = "from loopline.ingestion.ingest import claim_step; from loopline.core.settings import get_settings\n"
     driver += 'claim_step("credit_risk", get_settings())'
     env = {**os.environ, **env_for(settings), "LOOPLINE_CRASH_AT": "sql_pull"}
     done = subprocess.run([sys.executable, "-c", driver], env=env, capture_output=True, text=True, timeout=300)

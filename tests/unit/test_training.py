@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline import datagen, training
-from loopline.features import feature_columns
-from loopline.ingest import normalise
-from loopline.spec import ModelSpec, load_spec
+from loopline.core.features import feature_columns
+from loopline.core.spec import ModelSpec, load_spec
+from loopline.ingestion.ingest import normalise
+from loopline.ops import datagen
+from loopline.training import trainer as training
 
 SPEC = load_spec("credit_risk", Path(__file__).resolve().parents[2] / "models")
 PARAMS = {**SPEC.training.params, "seed": SPEC.training.seed, "num_boost_round": 60}

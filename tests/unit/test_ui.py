@@ -12,8 +12,8 @@ import pytest
 from fastapi import Depends, HTTPException
 from fastapi.testclient import TestClient
 
-from loopline import links, ui
-from loopline.settings import get_settings
+from loopline.core.settings import get_settings
+from loopline.ops import links, ui
 
 MODEL = "credit_risk"
 EVIL = '<img src=x onerror="alert(1)">'
@@ -48,8 +48,8 @@ def line(tmp_path_factory):
     """Three registered versions (champion, challenger, previous), a canary at 10%, a rollout, an audit trail."""
     import mlflow
 
-    from loopline import tracking
-    from loopline.serving_state import Route, ServingState
+    from loopline.core import tracking
+    from loopline.rollout.serving_state import Route, ServingState
 
     home = tmp_path_factory.mktemp("ui-home")
     with pytest.MonkeyPatch.context() as mp:
@@ -147,7 +147,7 @@ def test_drift_verdicts_empty_table_is_no_error(line):
 def test_drift_verdicts_newest_first(tmp_path):
     from datetime import UTC, datetime
 
-    from loopline.monitoring_state import MonitoringState
+    from loopline.monitoring.monitoring_state import MonitoringState
 
     url = f"sqlite:///{tmp_path / 'state.db'}"
     store = MonitoringState(url)
@@ -284,7 +284,7 @@ def test_mlflow_run_link(xcoms):
 
 
 def test_model_version_link(xcoms, monkeypatch):
-    from loopline.settings import get_settings
+    from loopline.core.settings import get_settings
 
     monkeypatch.setenv("LOOPLINE_MLFLOW_UI_URL", "https://mlflow.example.com/")
     get_settings.cache_clear()

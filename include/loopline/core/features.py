@@ -1,0 +1,250 @@
+"""Feature building shared by training and serving: one function, one behaviour, for any model.
+
+The platform knows no model's columns. A model's input matrix is, in this order:
+
+* the spec's numeric features (``features.numeric``), as float64;
+* the model's *derived inputs*, defined in ``models/<name>/features.py`` beside the spec
+  (optional: without that file a model takes its raw features only);
+* the spec's categorical features, as integer codes in the order the spec lists their
+  levels, so a code means the same thing at training and at serving time, whatever levels
+  a batch happens to contain. Unknown or missing levels become NaN, which LightGBM treats
+  as missing.
+
+The feature contract of ``models/<name>/features.py``: each derived input is a plain, pure
+function of column arrays, declared with :func:`derived` and the raw features it reads::
+
+    import numpy as np
+    from loopline.core.features import derived
+
+    @derived(sources=("amount", "income"))
+    def amount_to_income(c):
+        return c["amount"] / np.maximum(c["income"], 1.0)
+
+(``models/credit_risk/features.py`` is a complete example.)
+``c`` maps each declared source to a float64 numpy array (a categorical source arrives as
+its codes); the function returns one float per row. It gets only the columns it declared,
+so the declarations are exactly what drift monitoring and reason codes use to map a derived
+input back to raw inputs. Column arrays, not a DataFrame: the same code serves one row and
+a million (:meth:`FeatureSet.build_arrays` needs no pandas at all).
+
+Bump ``features.version`` in the spec whenever this module or the model's features.py
+changes what the model sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import stat
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from loopline.core.errors import LooplineError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from loopline.core.spec import ModelSpec
+
+FEATURES_FILE = "features.py"
+Columns = Mapping[str, np.ndarray]
+
+
+class FeatureCodeError(LooplineError, ValueError):
+    """A model's features.py breaks the feature contract; the message names the file and the function."""
+
+
+@dataclass(frozen=True)
+class Derived:
+    """One derived input: its name (the function's), the raw features it reads, and the function."""
+
+    name: str
+    sources: tuple[str, ...]
+    fn: Callable[[Columns], Any]
+
+
+def derived(*, sources: tuple[str, ...] | list[str], name: str | None = None) -> Callable:
+    """Declare a derived input computed from the given raw features (decorator for models/<name>/features.py)."""
+    if isinstance(sources, str) or not sources:
+        raise TypeError("derived(sources=...) takes a non-empty tuple of raw feature names")
+    declared = tuple(sources)
+
+    def mark(fn: Callable) -> Callable:
+        fn.__loopline_derived__ = Derived(name or fn.__name__, declared, fn)  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+@lru_cache(maxsize=32)
+def _load_module_derived(path: str, mtime_ns: int) -> tuple[Derived, ...]:
+    """Import one features.py by path, under a module name unique to that file (two models never clash)."""
+    digest = hashlib.sha256(path.encode()).hexdigest()[:12]
+    module_name = f"loopline_model_features_{Path(path).parent.name}_{digest}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise FeatureCodeError(f"cannot import feature code {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:
+        sys.modules.pop(module_name, None)
+        raise FeatureCodeError(f"{path} failed to import: {type(err).__name__}: {err}") from err
+    found = [v.__loopline_derived__ for v in vars(module).values() if hasattr(v, "__loopline_derived__")]
+    names = [d.name for d in found]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise FeatureCodeError(f"{path} defines derived inputs more than once: {duplicates}")
+    return tuple(found)  # definition order (module dicts keep it)
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """A model's features: the spec's raw features plus the derived inputs of its features.py."""
+
+    spec: ModelSpec
+    derived: tuple[Derived, ...] = ()
+    path: Path | None = None  # the features.py they came from, for error messages
+
+    def __post_init__(self) -> None:
+        raw = set(self.spec.features.names)
+        for d in self.derived:
+            if d.name in raw:
+                raise FeatureCodeError(f"{self._where(d)}: derived input {d.name!r} has the name of a raw feature")
+            unknown = [s for s in d.sources if s not in raw]
+            if unknown:
+                raise FeatureCodeError(
+                    f"{self._where(d)}: sources {unknown} are not raw features of model {self.spec.name!r} "
+                    f"(spec features: {sorted(raw)})"
+                )
+
+    def _where(self, d: Derived) -> str:
+        return f"{self.path or 'feature code'}, function {d.fn.__name__}()"
+
+    @property
+    def columns(self) -> list[str]:
+        """Model input columns, in the order the booster sees them."""
+        f = self.spec.features
+        return [*f.numeric, *(d.name for d in self.derived), *f.categorical]
+
+    @property
+    def categorical(self) -> list[str]:
+        return list(self.spec.features.categorical)
+
+    @property
+    def sources(self) -> dict[str, tuple[str, ...]]:
+        """Derived input -> the raw features it is computed from (drift shares importance among them)."""
+        return {d.name: d.sources for d in self.derived}
+
+    def raw_arrays(self, raw: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Raw columns of a DataFrame as float64 arrays: numbers coerced, categoricals as spec-ordered codes.
+
+        Raises KeyError naming the missing columns rather than producing a silently wrong matrix.
+        """
+        import pandas as pd
+
+        f = self.spec.features
+        missing = [c for c in f.names if c not in raw.columns]
+        if missing:
+            raise KeyError(f"raw data lacks feature columns: {missing}")
+        cols = {name: pd.to_numeric(raw[name], errors="coerce").to_numpy(dtype="float64") for name in f.numeric}
+        for name, levels in f.categorical.items():
+            codes = {level: float(i) for i, level in enumerate(levels)}
+            cols[name] = raw[name].map(codes).to_numpy(dtype="float64", na_value=np.nan)
+        return cols
+
+    def build_arrays(self, cols: Columns) -> dict[str, np.ndarray]:
+        """All model inputs from raw column arrays (numeric values, categorical codes), in column order.
+
+        No pandas: this is the path for one row as much as for a million.
+        """
+        f = self.spec.features
+        out = {name: np.asarray(cols[name], dtype="float64") for name in f.numeric}
+        n = len(next(iter(out.values()))) if out else None
+        for d in self.derived:
+            inputs = {s: np.asarray(cols[s], dtype="float64") for s in d.sources}
+            n = len(next(iter(inputs.values()))) if n is None else n
+            try:
+                with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                    value = d.fn(inputs)
+            except KeyError as err:
+                raise FeatureCodeError(
+                    f"{self._where(d)} reads column {err} it does not declare in sources={d.sources}"
+                ) from err
+            except Exception as err:
+                raise FeatureCodeError(f"{self._where(d)} raised {type(err).__name__}: {err}") from err
+            if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
+                kind = type(value).__name__ if not isinstance(value, np.ndarray) else f"array of {value.dtype}"
+                raise FeatureCodeError(f"{self._where(d)} returned {kind}, expected a numeric numpy array")
+            if value.shape != (n,):
+                raise FeatureCodeError(f"{self._where(d)} returned shape {value.shape}, expected ({n},): one per row")
+            value = value.astype("float64", copy=False)
+            out[d.name] = np.where(np.isfinite(value), value, np.nan)  # NaN (missing), never inf
+        for name in f.categorical:
+            out[name] = np.asarray(cols[name], dtype="float64")
+        return out
+
+    def build(self, raw: pd.DataFrame) -> pd.DataFrame:
+        """Turn raw rows into the float matrix the model takes (a DataFrame with the raw index)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.build_arrays(self.raw_arrays(raw)), index=raw.index)[self.columns]
+
+
+def load_feature_code(model_dir: Path, spec: ModelSpec) -> FeatureSet:
+    """The one loader: the model's features.py in ``model_dir`` (in the repo, or beside the service in a Bento).
+
+    Without a features.py the model takes its raw features only.
+    """
+    path = os.path.join(os.fspath(model_dir), FEATURES_FILE)
+    try:  # one stat per call: this runs for every scored request
+        st = os.stat(path)
+    except FileNotFoundError:
+        return FeatureSet(spec)
+    if not stat.S_ISREG(st.st_mode):
+        return FeatureSet(spec)
+    resolved = _resolved(path)
+    return FeatureSet(spec, _load_module_derived(str(resolved), st.st_mtime_ns), resolved)
+
+
+@lru_cache(maxsize=64)
+def _resolved(path: str) -> Path:
+    return Path(path).resolve()
+
+
+def feature_set(spec: ModelSpec) -> FeatureSet:
+    """The feature set of a spec loaded from a model folder (``spec.model_dir``); raw features only otherwise."""
+    if spec.model_dir is None:
+        return FeatureSet(spec)
+    return load_feature_code(spec.model_dir, spec)
+
+
+def feature_columns(spec: ModelSpec) -> list[str]:
+    """Model input columns, in the order the booster sees them."""
+    return feature_set(spec).columns
+
+
+def categorical_columns(spec: ModelSpec) -> list[str]:
+    return list(spec.features.categorical)
+
+
+def derived_sources(spec: ModelSpec) -> dict[str, tuple[str, ...]]:
+    """Derived input -> raw features it is built from, as the model's features.py declares them."""
+    return feature_set(spec).sources
+
+
+def build_features(raw: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    """Turn raw rows into the float matrix the model takes, with the model's own feature code.
+
+    Raises KeyError naming the missing columns rather than producing a silently
+    wrong matrix; FeatureCodeError when the model's features.py breaks the contract.
+    """
+    return feature_set(spec).build(raw)

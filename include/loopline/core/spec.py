@@ -1,0 +1,291 @@
+"""The model spec (``models/<name>/spec.yaml``): schema, training recipe and gates of one model.
+
+Validated strictly on load, so a typo in a spec fails loudly with the key's path
+instead of silently falling back to a default.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from loopline.core.errors import LooplineError
+
+
+class SpecError(LooplineError, ValueError):
+    """The spec file is missing or invalid; the message names the file and the key."""
+
+
+_PRESETS = ("@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
+
+
+def _check_schedule(value: str) -> str:
+    """A cron expression or one of Airflow's presets; checked here so a typo fails this spec, not every DAG."""
+    from croniter import croniter
+
+    if value not in _PRESETS and not croniter.is_valid(value):
+        raise ValueError(f"{value!r} is not a cron expression (e.g. '0 3 * * 1') or one of {_PRESETS}")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NumericRange(_Strict):
+    min: float
+    max: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> NumericRange:
+        if self.min > self.max:
+            raise ValueError(f"min {self.min} > max {self.max}")
+        return self
+
+
+class IngestRules(_Strict):
+    """Data rules checked at ingest beside the GE suite, against the batch and the whole dataset.
+
+    Every data version is cumulative, so a key that repeats across batches would break
+    every later version; a timestamp in the future would empty the time-based holdout.
+    """
+
+    unique_key: list[str] | None = None  # columns unique across the whole dataset; default: [entity_id]
+    on_duplicate: Literal["reject", "drop_repeats", "keep_latest"] = "reject"
+    earliest_timestamp: date = date(1970, 1, 1)  # older rows are implausible
+    future_tolerance_minutes: float = Field(60, ge=0)  # rows stamped later than ingest time + this are refused
+
+
+class SourceSpec(_Strict):
+    """Where a model's batches come from: files dropped in its landing folder, or slices of a SQL table."""
+
+    kind: Literal["files", "sql"] = "files"
+    url_env: str | None = None  # environment variable holding a SQLAlchemy URL (sql)
+    conn_id: str | None = None  # ... or an Airflow connection id (sql)
+    table: str | None = None  # a table ("schema.table" allowed) ...
+    query: str | None = None  # ... or a SELECT; the watermark filter is put around it
+    watermark: str | None = None  # a column that only grows as rows are added; default: dataset.timestamp
+    max_rows: int = Field(1_000_000, ge=1)  # rows per slice: a large backlog arrives in several batches
+
+    @model_validator(mode="after")
+    def _sql_needs(self) -> SourceSpec:
+        if self.kind == "sql":
+            if not (self.url_env or self.conn_id):
+                raise ValueError("a sql source needs url_env (an environment variable) or conn_id")
+            if bool(self.table) == bool(self.query):
+                raise ValueError("a sql source needs exactly one of table or query")
+        elif any((self.url_env, self.conn_id, self.table, self.query, self.watermark)):
+            raise ValueError("url_env, conn_id, table, query and watermark apply to kind: sql only")
+        return self
+
+
+class DatasetSpec(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    entity_id: str
+    timestamp: str
+    target: str
+    expectation_suite: str
+    rules: IngestRules = Field(default_factory=IngestRules)
+    source: SourceSpec = Field(default_factory=SourceSpec)
+
+    @model_validator(mode="after")
+    def _key_columns(self) -> DatasetSpec:
+        key = self.rules.unique_key
+        if key is not None and (not key or len(set(key)) != len(key)):
+            raise ValueError(f"rules.unique_key must list distinct columns, got {key}")
+        return self
+
+    @property
+    def unique_key(self) -> list[str]:
+        return list(self.rules.unique_key or [self.entity_id])
+
+
+class FeatureSpec(_Strict):
+    version: str
+    numeric: dict[str, NumericRange]
+    categorical: dict[str, list[str]]
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> FeatureSpec:
+        both = set(self.numeric) & set(self.categorical)
+        if both:
+            raise ValueError(f"features both numeric and categorical: {sorted(both)}")
+        for name, levels in self.categorical.items():
+            if not levels or len(set(levels)) != len(levels):
+                raise ValueError(f"categorical feature {name!r} needs distinct, non-empty levels")
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+
+class DecisionLabels(_Strict):
+    """What the service answers for a score below the threshold, and at or above it."""
+
+    below: str = Field("negative", min_length=1)
+    at_or_above: str = Field("positive", min_length=1)
+
+
+class TrainingSpec(_Strict):
+    schedule: str = "0 3 * * 1"  # cron (UTC) of the scheduled retrain; new data versions also trigger one
+
+    _schedule = field_validator("schedule")(classmethod(lambda cls, v: _check_schedule(v)))
+    valid_weeks: int = Field(ge=1)
+    holdout_weeks: int = Field(ge=1)
+    min_train_rows: int = Field(ge=1)
+    decision_threshold: float = Field(gt=0, lt=1)
+    decisions: DecisionLabels = Field(default_factory=DecisionLabels)
+    seed: int
+    early_stopping_rounds: int = Field(ge=1)
+    params: dict[str, Any]
+
+
+class QualityGateSpec(_Strict):
+    min_auc: float = Field(ge=0, le=1)
+    max_brier: float = Field(ge=0, le=1)
+    auc_tolerance: float = Field(ge=0)
+    brier_tolerance: float = Field(ge=0)
+
+
+class CanaryGates(_Strict):
+    """Canary vs champion over the same window; a step passes only if every gate with enough data passes."""
+
+    # Predictions per arm in the step's window before judging; below ~100 the score PSI of two
+    # samples of one distribution is too noisy to compare with max_score_psi.
+    min_samples: int = Field(200, ge=100)
+    max_error_rate: float = Field(0.01, ge=0, le=1)  # canary errors / canary calls
+    max_p95_latency_ratio: float = Field(2.0, ge=1)  # canary p95 <= ratio * champion p95 + slack
+    latency_slack_ms: float = Field(5.0, ge=0)  # absolute slack: sub-millisecond noise never fails a step
+    max_score_psi: float = Field(0.2, gt=0)  # canary vs champion score PSI, on top of the expected (gate) PSI
+    max_auc_drop: float = Field(0.03, ge=0)  # live AUC, once outcome labels have arrived
+    min_labelled: int = Field(200, ge=1)  # labelled predictions per arm before the AUC gate counts
+
+
+class RolloutSpec(_Strict):
+    mode: str = Field("canary", pattern="^(canary|bluegreen)$")
+    steps: list[float] = Field(default_factory=lambda: [0.05, 0.2, 0.5, 1.0])  # canary share per step
+    bake_seconds: int = Field(600, ge=1)  # minimum time per step before it can pass
+    max_step_seconds: int = Field(3600, ge=1)  # a step without enough traffic by then fails (nothing judged)
+    poll_seconds: int = Field(30, ge=1)
+    gates: CanaryGates = Field(default_factory=CanaryGates)
+
+    @model_validator(mode="after")
+    def _steps(self) -> RolloutSpec:
+        steps = self.steps
+        if not steps or any(not 0 < s <= 1 for s in steps) or steps != sorted(set(steps)) or steps[-1] != 1.0:
+            raise ValueError(f"steps must rise strictly within (0, 1] and end at 1.0, got {steps}")
+        if self.max_step_seconds < self.bake_seconds:
+            raise ValueError("max_step_seconds must be >= bake_seconds")
+        return self
+
+
+class DriftPolicy(_Strict):
+    """When drift counts as real, and how often it may start a retrain."""
+
+    schedule: str = "@hourly"  # the drift DAG's schedule
+
+    _schedule = field_validator("schedule")(classmethod(lambda cls, v: _check_schedule(v)))
+    window_hours: float = Field(24, gt=0)  # recent prediction-log window compared with the reference
+    min_window: int = Field(500, ge=10)  # fewer live rows than this: no verdict
+    p_value: float = Field(0.05, gt=0, lt=1)  # FDR level across features (TabularDrift, correction='fdr')
+    min_psi: float = Field(0.1, gt=0)  # effect size a feature must also reach to count as drifted
+    drift_share: float = Field(0.3, gt=0, le=1)  # importance-weighted share of drifted features that confirms
+    score_psi: float = Field(0.2, gt=0)  # score-distribution PSI that confirms on its own (with p < p_value)
+    min_labelled: int = Field(300, ge=10)  # labelled live rows before live AUC is judged
+    max_auc_drop: float = Field(0.05, ge=0)  # live AUC below training holdout AUC by more than this: concept drift
+    cooldown_hours: float = Field(24, ge=0)  # no retrain trigger within this long after the last one
+    max_retrains_per_week: int = Field(2, ge=0)
+
+
+class ModelSpec(_Strict):
+    name: str
+    description: str = ""
+    dataset: DatasetSpec
+    features: FeatureSpec
+    training: TrainingSpec
+    quality_gate: QualityGateSpec
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    monitoring: DriftPolicy = Field(default_factory=DriftPolicy)
+    # The folder the spec was read from: the model's own code (features.py) lives beside it.
+    _model_dir: Path | None = PrivateAttr(None)
+
+    @property
+    def model_dir(self) -> Path | None:
+        """``models/<name>/`` (or the Bento's service folder); None for a spec built in memory."""
+        return self._model_dir
+
+    def in_folder(self, model_dir: Path) -> ModelSpec:
+        """This spec, read as if from ``model_dir`` (whose features.py it then uses)."""
+        copy = self.model_copy()
+        copy._model_dir = Path(model_dir)
+        return copy
+
+    @model_validator(mode="after")
+    def _key_in_columns(self) -> ModelSpec:
+        unknown = [c for c in self.dataset.unique_key if c not in self.input_columns]
+        if unknown:
+            raise ValueError(f"dataset.rules.unique_key names columns the dataset does not have: {unknown}")
+        return self
+
+    @property
+    def input_columns(self) -> list[str]:
+        """Columns of a raw batch, in order: id, time, features, label."""
+        ds = self.dataset
+        return [ds.entity_id, ds.timestamp, *self.features.names, ds.target]
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    """The keys a spec section takes, found by walking the models along the error's path."""
+    model: Any = ModelSpec
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            break
+        inner = field.annotation
+        model = next((a for a in getattr(inner, "__args__", ()) if hasattr(a, "model_fields")), inner)
+    return sorted(getattr(model, "model_fields", {}))
+
+
+def _explain(error: dict) -> str:
+    where = ".".join(map(str, error["loc"]))
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown key; allowed here: {', '.join(_allowed_keys(error['loc'][:-1]))}"
+    return f"{where}: {error['msg']}"
+
+
+def spec_path(model_name: str, models_dir: Path) -> Path:
+    return models_dir / model_name / "spec.yaml"
+
+
+def load_spec_file(path: Path) -> ModelSpec:
+    """Parse and validate one spec file (the service inside a Bento reads its copy this way)."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+        spec = ModelSpec.model_validate(raw)
+        spec._model_dir = path.parent
+        return spec
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(f"cannot read spec {path}: {err}") from err
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path} is not valid YAML: {err}") from err
+    except ValidationError as err:
+        problems = "; ".join(_explain(e) for e in err.errors())
+        raise SpecError(f"{path} is invalid: {problems}") from err
+
+
+@lru_cache(maxsize=16)
+def load_spec(model_name: str, models_dir: Path) -> ModelSpec:
+    path = spec_path(model_name, models_dir)
+    if not path.is_file():
+        known = sorted(p.parent.name for p in models_dir.glob("*/spec.yaml"))
+        raise SpecError(f"no spec for model {model_name!r} at {path}; known models: {known}")
+    spec = load_spec_file(path)
+    if spec.name != model_name:
+        raise SpecError(f"{path} declares name {spec.name!r}, expected {model_name!r}")
+    return spec

@@ -1,0 +1,331 @@
+"""``loopline``: the one command-line entry point (Makefile, dvc.yaml stages and people use it)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="Loopline: an ML production line on Apache Airflow.", no_args_is_help=True, add_completion=False)
+
+MODEL_OPTION = typer.Option("credit_risk", "--model", "-m", help="Model name (a folder under models/).")
+
+
+def _settings():
+    from loopline.core.settings import SettingsError, apply_library_env, get_settings
+
+    try:
+        return apply_library_env(get_settings())
+    except SettingsError as err:
+        typer.secho(f"configuration error: {err}", fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def env() -> None:
+    """Print `export` lines for Airflow, MLflow and BentoML (use: eval "$(loopline env)")."""
+    from loopline.core.settings import get_settings
+
+    for key, value in get_settings().as_env().items():
+        print(f"export {key}={json.dumps(value)}")
+
+
+@app.command()
+def init() -> None:
+    """Create the state folder, the pseudonym secret and the DVC data registry (idempotent)."""
+    from loopline.core.settings import PSEUDONYM_SECRET_FILE, ensure_dirs
+    from loopline.ingestion.data_registry import DataRegistry
+
+    settings = ensure_dirs(_settings())
+    settings.pseudonym_secret  # noqa: B018 (generated once, mode 0600, unless LOOPLINE_PSEUDONYM_SECRET is set)
+    DataRegistry(settings.data_registry, settings.dvc_remote_url).init()
+    secret = "LOOPLINE_PSEUDONYM_SECRET" if settings.pseudonym_secret_env else settings.home / PSEUDONYM_SECRET_FILE
+    typer.echo(
+        f"state in {settings.home}; data registry {settings.data_registry} -> remote {settings.dvc_remote_url};"
+        f" pseudonym secret from {secret}"
+    )
+    if _airflow_db_ready(settings):  # `make up` and the stack's airflow-init run init after `airflow db migrate`
+        _report_dead_runs(settings, grace_seconds=300.0, dry_run=False)
+
+
+def _airflow_db_ready(settings) -> bool:
+    """An Airflow metadata DB to look at: a migrated SQLite file, or a server database (checked on use)."""
+    uri = settings.airflow_db_uri
+    return not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).is_file()
+
+
+def _report_dead_runs(settings, grace_seconds: float, dry_run: bool) -> None:
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from loopline.ops.dead_runs import fail_dead_test_runs
+
+    try:
+        dead = fail_dead_test_runs(settings, grace_seconds, dry_run)
+    except (OperationalError, ProgrammingError) as err:  # not migrated yet: nothing can be running
+        typer.echo(f"Airflow DB not ready, no runs checked ({type(err).__name__})")
+        return
+    for run in dead:
+        typer.echo(f"{'would mark' if dry_run else 'marked'} failed: {run.line()}")
+
+
+@app.command("fail-dead-runs")
+def fail_dead_runs(
+    grace_seconds: float = typer.Option(300.0, min=0, help="A run that never started a task is judged after this."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only list them."),
+) -> None:
+    """Mark failed the in-process runs (dag.test, `airflow dags test`) whose process is gone (init does it too)."""
+    settings = _settings()
+    if not _airflow_db_ready(settings):
+        typer.echo(f"no Airflow DB at {settings.airflow_db_uri}")
+        return
+    _report_dead_runs(settings, grace_seconds, dry_run)
+
+
+@app.command()
+def reset(yes: bool = typer.Option(False, "--yes", help="Do not ask.")) -> None:
+    """Remove ALL embedded state (Airflow DB, MLflow, DVC registry and remote, Bentos, landing zone)."""
+    from loopline.core.settings import get_settings
+
+    home = get_settings().home
+    if not yes and not typer.confirm(f"Delete {home} and everything in it?"):
+        raise typer.Exit(1)
+    shutil.rmtree(home, ignore_errors=True)
+    typer.echo(f"removed {home}")
+
+
+@app.command()
+def generate(
+    weeks: str = typer.Option("0-3", help="Week range 'A-B' (inclusive) or a single week."),
+    rows: int = typer.Option(1000, min=1, max=2_000_000, help="Rows per weekly batch (the suite's maximum)."),
+    seed: int = typer.Option(0),
+    covariate_shift: float = typer.Option(0.0, min=0.0, max=3.0),
+    concept_shift: float = typer.Option(0.0, min=0.0, max=3.0),
+    unlabelled: bool = typer.Option(False, help="Withhold labels (label delay)."),
+    fmt: str = typer.Option("csv", "--format", help="csv or parquet."),
+    out: Path | None = typer.Option(None, help="Folder; default: the model's landing zone."),
+    model: str = MODEL_OPTION,
+) -> None:
+    """Drop generated weekly batches of credit applications into the landing zone."""
+    from loopline.ops import datagen
+
+    if fmt not in ("csv", "parquet"):
+        raise typer.BadParameter("--format must be csv or parquet")
+    first, _, last = weeks.partition("-")
+    try:
+        span = range(int(first), int(last or first) + 1)
+    except ValueError:
+        raise typer.BadParameter(f"--weeks {weeks!r} is not 'A-B' or a number") from None
+    folder = out or _settings().landing_dir / model
+    folder.mkdir(parents=True, exist_ok=True)
+    drift = datagen.DriftKnobs(covariate_shift=covariate_shift, concept_shift=concept_shift)
+    for week in span:
+        frame = datagen.make_batch(week, n_rows=rows, seed=seed, drift=drift, with_labels=not unlabelled)
+        path = datagen.write_batch(frame, folder / f"applications_w{week:03d}_s{seed}.{fmt}")
+        typer.echo(f"wrote {path} ({len(frame)} rows)")
+
+
+@app.command()
+def malformed(
+    kinds: list[str] = typer.Argument(None, help="Kinds to write; default: all."),
+    out: Path | None = typer.Option(None, help="Folder; default: the model's landing zone."),
+    model: str = MODEL_OPTION,
+) -> None:
+    """Drop malformed batches (wrong dtype, missing column, out of range, empty, unparseable)."""
+    from loopline.ops import datagen
+
+    folder = out or _settings().landing_dir / model
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind in kinds or datagen.MALFORMED_KINDS:
+        try:
+            path = datagen.write_malformed(kind, folder / f"malformed_{kind}.csv")
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from None
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
+def status(
+    model: str | None = typer.Option(None, "--model", "-m", help="One model's line; default: every model folder."),
+) -> None:
+    """What the line holds: data versions, model versions and aliases, Bentos, landing zone, quarantine."""
+    from loopline.core.dag_factory import discover
+    from loopline.ops.status import describe
+
+    settings = _settings()
+    if model:
+        typer.echo(describe(model, settings))
+        return
+    good, broken = discover(settings.models_dir)
+    typer.echo("\n\n".join(describe(spec.name, settings) for spec in good))
+    for name, why in broken.items():
+        typer.echo(f"\n== {name}: BROKEN model folder, no DAGs generated\n  {why}")
+
+
+@app.command()
+def onboard(
+    name: str = typer.Argument(..., help="The new model's name (lower-case, digits, _): its folder under models/."),
+    sample: Path = typer.Option(..., "--sample", exists=True, dir_okay=False, help="A CSV or Parquet sample."),
+    target: str = typer.Option(..., "--target", help="The column to predict (binary: 0/1)."),
+    timestamp: str = typer.Option(..., "--timestamp", help="The column with each row's time (ISO 8601)."),
+    entity_id: str = typer.Option(..., "--entity-id", help="The column that identifies a row's subject."),
+    task: str | None = typer.Option(None, "--task", help="Override the inferred task type."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing spec and suite."),
+) -> None:
+    """Write models/NAME/spec.yaml and expectations/NAME_batch.json from a sample table, for review."""
+    from loopline.ops.onboarding import onboard as write
+
+    settings = _settings()
+    spec_file, suite_file = write(
+        name, sample, target, timestamp, entity_id, settings.models_dir, settings.expectations_dir, task, force
+    )
+    typer.echo(f"wrote {spec_file}\nwrote {suite_file}")
+    typer.echo(f"review both, then drop batches into {settings.landing_dir / name}/ (loopline status -m {name})")
+
+
+@app.command()
+def audit(model: str = MODEL_OPTION, limit: int = typer.Option(50, min=1, max=10_000)) -> None:
+    """The audit trail: every change to what serves traffic, newest first, with who and why."""
+    from loopline.rollout.serving_state import ServingState
+
+    state = ServingState(_settings().state_db_uri)
+    route = state.route(model)
+    typer.echo(
+        f"{model} now: champion v{route.champion_version}, canary v{route.canary_version} @ {route.canary_weight:.0%}"
+    )
+    for record in state.trail(model, limit):
+        typer.echo(record.line())
+
+
+@app.command()
+def rollouts(model: str = MODEL_OPTION, limit: int = typer.Option(10, min=1, max=1000)) -> None:
+    """Rollouts, newest first: candidate, mode, outcome and every judged step's gates."""
+    from loopline.rollout.serving_state import ServingState
+
+    for r in ServingState(_settings().state_db_uri).rollouts(model, limit):
+        typer.echo(
+            f"#{r.id} v{r.candidate_version} vs champion v{r.champion_version} [{r.mode}] {r.status.upper()}"
+            f" started {r.started_at:%Y-%m-%d %H:%M:%S} by {r.trigger}"
+        )
+        for result in r.gate_results:
+            gates = ", ".join(f"{g['name']}={g['status']}" for g in result["gates"])
+            typer.echo(f"    step {result['step']:.0%}: {result['status']} ({result['reason']}) [{gates}]")
+        if r.outcome:
+            typer.echo(f"    outcome: {r.outcome}")
+
+
+@app.command("drift-status")
+def drift_status(model: str = MODEL_OPTION, limit: int = typer.Option(10, min=1, max=1000)) -> None:
+    """The latest drift verdicts: window size, drift share, score PSI, whether a retrain was triggered."""
+    from loopline.monitoring.monitoring_state import MonitoringState
+
+    checks = MonitoringState(_settings().state_db_uri).latest(model, limit)
+    if not checks:
+        typer.echo(f"no drift checks recorded for {model} yet")
+    for check in checks:
+        typer.echo(check.line())
+
+
+@app.command("ingest-outcomes")
+def ingest_outcomes(model: str = MODEL_OPTION) -> None:
+    """Take in delayed outcome labels waiting in landing/<dataset>_outcomes/ (what the drift DAG does first)."""
+    from loopline.monitoring.feedback import ingest_outcomes
+
+    typer.echo(json.dumps(ingest_outcomes(model, _settings()), indent=2))
+
+
+@app.command()
+def simulate(
+    weeks: int = typer.Option(8, min=2, max=52, help="Simulated weeks after the 4 bootstrap weeks."),
+    shift_week: int = typer.Option(8, min=5, help="First week of the shifted world (weeks count from 4)."),
+    rows: int = typer.Option(1000, min=500, max=50_000, help="Applicants per week."),
+    seed: int = typer.Option(7),
+) -> None:
+    """Weeks of compressed time through the real DAGs: stable, then a shift; prints a timeline, saves a plot.
+
+    Needs a fresh state (`loopline reset --yes`) and the Airflow DB (`airflow db migrate`); `make simulate` does both.
+    """
+    from loopline.ops.simulate import simulate as run
+
+    settings = _settings()
+    out = settings.home / "simulation"
+    run(weeks, shift_week, rows, seed, out, echo=typer.echo)
+    typer.echo(f"timeline: {out / 'timeline.json'}; plot: {out / 'timeline.png'}")
+
+
+@app.command()
+def reproduce(
+    version: str = typer.Argument(..., help="Registered model version, e.g. 3."),
+    model: str = MODEL_OPTION,
+) -> None:
+    """Retrain a registered version from its lineage (data version, code commit, params); compare metrics."""
+    from loopline.training.reproduce import reproduce as run
+
+    result = run(model, version, _settings())
+    typer.echo(result.table())
+    if not result.matches:
+        raise typer.Exit(1)
+
+
+@app.command("pull-data")
+def pull_data(
+    version: str = typer.Option("latest", help="'latest', 'vNNNN' or a data-registry commit."),
+    out: Path | None = typer.Option(None, help="Folder to fetch the dataset into; default: data/<model>."),
+    model: str = MODEL_OPTION,
+) -> None:
+    """Fetch an exact dataset version from the DVC remote (dvc.yaml stage `pull`)."""
+    from loopline.core.spec import load_spec
+    from loopline.ingestion.data_registry import DataRegistry, RegistryError
+
+    settings = _settings()
+    registry = DataRegistry(settings.data_registry, settings.dvc_remote_url)
+    try:
+        resolved = registry.resolve(load_spec(model, settings.models_dir).dataset.name, version)
+    except RegistryError as err:
+        typer.secho(str(err), fg="red", err=True)
+        raise typer.Exit(2) from None
+    out = out or Path("data") / model
+    registry.pull(resolved, out)
+    (out.parent / f"{out.name}.version.json").write_text(json.dumps(resolved.to_dict(), indent=2) + "\n")
+    typer.echo(f"{resolved.tag} (rev {resolved.rev[:10]}, {resolved.rows} rows) -> {out}")
+
+
+@app.command("train-offline")
+def train_offline(
+    data: Path | None = typer.Option(None, help="Folder of parquet batches from pull-data; default: data/<model>."),
+    out: Path | None = typer.Option(None, help="Where model.txt and metrics.json go; default: artifacts/<model>."),
+    model: str = MODEL_OPTION,
+) -> None:
+    """Train and evaluate with the spec's params, outside Airflow and MLflow (dvc.yaml stage `train`)."""
+    import pandas as pd
+
+    from loopline.core.spec import load_spec
+    from loopline.training import trainer as training
+
+    settings = _settings()
+    spec = load_spec(model, settings.models_dir)
+    data, out = data or Path("data") / model, out or Path("artifacts") / model
+    files = sorted(data.glob("*.parquet"))
+    if not files:
+        typer.secho(f"no parquet batches in {data}; run `loopline pull-data` first", fg="red", err=True)
+        raise typer.Exit(2)
+    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    trained, metrics = training.fit_and_evaluate(frame, spec, {**spec.training.params, "seed": spec.training.seed})
+    out.mkdir(parents=True, exist_ok=True)
+    trained.booster.save_model(str(out / "model.txt"))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "feature_importance.json").write_text(json.dumps(training.feature_importance(trained.booster), indent=2))
+    typer.echo(json.dumps(metrics, indent=2))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""A plain-text overview of what the line holds for one model (``loopline status``)."""
+
+from __future__ import annotations
+
+from loopline.core.settings import Settings
+
+
+def describe(model_name: str, settings: Settings) -> str:
+    from loopline.core import tracking
+    from loopline.core.spec import load_spec
+    from loopline.ingestion.data_registry import DataRegistry
+    from loopline.ingestion.ingest import landing_scan, list_in_flight, zones_for
+
+    spec = load_spec(model_name, settings.models_dir)
+    zones = zones_for(spec.dataset.name, settings)
+    lines = [f"== {model_name}", f"state: {settings.home}", "", "data versions (DVC registry):"]
+    registry = DataRegistry(settings.data_registry, settings.dvc_remote_url)
+    if (settings.data_registry / ".dvc").exists():
+        for v in registry.versions(spec.dataset.name):
+            dv = registry.resolve(spec.dataset.name, v)
+            lines.append(f"  {dv.version}  rev {dv.rev[:10]}  md5 {dv.md5}  {dv.batches} batches  {dv.rows} rows")
+    lines += ["", "model versions (MLflow registry):"]
+    client = tracking.client_for(settings)
+    aliases: dict[str, list[str]] = {}
+    try:
+        for alias, version in client.get_registered_model(model_name).aliases.items():
+            aliases.setdefault(str(version), []).append(alias)
+        versions = client.search_model_versions(f"name = '{model_name}'")
+    except Exception:  # no model registered yet
+        versions = []
+    for mv in sorted(versions, key=lambda v: int(v.version)):
+        tags = mv.tags
+        lines.append(
+            f"  v{mv.version}  {','.join(aliases.get(str(mv.version), [])) or '-':<20}"
+            f" data {tags.get('loopline.data_version', '?')}  gate {tags.get('loopline.gate_decision', '?')}"
+            f"  bento {tags.get('loopline.bento_tag', '-')}"
+        )
+    from loopline.rollout.serving_state import ServingState
+
+    route = ServingState(settings.state_db_uri).route(model_name)
+    canary = f", canary v{route.canary_version} at {route.canary_weight:.0%}" if route.canary_version else ""
+    lines += ["", f"serving: champion v{route.champion_version}{canary} (loopline audit: the trail)"]
+    quarantined = sorted(p.name for p in zones.quarantine.iterdir()) if zones.quarantine.is_dir() else []
+    found = landing_scan(model_name, settings)
+    lines += ["", f"landing zone {zones.landing}: {found.lines()[0]}", *found.lines()[1:]]
+    in_flight = list_in_flight(zones.processing)
+    lines += [f"processing: {len(in_flight)} (a crashed run's batches; the next ingest run resumes them)"] * bool(
+        in_flight
+    )
+    lines += [f"quarantine ({len(quarantined)}):"]
+    for name in quarantined:
+        summary = zones.quarantine / name / "validation.txt"
+        first = summary.read_text().splitlines()[1:2] if summary.exists() else []
+        lines.append(f"  {name}: {first[0].strip() if first else ''}")
+    return "\n".join(lines)

@@ -1,0 +1,288 @@
+"""The steps of the automatic rollout DAG: canary steps judged by gates, or a blue/green switch.
+
+State lives in the serving state store (the route and a rollout record), not in the
+task, so every step is safe to retry and a rollout survives a scheduler restart.
+Whatever fails, ``fail`` puts all traffic back on the champion and records why.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+
+from loopline.core.errors import LooplineError
+from loopline.core.settings import Settings
+from loopline.core.spec import RolloutSpec, load_spec
+from loopline.rollout import canary
+from loopline.rollout.actions import CHALLENGER, make_champion, resolve_version
+from loopline.rollout.serving_state import Rollout, Route, ServingState
+from loopline.serving.prediction_log import read_window
+
+log = logging.getLogger(__name__)
+
+
+class RolloutStopped(LooplineError, RuntimeError):
+    """The rollout cannot go on: a gate failed, or someone changed the route meanwhile."""
+
+
+def _state(settings: Settings) -> ServingState:
+    return ServingState(settings.state_db_uri)
+
+
+def _rollout_spec(model: str, settings: Settings) -> RolloutSpec:
+    return load_spec(model, settings.models_dir).rollout
+
+
+def _scrape(settings: Settings) -> dict | None:
+    try:
+        return canary.scrape(settings.service_url)
+    except Exception as err:  # judged as "metrics unavailable"; a step without them cannot pass
+        log.warning("cannot read %s/metrics: %s", settings.service_url, err)
+        return None
+
+
+def _outcomes(model: str, settings: Settings) -> pd.DataFrame | None:
+    from loopline.monitoring import outcomes
+
+    return outcomes.read(settings, model)
+
+
+def _expected_score_psi(client, model: str, candidate: str, champion: str) -> float:
+    """The score PSI the quality gate measured between this candidate and this champion, else 0.
+
+    Only a measurement against the very champion the rollout compares with counts; a
+    version registered outside the train DAG (or gated against another champion) gets
+    no allowance, so the canary's scores must then match the champion's.
+    """
+    from loopline.core import tracking
+
+    tags = client.get_model_version(model, candidate).tags
+    if tags.get(tracking.GATE_CHAMPION_TAG) != champion:
+        return 0.0
+    try:
+        return max(0.0, float(tags.get(tracking.EXPECTED_SCORE_PSI_TAG, 0.0)))
+    except ValueError:
+        return 0.0
+
+
+def prepare(model: str, ref: str, mode: str | None, actor: str, settings: Settings) -> dict[str, Any] | None:
+    """Open a rollout for ``ref`` (default: the challenger), or None when there is nothing to roll out."""
+    from loopline.core import tracking
+
+    client = tracking.client_for(settings)
+    state = _state(settings)
+    route = state.route(model)
+    if ref == CHALLENGER and tracking.alias_version(client, model, CHALLENGER) is None:
+        log.info("model %s has no challenger waiting; nothing to roll out", model)
+        return None
+    candidate = resolve_version(client, model, ref)
+    if route.champion_version is None:
+        raise RolloutStopped(f"model {model} has no champion serving; promote a first version by hand")
+    if candidate == route.champion_version:
+        log.info("v%s already serves as champion; nothing to roll out", candidate)
+        return None
+    chosen_mode = mode or _rollout_spec(model, settings).mode
+    expected = _expected_score_psi(client, model, candidate, route.champion_version)
+    rollout = state.start_rollout(model, candidate, route.champion_version, chosen_mode, actor)
+    return {
+        "rollout_id": rollout.id,
+        "candidate": candidate,
+        "champion": route.champion_version,
+        "mode": chosen_mode,
+        "expected_score_psi": expected,  # read once here; every step's score gate allows it
+    }
+
+
+def _live(state: ServingState, rollout_id: int) -> Rollout:
+    rollout = state.rollout(rollout_id)
+    if rollout.status != "running":
+        raise RolloutStopped(f"rollout #{rollout.id} is {rollout.status}: {rollout.outcome}")
+    return rollout
+
+
+def _stop(state: ServingState, rollout: Rollout, verdict: canary.StepVerdict, actor: str) -> None:
+    """Canary traffic back to 0 now, then record the failed rollout with its gate results."""
+    from loopline.rollout.actions import abort
+
+    abort(state, rollout.model, actor, f"rollout #{rollout.id}: {verdict.reason}", {"verdict": verdict.to_dict()})
+    state.finish_rollout(rollout.id, "failed", verdict.summary())
+
+
+def canary_step(
+    rollout_id: int, step: float, actor: str, settings: Settings, expected_score_psi: float = 0.0
+) -> canary.StepVerdict:
+    """One poke of a canary step: set the weight on the first poke, judge on the later ones."""
+    state = _state(settings)
+    rollout = _live(state, rollout_id)
+    spec = _rollout_spec(rollout.model, settings)
+    route = state.route(rollout.model)
+    if rollout.step != step:
+        if route.champion_version != rollout.champion_version:
+            raise RolloutStopped(f"champion changed to v{route.champion_version} during rollout #{rollout.id}")
+        target = Route(rollout.model, route.champion_version, rollout.candidate_version, step, "canary", route.revision)
+        if target != route:
+            reason = f"rollout #{rollout.id}: step {step:.0%}"
+            state.change(target, "canary_step", actor, reason, {"rollout": rollout.id})
+        state.begin_step(rollout.id, step, _scrape(settings) or {})
+        return canary.StepVerdict(step, canary.WAIT, 0.0, {}, [], "step started")
+    if (route.canary_version, route.canary_weight) != (rollout.candidate_version, step):
+        state.finish_rollout(rollout.id, "aborted", f"route changed outside the rollout: {route.to_dict()}")
+        raise RolloutStopped(f"rollout #{rollout.id} stopped: the route was changed by someone else")
+    started = rollout.step_started_at or datetime.now(UTC)
+    window = read_window(settings.prediction_log_dir, rollout.model, since=started).rows
+    verdict = canary.judge_step(
+        step,
+        (datetime.now(UTC) - started).total_seconds(),
+        window,
+        rollout.baseline or None,
+        _scrape(settings),
+        str(rollout.champion_version),
+        rollout.candidate_version,
+        spec.gates,
+        spec.bake_seconds,
+        spec.max_step_seconds,
+        _outcomes(rollout.model, settings),
+        expected_score_psi,
+    )
+    log.info("%s", verdict.summary())
+    if verdict.status != canary.WAIT:
+        state.add_gate_result(rollout.id, verdict.to_dict())
+    if verdict.status == canary.FAIL:
+        _stop(state, rollout, verdict, actor)
+    return verdict
+
+
+def promote(rollout_id: int, actor: str, settings: Settings) -> dict[str, Any]:
+    """Every step passed: the candidate becomes champion (MLflow alias too); the old one keeps `previous`."""
+    from loopline.core import tracking
+
+    state = _state(settings)
+    rollout = state.rollout(rollout_id)
+    if rollout.status not in ("running", "succeeded"):
+        raise RolloutStopped(f"rollout #{rollout.id} is {rollout.status}; not promoting")
+    reason = f"rollout #{rollout.id} passed every step"
+    details = {"rollout": rollout.id, "gate_results": rollout.gate_results}
+    client = tracking.client_for(settings)
+    route = make_champion(state, client, rollout.model, rollout.candidate_version, "promote", actor, reason, details)
+    state.finish_rollout(rollout.id, "succeeded", reason)
+    return route.to_dict()
+
+
+# --- blue/green: one switch after a pre-switch check, then a watch with instant switch-back ----------
+
+
+def pre_switch_check(rollout_id: int, settings: Settings, expected_score_psi: float = 0.0) -> canary.StepVerdict:
+    """Score the champion's recent traffic with the candidate offline: it must not fail or shift scores."""
+    import mlflow.lightgbm
+
+    from loopline.serving.scoring import score_frame
+
+    state = _state(settings)
+    rollout = _live(state, rollout_id)
+    spec_all = load_spec(rollout.model, settings.models_dir)
+    gates = spec_all.rollout.gates
+    recent = read_window(settings.prediction_log_dir, rollout.model).rows
+    if not recent.empty:
+        recent = recent[recent["model_version"] == rollout.champion_version].tail(5 * gates.min_samples)
+    results: list[canary.GateResult] = []
+    if len(recent) < gates.min_samples:
+        results.append(canary.GateResult("recent_traffic", canary.FAIL, detail=f"{len(recent)} rows logged"))
+    else:
+        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+        try:
+            booster = mlflow.lightgbm.load_model(f"models:/{rollout.model}/{rollout.candidate_version}")
+            shadow = score_frame(booster, recent[spec_all.features.names], spec_all)
+            results.append(canary.GateResult("errors", canary.PASS, 0.0, detail=f"scored {len(recent)} rows"))
+            rows = recent.assign(score=shadow["score"].to_numpy(), arm="canary", model_version="candidate")
+            results.append(canary.psi_gate(rows, recent, gates, expected_score_psi))
+        except Exception as err:  # the candidate cannot score what the champion serves
+            results.append(canary.GateResult("errors", canary.FAIL, 1.0, detail=f"{type(err).__name__}: {err}"))
+    failed = [g.name for g in results if g.status == canary.FAIL]
+    status = canary.FAIL if failed else canary.PASS
+    reason = f"pre-switch gate failed: {', '.join(failed)}" if failed else "candidate scores recent traffic alike"
+    verdict = canary.StepVerdict(0.0, status, 0.0, {"recent": len(recent)}, results, reason)
+    state.add_gate_result(rollout.id, verdict.to_dict())
+    if failed:
+        state.finish_rollout(rollout.id, "failed", verdict.summary())
+    return verdict
+
+
+def switch(rollout_id: int, actor: str, settings: Settings) -> dict[str, Any]:
+    """All traffic to the candidate at once (the old champion stays loaded as `previous`)."""
+    from loopline.core import tracking
+
+    state = _state(settings)
+    rollout = _live(state, rollout_id)
+    reason = f"rollout #{rollout.id}: blue/green switch after the pre-switch check"
+    client = tracking.client_for(settings)
+    route = make_champion(
+        state, client, rollout.model, rollout.candidate_version, "bluegreen_switch", actor, reason,
+        {"rollout": rollout.id},
+    )  # fmt: skip
+    state.begin_step(rollout.id, 1.0, _scrape(settings) or {})
+    return route.to_dict()
+
+
+def post_switch_watch(
+    rollout_id: int, actor: str, settings: Settings, expected_score_psi: float = 0.0
+) -> canary.StepVerdict:
+    """After the switch: the new champion's errors, latency and scores vs the old one's just before."""
+    state = _state(settings)
+    rollout = _live(state, rollout_id)
+    spec = _rollout_spec(rollout.model, settings)
+    started = rollout.step_started_at or datetime.now(UTC)
+    elapsed = (datetime.now(UTC) - started).total_seconds()
+    after = read_window(settings.prediction_log_dir, rollout.model, since=started).rows
+    lookback = started - timedelta(seconds=spec.max_step_seconds)
+    before = read_window(settings.prediction_log_dir, rollout.model, since=lookback, until=started).rows
+    new = after[after["model_version"] == rollout.candidate_version] if not after.empty else after
+    old = before[before["model_version"] == rollout.champion_version] if not before.empty else before
+    gates = spec.gates
+    results = [
+        canary.error_gate(rollout.baseline or None, _scrape(settings), rollout.candidate_version, "", gates),
+        canary.latency_gate(new, old, gates),
+        canary.psi_gate(new, old, gates, expected_score_psi),
+    ]
+    samples = {"after": len(new), "before": len(old)}
+    verdict = canary.verdict(1.0, elapsed, samples, results, spec.bake_seconds, spec.max_step_seconds)
+    if verdict.status != canary.WAIT:
+        state.add_gate_result(rollout.id, verdict.to_dict())
+    if verdict.status == canary.FAIL:
+        switch_back(rollout.id, actor, verdict.summary(), settings)
+    elif verdict.status == canary.PASS:
+        state.finish_rollout(rollout.id, "succeeded", f"after the switch: {verdict.reason}")
+    return verdict
+
+
+def switch_back(rollout_id: int, actor: str, reason: str, settings: Settings) -> None:
+    from loopline.core import tracking
+
+    state = _state(settings)
+    rollout = state.rollout(rollout_id)
+    route = state.route(rollout.model)
+    if rollout.champion_version and route.champion_version == rollout.candidate_version:
+        client = tracking.client_for(settings)
+        make_champion(
+            state, client, rollout.model, rollout.champion_version, "bluegreen_switch_back", actor, reason,
+            {"rollout": rollout.id},
+        )  # fmt: skip
+    state.finish_rollout(rollout.id, "failed", reason)
+
+
+def fail(rollout_id: int, actor: str, settings: Settings) -> dict[str, Any]:
+    """After any failed task: traffic back on the champion; the rollout recorded as failed (idempotent)."""
+    from loopline.rollout.actions import abort
+
+    state = _state(settings)
+    rollout = state.rollout(rollout_id)
+    if rollout.mode == "bluegreen":
+        switch_back(rollout_id, actor, "rollout task failed", settings)
+    else:
+        route = state.route(rollout.model)
+        if route.canary_version == rollout.candidate_version:
+            abort(state, rollout.model, actor, f"rollout #{rollout.id} failed", {"rollout": rollout.id})
+        state.finish_rollout(rollout_id, "failed", rollout.outcome or "a rollout task failed")
+    return state.rollout(rollout_id).to_dict()

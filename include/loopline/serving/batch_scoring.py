@@ -1,0 +1,88 @@
+"""Batch scoring: a file of applications in, scores with model version, reason codes and lineage out.
+
+The output folder is keyed by the DAG run, so a re-run overwrites its own result
+and never mixes with another run's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loopline.core.errors import LooplineError
+from loopline.core.settings import Settings
+
+MODEL_REF_PATTERN = r"^(champion|challenger|[1-9][0-9]*)$"
+
+
+class ScoringInputError(LooplineError, ValueError):
+    """The file to score is missing, unreadable or lacks columns the model needs."""
+
+
+@dataclass(frozen=True)
+class ScoringResult:
+    output: str
+    lineage: str
+    rows: int
+    model_version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def resolve_model(model_name: str, model_ref: str, settings: Settings) -> tuple[str, str]:
+    """(model version, model URI) for 'champion', 'challenger' or a version number."""
+    from loopline.core import tracking
+
+    if not re.match(MODEL_REF_PATTERN, model_ref):
+        raise ScoringInputError(f"model reference {model_ref!r} is not 'champion', 'challenger' or a version number")
+    client = tracking.client_for(settings)
+    version = model_ref if model_ref.isdigit() else tracking.alias_version(client, model_name, model_ref)
+    if version is None:
+        raise ScoringInputError(f"model {model_name} has no {model_ref} yet")
+    return version, f"models:/{model_name}/{version}"
+
+
+def score_file(model_name: str, input_path: str, model_ref: str, out_dir: Path, settings: Settings) -> ScoringResult:
+    import mlflow.lightgbm
+
+    from loopline.core import tracking
+    from loopline.core.spec import load_spec
+    from loopline.ingestion.ingest import sha256_of
+    from loopline.ingestion.validation import read_batch
+    from loopline.serving.scoring import score_frame
+
+    spec = load_spec(model_name, settings.models_dir)
+    path = Path(input_path)
+    if not path.is_file():
+        raise ScoringInputError(f"no file to score at {path}")
+    try:
+        raw = read_batch(path)
+    except Exception as err:  # any reader error: the file is not a table we can score
+        raise ScoringInputError(f"cannot read {path}: {type(err).__name__}: {err}") from err
+    needed = [spec.dataset.entity_id, *spec.features.names]
+    missing = [c for c in needed if c not in raw.columns]
+    if missing:
+        raise ScoringInputError(f"{path.name} lacks columns {missing}")
+    version, uri = resolve_model(model_name, model_ref, settings)
+    scored = score_frame(mlflow.lightgbm.load_model(uri), raw, spec, num_threads=0)
+    result = raw[[spec.dataset.entity_id]].join(scored).assign(model_version=version)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    output = out_dir / "scores.parquet"
+    result.to_parquet(output, index=False)
+    model_tags = tracking.client_for(settings).get_model_version(model_name, version).tags
+    lineage = {
+        "model": model_name,
+        "model_ref": model_ref,
+        "model_version": version,
+        "input": str(path),
+        "input_sha256": sha256_of(path),
+        "rows": len(result),
+        **{k: v for k, v in model_tags.items() if k.startswith("loopline.")},
+    }
+    lineage_path = out_dir / "lineage.json"
+    lineage_path.write_text(json.dumps(lineage, indent=2) + "\n")
+    return ScoringResult(str(output), str(lineage_path), len(result), version)

@@ -1,0 +1,189 @@
+"""BentoML service for a Loopline model: validated requests, routed champion/canary scoring, metrics, log.
+
+The request schema is generated from ``spec.yaml`` beside this file
+(``loopline.serving.request_schema``: strict types, finite numbers, no unknown keys); the model's
+derived inputs come from ``features.py`` beside it too (the spec remembers its folder, and
+``loopline.core.features`` loads that file, in the repo and inside the Bento); and
+``loopline.serving.service_edges`` guards every route before BentoML parses a byte: wrong
+content type 415, oversized body 413, unreadable JSON (encoding, syntax, duplicate
+key, NaN) 400, a body that does not fit 422, each answered with the documented
+``ErrorBody`` naming the problem. Nothing malformed reaches a model.
+
+Scoring is ``loopline.serving.online.RoutedScorer``: the versions and traffic weights
+come from the serving state store and change without a restart. Requests
+that arrive together are scored in one call (BentoML adaptive batching), which is
+what lets the platform out-serve a bare endpoint on the same model. Every
+prediction goes to the BentoML prediction log with its model version and reason
+codes, under a pseudonym of the applicant id, never the id itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Literal
+
+import bentoml
+from pydantic import BaseModel, Field
+
+with bentoml.importing():
+    import pandas as pd
+
+    from loopline.core.settings import get_settings
+    from loopline.core.spec import ModelSpec, load_spec_file
+    from loopline.serving.prediction_log import monitor_name
+    from loopline.serving.request_schema import application_model
+    from loopline.serving.routing import pseudonym
+    from loopline.serving.service_edges import protect
+
+# Beside it in a Bento; when served from the repo, LOOPLINE_SERVICE_MODEL_DIR names the model folder.
+_BESIDE = Path(__file__).with_name("spec.yaml")
+SPEC: ModelSpec = load_spec_file(
+    _BESIDE if _BESIDE.exists() else Path(os.environ.get("LOOPLINE_SERVICE_MODEL_DIR", ".")) / "spec.yaml"
+)
+_PIN = Path(__file__).with_name("bento_model.json")  # written by loopline.serving.packaging into each Bento
+_DEV_TAG = os.environ.get("LOOPLINE_BENTO_MODEL", f"{SPEC.name}:latest")  # `bentoml serve` from the repo
+MODEL_TAG = json.loads(_PIN.read_text())["tag"] if _PIN.exists() else _DEV_TAG
+MAX_BATCH = 1000
+MAX_LATENCY_MS = 10_000  # the traffic timeout: a request queued longer is shed with a 503, not left hanging
+
+Application = application_model(SPEC)
+
+
+class Prediction(BaseModel):
+    request_id: str
+    score: float
+    decision: Literal[SPEC.training.decisions.below, SPEC.training.decisions.at_or_above]  # type: ignore[valid-type]
+    model_version: str
+    reasons: list[str]
+
+
+@bentoml.service(name=f"{SPEC.name.replace('_', '-')}", traffic={"timeout": 10})
+class ModelService:
+    bento_model = bentoml.models.BentoModel(MODEL_TAG)
+
+    def __init__(self) -> None:
+        import mlflow.lightgbm
+        import prometheus_client as prom  # after BentoML has set up multiprocess metrics
+
+        from loopline.rollout.serving_state import ServingState
+        from loopline.serving.online import RoutedScorer
+
+        settings = get_settings()
+        self.settings = settings
+        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+        pinned_version = self.bento_model.info.labels.get("mlflow_model_version", "unknown")
+        pinned = mlflow.lightgbm.load_model(self.bento_model.path_of("mlflow_model"))
+        self.scorer = RoutedScorer(
+            SPEC,
+            load=lambda version: mlflow.lightgbm.load_model(f"models:/{SPEC.name}/{version}"),
+            state=ServingState(settings.state_db_uri),
+            pinned_version=pinned_version,
+            pinned_booster=pinned,
+        )
+        self.scorer.refresh()
+        self.scorer.watch(settings.route_poll_seconds)
+        self.secret = settings.pseudonym_secret
+        labels = ["model_version", "arm"]
+        self.predictions = prom.Counter("loopline_predictions_total", "Scored applications", [*labels, "decision"])
+        self.errors = prom.Counter("loopline_prediction_errors_total", "Failed scoring calls", ["model_version"])
+        self.latency = prom.Histogram(
+            "loopline_predict_latency_seconds",
+            "Scoring time per call (a request, or several merged by adaptive batching)",
+            ["model_version"],
+        )
+        self.scores = prom.Histogram(
+            "loopline_score", "Predicted default probability", ["model_version"], buckets=[i / 20 for i in range(1, 21)]
+        )
+        self.weights = prom.Gauge(
+            "loopline_traffic_weight",
+            "Share of traffic per arm",
+            ["model_version", "arm"],
+            multiprocess_mode="mostrecent",
+        )
+        self._weights_revision: int | None = None
+        self._weight_series: set[tuple[str, str]] = set()  # (model_version, arm) pairs ever exported
+
+    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=MAX_LATENCY_MS)
+    def predict(self, applications: list[Application] = Field(min_length=1, max_length=MAX_BATCH)) -> list[Prediction]:  # type: ignore[valid-type]
+        """Score applications; concurrent requests are merged into one call (BentoML adaptive batching).
+
+        Each request is validated on its own first, so a bad one gets its 4xx and never
+        joins a batch. Merging pays the per-call cost of features and ``pred_contrib``
+        once for many requests; each row is still routed by its own entity id.
+        """
+        raw = pd.DataFrame([a.model_dump() for a in applications])
+        route = self.scorer.route
+        try:
+            result = self.scorer.score(raw)
+        except Exception:
+            self.errors.labels(model_version=str(route.champion_version)).inc(len(raw))
+            raise
+        scored = result.frame
+        self._observe(result)
+        request_ids = [uuid.uuid4().hex for _ in range(len(raw))]
+        self._log(raw, scored, request_ids, [result.seconds[v] for v in scored["model_version"]])
+        return [
+            Prediction(
+                request_id=rid, score=r.score, decision=r.decision, model_version=r.model_version, reasons=r.reasons
+            )
+            for rid, r in zip(request_ids, scored.itertuples(), strict=True)
+        ]
+
+    def _observe(self, result) -> None:
+        """Prometheus, per model version: what the rollout gates and the dashboards read."""
+        for version, failed in result.failed.items():
+            self.errors.labels(model_version=version).inc(failed)
+        for version, seconds in result.seconds.items():
+            self.latency.labels(model_version=version).observe(seconds)
+        frame = result.frame
+        for (version, arm, decision), count in frame.groupby(["model_version", "arm", "decision"]).size().items():
+            self.predictions.labels(model_version=version, arm=arm, decision=decision).inc(int(count))
+        for version, scores in frame.groupby("model_version")["score"]:
+            histogram = self.scores.labels(model_version=version)
+            for score in scores:
+                histogram.observe(score)
+        route = result.route
+        if route.revision != self._weights_revision:  # the gauge shows the route this worker serves
+            shares = {(str(route.champion_version), "champion"): 1 - route.canary_weight}
+            if route.canary_version:
+                shares[(route.canary_version, "canary")] = route.canary_weight
+            # Multiprocess gauges keep every series they ever had (clear() does not reach the files):
+            # versions that left the route are set to 0 rather than left showing their old share.
+            for version, arm in self._weight_series - shares.keys():
+                self.weights.labels(model_version=version, arm=arm).set(0)
+            for (version, arm), share in shares.items():
+                self.weights.labels(model_version=version, arm=arm).set(share)
+            self._weight_series |= shares.keys()
+            self._weights_revision = route.revision
+
+    def _log(self, raw: pd.DataFrame, scored: pd.DataFrame, request_ids: list[str], seconds: list[float]) -> None:
+        """One prediction-log row per application (BentoML monitoring, JSON lines)."""
+        entity = SPEC.dataset.entity_id
+        options = {"log_path": str(self.settings.prediction_log_dir)}
+        with bentoml.monitor(monitor_name(SPEC.name), monitor_class="default", monitor_options=options) as mon:
+            mon.log_batch(request_ids, "prediction_id", "feature", "categorical")  # BentoML has no such role
+            mon.log_batch(
+                [pseudonym(str(e), self.secret) for e in raw[entity]], "entity_hash", "feature", "categorical"
+            )
+            for name in SPEC.features.names:
+                kind = "categorical" if name in SPEC.features.categorical else "numerical"
+                mon.log_batch(raw[name].tolist(), name, "feature", kind)
+            mon.log_batch(scored["model_version"].tolist(), "model_version", "feature", "categorical")
+            mon.log_batch(scored["arm"].tolist(), "arm", "feature", "categorical")
+            mon.log_batch(scored["score"].tolist(), "score", "prediction", "numerical")
+            mon.log_batch(scored["decision"].tolist(), "decision", "prediction", "categorical")
+            mon.log_batch([",".join(r) for r in scored["reasons"]], "reasons", "prediction", "categorical")
+            mon.log_batch(seconds, "latency_seconds", "feature", "numerical")  # its model version's scoring time
+            mon.log_batch([time.time()] * len(raw), "logged_at", "feature", "numerical")  # UTC epoch: windows
+
+    @bentoml.api(route="/ready")
+    def ready(self) -> dict:
+        route = self.scorer.route
+        return {"ready": True, "model": SPEC.name, "route": route.to_dict()}
+
+
+protect(ModelService, max_body_bytes=get_settings().max_request_bytes)

@@ -1,0 +1,39 @@
+"""The prediction service's request row, generated from a model spec (strict: what JSON says is what counts).
+
+One pydantic model per spec: the entity id (a non-empty string), every numeric
+feature as a finite number within the spec's bounds, every categorical feature as
+one of its levels, each feature nullable (missing values are allowed and scored),
+and nothing else. Numbers are strict: ``true`` or ``"3"`` for a number is refused,
+not coerced, and so are NaN and ±Infinity (``allow_inf_nan=False``), whatever
+the JSON parser made of them. The BentoML service uses it as its input row and
+the OpenAPI schema is derived from it, so the documentation and the check are one.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+
+from loopline.core.spec import ModelSpec
+
+ENTITY_ID_MAX_LENGTH = 128
+
+
+def _bool_as_level(value: object) -> object:
+    return str(value) if isinstance(value, bool) else value
+
+
+def application_model(spec: ModelSpec, name: str = "Application") -> type[BaseModel]:
+    """The request row for ``spec``: unknown keys, wrong JSON types and non-finite numbers are errors."""
+    entity = Annotated[str, Field(strict=True, min_length=1, max_length=ENTITY_ID_MAX_LENGTH)]
+    fields: dict = {spec.dataset.entity_id: (entity, ...)}
+    for feature, bounds in spec.features.numeric.items():
+        number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=bounds.min, le=bounds.max)]
+        fields[feature] = (number | None, None)
+    for feature, levels in spec.features.categorical.items():
+        level = Literal[tuple(levels)]  # type: ignore[valid-type]
+        if set(levels) == {"False", "True"}:  # a yes/no column: JSON true/false is its natural form
+            level = Annotated[level, BeforeValidator(_bool_as_level)]
+        fields[feature] = (level | None, None)
+    return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)

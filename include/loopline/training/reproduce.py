@@ -1,0 +1,122 @@
+"""Retrain a registered model version from its recorded lineage and compare the metrics.
+
+The retraining runs the code of the recorded commit (a temporary git worktree),
+on the recorded data version (pulled from the DVC remote by registry commit),
+with the recorded params; training is deterministic, so the holdout metrics
+must match to the last digit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loopline.core.settings import Settings
+
+COMPARED = ("auc", "ks", "brier", "precision_at_threshold", "recall_at_threshold")
+
+
+@dataclass
+class Reproduction:
+    model_name: str
+    version: str
+    run_id: str
+    code_commit: str
+    data_version: str
+    recorded: dict[str, float]
+    reproduced: dict[str, float]
+    tolerance: float
+
+    @property
+    def matches(self) -> bool:
+        return all(abs(self.recorded[k] - self.reproduced[k]) <= self.tolerance for k in COMPARED)
+
+    def table(self) -> str:
+        lines = [
+            f"{self.model_name} v{self.version} (run {self.run_id}, "
+            f"code {self.code_commit[:12]}, data {self.data_version})",
+            f"{'metric':<24}{'recorded':>14}{'reproduced':>14}  match",
+        ]
+        for key in COMPARED:
+            ok = abs(self.recorded[key] - self.reproduced[key]) <= self.tolerance
+            lines.append(f"{key:<24}{self.recorded[key]:>14.6f}{self.reproduced[key]:>14.6f}  {'yes' if ok else 'NO'}")
+        lines.append("REPRODUCED" if self.matches else "NOT REPRODUCED")
+        return "\n".join(lines)
+
+
+def retrain_metrics(model_name: str, inputs: dict[str, Any], settings: Settings) -> dict[str, float]:
+    """Train on the recorded data and params with the code importable here; holdout metrics."""
+    from loopline.core.spec import load_spec
+    from loopline.ingestion.data_registry import DataRegistry
+    from loopline.training import trainer as training
+
+    spec = load_spec(model_name, settings.models_dir)
+    registry = DataRegistry(settings.data_registry, settings.dvc_remote_url)
+    version = registry.resolve(spec.dataset.name, inputs["data_rev"])
+    with tempfile.TemporaryDirectory() as tmp:
+        frame = registry.load(version, Path(tmp) / "data")
+    return training.fit_and_evaluate(frame, spec, inputs["params"])[1]
+
+
+def reproduce(model_name: str, version: str, settings: Settings, tolerance: float = 1e-9) -> Reproduction:
+    from loopline.core import tracking
+
+    client = tracking.client_for(settings)
+    model_version = client.get_model_version(model_name, version)
+    run = client.get_run(model_version.run_id)
+    inputs = tracking.recorded_inputs(client, run.info.run_id)
+    recorded = {k: run.data.metrics[f"holdout.{k}"] for k in COMPARED}
+    if inputs["code_dirty"] or inputs["code_commit"] == "unknown":
+        # Uncommitted code cannot be checked out again: the best we can do is today's tree.
+        reproduced = retrain_metrics(model_name, inputs, settings)
+    else:
+        reproduced = _retrain_at_commit(model_name, inputs, settings)
+    return Reproduction(
+        model_name=model_name,
+        version=version,
+        run_id=run.info.run_id,
+        code_commit=inputs["code_commit"],
+        data_version=inputs["data_version"],
+        recorded=recorded,
+        reproduced=reproduced,
+        tolerance=tolerance,
+    )
+
+
+def _retrain_at_commit(model_name: str, inputs: dict[str, Any], settings: Settings) -> dict[str, float]:
+    """Check the recorded commit out into a worktree and retrain with that code, in a child process."""
+    root = settings.project_root
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(
+            ["git", "worktree", "add", "-q", "--detach", str(tree), inputs["code_commit"]], cwd=root, check=True
+        )
+        try:
+            env = {
+                **os.environ,
+                "PYTHONPATH": str(tree / "include"),
+                "LOOPLINE_PROJECT_ROOT": str(tree),
+                "LOOPLINE_HOME": str(settings.home),
+                "LOOPLINE_DATA_REGISTRY": str(settings.data_registry),
+                "LOOPLINE_DVC_REMOTE": settings.dvc_remote_url,
+            }
+            payload = json.dumps({"model_name": model_name, "inputs": inputs})
+            code = (
+                "import json, sys; from loopline.training.reproduce import retrain_metrics; "
+                "from loopline.core.settings import get_settings; a = json.load(sys.stdin); "
+                "print(json.dumps(retrain_metrics(a['model_name'], a['inputs'], get_settings())))"
+            )
+            done = subprocess.run(
+                [sys.executable, "-c", code], input=payload, capture_output=True, text=True, env=env, cwd=tree
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"retraining at {inputs['code_commit'][:12]} failed:\n{done.stderr[-3000:]}")
+            return json.loads(done.stdout.strip().splitlines()[-1])
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=root, check=False)

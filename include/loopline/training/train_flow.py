@@ -1,0 +1,221 @@
+"""The steps of the train DAG, each a plain function of plain values (what XCom carries).
+
+Every step re-derives what it needs from shared stores (the DVC remote, MLflow),
+never from a previous task's local files, so steps can run on different workers
+and be retried alone. Pulled data is cached per content hash, which makes the
+repeated pulls cheap on one machine.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from loopline.core.errors import LooplineError
+from loopline.core.features import build_features
+from loopline.core.lineage import TrainingInputs, code_version
+from loopline.core.settings import Settings
+from loopline.core.spec import ModelSpec, load_spec
+from loopline.ingestion.data_registry import DataRegistry, DataVersion
+from loopline.monitoring.psi import score_psi
+from loopline.training.gate import CHALLENGER, CHAMPION, judge
+from loopline.training.hyperparams import merge_params
+
+log = logging.getLogger(__name__)
+
+
+class DataValidationError(LooplineError, RuntimeError):
+    """The training dataset failed its expectation suite; nothing was trained."""
+
+
+@dataclass
+class TrainRun:
+    """What flows between train tasks: references only."""
+
+    model_name: str
+    run_id: str
+    experiment_id: str
+    data: dict[str, Any]
+    fingerprint: str
+    reused: bool
+    model_version: str | None = None
+
+    @property
+    def data_version(self) -> DataVersion:
+        return DataVersion(**self.data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def registry_for(settings: Settings) -> DataRegistry:
+    return DataRegistry(settings.data_registry, settings.dvc_remote_url)
+
+
+def spec_for(model_name: str, settings: Settings) -> ModelSpec:
+    return load_spec(model_name, settings.models_dir)
+
+
+def load_dataset(version: DataVersion, settings: Settings) -> pd.DataFrame:
+    dest = settings.work_dir / "data" / version.dataset / version.md5.replace(".dir", "")
+    return registry_for(settings).load(version, dest)
+
+
+def start(
+    model_name: str,
+    data_ref: str,
+    overrides: dict[str, Any],
+    reason: str,
+    run_tags: dict[str, str],
+    settings: Settings,
+) -> TrainRun:
+    """Resolve the exact data version and open (or reuse) the MLflow run for these inputs."""
+    from loopline.core import tracking
+
+    spec = spec_for(model_name, settings)
+    version = registry_for(settings).resolve(spec.dataset.name, data_ref)
+    code = code_version(settings.project_root)
+    inputs = TrainingInputs(
+        model_name=model_name,
+        data_version=version.version,
+        data_rev=version.rev,
+        data_md5=version.md5,
+        feature_version=spec.features.version,
+        code_commit=code.commit,
+        code_dirty=code.dirty,
+        params={**merge_params(spec.training.params, overrides), "seed": spec.training.seed},
+    )
+    client = tracking.client_for(settings)
+    exp_id = tracking.experiment_id(client, model_name, settings)
+    tags = {**run_tags, "loopline.reason": reason or "unspecified"}
+    run_id, reused = tracking.start_or_reuse_run(client, exp_id, inputs, tags)
+    log.info("data %s (rev %s, md5 %s); MLflow run %s reused=%s", version.tag, version.rev, version.md5, run_id, reused)
+    return TrainRun(model_name, run_id, exp_id, version.to_dict(), inputs.fingerprint(), reused)
+
+
+def validate_data(run: TrainRun, settings: Settings) -> dict[str, Any]:
+    """Validate the whole pulled dataset with the batch suite; log the GE result to the run."""
+    from loopline.core import tracking
+    from loopline.ingestion.validation import validate_frame
+
+    spec = spec_for(run.model_name, settings)
+    frame = load_dataset(run.data_version, settings)
+    raw = frame.assign(**{spec.dataset.timestamp: frame[spec.dataset.timestamp].dt.strftime("%Y-%m-%d %H:%M:%S")})
+    report = validate_frame(
+        raw,
+        run.data_version.tag,
+        spec.dataset.expectation_suite,
+        settings.expectations_dir,
+        entity_id=spec.dataset.entity_id,
+        secret=settings.pseudonym_secret,
+    )
+    client = tracking.client_for(settings)
+    tracking.log_dict(client, run.run_id, report.to_dict(), "validation/ge_result.json")
+    client.set_tag(run.run_id, "loopline.data_validation", "passed" if report.success else "failed")
+    client.log_metric(run.run_id, "data.rows", float(len(frame)))
+    if not report.success:
+        raise DataValidationError(report.summary())
+    return {"success": True, "rows": len(frame), "summary": report.summary()}
+
+
+def train_and_evaluate(run: TrainRun, settings: Settings) -> TrainRun:
+    """Features → LightGBM → holdout metrics → MLflow (params, metrics, importances, model)."""
+    if run.reused:
+        log.info("MLflow run %s already holds a model for these exact inputs; not retraining", run.run_id)
+        return run
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from loopline.core import tracking
+    from loopline.training import trainer as training
+
+    spec = spec_for(run.model_name, settings)
+    frame = training.labelled(load_dataset(run.data_version, settings), spec)
+    split = training.time_split(frame, spec)
+    client = tracking.client_for(settings)
+    model = training.train(split, spec, tracking.recorded_params(client, run.run_id))
+    metrics = training.evaluate(model.booster, split.holdout, spec)
+    valid_metrics = training.evaluate(model.booster, split.valid, spec)
+    features = build_features(split.holdout.head(200), spec)
+    signature = infer_signature(features, model.booster.predict(features))
+    with mlflow.start_run(run_id=run.run_id):
+        mlflow.log_param("best_iteration", model.best_iteration)
+        mlflow.log_params({f"split.{k}": v for k, v in split.describe(spec.dataset.timestamp).items()})
+        mlflow.log_metrics({f"holdout.{k}": v for k, v in metrics.items()})
+        mlflow.log_metrics({f"valid.{k}": v for k, v in valid_metrics.items()})
+        mlflow.log_dict(training.feature_importance(model.booster), "feature_importance.json")
+        info = mlflow.lightgbm.log_model(
+            model.booster, name=tracking.MODEL_ARTIFACT, signature=signature, input_example=features.head(5)
+        )
+        mlflow.set_tags({"loopline.model_uri": info.model_uri, "loopline.model_id": info.model_id or ""})
+    return run
+
+
+def register(run: TrainRun, settings: Settings) -> TrainRun:
+    from loopline.core import tracking
+
+    client = tracking.client_for(settings)
+    version, created = tracking.register(client, run.model_name, run.run_id)
+    log.info("model %s version %s (%s)", run.model_name, version, "new" if created else "already registered")
+    run.model_version = version
+    return run
+
+
+def _holdout_scores(model_uri: str, holdout: pd.DataFrame, spec: ModelSpec) -> tuple[dict[str, float], np.ndarray]:
+    """Metrics and scores of one registered version on the holdout."""
+    import mlflow.lightgbm
+
+    from loopline.training import trainer as training
+
+    booster = mlflow.lightgbm.load_model(model_uri)
+    scores = training.predict_scores(booster, holdout, spec)
+    return training.evaluate_scores(holdout, scores, spec), scores
+
+
+def _serve_first_champion(name: str, version: str, actor: str, gate: dict[str, Any], settings: Settings) -> None:
+    """The very first model takes all traffic at once: there is nothing to roll out against."""
+    from loopline.rollout.serving_state import Route, ServingState
+
+    state = ServingState(settings.state_db_uri)
+    current = state.route(name)
+    if current.champion_version is None:
+        first = Route(name, champion_version=version, revision=current.revision)
+        state.change(first, "first_champion", actor, "first model to pass the quality gate", {"gate": gate})
+
+
+def quality_gate(run: TrainRun, settings: Settings, actor: str = "cli") -> dict[str, Any]:
+    """Judge the new version against the floor and the champion on the same holdout; set aliases."""
+    from loopline.core import tracking
+    from loopline.training import trainer as training
+
+    spec = spec_for(run.model_name, settings)
+    client = tracking.client_for(settings)
+    name, version = run.model_name, str(run.model_version)
+    holdout = training.time_split(training.labelled(load_dataset(run.data_version, settings), spec), spec).holdout
+    candidate, candidate_scores = _holdout_scores(f"models:/{name}/{version}", holdout, spec)
+    champion_version = tracking.alias_version(client, name, tracking.CHAMPION_ALIAS)
+    champion, expected_psi = None, None
+    if champion_version and champion_version != version:
+        champion, champion_scores = _holdout_scores(f"models:/{name}/{champion_version}", holdout, spec)
+        # How differently the two score the same applicants: the canary's score gate allows this much.
+        expected_psi = round(score_psi(champion_scores, candidate_scores), 4)
+    result = judge(candidate, spec.quality_gate, champion, champion_version, version)
+    if result.decision == CHAMPION:
+        client.set_registered_model_alias(name, tracking.CHAMPION_ALIAS, version)
+        _serve_first_champion(name, version, actor, result.to_dict(), settings)
+    elif result.decision == CHALLENGER:
+        client.set_registered_model_alias(name, tracking.CHALLENGER_ALIAS, version)
+    payload = {**result.to_dict(), "candidate": candidate, "champion": champion, "version": version}
+    payload["expected_score_psi"] = expected_psi
+    tracking.log_dict(client, run.run_id, payload, f"gate/version-{version}.json")
+    tracking.log_metrics(client, run.run_id, {c.name: float(c.passed) for c in result.checks}, prefix="gate.")
+    client.set_tag(run.run_id, "loopline.gate_decision", result.decision)
+    client.set_model_version_tag(name, version, "loopline.gate_decision", result.decision)
+    client.set_model_version_tag(name, version, tracking.GATE_CHAMPION_TAG, champion_version or "none")
+    if expected_psi is not None:
+        client.set_model_version_tag(name, version, tracking.EXPECTED_SCORE_PSI_TAG, str(expected_psi))
+    return payload
