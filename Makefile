@@ -5,6 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.loopline-installed
+MODEL ?= credit_risk
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 
 .PHONY: demo test test-fast bench lint lock clean help
@@ -70,4 +71,4 @@ down:
 simulate: $(STAMP)
 	export LOOPLINE_HOME="$(abspath .loopline-simulation)" && rm -rf "$$LOOPLINE_HOME" && \
 	eval "$$($(BIN)/loopline env)" && $(BIN)/airflow db migrate >/dev/null && $(BIN)/loopline init && \
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/loopline simulate
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/loopline simulate --model $(MODEL)

@@ -4,7 +4,7 @@ Not a test: it measures and prints, it asserts nothing. Two parts:
 
 1. **Speed.** A reference and a current set of ``--rows`` rows (default 1M) and
    ``--features`` columns (default 30): the generator's 15 credit features
-   (``loopline.ops.datagen.make_batch``) plus ``features - 15`` extra generated columns, two
+   (``models/credit_risk/generator.py``) plus ``features - 15`` extra generated columns, two
    numeric for every categorical one: numeric ones cycle through normal, log-normal,
    uniform, Poisson counts and gamma draws (5% missing), categorical ones have 3 to 8 levels
    with Zipf-like shares (1% missing). The extra columns carry no signal about the label,
@@ -81,7 +81,9 @@ def _extra_columns(n_rows: int, n_extra: int, seed: int) -> tuple[pd.DataFrame, 
 
 
 def make_set(n_rows: int, n_features: int, week: int, seed: int) -> tuple[pd.DataFrame, dict[str, list[str]]]:
-    from loopline.ops.datagen import make_batch
+    from tests.generators import credit_risk as _generator
+
+    make_batch = _generator.make_batch
 
     base = make_batch(week, n_rows, seed=seed).drop(columns=["applicant_id", "applied_at"])
     extra, levels = _extra_columns(n_rows, n_features - BASE_FEATURES, seed)

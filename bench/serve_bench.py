@@ -164,7 +164,7 @@ def prepare(home: Path) -> Prepared:
     from loopline.core import tracking
     from loopline.core.features import build_features
     from loopline.core.spec import load_spec
-    from loopline.ops import datagen
+    from tests.generators import credit_risk as datagen
     from loopline.rollout.serving_state import Route, ServingState
     from loopline.serving.packaging import MODEL_PIN_FILE, build_bento
 
@@ -201,7 +201,7 @@ def prepare(home: Path) -> Prepared:
 
 def applications(n: int) -> list[dict]:
     """Generated applications as the JSON a client sends (missing values as null)."""
-    from loopline.ops import datagen
+    from tests.generators import credit_risk as datagen
 
     frame = datagen.make_batch(40, n_rows=n, seed=99).drop(columns=["applied_at", "defaulted"])
     return json.loads(frame.to_json(orient="records"))

@@ -37,7 +37,7 @@ def _prepare(home: Path, rows: int, weeks: int) -> None:
 
     from loopline.ingestion.data_registry import DataRegistry
     from loopline.ingestion.ingest import zones_for
-    from loopline.ops import datagen
+    from tests.generators import credit_risk as datagen
 
     DataRegistry(settings.data_registry, settings.dvc_remote_url).init()
     landing = zones_for("credit_risk", settings).landing

@@ -9,7 +9,7 @@ import pytest
 from loopline.core.settings import get_settings
 from loopline.core.spec import load_spec
 from loopline.ingestion.validation import SuiteError, load_suite_dict, validate_file, validate_frame
-from loopline.ops import datagen
+from tests.generators import credit_risk as datagen
 
 SUITE = "credit_risk_batch"
 ENTITY = "applicant_id"  # the spec's dataset.entity_id (checked below)

@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 import pytest
 
 from loopline.core.settings import get_settings
-from loopline.ops import datagen
 from tests.e2e.conftest import BentoServer
+from tests.generators import credit_risk as datagen
 
 pytestmark = pytest.mark.slow
 MODEL = "credit_risk"

@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 
 from loopline.core.faults import CRASH_EXIT_CODE
-from loopline.ops import datagen
+from tests.generators import credit_risk as datagen
 
 pytestmark = pytest.mark.slow
 

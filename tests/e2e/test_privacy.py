@@ -20,7 +20,7 @@ import pytest
 
 from loopline.core.settings import get_settings
 from loopline.ingestion.data_registry import DataRegistry
-from loopline.ops import datagen
+from tests.generators import credit_risk as datagen
 
 pytestmark = pytest.mark.slow
 MODEL = "credit_risk"

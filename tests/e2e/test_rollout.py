@@ -22,9 +22,9 @@ import pytest
 import requests
 
 from loopline.core.settings import get_settings
-from loopline.ops import datagen
 from loopline.rollout.serving_state import ServingState
 from tests.e2e.conftest import BentoServer
+from tests.generators import credit_risk as datagen
 
 pytestmark = pytest.mark.slow
 MODEL = "credit_risk"

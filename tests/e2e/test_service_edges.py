@@ -18,9 +18,9 @@ import pytest
 import requests
 
 from loopline.core.settings import get_settings
-from loopline.ops import datagen
 from loopline.serving.service_edges import ErrorBody
 from tests.e2e.conftest import BentoServer
+from tests.generators import credit_risk as datagen
 
 pytestmark = pytest.mark.slow
 MODEL = "credit_risk"

@@ -16,7 +16,7 @@ from loopline.core.settings import get_settings
 from loopline.core.spec import load_spec
 from loopline.ingestion.data_registry import DataRegistry
 from loopline.ingestion.landing import mark_complete
-from loopline.ops import datagen
+from tests.generators import credit_risk as datagen
 
 pytestmark = pytest.mark.slow
 ROWS = 800

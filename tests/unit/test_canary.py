@@ -6,10 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline.core.spec import CanaryGates
+from loopline.core.settings import get_settings
+from loopline.core.spec import CanaryGates, load_spec
 from loopline.rollout import canary
 
-GATES = CanaryGates(min_samples=100, max_error_rate=0.02, max_score_psi=0.2, min_labelled=100, max_auc_drop=0.03)
+SPEC = load_spec("credit_risk", get_settings().models_dir)
+GATES = CanaryGates(min_samples=100, max_error_rate=0.02, max_score_psi=0.2, min_labelled=100, max_quality_drop=0.03)
 METRICS = """# HELP loopline_predictions_total Scored applications
 # TYPE loopline_predictions_total counter
 loopline_predictions_total{arm="champion",decision="approve",model_version="1"} 900.0
@@ -80,19 +82,21 @@ def test_latency_gate_fails_a_slow_canary_and_tolerates_noise():
 
 
 def test_psi_gate_fails_shifted_scores():
-    assert canary.psi_gate(*canary._arms(window(500, 500, canary_shift=0.25), "2", "1"), GATES).status == canary.FAIL
-    assert canary.psi_gate(*canary._arms(window(500, 500, seed=3), "2", "1"), GATES).status == canary.PASS
+    assert (
+        canary.psi_gate(*canary._arms(window(500, 500, canary_shift=0.25), "2", "1"), GATES, SPEC).status == canary.FAIL
+    )
+    assert canary.psi_gate(*canary._arms(window(500, 500, seed=3), "2", "1"), GATES, SPEC).status == canary.PASS
 
 
 def test_psi_gate_allows_the_score_difference_the_quality_gate_measured():
     """A model retrained after drift scores differently by design; only a difference beyond that fails."""
     arms = canary._arms(window(500, 500, canary_shift=0.25), "2", "1")
-    strict = canary.psi_gate(*arms, GATES)
+    strict = canary.psi_gate(*arms, GATES, SPEC)
     assert strict.status == canary.FAIL
-    allowed = canary.psi_gate(*arms, GATES, expected=strict.canary)
+    allowed = canary.psi_gate(*arms, GATES, SPEC, expected=strict.canary)
     assert allowed.status == canary.PASS and "expected from evaluation" in allowed.detail
     assert allowed.limit == pytest.approx(GATES.max_score_psi + strict.canary)
-    too_far = canary.psi_gate(*arms, GATES, expected=strict.canary - GATES.max_score_psi - 0.05)
+    too_far = canary.psi_gate(*arms, GATES, SPEC, expected=strict.canary - GATES.max_score_psi - 0.05)
     assert too_far.status == canary.FAIL
 
 
@@ -100,7 +104,7 @@ def test_psi_gate_counts_each_applicant_once():
     """Twenty applicants re-sent ten times are twenty observations, not two hundred."""
     few = window(20, 1000, seed=4)
     repeated = pd.concat([few[few["arm"] == "canary"]] * 10 + [few[few["arm"] == "champion"]])
-    verdict = canary.psi_gate(*canary._arms(repeated, "2", "1"), GATES)
+    verdict = canary.psi_gate(*canary._arms(repeated, "2", "1"), GATES, SPEC)
     assert verdict.status == canary.PENDING and "20/100" in verdict.detail
 
 
@@ -111,27 +115,27 @@ def test_fallback_rows_count_for_neither_arm():
     assert canary_rows.empty and len(champion_rows) == 200
 
 
-def test_auc_gate_judges_only_with_enough_labels():
+def test_live_auc_gate_judges_only_with_enough_labels():
     rng = np.random.default_rng(1)
     rows = window(400, 400)
     good = pd.DataFrame(
         {"entity_hash": rows["entity_hash"], "outcome": (rows["score"] + rng.normal(0, 0.05, 800) > 0.2).astype(int)}
     )
     arms = canary._arms(rows, "2", "1")
-    assert canary.auc_gate(*arms, None, GATES).status == canary.SKIPPED
-    assert canary.auc_gate(*arms, good.head(50), GATES).status == canary.SKIPPED
-    assert canary.auc_gate(*arms, good, GATES).status == canary.PASS
+    assert canary.quality_gate(*arms, None, GATES, SPEC).status == canary.SKIPPED
+    assert canary.quality_gate(*arms, good.head(50), GATES, SPEC).status == canary.SKIPPED
+    assert canary.quality_gate(*arms, good, GATES, SPEC).status == canary.PASS
     # Outcomes the canary ranks backwards: its live AUC collapses.
     flipped = good.copy()
     is_canary = flipped["entity_hash"].str.startswith("canary")
     flipped.loc[is_canary, "outcome"] = 1 - flipped.loc[is_canary, "outcome"]
-    assert canary.auc_gate(*arms, flipped, GATES).status == canary.FAIL
+    assert canary.quality_gate(*arms, flipped, GATES, SPEC).status == canary.FAIL
 
 
 def _verdict(rows, elapsed, calls=500, errors=0):
     before = {"predictions": {}, "errors": {}}
     now = {"predictions": {"2": calls - errors, "1": 5000}, "errors": {"2": errors}}
-    return canary.judge_step(0.2, elapsed, rows, before, now, "1", "2", GATES, bake_seconds=60, max_step_seconds=600)
+    return canary.judge_step(0.2, elapsed, rows, before, now, "1", "2", GATES, 60, 600, spec=SPEC)
 
 
 def test_a_step_passes_only_after_baking_with_every_gate_passed():
@@ -157,7 +161,7 @@ def test_a_step_without_traffic_fails_when_its_time_is_up():
 def test_psi_gate_discounts_sampling_noise_of_small_windows():
     """Many small windows of one distribution: raw PSI often tops 0.2, the corrected one never does."""
     gates = CanaryGates(min_samples=100, max_score_psi=0.2)
-    verdicts = [canary.psi_gate(*canary._arms(window(100, 1000, seed=s), "2", "1"), gates) for s in range(60)]
+    verdicts = [canary.psi_gate(*canary._arms(window(100, 1000, seed=s), "2", "1"), gates, SPEC) for s in range(60)]
     assert all(v.status == canary.PASS for v in verdicts)
     shifted = canary._arms(window(100, 1000, canary_shift=0.15, seed=1), "2", "1")
-    assert canary.psi_gate(*shifted, gates).status == canary.FAIL
+    assert canary.psi_gate(*shifted, gates, SPEC).status == canary.FAIL

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from loopline.core.spec import load_spec
-from loopline.ops import datagen
+from tests.generators import credit_risk as datagen
 
 SPEC = load_spec("credit_risk", Path(__file__).resolve().parents[2] / "models")
 

@@ -21,9 +21,11 @@ import pytest
 from loopline.core.errors import LooplineError
 from loopline.core.features import build_features, categorical_columns
 from loopline.core.spec import DriftPolicy, load_spec
-from loopline.monitoring import drift
-from loopline.ops.datagen import DriftKnobs, make_batch
+from loopline.monitoring import concept, detection, retrain_policy
 from loopline.training.trainer import feature_importance
+from tests.generators import credit_risk as _generator
+
+DriftKnobs, make_batch = _generator.DriftKnobs, _generator.make_batch
 
 SPEC = load_spec("credit_risk", Path(__file__).resolve().parents[2] / "models")
 POLICY = SPEC.monitoring
@@ -56,13 +58,13 @@ def champion(reference):
 
 @pytest.fixture(scope="module")
 def detector(reference):
-    return drift.fit_detector(reference, SPEC, POLICY.p_value)
+    return detection.fit_detector(reference, SPEC, POLICY.p_value)
 
 
-def _check(detector, reference, champion, current, policy: DriftPolicy = POLICY) -> drift.DriftReport:
+def _check(detector, reference, champion, current, policy: DriftPolicy = POLICY) -> detection.DriftReport:
     booster, importances, ref_scores = champion
     cur_scores = booster.predict(build_features(current, SPEC)) if len(current) else None
-    return drift.check(detector, reference, current, SPEC, importances, ref_scores, cur_scores, policy)
+    return detection.check(detector, reference, current, SPEC, importances, ref_scores, cur_scores, policy)
 
 
 # --- (a) false alarms --------------------------------------------------------------------------
@@ -114,22 +116,25 @@ def test_a_small_window_gives_no_verdict_even_if_shifted(detector, reference, ch
 
 def _labelled(booster, batch: pd.DataFrame, version: str = "1") -> pd.DataFrame:
     scores = booster.predict(build_features(batch, SPEC))
-    return pd.DataFrame({"score": scores, "outcome": batch["defaulted"], "model_version": version})
+    decision = np.where(scores >= SPEC.training.decision_threshold, "decline", "approve")
+    return pd.DataFrame(
+        {"score": scores, "decision": decision, "outcome": batch["defaulted"], "model_version": version}
+    )
 
 
 def test_concept_drift_is_confirmed_from_labels_and_stable_labels_are_not(champion):
     booster = champion[0]
-    holdout = drift.live_quality(_labelled(booster, make_batch(3, 5_000, seed=21)))["1"]
-    stable = drift.live_quality(_labelled(booster, make_batch(6, 2_000, seed=22)))["1"]
+    holdout = concept.live_quality(_labelled(booster, make_batch(3, 5_000, seed=21)), SPEC)["1"]
+    stable = concept.live_quality(_labelled(booster, make_batch(6, 2_000, seed=22)), SPEC)["1"]
     changed = make_batch(6, 2_000, seed=22, drift=DriftKnobs(concept_shift=1.0))
-    concept = drift.live_quality(_labelled(booster, changed))["1"]
+    moved = concept.live_quality(_labelled(booster, changed), SPEC)["1"]
 
-    ok = drift.concept_verdict(stable, holdout.auc, POLICY)
+    ok = concept.concept_verdict(stable, holdout.value, POLICY, SPEC)
     assert not ok.confirmed and ok.verdict == "no_concept_drift"
-    bad = drift.concept_verdict(concept, holdout.auc, POLICY)
-    assert bad.confirmed and bad.verdict == "concept_drift" and bad.live_auc < holdout.auc - POLICY.max_auc_drop
-    assert "below the holdout AUC" in bad.reason
-    json.dumps(bad.to_dict()) and json.dumps(concept.to_dict())
+    bad = concept.concept_verdict(moved, holdout.value, POLICY, SPEC)
+    assert bad.confirmed and bad.verdict == "concept_drift" and bad.live < holdout.value - POLICY.max_quality_drop
+    assert "worse than the holdout" in bad.reason
+    json.dumps(bad.to_dict()) and json.dumps(moved.to_dict())
 
 
 def test_live_quality_per_version_and_too_few_labels(champion):
@@ -139,15 +144,15 @@ def test_live_quality_per_version_and_too_few_labels(champion):
         ignore_index=True,
     )
     frame.loc[frame.index[:50], "outcome"] = None  # labels not arrived yet: skipped
-    quality = drift.live_quality(frame)
+    quality = concept.live_quality(frame, SPEC)
     assert set(quality) == {"1", "2"} and quality["1"].n == 350 and quality["2"].n == 100
     q = quality["1"]
-    assert 0.5 < q.auc <= 1 and 0 < q.brier < 0.25 and abs(q.calibration_gap) < 0.1
-    few = drift.concept_verdict(quality["2"], 0.85, POLICY)
+    assert q.metric == "auc" and 0.5 < q.value <= 1 and abs(q.calibration_gap) < 0.1
+    few = concept.concept_verdict(quality["2"], 0.85, POLICY, SPEC)
     assert few.verdict == "insufficient" and not few.confirmed and "needs 300" in few.reason
-    assert drift.concept_verdict(None, 0.85, POLICY).verdict == "insufficient"
-    with pytest.raises(drift.DriftError, match="outcome must be 0 or 1"):
-        drift.live_quality(frame.assign(outcome=2))
+    assert concept.concept_verdict(None, 0.85, POLICY, SPEC).verdict == "insufficient"
+    with pytest.raises(detection.DriftError, match="must be 0 or 1"):
+        concept.live_quality(frame.assign(outcome=2), SPEC)
 
 
 # --- (d) the storm guard -----------------------------------------------------------------------
@@ -157,38 +162,40 @@ GUARD = DriftPolicy(cooldown_hours=24, max_retrains_per_week=2)
 
 
 def test_no_trigger_without_confirmed_drift():
-    decision = drift.decide_trigger(False, T0, [], GUARD)
+    decision = retrain_policy.decide_trigger(False, T0, [], GUARD)
     assert not decision.trigger and "no confirmed drift" in decision.reason
 
 
 def test_first_confirmed_drift_triggers():
-    decision = drift.decide_trigger(True, T0, [], GUARD)
+    decision = retrain_policy.decide_trigger(True, T0, [], GUARD)
     assert decision.trigger and "no earlier trigger" in decision.reason
 
 
 def test_never_inside_the_cooldown():
     last = T0 - timedelta(hours=23, minutes=59)
-    decision = drift.decide_trigger(True, T0, [last], GUARD)
+    decision = retrain_policy.decide_trigger(True, T0, [last], GUARD)
     assert not decision.trigger and decision.next_allowed == last + timedelta(hours=24)
     assert "in cooldown until 2026-03-02 09:01 UTC (last retrain trigger 2026-03-01 09:01 UTC" in decision.reason
-    assert drift.decide_trigger(True, last + timedelta(hours=24), [last], GUARD).trigger  # exactly when it ends
+    assert retrain_policy.decide_trigger(
+        True, last + timedelta(hours=24), [last], GUARD
+    ).trigger  # exactly when it ends
 
 
 def test_never_more_than_the_weekly_budget():
     past = [T0 - timedelta(days=6), T0 - timedelta(days=2)]
-    decision = drift.decide_trigger(True, T0, past, GUARD)
+    decision = retrain_policy.decide_trigger(True, T0, past, GUARD)
     assert not decision.trigger and "2 retrains were already triggered in the last 7 days" in decision.reason
     assert decision.next_allowed == past[0] + timedelta(days=7)
-    assert drift.decide_trigger(True, past[0] + timedelta(days=7), past, GUARD).trigger
+    assert retrain_policy.decide_trigger(True, past[0] + timedelta(days=7), past, GUARD).trigger
     old = [T0 - timedelta(days=9), T0 - timedelta(days=8)]  # outside the trailing week
-    assert drift.decide_trigger(True, T0, old, GUARD).trigger
+    assert retrain_policy.decide_trigger(True, T0, old, GUARD).trigger
 
 
 def test_hourly_confirmed_drift_for_three_weeks_triggers_exactly_as_allowed():
     triggers: list[datetime] = []
     for hour in range(21 * 24):
         now = T0 + timedelta(hours=hour)
-        if drift.decide_trigger(True, now, triggers, GUARD).trigger:
+        if retrain_policy.decide_trigger(True, now, triggers, GUARD).trigger:
             triggers.append(now)
     day = timedelta(days=1)
     assert triggers == [T0, T0 + day, T0 + 7 * day, T0 + 8 * day, T0 + 14 * day, T0 + 15 * day]
@@ -199,11 +206,11 @@ def test_hourly_confirmed_drift_for_three_weeks_triggers_exactly_as_allowed():
 
 def test_the_guard_can_be_switched_off_and_accepts_naive_utc_times():
     off = DriftPolicy(max_retrains_per_week=0)
-    assert not drift.decide_trigger(True, T0, [], off).trigger
+    assert not retrain_policy.decide_trigger(True, T0, [], off).trigger
     naive_last = (T0 - timedelta(hours=1)).replace(tzinfo=None)  # as SQLite returns it
-    assert not drift.decide_trigger(True, T0, [naive_last], GUARD).trigger
+    assert not retrain_policy.decide_trigger(True, T0, [naive_last], GUARD).trigger
     later = [T0 + timedelta(hours=1)]  # a trigger after "now" (re-run of an older interval) is ignored
-    assert drift.decide_trigger(True, T0, later, GUARD).trigger
+    assert retrain_policy.decide_trigger(True, T0, later, GUARD).trigger
 
 
 # --- (e) saving and loading ----------------------------------------------------------------------
@@ -211,8 +218,8 @@ def test_the_guard_can_be_switched_off_and_accepts_naive_utc_times():
 
 def test_a_saved_detector_loads_with_the_same_p_values(tmp_path, detector, reference, champion):
     window = make_batch(5, 2_000, seed=41, drift=DriftKnobs(covariate_shift=0.5))
-    path = drift.save_detector(detector, tmp_path / "detectors" / "credit_risk" / "v1")
-    loaded = drift.load_detector(path)
+    path = detection.save_detector(detector, tmp_path / "detectors" / "credit_risk" / "v1")
+    loaded = detection.load_detector(path)
     a = _check(detector, reference, champion, window)
     b = _check(loaded, reference, champion, window)
     assert [f.p_value for f in a.features] == [f.p_value for f in b.features]
@@ -221,28 +228,28 @@ def test_a_saved_detector_loads_with_the_same_p_values(tmp_path, detector, refer
 
 def test_load_or_fit_fits_once_and_refits_a_stale_detector(tmp_path, reference, monkeypatch):
     path = tmp_path / "v1"
-    first = drift.load_or_fit(path, reference, SPEC, POLICY.p_value)
+    first = detection.load_or_fit(path, reference, SPEC, POLICY.p_value)
     assert (path / "config.toml").is_file() and first.x_ref.shape == (20_000, len(SPEC.features.names))
 
     def no_refit(*args, **kwargs):
         raise AssertionError("refitted a detector that matches")
 
     with monkeypatch.context() as m:
-        m.setattr(drift, "fit_detector", no_refit)
-        again = drift.load_or_fit(path, reference, SPEC, POLICY.p_value)
+        m.setattr(detection, "fit_detector", no_refit)
+        again = detection.load_or_fit(path, reference, SPEC, POLICY.p_value)
     assert np.array_equal(again.x_ref, first.x_ref)
-    other_p = drift.load_or_fit(path, reference, SPEC, 0.01)  # the policy changed: refit
-    assert other_p.p_val == 0.01 and drift.load_detector(path).p_val == 0.01
-    other_ref = drift.load_or_fit(path, reference.head(5_000), SPEC, 0.01)  # another reference: refit
+    other_p = detection.load_or_fit(path, reference, SPEC, 0.01)  # the policy changed: refit
+    assert other_p.p_val == 0.01 and detection.load_detector(path).p_val == 0.01
+    other_ref = detection.load_or_fit(path, reference.head(5_000), SPEC, 0.01)  # another reference: refit
     assert other_ref.x_ref.shape[0] == 5_000
     (path / "config.toml").write_text("garbage = [")  # a broken folder is refitted, not trusted
-    assert drift.load_or_fit(path, reference.head(5_000), SPEC, 0.01).x_ref.shape[0] == 5_000
+    assert detection.load_or_fit(path, reference.head(5_000), SPEC, 0.01).x_ref.shape[0] == 5_000
 
 
 def test_the_reference_sample_is_bounded_and_seeded():
     big = make_batch(0, 25_000, seed=3)
-    a, b = drift.reference_sample(big), drift.reference_sample(big)
-    assert len(a) == drift.REFERENCE_MAX_ROWS and a.equals(b)
+    a, b = detection.reference_sample(big), detection.reference_sample(big)
+    assert len(a) == detection.REFERENCE_MAX_ROWS and a.equals(b)
 
 
 # --- (f) the report --------------------------------------------------------------------------
@@ -273,8 +280,8 @@ def test_the_report_serialises_and_renders_a_self_contained_page(detector, refer
 
 def test_a_window_missing_a_feature_is_a_clear_error(detector, reference, champion):
     window = make_batch(5, 600, seed=61).drop(columns=["debt_to_income"])
-    with pytest.raises(drift.DriftError, match=r"live window lacks columns \['debt_to_income'\]") as info:
-        drift.check(detector, reference, window, SPEC, champion[1], champion[2], window["age"], POLICY)
+    with pytest.raises(detection.DriftError, match=r"live window lacks columns \['debt_to_income'\]") as info:
+        detection.check(detector, reference, window, SPEC, champion[1], champion[2], window["age"], POLICY)
     assert isinstance(info.value, LooplineError) and isinstance(info.value, ValueError)
 
 
@@ -289,12 +296,12 @@ def test_an_empty_window_is_insufficient(detector, reference, champion, empty):
 
 def test_a_detector_fitted_on_other_data_is_refused(detector, champion):
     other = make_batch(9, 3_000, seed=63)
-    with pytest.raises(drift.DriftError, match="does not fit this check"):
+    with pytest.raises(detection.DriftError, match="does not fit this check"):
         _check(detector, other, champion, make_batch(5, 600, seed=64))
 
 
 def test_scores_are_optional(detector, reference):
-    report = drift.check(detector, reference, make_batch(5, 600, seed=65), SPEC, {}, None, None, POLICY)
+    report = detection.check(detector, reference, make_batch(5, 600, seed=65), SPEC, {}, None, None, POLICY)
     assert report.score is None and any("score drift not checked" in r for r in report.reasons)
     assert abs(sum(f.importance for f in report.features) - 1) < 1e-9  # no importances: equal weights
 
@@ -306,8 +313,8 @@ def test_encoding_uses_spec_level_order_an_extra_code_and_the_reference_median()
     frame = make_batch(0, 5, seed=70)
     frame["home_ownership"] = ["OWN", None, "CASTLE", "RENT", "OTHER"]
     frame["age"] = [30.0, np.nan, 50.0, 40.0, np.nan]
-    medians = {**drift.reference_medians(frame, SPEC), "age": 41.5}
-    x = drift.encode(frame, SPEC, medians)
+    medians = {**detection.reference_medians(frame, SPEC), "age": 41.5}
+    x = detection.encode(frame, SPEC, medians)
     names = SPEC.features.names
     assert x.dtype == np.float64 and x.shape == (5, len(names))
     assert x[:, names.index("home_ownership")].tolist() == [1, 4, 4, 0, 3]
@@ -316,34 +323,34 @@ def test_encoding_uses_spec_level_order_an_extra_code_and_the_reference_median()
 
 def test_categorical_psi():
     ref = ["a"] * 50 + ["b"] * 50
-    assert drift.categorical_psi(ref, ref) == 0
-    assert drift.categorical_psi(ref, ["a"] * 45 + ["b"] * 55) < 0.02
-    assert drift.categorical_psi(ref, ["a"] * 50 + ["c"] * 50) > 1  # a new category
-    assert drift.categorical_psi([0, 1, 1, 2], [0.0, 1.0, 1.0, 2.0]) == 0  # codes, fast path
-    assert drift.categorical_psi(["a", None], ["a", None]) == 0  # missing is a category
+    assert detection.categorical_psi(ref, ref) == 0
+    assert detection.categorical_psi(ref, ["a"] * 45 + ["b"] * 55) < 0.02
+    assert detection.categorical_psi(ref, ["a"] * 50 + ["c"] * 50) > 1  # a new category
+    assert detection.categorical_psi([0, 1, 1, 2], [0.0, 1.0, 1.0, 2.0]) == 0  # codes, fast path
+    assert detection.categorical_psi(["a", None], ["a", None]) == 0  # missing is a category
     with pytest.raises(ValueError):
-        drift.categorical_psi([], ["a"])
+        detection.categorical_psi([], ["a"])
 
 
 def test_feature_weights_fold_derived_features_and_normalise():
-    weights = drift.feature_weights({"history_to_age": 2.0, "age": 2.0, "region": -1, "bogus": 5.0}, SPEC)
+    weights = detection.feature_weights({"history_to_age": 2.0, "age": 2.0, "region": -1, "bogus": 5.0}, SPEC)
     assert weights["age"] == pytest.approx(0.75) and weights["credit_history_months"] == pytest.approx(0.25)
     assert sum(weights.values()) == pytest.approx(1) and weights["region"] == 0
-    uniform = drift.feature_weights({}, SPEC)
+    uniform = detection.feature_weights({}, SPEC)
     assert set(uniform.values()) == {1 / len(SPEC.features.names)}
 
 
 def test_bh_adjusted_p_values():
-    q = drift.bh_adjusted(np.array([0.01, 0.04, 0.03, 0.5]))
+    q = detection.bh_adjusted(np.array([0.01, 0.04, 0.03, 0.5]))
     assert q.tolist() == pytest.approx([0.04, 0.16 / 3, 0.16 / 3, 0.5])
 
 
 def test_a_large_window_is_compared_as_a_bounded_sample(detector, reference, monkeypatch):
-    monkeypatch.setattr(drift, "CURRENT_MAX_ROWS", 1_000)
+    monkeypatch.setattr(detection, "CURRENT_MAX_ROWS", 1_000)
     window = make_batch(5, 3_000, seed=66)
     scores = np.linspace(0, 1, 3_000)
-    report = drift.check(detector, reference, window, SPEC, {}, scores, scores, POLICY)
+    report = detection.check(detector, reference, window, SPEC, {}, scores, scores, POLICY)
     assert report.n_current == 3_000 and report.n_compared == 1_000 and report.score.n_current == 1_000
     assert any("compared as a seeded sample of 1,000" in r for r in report.reasons)
-    again = drift.check(detector, reference, window, SPEC, {}, scores, scores, POLICY)
+    again = detection.check(detector, reference, window, SPEC, {}, scores, scores, POLICY)
     assert again.to_dict() == report.to_dict()  # seeded: the same window gives the same report

@@ -12,7 +12,7 @@ import pytest
 
 from loopline.core.features import FeatureCodeError, build_features, feature_set, load_feature_code
 from loopline.core.spec import load_spec, load_spec_file
-from loopline.ops import datagen
+from tests.generators import credit_risk as datagen
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 SPEC = load_spec("credit_risk", MODELS)

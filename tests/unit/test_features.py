@@ -11,7 +11,7 @@ import pytest
 
 from loopline.core.features import build_features, categorical_columns, derived_sources, feature_columns
 from loopline.core.spec import load_spec
-from loopline.ops import datagen
+from tests.generators import credit_risk as datagen
 
 SPEC = load_spec("credit_risk", Path(__file__).resolve().parents[2] / "models")
 

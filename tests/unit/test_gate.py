@@ -7,11 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from loopline.core.spec import QualityGateSpec, load_spec
-from loopline.training.gate import CHALLENGER, CHAMPION, REJECTED, UNCHANGED, GateResult, judge
+from loopline.core.spec import load_spec
+from loopline.core.tasks import TASKS
+from loopline.training import gate as gate_module
+from loopline.training.gate import CHALLENGER, CHAMPION, REJECTED, UNCHANGED, GateResult
 
-GATE = QualityGateSpec(min_auc=0.70, max_brier=0.20, auc_tolerance=0.01, brier_tolerance=0.005)
+GATE = {"min_auc": 0.70, "max_brier": 0.20, "auc_tolerance": 0.01, "brier_tolerance": 0.005}
 CHAMP = {"auc": 0.80, "brier": 0.10}
+
+
+def judge(candidate, gate=GATE, task=TASKS["binary"], **kwargs) -> GateResult:
+    return gate_module.judge(candidate, gate, task, **kwargs)
 
 
 def metrics(auc: float, brier: float = 0.10, **extra: float) -> dict[str, float]:
@@ -151,3 +157,26 @@ def test_the_shipped_gate_rejects_a_coin_flip_and_accepts_a_good_model():
     gate = load_spec("credit_risk", Path(__file__).resolve().parents[2] / "models").quality_gate
     assert judge(metrics(0.5, 0.25), gate).decision == REJECTED
     assert judge(metrics(0.8, 0.12), gate).decision == CHAMPION
+
+
+# --- other task types: the same two rules, on the task's own metrics ---------------------------------
+
+
+def test_a_regression_gate_bounds_errors_from_above_and_r2_from_below():
+    regression = TASKS["regression"]
+    gate = {"max_rmse": 10.0, "min_r2": 0.5, "rmse_tolerance": 0.5, "r2_tolerance": 0.01}
+    champion = {"rmse": 8.0, "r2": 0.7}
+    assert judge({"rmse": 8.4, "r2": 0.695}, gate, regression, champion=champion).decision == CHALLENGER
+    worse = judge({"rmse": 8.6, "r2": 0.7}, gate, regression, champion=champion)
+    assert worse.decision == REJECTED and [c.name for c in worse.checks if not c.passed] == ["rmse_vs_champion"]
+    assert checks_of(worse)["rmse_vs_champion"][1] == pytest.approx(8.5)  # a ceiling: lower is better
+    assert judge({"rmse": 11.0, "r2": 0.9}, gate, regression).decision == REJECTED
+
+
+def test_a_multiclass_gate_on_macro_f1_and_log_loss():
+    multiclass = TASKS["multiclass"]
+    gate = {"min_macro_f1": 0.4, "macro_f1_tolerance": 0.02, "log_loss_tolerance": 0.05}
+    champion = {"macro_f1": 0.6, "log_loss": 0.9}
+    assert judge({"macro_f1": 0.59, "log_loss": 0.93}, gate, multiclass, champion=champion).decision == CHALLENGER
+    assert judge({"macro_f1": 0.59, "log_loss": 0.96}, gate, multiclass, champion=champion).decision == REJECTED
+    assert judge({"macro_f1": 0.3, "log_loss": 0.5}, gate, multiclass).decision == REJECTED

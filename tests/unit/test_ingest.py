@@ -32,7 +32,7 @@ from loopline.ingestion.ingest import (
     validate_claimed,
 )
 from loopline.ingestion.landing import mark_complete, scan
-from loopline.ops import datagen
+from tests.generators import credit_risk as datagen
 
 SECRET = "unit-test-secret"
 

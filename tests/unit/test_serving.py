@@ -11,10 +11,10 @@ import pytest
 from loopline.core.features import build_features
 from loopline.core.spec import load_spec
 from loopline.ingestion.ingest import normalise
-from loopline.ops import datagen
 from loopline.rollout.serving_state import Route, ServingState
 from loopline.serving.online import RoutedScorer
 from loopline.training import trainer as training
+from tests.generators import credit_risk as datagen
 
 SPEC = load_spec("credit_risk", Path(__file__).resolve().parents[2] / "models")
 

@@ -51,7 +51,7 @@ def test_the_shipped_spec_loads_with_its_schema():
     assert spec.features.categorical["home_ownership"] == ["RENT", "OWN", "MORTGAGE", "OTHER"]
     assert (spec.features.numeric["age"].min, spec.features.numeric["age"].max) == (18.0, 100.0)
     assert spec.training.seed == 42 and spec.training.holdout_weeks == 1 and spec.training.valid_weeks == 1
-    assert spec.quality_gate.min_auc == pytest.approx(0.70)
+    assert spec.quality_gate["min_auc"] == pytest.approx(0.70) and spec.task == "binary"
 
 
 def test_input_columns_are_id_time_features_label_in_spec_order():
@@ -91,7 +91,7 @@ def test_a_copy_of_the_shipped_spec_loads(tmp_path):
     [
         (lambda r: r.update(owner="me"), "owner"),
         (lambda r: r["training"].update(learnign_rate=0.1), "training.learnign_rate"),
-        (lambda r: r["quality_gate"].update(min_ks=0.3), "quality_gate.min_ks"),
+        (lambda r: r["rollout"]["gates"].update(max_auc_dorp=0.1), "rollout.gates.max_auc_dorp"),
         (lambda r: r["features"]["numeric"]["age"].update(mn=1), "features.numeric.age.mn"),
         (lambda r: r["dataset"].update(label="defaulted"), "dataset.label"),
     ],
@@ -103,6 +103,36 @@ def test_an_unknown_key_fails_naming_its_path(tmp_path, edit, path):
     message = str(err.value)
     assert f"{path}: unknown key; allowed here: " in message
     assert str(models / "credit_risk" / "spec.yaml") in message  # and the file
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (
+            lambda r: r["quality_gate"].update(min_rmse=3.0),
+            "['min_rmse'] are not gate keys of a binary model; allowed:",
+        ),
+        (lambda r: r["quality_gate"].update(max_auc=0.9), "['max_auc'] are not gate keys"),  # AUC: higher is better
+        (lambda r: r.update(quality_gate={"auc_tolerance": 0.01}), "needs at least one absolute floor or ceiling"),
+        (
+            lambda r: r["quality_gate"].update(auc_tolerance=-0.1),
+            "quality_gate.auc_tolerance: a tolerance must be >= 0",
+        ),
+        (lambda r: r["training"]["params"].update(objective="regression"), "objective 'regression' does not fit"),
+        (lambda r: r["training"]["params"].update(num_class=3), "num_class is set by the platform"),
+        (lambda r: r["training"].pop("decision_threshold"), "a binary model needs one"),
+        (lambda r: r["dataset"].update(classes=["a", "b", "c"]), "applies to task multiclass only"),
+        (lambda r: r.update(task="multiclass"), "a multiclass model needs at least 3 distinct classes"),
+        (
+            lambda r: r.update(task="regression"),
+            "'max_brier', 'min_auc'] are not gate keys of a regression",
+        ),
+        (lambda r: r.update(task="ranking"), "task: Input should be 'binary', 'regression' or 'multiclass'"),
+    ],
+)
+def test_a_spec_must_fit_its_task_type(tmp_path, edit, message):
+    with pytest.raises(SpecError, match=re.escape(message)):
+        load_spec("credit_risk", models_with(tmp_path, edit))
 
 
 def test_a_missing_required_key_is_named(tmp_path):
@@ -130,7 +160,7 @@ def test_a_value_out_of_bounds_or_of_the_wrong_type_is_named(tmp_path, edit, pat
 
 def test_min_above_max_is_an_error(tmp_path):
     models = models_with(tmp_path, lambda r: r["features"]["numeric"]["age"].update(min=200))
-    with pytest.raises(SpecError, match=r"features\.numeric\.age: Value error, min 200\.0 > max 100\.0"):
+    with pytest.raises(SpecError, match=r"features\.numeric\.age: min 200\.0 > max 100\.0"):
         load_spec("credit_risk", models)
 
 

@@ -22,8 +22,8 @@ from loopline.core.settings import get_settings
 from loopline.core.spec import SpecError, load_spec_file
 from loopline.ingestion.data_registry import DataRegistry
 from loopline.ingestion.ingest import claim_step, quarantine_step, validate_step, version_step
-from loopline.ops import datagen
 from tests.conftest import throwaway_postgres
+from tests.generators import credit_risk as datagen
 
 TABLE = "applications"
 

@@ -10,9 +10,10 @@ import pytest
 
 from loopline.core.features import feature_columns
 from loopline.core.spec import ModelSpec, load_spec
+from loopline.core.tasks import TASKS, ks_statistic
 from loopline.ingestion.ingest import normalise
-from loopline.ops import datagen
 from loopline.training import trainer as training
+from tests.generators import credit_risk as datagen
 
 SPEC = load_spec("credit_risk", Path(__file__).resolve().parents[2] / "models")
 PARAMS = {**SPEC.training.params, "seed": SPEC.training.seed, "num_boost_round": 60}
@@ -212,55 +213,61 @@ def test_feature_importance_sums_to_one_over_the_model_columns(model):
 # --- metrics by hand ----------------------------------------------------------------------------
 
 
+def classification_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+    """The binary task's holdout metrics with a given decision threshold."""
+    training_spec = SPEC.training.model_copy(update={"decision_threshold": threshold})
+    return TASKS["binary"].holdout_metrics(labels, scores, SPEC.model_copy(update={"training": training_spec}))
+
+
 def test_ks_of_perfect_separation_is_one():
-    assert training.ks_statistic(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
+    assert ks_statistic(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
 
 
 def test_ks_of_a_reversed_score_is_zero():
     # KS here is one-sided (defaulters must score higher); a score that ranks them lowest separates nothing
-    assert training.ks_statistic(np.array([0, 0, 1, 1]), np.array([0.9, 0.8, 0.2, 0.1])) == 0.0
+    assert ks_statistic(np.array([0, 0, 1, 1]), np.array([0.9, 0.8, 0.2, 0.1])) == 0.0
 
 
 def test_ks_of_an_uninformative_score_is_zero():
-    assert training.ks_statistic(np.array([0, 1, 0, 1]), np.array([0.5, 0.5, 0.5, 0.5])) == 0.0
+    assert ks_statistic(np.array([0, 1, 0, 1]), np.array([0.5, 0.5, 0.5, 0.5])) == 0.0
 
 
 def test_ks_by_hand():
     # thresholds 0.8, 0.4, 0.35, 0.1 give (fpr, tpr) = (0, .5), (.5, .5), (.5, 1), (1, 1): max gap 0.5
-    assert training.ks_statistic(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.5)
+    assert ks_statistic(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.5)
     # 3 payers, 1 defaulter ranked second: best cut keeps the defaulter and one payer -> 1 - 1/3
-    assert training.ks_statistic(np.array([0, 1, 0, 0]), np.array([0.9, 0.7, 0.3, 0.1])) == pytest.approx(2 / 3)
+    assert ks_statistic(np.array([0, 1, 0, 0]), np.array([0.9, 0.7, 0.3, 0.1])) == pytest.approx(2 / 3)
 
 
 def test_classification_metrics_of_perfect_separation():
-    m = training.classification_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9]), threshold=0.5)
+    m = classification_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9]), threshold=0.5)
     assert m["auc"] == 1.0 and m["ks"] == 1.0
     assert m["brier"] == pytest.approx((0.01 + 0.04 + 0.04 + 0.01) / 4)
     assert m["precision_at_threshold"] == 1.0 and m["recall_at_threshold"] == 1.0
-    assert m["decline_rate"] == 0.5 and m["default_rate"] == 0.5 and m["rows"] == 4.0
+    assert m["positive_decision_rate"] == 0.5 and m["positive_rate"] == 0.5 and m["rows"] == 4.0
 
 
 def test_classification_metrics_by_hand():
-    m = training.classification_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]), threshold=0.5)
+    m = classification_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]), threshold=0.5)
     assert m["auc"] == pytest.approx(0.75)  # 3 of the 4 (defaulter, payer) pairs ranked right
     assert m["ks"] == pytest.approx(0.5)
     assert m["brier"] == pytest.approx((0.1**2 + 0.4**2 + 0.65**2 + 0.2**2) / 4)
     assert m["precision_at_threshold"] == 1.0 and m["recall_at_threshold"] == 0.5  # only 0.8 declined
-    assert m["decline_rate"] == 0.25
+    assert m["positive_decision_rate"] == 0.25
 
 
 def test_a_score_equal_to_the_threshold_is_declined():
-    m = training.classification_metrics(np.array([0, 1]), np.array([0.2, 0.3]), threshold=0.3)
-    assert m["decline_rate"] == 0.5 and m["recall_at_threshold"] == 1.0
+    m = classification_metrics(np.array([0, 1]), np.array([0.2, 0.3]), threshold=0.3)
+    assert m["positive_decision_rate"] == 0.5 and m["recall_at_threshold"] == 1.0
 
 
 def test_no_declines_gives_zero_precision_not_an_error():
-    m = training.classification_metrics(np.array([0, 1, 1]), np.array([0.1, 0.2, 0.25]), threshold=0.9)
-    assert m["precision_at_threshold"] == 0.0 and m["recall_at_threshold"] == 0.0 and m["decline_rate"] == 0.0
+    m = classification_metrics(np.array([0, 1, 1]), np.array([0.1, 0.2, 0.25]), threshold=0.9)
+    assert m["precision_at_threshold"] == 0.0 and m["recall_at_threshold"] == 0.0 and m["positive_decision_rate"] == 0.0
 
 
 def test_all_metrics_are_plain_floats():
-    m = training.classification_metrics(np.array([0, 1]), np.array([0.2, 0.7]), threshold=0.5)
+    m = classification_metrics(np.array([0, 1]), np.array([0.2, 0.7]), threshold=0.5)
     assert all(type(v) is float for v in m.values())
 
 

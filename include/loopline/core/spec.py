@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from loopline.core.errors import LooplineError
+from loopline.core.tasks import TASKS, TaskName
 
 
 class SpecError(LooplineError, ValueError):
@@ -89,6 +90,7 @@ class DatasetSpec(_Strict):
     entity_id: str
     timestamp: str
     target: str
+    classes: list[str] | None = None  # multiclass: the target's values, in the order probabilities are given
     expectation_suite: str
     rules: IngestRules = Field(default_factory=IngestRules)
     source: SourceSpec = Field(default_factory=SourceSpec)
@@ -139,18 +141,11 @@ class TrainingSpec(_Strict):
     valid_weeks: int = Field(ge=1)
     holdout_weeks: int = Field(ge=1)
     min_train_rows: int = Field(ge=1)
-    decision_threshold: float = Field(gt=0, lt=1)
+    decision_threshold: float | None = Field(None, gt=0, lt=1)  # binary: score >= threshold -> at_or_above
     decisions: DecisionLabels = Field(default_factory=DecisionLabels)
     seed: int
     early_stopping_rounds: int = Field(ge=1)
     params: dict[str, Any]
-
-
-class QualityGateSpec(_Strict):
-    min_auc: float = Field(ge=0, le=1)
-    max_brier: float = Field(ge=0, le=1)
-    auc_tolerance: float = Field(ge=0)
-    brier_tolerance: float = Field(ge=0)
 
 
 class CanaryGates(_Strict):
@@ -163,7 +158,9 @@ class CanaryGates(_Strict):
     max_p95_latency_ratio: float = Field(2.0, ge=1)  # canary p95 <= ratio * champion p95 + slack
     latency_slack_ms: float = Field(5.0, ge=0)  # absolute slack: sub-millisecond noise never fails a step
     max_score_psi: float = Field(0.2, gt=0)  # canary vs champion score PSI, on top of the expected (gate) PSI
-    max_auc_drop: float = Field(0.03, ge=0)  # live AUC, once outcome labels have arrived
+    # Live quality, once outcome labels have arrived: how much worse the canary's live metric may be
+    # than the champion's, in that metric's units (binary: AUC; multiclass: accuracy; regression: sMAPE).
+    max_quality_drop: float = Field(0.03, ge=0)
     min_labelled: int = Field(200, ge=1)  # labelled predictions per arm before the AUC gate counts
 
 
@@ -197,8 +194,10 @@ class DriftPolicy(_Strict):
     min_psi: float = Field(0.1, gt=0)  # effect size a feature must also reach to count as drifted
     drift_share: float = Field(0.3, gt=0, le=1)  # importance-weighted share of drifted features that confirms
     score_psi: float = Field(0.2, gt=0)  # score-distribution PSI that confirms on its own (with p < p_value)
-    min_labelled: int = Field(300, ge=10)  # labelled live rows before live AUC is judged
-    max_auc_drop: float = Field(0.05, ge=0)  # live AUC below training holdout AUC by more than this: concept drift
+    min_labelled: int = Field(300, ge=10)  # labelled live rows before live quality is judged
+    # Live quality worse than the holdout's by more than this: concept drift (the task's live metric:
+    # binary AUC, multiclass accuracy, regression sMAPE).
+    max_quality_drop: float = Field(0.05, ge=0)
     cooldown_hours: float = Field(24, ge=0)  # no retrain trigger within this long after the last one
     max_retrains_per_week: int = Field(2, ge=0)
 
@@ -206,10 +205,13 @@ class DriftPolicy(_Strict):
 class ModelSpec(_Strict):
     name: str
     description: str = ""
+    task: TaskName = "binary"
     dataset: DatasetSpec
     features: FeatureSpec
     training: TrainingSpec
-    quality_gate: QualityGateSpec
+    # Keys made of the task's holdout metrics: min_<m> / max_<m> floors and ceilings (which one
+    # depends on which way m is better) and <m>_tolerance (not worse than the champion by more).
+    quality_gate: dict[str, float]
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     monitoring: DriftPolicy = Field(default_factory=DriftPolicy)
     # The folder the spec was read from: the model's own code (features.py) lives beside it.
@@ -231,6 +233,36 @@ class ModelSpec(_Strict):
         unknown = [c for c in self.dataset.unique_key if c not in self.input_columns]
         if unknown:
             raise ValueError(f"dataset.rules.unique_key names columns the dataset does not have: {unknown}")
+        return self
+
+    @model_validator(mode="after")
+    def _fits_the_task(self) -> ModelSpec:
+        task = TASKS[self.task]
+        problems = task.gate_problems(self.quality_gate)
+        objective = self.training.params.get("objective", task.objectives[0])
+        if objective not in task.objectives:
+            problems.append(
+                f"training.params.objective {objective!r} does not fit task {self.task};"
+                f" use one of {list(task.objectives)}"
+            )
+        if "num_class" in self.training.params:
+            problems.append("training.params.num_class is set by the platform from dataset.classes")
+        classes = self.dataset.classes
+        if self.task == "multiclass":
+            if not classes or len(classes) < 3 or len(set(classes)) != len(classes):
+                problems.append(
+                    "dataset.classes: a multiclass model needs at least 3 distinct classes (2 classes: task binary)"
+                )
+        elif classes is not None:
+            problems.append(f"dataset.classes applies to task multiclass only (this model is {self.task})")
+        if self.task == "binary" and self.training.decision_threshold is None:
+            problems.append(
+                "training.decision_threshold: a binary model needs one (score >= threshold: decisions.at_or_above)"
+            )
+        if self.task != "binary" and self.training.decision_threshold is not None:
+            problems.append(f"training.decision_threshold applies to task binary only (this model is {self.task})")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @property
@@ -256,7 +288,8 @@ def _explain(error: dict) -> str:
     where = ".".join(map(str, error["loc"]))
     if error["type"] == "extra_forbidden":
         return f"{where}: unknown key; allowed here: {', '.join(_allowed_keys(error['loc'][:-1]))}"
-    return f"{where}: {error['msg']}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
 
 
 def spec_path(model_name: str, models_dir: Path) -> Path:

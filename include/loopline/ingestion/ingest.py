@@ -39,6 +39,7 @@ import pandas as pd
 from loopline.core.faults import crash_point
 from loopline.core.settings import Settings
 from loopline.core.spec import ModelSpec, SpecError, load_spec
+from loopline.core.tasks import task_of
 from loopline.ingestion import data_rules
 from loopline.ingestion.data_registry import BatchRecord, DataRegistry, DataVersion, RegistryStage
 from loopline.ingestion.landing import LandingScan, StillChanging, read_settled, scan
@@ -214,7 +215,7 @@ def normalise(df: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
         out[name] = pd.to_numeric(df[name]).astype("float64")
     for name in spec.features.categorical:
         out[name] = df[name].astype("string")
-    out[ds.target] = pd.to_numeric(df[ds.target]).astype("Int8")
+    out[ds.target] = task_of(spec).stored_target(df[ds.target])
     return out
 
 

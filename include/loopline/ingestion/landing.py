@@ -2,7 +2,7 @@
 
 Upstream jobs drop files in one of three ways, and all three are safe here:
 
-- **write to a temporary name, then rename** (rsync, most uploaders, ``loopline.ops.datagen``):
+- **write to a temporary name, then rename** (rsync, most uploaders, ``loopline.ops.demo_data.write_batch``):
   the temporary name is hidden (``.name``) or ends in an in-progress suffix
   (``.tmp``, ``.part``, ``._COPYING_``, ...) and is never taken; the renamed file is.
 - **write in place, slowly**: a file is taken only once its size and modification

@@ -4,7 +4,7 @@ Reference = the training split of the exact DVC data version the champion was
 trained on (read from its MLflow lineage), scored by the champion for the score
 reference. Current = the prediction log of the last ``window_hours``. The fitted
 detector is kept per champion version and reused. Covariate/score drift (alibi-detect,
-effect sizes) and concept drift (live AUC from delayed outcomes) both count; the
+effect sizes) and concept drift (the task's live metric from delayed outcomes) both count; the
 storm guard (cooldown, max retrains per week) decides whether a confirmed drift
 may trigger a retrain now. Every check is recorded, the report logged to MLflow.
 """
@@ -21,6 +21,7 @@ import pandas as pd
 
 from loopline.core.errors import LooplineError
 from loopline.core.settings import Settings
+from loopline.core.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 REFERENCE_ROWS = 20_000
@@ -35,14 +36,17 @@ class Champion:
     version: str
     run_id: str
     data_version: str
-    holdout_auc: float
+    holdout_quality: float  # the task's live metric on the champion's holdout
     importances: dict[str, float]
 
 
-def champion_of(model: str, settings: Settings) -> Champion:
+def champion_of(spec: ModelSpec, settings: Settings) -> Champion:
     import mlflow
 
     from loopline.core import tracking
+    from loopline.core.tasks import task_of
+
+    model = spec.name
 
     client = tracking.client_for(settings)
     version = tracking.alias_version(client, model, tracking.CHAMPION_ALIAS)
@@ -54,20 +58,19 @@ def champion_of(model: str, settings: Settings) -> Champion:
         version=version,
         run_id=run.info.run_id,
         data_version=run.data.tags["loopline.data_version"],
-        holdout_auc=float(run.data.metrics["holdout.auc"]),
+        holdout_quality=float(run.data.metrics[f"holdout.{task_of(spec).live_metric}"]),
         importances=importances,
     )
 
 
-def reference_of(model: str, champion: Champion, settings: Settings) -> tuple[pd.DataFrame, Any]:
+def reference_of(spec: ModelSpec, champion: Champion, settings: Settings) -> tuple[pd.DataFrame, Any]:
     """The champion's training rows (bounded sample) and the champion booster."""
     import mlflow.lightgbm
 
-    from loopline.core.spec import load_spec
     from loopline.training import trainer as training
     from loopline.training.train_flow import load_dataset, registry_for
 
-    spec = load_spec(model, settings.models_dir)
+    model = spec.name
     version = registry_for(settings).resolve(spec.dataset.name, champion.data_version)
     train_rows = training.time_split(training.labelled(load_dataset(version, settings), spec), spec).train
     if len(train_rows) > REFERENCE_ROWS:
@@ -78,7 +81,7 @@ def reference_of(model: str, champion: Champion, settings: Settings) -> tuple[pd
 
 
 def labelled_live(model: str, version: str, settings: Settings, logged: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Every logged prediction of ``version`` whose outcome has arrived (score, outcome, model_version).
+    """Every logged prediction of ``version`` whose outcome has arrived (score, decision, outcome, model_version).
 
     ``logged``: the whole prediction log when the caller has read it already.
     """
@@ -87,10 +90,11 @@ def labelled_live(model: str, version: str, settings: Settings, logged: pd.DataF
 
     known = outcomes.read(settings, model)
     rows = logged if logged is not None else read_window(settings.prediction_log_dir, model).rows
+    columns = ["score", "decision", "outcome", "model_version"]
     if known is None or rows.empty:
-        return pd.DataFrame(columns=["score", "outcome", "model_version"])
+        return pd.DataFrame(columns=columns)
     rows = rows[rows["model_version"] == version].drop_duplicates("entity_hash", keep="last")
-    return rows.merge(known[["entity_hash", "outcome"]], on="entity_hash")[["score", "outcome", "model_version"]]
+    return rows.merge(known[["entity_hash", "outcome"]], on="entity_hash")[columns]
 
 
 def check(
@@ -103,15 +107,16 @@ def check(
     """
     from loopline.core import tracking
     from loopline.core.spec import load_spec
-    from loopline.monitoring import drift
+    from loopline.monitoring import concept as concept_drift
+    from loopline.monitoring import detection, retrain_policy
     from loopline.monitoring.monitoring_state import MonitoringState
     from loopline.serving.prediction_log import read_window
     from loopline.serving.scoring import score_frame
 
     spec = load_spec(model, settings.models_dir)
     policy = spec.monitoring
-    champion = champion_of(model, settings)
-    reference, booster = reference_of(model, champion, settings)
+    champion = champion_of(spec, settings)
+    reference, booster = reference_of(spec, champion, settings)
     since = window_start or window_end - timedelta(hours=policy.window_hours)
     logged = read_window(settings.prediction_log_dir, model).rows  # read once: the window and the labelled rows
     if logged.empty:
@@ -120,20 +125,20 @@ def check(
         window = logged[logged["logged_at"].between(since.timestamp(), window_end.timestamp(), inclusive="left")]
     current = window if window.empty else window[window["model_version"] == champion.version]
     detector_dir = settings.monitoring_dir / "detectors" / model / f"v{champion.version}"
-    detector = drift.load_or_fit(detector_dir, reference, spec, policy.p_value)
+    detector = detection.load_or_fit(detector_dir, reference, spec, policy.p_value)
     ref_scores = score_frame(booster, reference[spec.features.names], spec, num_threads=0)["score"].to_numpy()
     cur_scores = current["score"].to_numpy(float) if not current.empty else None
     current_features = current if not current.empty else pd.DataFrame(columns=spec.features.names)
-    report = drift.check(
+    report = detection.check(
         detector, reference, current_features, spec, champion.importances, ref_scores, cur_scores, policy
     )
-    quality = drift.live_quality(labelled_live(model, champion.version, settings, logged))
-    concept = drift.concept_verdict(quality.get(champion.version), champion.holdout_auc, policy)
+    quality = concept_drift.live_quality(labelled_live(model, champion.version, settings, logged), spec)
+    concept = concept_drift.concept_verdict(quality.get(champion.version), champion.holdout_quality, policy, spec)
 
     state = MonitoringState(settings.state_db_uri)
     confirmed = bool(report.confirmed or concept.confirmed)
     past = state.triggers_since(model, window_end - timedelta(days=7))
-    decision = drift.decide_trigger(confirmed, window_end, past, policy)
+    decision = retrain_policy.decide_trigger(confirmed, window_end, past, policy)
     verdict = "concept_drift" if concept.confirmed else report.verdict
     report_uri = _log_report(model, champion, report, concept, decision, window_end, dag_run, settings)
     features = report.feature_rows()

@@ -44,7 +44,7 @@ def labelled_batch(labels: pd.DataFrame, spec: ModelSpec, settings: Settings) ->
     hashed = pd.DataFrame(
         {
             "entity_hash": [pseudonym(str(e), settings.pseudonym_secret) for e in labels[ds.entity_id]],
-            ds.target: labels[ds.target].astype(int).to_numpy(),
+            ds.target: labels[ds.target].to_numpy(),  # as check_frame gives it: 0/1, a number or a class
         }
     )
     logged = rows.drop_duplicates("entity_hash", keep="last")
@@ -75,14 +75,14 @@ def ingest_outcomes(model: str, settings: Settings) -> dict[str, Any]:
         batch_id = hashlib.sha256(content).hexdigest()[:16]
         try:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-            stored = outcomes.store(frame, model, spec.dataset.entity_id, spec.dataset.target, batch_id, settings)
+            stored = outcomes.store(frame, spec, batch_id, settings)
         except (outcomes.OutcomeError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
             report = _quarantine(path, zones, f"{type(err).__name__}: {err}")
             summary["quarantined"].append(str(report))
             log.warning("quarantined %s: %s", path.name, err)
             continue
         summary["labels"] += stored
-        checked = outcomes.check_frame(frame, spec.dataset.entity_id, spec.dataset.target)
+        checked = outcomes.check_frame(frame, spec)
         batch = labelled_batch(checked, spec, settings)
         if not batch.empty:
             landing = zones_for(spec.dataset.name, settings).landing

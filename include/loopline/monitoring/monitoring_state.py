@@ -3,7 +3,7 @@
 One row per drift check: when, which model and champion, how many live rows, the
 verdict, whether it was confirmed and whether it triggered a retrain (and why or why
 not), the headline numbers, where the HTML report lives, the per-feature table and the
-DAG run. The storm guard (``loopline.monitoring.drift.decide_trigger``) reads its past triggers
+DAG run. The storm guard (``loopline.monitoring.retrain_policy.decide_trigger``) reads its past triggers
 from here (``triggers_since``), so retrain limits hold across DAG runs and restarts.
 
 A check re-recorded by the same DAG run (a retried task) updates its row instead of

@@ -11,7 +11,27 @@ import typer
 
 app = typer.Typer(help="Loopline: an ML production line on Apache Airflow.", no_args_is_help=True, add_completion=False)
 
-MODEL_OPTION = typer.Option("credit_risk", "--model", "-m", help="Model name (a folder under models/).")
+
+def _which_model(name: str | None) -> str:
+    """The model a command is about: the one named, or the only model folder there is."""
+    from loopline.core.dag_factory import discover
+
+    if name:
+        return name
+    good, broken = discover(_settings().models_dir)
+    names = sorted([spec.name for spec in good] + list(broken))
+    if len(names) == 1:
+        return names[0]
+    raise typer.BadParameter(f"which model? pass --model with one of {names}" if names else "there is no model folder")
+
+
+MODEL_OPTION = typer.Option(
+    None,
+    "--model",
+    "-m",
+    callback=_which_model,
+    help="Model name (a folder under models/); needed if there are several.",
+)
 
 
 def _settings():
@@ -22,6 +42,17 @@ def _settings():
     except SettingsError as err:
         typer.secho(f"configuration error: {err}", fg="red", err=True)
         raise typer.Exit(2) from None
+
+
+def _generator(model: str):
+    from loopline.core.spec import SpecError, load_spec
+    from loopline.ops.demo_data import NoGenerator, load_generator
+
+    try:
+        spec = load_spec(model, _settings().models_dir)
+        return load_generator(spec.model_dir), spec
+    except (SpecError, NoGenerator) as err:
+        raise typer.BadParameter(str(err)) from None
 
 
 @app.command()
@@ -108,8 +139,8 @@ def generate(
     out: Path | None = typer.Option(None, help="Folder; default: the model's landing zone."),
     model: str = MODEL_OPTION,
 ) -> None:
-    """Drop generated weekly batches of credit applications into the landing zone."""
-    from loopline.ops import datagen
+    """Drop generated weekly batches into the model's landing zone (its generator.py makes them)."""
+    datagen, spec = _generator(model)
 
     if fmt not in ("csv", "parquet"):
         raise typer.BadParameter("--format must be csv or parquet")
@@ -118,12 +149,12 @@ def generate(
         span = range(int(first), int(last or first) + 1)
     except ValueError:
         raise typer.BadParameter(f"--weeks {weeks!r} is not 'A-B' or a number") from None
-    folder = out or _settings().landing_dir / model
+    folder = out or _settings().landing_dir / spec.dataset.name
     folder.mkdir(parents=True, exist_ok=True)
     drift = datagen.DriftKnobs(covariate_shift=covariate_shift, concept_shift=concept_shift)
     for week in span:
         frame = datagen.make_batch(week, n_rows=rows, seed=seed, drift=drift, with_labels=not unlabelled)
-        path = datagen.write_batch(frame, folder / f"applications_w{week:03d}_s{seed}.{fmt}")
+        path = datagen.write_batch(frame, folder / f"{spec.dataset.name}_w{week:03d}_s{seed}.{fmt}")
         typer.echo(f"wrote {path} ({len(frame)} rows)")
 
 
@@ -134,9 +165,10 @@ def malformed(
     model: str = MODEL_OPTION,
 ) -> None:
     """Drop malformed batches (wrong dtype, missing column, out of range, empty, unparseable)."""
-    from loopline.ops import datagen
-
-    folder = out or _settings().landing_dir / model
+    datagen, spec = _generator(model)
+    if not hasattr(datagen, "write_malformed"):
+        raise typer.BadParameter(f"the generator of {model} makes no malformed batches")
+    folder = out or _settings().landing_dir / spec.dataset.name
     folder.mkdir(parents=True, exist_ok=True)
     for kind in kinds or datagen.MALFORMED_KINDS:
         try:
@@ -168,10 +200,14 @@ def status(
 def onboard(
     name: str = typer.Argument(..., help="The new model's name (lower-case, digits, _): its folder under models/."),
     sample: Path = typer.Option(..., "--sample", exists=True, dir_okay=False, help="A CSV or Parquet sample."),
-    target: str = typer.Option(..., "--target", help="The column to predict (binary: 0/1)."),
+    target: str = typer.Option(
+        ..., "--target", help="The column to predict (0/1: binary; a number: regression; a few labels: multiclass)."
+    ),
     timestamp: str = typer.Option(..., "--timestamp", help="The column with each row's time (ISO 8601)."),
     entity_id: str = typer.Option(..., "--entity-id", help="The column that identifies a row's subject."),
-    task: str | None = typer.Option(None, "--task", help="Override the inferred task type."),
+    task: str | None = typer.Option(
+        None, "--task", help="binary, regression or multiclass (default: inferred from the target)."
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing spec and suite."),
 ) -> None:
     """Write models/NAME/spec.yaml and expectations/NAME_batch.json from a sample table, for review."""
@@ -242,6 +278,7 @@ def simulate(
     shift_week: int = typer.Option(8, min=5, help="First week of the shifted world (weeks count from 4)."),
     rows: int = typer.Option(1000, min=500, max=50_000, help="Applicants per week."),
     seed: int = typer.Option(7),
+    model: str = MODEL_OPTION,
 ) -> None:
     """Weeks of compressed time through the real DAGs: stable, then a shift; prints a timeline, saves a plot.
 
@@ -251,7 +288,7 @@ def simulate(
 
     settings = _settings()
     out = settings.home / "simulation"
-    run(weeks, shift_week, rows, seed, out, echo=typer.echo)
+    run(model, weeks, shift_week, rows, seed, out, echo=typer.echo)
     typer.echo(f"timeline: {out / 'timeline.json'}; plot: {out / 'timeline.png'}")
 
 

@@ -17,9 +17,12 @@ from pathlib import Path
 import pandas as pd
 
 from loopline.core.errors import LooplineError
+from loopline.core.tasks import TASKS
 from loopline.ingestion.validation import read_batch
 
 MAX_LEVELS = 50  # a text column with more distinct values is an identifier or free text, not a category
+MAX_CLASSES = 50  # a target with more distinct values than this is a regression target or an identifier
+REGRESSION_MIN_DISTINCT = 20  # a numeric target with more distinct values (or any fractions) is a quantity
 MARGIN = 0.1  # numeric bounds reach this share of the observed range beyond it
 NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "float16", "float32", "float64", "Int64", "Float64"]
 
@@ -56,13 +59,31 @@ def _round(value: float, down: bool) -> float:
 
 
 def infer_task(target: pd.Series) -> tuple[str, list]:
+    """binary (two values), regression (a numeric quantity) or multiclass (a few labels), with the classes."""
     values = target.dropna()
-    distinct = sorted(values.unique().tolist())
+    distinct = sorted(values.unique().tolist(), key=str)
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
     if len(distinct) == 2:
         return "binary", distinct
-    if pd.api.types.is_numeric_dtype(values) and len(distinct) > 20:
+    fractional = numeric and bool((values.astype(float) % 1 != 0).any())
+    if numeric and (fractional or len(distinct) > REGRESSION_MIN_DISTINCT):
         return "regression", []
     return "multiclass", distinct
+
+
+def _check_target(prof: Profile, target: str, values: pd.Series) -> None:
+    """The target must suit the task: the message says what to change in the data or the --task flag."""
+    if prof.task == "binary" and sorted(map(str, prof.classes)) != ["0", "1"]:
+        raise OnboardingError(
+            f"a binary target must hold 0 and 1, found {prof.classes[:5]}: map it to 0/1 first"
+            " (or pass --task multiclass to keep its labels)"
+        )
+    if prof.task == "regression" and not pd.api.types.is_numeric_dtype(values.dropna()):
+        raise OnboardingError(f"a regression target must be numeric; {target!r} holds text, e.g. {values.iloc[0]!r}")
+    if prof.task == "multiclass" and not 3 <= len(prof.classes) <= MAX_CLASSES:
+        raise OnboardingError(
+            f"a multiclass target needs 3 to {MAX_CLASSES} distinct values; {target!r} has {len(prof.classes)}"
+        )
 
 
 def profile(sample: pd.DataFrame, target: str, timestamp: str, entity_id: str, task: str | None) -> Profile:
@@ -74,14 +95,12 @@ def profile(sample: pd.DataFrame, target: str, timestamp: str, entity_id: str, t
     result = Profile()
     result.task, result.classes = infer_task(sample[target])
     if task and task != result.task:
+        if task not in TASKS:
+            raise OnboardingError(f"--task {task!r}: use one of {sorted(TASKS)}")
         result.task = task
-    if result.task != "binary":
-        raise OnboardingError(
-            f"target {target!r} looks like a {result.task} task; this version of the platform trains binary "
-            "classifiers (a target with two values). Pass --task binary with a two-valued target."
-        )
-    if sorted(map(str, result.classes)) != ["0", "1"]:
-        raise OnboardingError(f"a binary target must hold 0 and 1, found {result.classes[:5]}: map it to 0/1 first")
+        if task == "multiclass":
+            result.classes = sorted(sample[target].dropna().unique().tolist(), key=str)
+    _check_target(result, target, sample[target])
     result.timestamp_is_text = not pd.api.types.is_datetime64_any_dtype(sample[timestamp])
     for name in sample.columns:
         if name in (target, timestamp, entity_id):
@@ -115,6 +134,11 @@ def _mostly(share: float) -> float:
     return max(0.0, round(1 - min(1.0, share * 1.5 + 0.02), 2))
 
 
+def _plain(value):
+    """A sample value as JSON holds it (numpy integers and floats become Python numbers)."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def _exp(kind: str, **kwargs) -> dict:
     return {"type": kind, "kwargs": kwargs}
 
@@ -146,7 +170,12 @@ def suite(name: str, prof: Profile, target: str, timestamp: str, entity_id: str,
             _exp("expect_column_values_to_be_in_set", column=column, value_set=value_set),
             _exp("expect_column_values_to_not_be_null", column=column, mostly=_mostly(prof.missing[column])),
         ]
-    expectations.append(_exp("expect_column_values_to_be_in_set", column=target, value_set=[0, 1]))
+    expectations.append(_exp("expect_column_values_to_not_be_null", column=target))
+    if prof.task == "regression":
+        expectations.append(_exp("expect_column_values_to_be_in_type_list", column=target, type_list=NUMERIC_TYPES))
+    else:  # the values exactly as the sample holds them (numbers stay numbers)
+        value_set = [0, 1] if prof.task == "binary" else [_plain(v) for v in prof.classes]
+        expectations.append(_exp("expect_column_values_to_be_in_set", column=target, value_set=value_set))
     meta = {"model": name, "notes": "Written by loopline onboard from a sample; review the bounds before use."}
     return {"name": f"{name}_batch", "meta": meta, "expectations": expectations}
 
@@ -155,6 +184,7 @@ SPEC_TEMPLATE = """\
 # {name}: written by `loopline onboard` from {sample}. Review every value, then land batches in
 # the landing folder; the platform does the rest. Strictly validated on load (unknown keys are an error).
 name: {name}
+task: {task}                        # binary | regression | multiclass (inferred from the target; change with care)
 description: >
   {description}
 
@@ -162,8 +192,8 @@ dataset:
   name: {name}                      # folder in the DVC data registry, and the landing folder's name
   entity_id: {entity_id}            # pseudonymised in every log and report, never a feature
   timestamp: {timestamp}            # drives the time-based splits
-  target: {target}                  # binary: 1 = the event
-  expectation_suite: {name}_batch   # expectations/{name}_batch.json (written with this spec)
+  target: {target}                  # {target_comment}
+{classes_line}  expectation_suite: {name}_batch   # expectations/{name}_batch.json (written with this spec)
   rules:
     unique_key: [{entity_id}]       # unique across the whole dataset
     on_duplicate: reject            # reject | drop_repeats | keep_latest
@@ -178,11 +208,10 @@ training:
   valid_weeks: {valid_weeks}                    # weeks before the holdout, for early stopping
   holdout_weeks: {holdout_weeks}                  # latest weeks, never trained on: evaluation + quality gate
   min_train_rows: {min_train_rows}
-  decision_threshold: {threshold}         # score >= threshold: the positive decision (1.5 x the sample's base rate)
-  seed: 42
+{threshold_line}  seed: 42
   early_stopping_rounds: 30
   params:
-    objective: binary
+    objective: {objective}
     learning_rate: 0.05
     num_leaves: 31
     min_child_samples: 20
@@ -192,12 +221,9 @@ training:
     lambda_l2: 1.0
     num_boost_round: 400
 
-quality_gate:
-  min_auc: 0.6                      # absolute floor on the holdout: raise it once you know the model
-  max_brier: 0.25
-  auc_tolerance: 0.005              # the challenger may be at most this far below the champion
-  brier_tolerance: 0.005
-
+quality_gate:                     # min_/max_<metric>: absolute floors on the holdout (raise them once you know
+                                  # the model); <metric>_tolerance: how far below the champion it may be
+{gate}
 rollout:                            # the platform's defaults: canary 5% -> 20% -> 50% -> 100%
   mode: canary
 
@@ -221,6 +247,29 @@ def _features_yaml(prof: Profile) -> str:
     for column, why in prof.skipped.items():
         lines.append(f"  # not a feature: {column} ({why})")
     return "\n".join(lines) + "\n"
+
+
+def _task_sections(prof: Profile, target: pd.Series) -> dict[str, str]:
+    """The parts of the spec that depend on the task type."""
+    task = TASKS[prof.task]
+    gate = "".join(f"  {key}: {value:g}\n" for key, value in task.default_gate.items())
+    sections = {"objective": task.objectives[0], "gate": gate, "classes_line": "", "threshold_line": ""}
+    if prof.task == "binary":
+        base_rate = float(pd.to_numeric(target).mean())
+        threshold = round(min(0.9, max(0.05, base_rate * 1.5)), 3)
+        sections["target_comment"] = "binary: 1 = the event"
+        sections["threshold_line"] = (
+            f"  decision_threshold: {threshold}         # score >= threshold: the positive decision"
+            " (1.5 x the sample's base rate)\n"
+            "  decisions: {below: negative, at_or_above: positive}   # what the service answers: name them\n"
+        )
+    elif prof.task == "regression":
+        sections["target_comment"] = "regression: the quantity to predict"
+    else:
+        sections["target_comment"] = "multiclass: one of the classes below"
+        names = json.dumps([str(_plain(c)) for c in prof.classes])
+        sections["classes_line"] = f"  classes: {names}   # the service answers one of these, with probabilities\n"
+    return sections
 
 
 def onboard(
@@ -254,8 +303,9 @@ def onboard(
     first, last = instants.min(), instants.max()
     weeks = max(1, int((last - first).days // 7))
     valid_weeks, holdout_weeks = (1, 1) if weeks < 8 else (max(1, weeks // 10), max(1, weeks // 10))
-    base_rate = float(pd.to_numeric(sample[target]).mean())
     text = SPEC_TEMPLATE.format(
+        task=prof.task,
+        **_task_sections(prof, sample[target]),
         name=name,
         sample=sample_path.name,
         description=f"Predicts {target} (sample: {len(sample)} rows, {first.date()} to {last.date()}). Say more here.",
@@ -268,7 +318,6 @@ def onboard(
         valid_weeks=valid_weeks,
         holdout_weeks=holdout_weeks,
         min_train_rows=max(50, min(500, len(sample) // 4)),
-        threshold=round(min(0.9, max(0.05, base_rate * 1.5)), 3),
     )
     folder = models_dir / name
     spec_file, suite_file = folder / "spec.yaml", expectations_dir / f"{name}_batch.json"

@@ -1,6 +1,7 @@
 """``loopline simulate``: weeks of compressed time through the real DAGs, with a drift at week k.
 
-Each simulated week: that week's applicants are scored by the running service (a real
+Any model folder with a generator (``models/<name>/generator.py``) can be simulated. Each
+simulated week: that week's rows are scored by the running service (a real
 `bentoml serve`, so the prediction log fills as in production); last week's outcomes
 land; the drift DAG runs (outcomes in, drift check, maybe a retrain trigger); the week's
 batch lands and the ingest DAG versions it. A triggered retrain runs the train DAG with
@@ -23,11 +24,13 @@ from pathlib import Path
 
 import yaml
 
+from loopline.core.dag_factory import dag_id
 from loopline.core.settings import Settings, get_settings
-from loopline.ops import datagen
+from loopline.core.spec import ModelSpec
+from loopline.core.tasks import task_of
+from loopline.ops.demo_data import DriftKnobs, load_generator, write_batch
 from loopline.serving.bento_server import BentoServer
 
-MODEL = "credit_risk"
 COMPRESSED_ROLLOUT = {
     "poll_seconds": 2,
     "bake_seconds": 8,
@@ -51,9 +54,9 @@ def compressed_models_dir(settings: Settings, dest: Path) -> Path:
 class Week:
     week: int
     shifted: bool
-    applicants: int
+    rows: int
     serving: str
-    live_auc: float
+    live_quality: float  # the task's live metric (binary AUC, multiclass accuracy, regression sMAPE)
     data_version: str = ""
     drift: str = ""
     triggered: bool = False
@@ -64,17 +67,17 @@ class Week:
 class Line:
     """The real DAGs, run with dag.test() in this process, and a real service process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, spec: ModelSpec) -> None:
         from airflow.dag_processing.dagbag import DagBag
 
-        self.settings = settings
+        self.settings, self.spec = settings, spec
         self.bag = DagBag(dag_folder=str(settings.project_root / "dags"))
         if self.bag.import_errors:
             raise RuntimeError(f"DAG import errors: {self.bag.import_errors}")
         self.server: BentoServer | None = None
 
-    def run(self, dag_id: str, conf: dict | None = None):
-        return self.bag.dags[dag_id].test(logical_date=datetime.now(UTC), run_conf=conf)
+    def run(self, station: str, conf: dict | None = None):
+        return self.bag.dags[dag_id(self.spec.name, station)].test(logical_date=datetime.now(UTC), run_conf=conf)
 
     def serve(self, bento_tag: str) -> None:
         self.server = BentoServer(bento_tag, LOOPLINE_ROUTE_POLL_SECONDS="0.5")
@@ -83,9 +86,8 @@ class Line:
 
     def score(self, frame) -> list[dict]:
         assert self.server is not None, "serve() first"
-        return self.server.predict(
-            json.loads(frame.drop(columns=["applied_at", "defaulted"]).to_json(orient="records"))
-        )
+        ds = self.spec.dataset
+        return self.server.predict(json.loads(frame.drop(columns=[ds.timestamp, ds.target]).to_json(orient="records")))
 
     def stop(self) -> None:
         if self.server is not None:
@@ -94,13 +96,25 @@ class Line:
 
 def _land(frame, folder: Path, name: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    datagen.write_batch(frame, folder / name)
+    write_batch(frame, folder / name)
 
 
-def simulate(weeks: int, shift_week: int, rows: int, seed: int, out_dir: Path, echo=print) -> list[Week]:
+def _live_quality(spec: ModelSpec, batch, answers: list[dict]) -> float:
+    import pandas as pd
+
+    task = task_of(spec)
+    score = [a.get("score", a.get("prediction", 0.0)) for a in answers]
+    if task.name == "multiclass":
+        score = [a["probabilities"][a["predicted_class"]] for a in answers]
+    decision = [a.get("decision", a.get("predicted_class")) for a in answers]
+    outcome = task.labels(batch[spec.dataset.target], spec)
+    frame = pd.DataFrame({"score": score, "decision": decision, "outcome": outcome})
+    value = task.live_quality(frame, spec)
+    return float("nan") if value is None else value
+
+
+def simulate(model: str, weeks: int, shift_week: int, rows: int, seed: int, out_dir: Path, echo=print) -> list[Week]:
     """Run the timeline; returns one Week per simulated week and writes timeline.json + timeline.png."""
-    from sklearn.metrics import roc_auc_score
-
     from loopline.core import tracking
     from loopline.core.spec import load_spec
     from loopline.ingestion.ingest import zones_for
@@ -110,53 +124,53 @@ def simulate(weeks: int, shift_week: int, rows: int, seed: int, out_dir: Path, e
     os.environ["LOOPLINE_MODELS_DIR"] = str(compressed_models_dir(settings, settings.home / "simulation-models"))
     get_settings.cache_clear()
     settings = get_settings()
-    spec = load_spec(MODEL, settings.models_dir)
+    spec = load_spec(model, settings.models_dir)
+    datagen = load_generator(spec.model_dir)
     landing = zones_for(spec.dataset.name, settings).landing
     outcomes_landing = outcome_zones(spec, settings).landing
-    shift = datagen.DriftKnobs(covariate_shift=0.8, concept_shift=0.6)
+    shift = DriftKnobs(covariate_shift=0.8, concept_shift=0.6)
 
-    line = Line(settings)
+    line = Line(settings, spec)
     client = tracking.client_for(settings)
     echo("bootstrap: 4 stable weeks → ingest → train → first champion")
     for week in range(4):
         _land(datagen.make_batch(week, rows, seed), landing, f"sim-w{week:02d}.csv")
-    line.run("credit_risk_ingest")
-    line.run("credit_risk_train", {"reason": "simulation bootstrap"})
-    champion = tracking.alias_version(client, MODEL, "champion")
+    line.run("ingest")
+    line.run("train", {"reason": "simulation bootstrap"})
+    champion = tracking.alias_version(client, model, "champion")
     if champion is None:
         raise RuntimeError("bootstrap training produced no champion")
-    line.serve(client.get_model_version(MODEL, champion).tags["loopline.bento_tag"])
+    line.serve(client.get_model_version(model, champion).tags["loopline.bento_tag"])
     timeline: list[Week] = []
     previous = None
     try:
         for week in range(4, 4 + weeks):
             shifted = week >= shift_week
             week_started = datetime.now(UTC)  # the drift check looks at this week's traffic only
-            batch = datagen.make_batch(week, rows, seed, shift if shifted else datagen.DriftKnobs())
+            batch = datagen.make_batch(week, rows, seed, shift if shifted else DriftKnobs())
             answers = line.score(batch)
-            scores = [a["score"] for a in answers]
             serving = "/".join(sorted({a["model_version"] for a in answers}))
-            result = Week(week, shifted, len(batch), serving, float(roc_auc_score(batch["defaulted"], scores)))
+            result = Week(week, shifted, len(batch), serving, _live_quality(spec, batch, answers))
             if previous is not None:  # last week's outcomes arrive now
-                previous[["applicant_id", "defaulted"]].to_csv(
+                previous[[spec.dataset.entity_id, spec.dataset.target]].to_csv(
                     outcomes_landing / f"sim-w{week - 1:02d}.csv", index=False
                 )
             outcomes_landing.mkdir(parents=True, exist_ok=True)
-            line.run("credit_risk_drift", {"window_start": week_started.isoformat()})
+            line.run("drift", {"window_start": week_started.isoformat()})
             from loopline.monitoring.monitoring_state import MonitoringState
 
-            check = MonitoringState(settings.state_db_uri).latest(MODEL, 1)[0]
+            check = MonitoringState(settings.state_db_uri).latest(model, 1)[0]
             result.drift, result.triggered = check.verdict, check.triggered
             _land(batch, landing, f"sim-w{week:02d}.csv")
-            line.run("credit_risk_ingest")
+            line.run("ingest")
             result.data_version = str(_latest_data_version(settings, spec))
             if check.triggered:
                 conf = {"reason": f"drift: {check.verdict}", "data_version": "latest", "drift_report": check.report_uri}
-                line.run("credit_risk_train", conf)
-                newest = max(client.search_model_versions(f"name='{MODEL}'"), key=lambda v: int(v.version))
+                line.run("train", conf)
+                newest = max(client.search_model_versions(f"name='{model}'"), key=lambda v: int(v.version))
                 result.retrain = f"v{newest.version}: {newest.tags.get('loopline.gate_decision', '?')}"
-                if tracking.alias_version(client, MODEL, "challenger"):
-                    result.rollout = _rollout_under_traffic(line, week, rows, seed, shift if shifted else None)
+                if tracking.alias_version(client, model, "challenger"):
+                    result.rollout = _rollout_under_traffic(line, datagen, week, seed, shift if shifted else None)
             timeline.append(result)
             echo(_line(result))
             previous = batch
@@ -164,7 +178,7 @@ def simulate(weeks: int, shift_week: int, rows: int, seed: int, out_dir: Path, e
         line.stop()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "timeline.json").write_text(json.dumps([asdict(w) for w in timeline], indent=2))
-    plot(timeline, shift_week, out_dir / "timeline.png")
+    plot(timeline, shift_week, out_dir / "timeline.png", task_of(spec).live_metric)
     return timeline
 
 
@@ -174,7 +188,7 @@ def _latest_data_version(settings: Settings, spec) -> str:
     return registry_for(settings).resolve(spec.dataset.name, "latest").version
 
 
-def _rollout_under_traffic(line: Line, week: int, rows: int, seed: int, shift) -> str:
+def _rollout_under_traffic(line: Line, datagen, week: int, seed: int, shift) -> str:
     from loopline.rollout.serving_state import ServingState
 
     stop = threading.Event()
@@ -183,30 +197,30 @@ def _rollout_under_traffic(line: Line, week: int, rows: int, seed: int, shift) -
         n = 0
         while not stop.is_set():
             n += 1
-            knobs = shift or datagen.DriftKnobs()
+            knobs = shift or DriftKnobs()
             line.score(datagen.make_batch(week, 200, seed * 1000 + n, knobs))
 
     thread = threading.Thread(target=traffic, daemon=True)
     thread.start()
     try:
-        line.run("credit_risk_rollout", {"version": "challenger", "mode": "spec"})
+        line.run("rollout", {"version": "challenger", "mode": "spec"})
     finally:
         stop.set()
         thread.join(timeout=60)
-    record = ServingState(line.settings.state_db_uri).rollouts(MODEL, 1)[0]
+    record = ServingState(line.settings.state_db_uri).rollouts(line.spec.name, 1)[0]
     return f"v{record.candidate_version} {record.status}"
 
 
 def _line(w: Week) -> str:
     mark = "SHIFT" if w.shifted else "     "
     return (
-        f"week {w.week:>2} {mark} served by v{w.serving:<5} AUC {w.live_auc:.3f}  data {w.data_version:<6}"
+        f"week {w.week:>2} {mark} served by v{w.serving:<5} live {w.live_quality:.3f}  data {w.data_version:<6}"
         f" drift: {w.drift:<13} {'→ RETRAIN ' + w.retrain if w.triggered else ''}"
         f"{' → rollout ' + w.rollout if w.rollout else ''}"
     )
 
 
-def plot(timeline: list[Week], shift_week: int, path: Path) -> Path:
+def plot(timeline: list[Week], shift_week: int, path: Path, metric: str = "auc") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -214,16 +228,16 @@ def plot(timeline: list[Week], shift_week: int, path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(9, 4))
     weeks = [w.week for w in timeline]
-    ax.plot(weeks, [w.live_auc for w in timeline], marker="o", label="live AUC of the serving model")
+    ax.plot(weeks, [w.live_quality for w in timeline], marker="o", label=f"live {metric} of the serving model")
     ax.axvline(shift_week - 0.5, color="grey", linestyle="--", label=f"world shifts (week {shift_week})")
     for w in timeline:  # labels to the right of their point, inside the axes (margins below)
         if w.triggered:
-            ax.annotate("drift → retrain", (w.week, w.live_auc), textcoords="offset points", xytext=(8, 6))
+            ax.annotate("drift → retrain", (w.week, w.live_quality), textcoords="offset points", xytext=(8, 6))
         if w.rollout:
-            ax.annotate(f"rollout {w.rollout}", (w.week, w.live_auc), textcoords="offset points", xytext=(8, -14))
+            ax.annotate(f"rollout {w.rollout}", (w.week, w.live_quality), textcoords="offset points", xytext=(8, -14))
     ax.margins(x=0.08, y=0.3)
     ax.set_xlabel("simulated week")
-    ax.set_ylabel("AUC")
+    ax.set_ylabel(metric)
     ax.set_title("Loopline simulation: drift → retrain → rollout")
     ax.legend(loc="best")
     fig.tight_layout()

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from loopline.core.spec import CanaryGates
-from loopline.monitoring.psi import SCORE_BANDS, score_psi
+from loopline.core.spec import CanaryGates, ModelSpec
+from loopline.core.tasks import HIGHER, task_of
 
 PASS, FAIL, PENDING, SKIPPED = "pass", "fail", "pending", "skipped"
 PSI_SIGNIFICANCE = 0.01  # a score shift must also be this significant (KS) to fail a step
@@ -147,9 +147,12 @@ def latency_gate(canary_rows: pd.DataFrame, champion_rows: pd.DataFrame, gates: 
 
 
 def psi_gate(
-    canary_rows: pd.DataFrame, champion_rows: pd.DataFrame, gates: CanaryGates, expected: float = 0.0
+    canary_rows: pd.DataFrame, champion_rows: pd.DataFrame, gates: CanaryGates, spec: ModelSpec, expected: float = 0.0
 ) -> GateResult:
-    """PSI of canary vs champion scores over risk bands, less sampling noise and the expected difference.
+    """PSI of canary vs champion answers, less sampling noise and the expected difference.
+
+    The answers compared are the task's (``loopline.core.tasks``): binary scores over risk
+    bands, regression predictions over the champion's quantiles, multiclass class shares.
 
     Two samples of one distribution still show PSI ≈ (bins - 1) · (1/n + 1/m) on
     average (PSI is a symmetrised chi-square divergence), which at a 5% step's few
@@ -163,50 +166,48 @@ def psi_gate(
     champion. The gate fails what goes beyond it: a canary that behaves differently live
     than it did in evaluation (training/serving skew, a broken feature, a wrong model).
     """
-    from scipy.stats import ks_2samp
-
+    task = task_of(spec)
     canary_rows, champion_rows = _one_row_per_applicant(canary_rows), _one_row_per_applicant(champion_rows)
     n, m = len(canary_rows), len(champion_rows)
     if min(n, m) < gates.min_samples:
         return GateResult("score_psi", PENDING, detail=f"{n}/{gates.min_samples} canary applicants")
-    champion_scores, canary_scores = champion_rows["score"].to_numpy(float), canary_rows["score"].to_numpy(float)
-    raw = score_psi(champion_scores, canary_scores)
-    value = max(0.0, raw - (len(SCORE_BANDS) - 2) * (1 / n + 1 / m))
+    raw = task.output_shift(champion_rows, canary_rows)
+    value = max(0.0, raw - (task.output_bins(spec) - 1) * (1 / n + 1 / m))
     limit = gates.max_score_psi + max(0.0, expected)
-    p_value = float(ks_2samp(champion_scores, canary_scores).pvalue)
+    p_value = task.output_test(champion_rows, canary_rows)
     status = FAIL if value > limit and p_value < PSI_SIGNIFICANCE else PASS
-    mean_shift = float(canary_scores.mean() - champion_scores.mean())
-    detail = f"PSI {raw:.3f} ({value:.3f} beyond noise), KS p={p_value:.2g}, mean score shift {mean_shift:+.3f}"
+    shift = task.describe_shift(champion_rows, canary_rows)
+    detail = f"PSI {raw:.3f} ({value:.3f} beyond noise), p={p_value:.2g}, {shift}"
     if expected > 0:
         detail += f", {expected:.3f} expected from evaluation"
     return GateResult("score_psi", status, value, 0.0, limit, detail)
 
 
-def _auc(rows: pd.DataFrame) -> float | None:
-    from sklearn.metrics import roc_auc_score
-
-    if rows["outcome"].nunique() < 2:
-        return None
-    return float(roc_auc_score(rows["outcome"].astype(int), rows["score"].astype(float)))
-
-
-def auc_gate(
-    canary_rows: pd.DataFrame, champion_rows: pd.DataFrame, outcomes: pd.DataFrame | None, gates: CanaryGates
+def quality_gate(
+    canary_rows: pd.DataFrame,
+    champion_rows: pd.DataFrame,
+    outcomes: pd.DataFrame | None,
+    gates: CanaryGates,
+    spec: ModelSpec,
 ) -> GateResult:
-    """Live AUC per arm on the predictions whose outcome is known (joined by pseudonymous entity)."""
+    """The task's live metric per arm on the predictions whose outcome is known (joined by pseudonymous entity)."""
+    task = task_of(spec)
+    name = f"live_{task.live_metric}"
     if outcomes is None or outcomes.empty or canary_rows.empty or champion_rows.empty:
-        return GateResult("live_auc", SKIPPED, detail="no outcome labels yet")
+        return GateResult(name, SKIPPED, detail="no outcome labels yet")
     labels = outcomes[["entity_hash", "outcome"]].drop_duplicates("entity_hash", keep="last")
     canary_l = canary_rows.merge(labels, on="entity_hash")
     champion_l = champion_rows.merge(labels, on="entity_hash")
     if min(len(canary_l), len(champion_l)) < gates.min_labelled:
-        return GateResult("live_auc", SKIPPED, detail=f"{len(canary_l)}/{gates.min_labelled} labelled canary rows")
-    canary_auc, champion_auc = _auc(canary_l), _auc(champion_l)
-    if canary_auc is None or champion_auc is None:
-        return GateResult("live_auc", SKIPPED, detail="labels of one class only")
-    limit = champion_auc - gates.max_auc_drop
-    status = FAIL if canary_auc < limit else PASS
-    return GateResult("live_auc", status, canary_auc, champion_auc, limit, f"{len(canary_l)} labelled canary rows")
+        return GateResult(name, SKIPPED, detail=f"{len(canary_l)}/{gates.min_labelled} labelled canary rows")
+    canary_q, champion_q = task.live_quality(canary_l, spec), task.live_quality(champion_l, spec)
+    if canary_q is None or champion_q is None:
+        return GateResult(name, SKIPPED, detail=f"{task.live_metric} not computable (e.g. labels of one class only)")
+    drop = task.quality_drop(canary_q, champion_q)
+    higher = task.metrics[task.live_metric] == HIGHER
+    limit = champion_q - gates.max_quality_drop if higher else champion_q + gates.max_quality_drop
+    status = FAIL if drop > gates.max_quality_drop else PASS
+    return GateResult(name, status, canary_q, champion_q, limit, f"{len(canary_l)} labelled canary rows")
 
 
 def judge_step(
@@ -220,6 +221,7 @@ def judge_step(
     gates: CanaryGates,
     bake_seconds: float,
     max_step_seconds: float,
+    spec: ModelSpec,
     outcomes: pd.DataFrame | None = None,
     expected_score_psi: float = 0.0,
 ) -> StepVerdict:
@@ -227,8 +229,8 @@ def judge_step(
     results = [
         error_gate(before, now, canary, champion, gates),
         latency_gate(canary_rows, champion_rows, gates),
-        psi_gate(canary_rows, champion_rows, gates, expected_score_psi),
-        auc_gate(canary_rows, champion_rows, outcomes, gates),
+        psi_gate(canary_rows, champion_rows, gates, spec, expected_score_psi),
+        quality_gate(canary_rows, champion_rows, outcomes, gates, spec),
     ]
     samples = {"canary": len(canary_rows), "champion": len(champion_rows)}
     return verdict(step, elapsed_seconds, samples, results, bake_seconds, max_step_seconds)

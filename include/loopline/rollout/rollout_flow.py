@@ -144,8 +144,9 @@ def canary_step(
         spec.gates,
         spec.bake_seconds,
         spec.max_step_seconds,
-        _outcomes(rollout.model, settings),
-        expected_score_psi,
+        spec=load_spec(rollout.model, settings.models_dir),
+        outcomes=_outcomes(rollout.model, settings),
+        expected_score_psi=expected_score_psi,
     )
     log.info("%s", verdict.summary())
     if verdict.status != canary.WAIT:
@@ -196,8 +197,11 @@ def pre_switch_check(rollout_id: int, settings: Settings, expected_score_psi: fl
             booster = mlflow.lightgbm.load_model(f"models:/{rollout.model}/{rollout.candidate_version}")
             shadow = score_frame(booster, recent[spec_all.features.names], spec_all)
             results.append(canary.GateResult("errors", canary.PASS, 0.0, detail=f"scored {len(recent)} rows"))
-            rows = recent.assign(score=shadow["score"].to_numpy(), arm="canary", model_version="candidate")
-            results.append(canary.psi_gate(rows, recent, gates, expected_score_psi))
+            rows = recent.assign(
+                score=shadow["score"].to_numpy(), decision=shadow["decision"].to_numpy(), arm="canary",
+                model_version="candidate",
+            )  # fmt: skip
+            results.append(canary.psi_gate(rows, recent, gates, spec_all, expected_score_psi))
         except Exception as err:  # the candidate cannot score what the champion serves
             results.append(canary.GateResult("errors", canary.FAIL, 1.0, detail=f"{type(err).__name__}: {err}"))
     failed = [g.name for g in results if g.status == canary.FAIL]
@@ -244,7 +248,7 @@ def post_switch_watch(
     results = [
         canary.error_gate(rollout.baseline or None, _scrape(settings), rollout.candidate_version, "", gates),
         canary.latency_gate(new, old, gates),
-        canary.psi_gate(new, old, gates, expected_score_psi),
+        canary.psi_gate(new, old, gates, load_spec(rollout.model, settings.models_dir), expected_score_psi),
     ]
     samples = {"after": len(new), "before": len(old)}
     verdict = canary.verdict(1.0, elapsed, samples, results, spec.bake_seconds, spec.max_step_seconds)

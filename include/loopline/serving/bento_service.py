@@ -24,10 +24,9 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Literal
 
 import bentoml
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 with bentoml.importing():
     import pandas as pd
@@ -35,7 +34,7 @@ with bentoml.importing():
     from loopline.core.settings import get_settings
     from loopline.core.spec import ModelSpec, load_spec_file
     from loopline.serving.prediction_log import monitor_name
-    from loopline.serving.request_schema import application_model
+    from loopline.serving.request_schema import answer_model, answers, application_model
     from loopline.serving.routing import pseudonym
     from loopline.serving.service_edges import protect
 
@@ -53,12 +52,7 @@ MAX_LATENCY_MS = 10_000  # the traffic timeout: a request queued longer is shed 
 Application = application_model(SPEC)
 
 
-class Prediction(BaseModel):
-    request_id: str
-    score: float
-    decision: Literal[SPEC.training.decisions.below, SPEC.training.decisions.at_or_above]  # type: ignore[valid-type]
-    model_version: str
-    reasons: list[str]
+Prediction = answer_model(SPEC)  # the task's answer: score + decision | prediction | class + probabilities
 
 
 @bentoml.service(name=f"{SPEC.name.replace('_', '-')}", traffic={"timeout": 10})
@@ -95,8 +89,10 @@ class ModelService:
             "Scoring time per call (a request, or several merged by adaptive batching)",
             ["model_version"],
         )
+        # binary and multiclass: a probability in [0, 1]; regression: the prediction (Prometheus' default buckets)
+        buckets = prom.Histogram.DEFAULT_BUCKETS if SPEC.task == "regression" else [i / 20 for i in range(1, 21)]
         self.scores = prom.Histogram(
-            "loopline_score", "Predicted default probability", ["model_version"], buckets=[i / 20 for i in range(1, 21)]
+            "loopline_score", "The answer's score (probability or predicted value)", ["model_version"], buckets=buckets
         )
         self.weights = prom.Gauge(
             "loopline_traffic_weight",
@@ -126,12 +122,7 @@ class ModelService:
         self._observe(result)
         request_ids = [uuid.uuid4().hex for _ in range(len(raw))]
         self._log(raw, scored, request_ids, [result.seconds[v] for v in scored["model_version"]])
-        return [
-            Prediction(
-                request_id=rid, score=r.score, decision=r.decision, model_version=r.model_version, reasons=r.reasons
-            )
-            for rid, r in zip(request_ids, scored.itertuples(), strict=True)
-        ]
+        return answers(scored, request_ids, SPEC, Prediction)
 
     def _observe(self, result) -> None:
         """Prometheus, per model version: what the rollout gates and the dashboards read."""
@@ -140,7 +131,8 @@ class ModelService:
         for version, seconds in result.seconds.items():
             self.latency.labels(model_version=version).observe(seconds)
         frame = result.frame
-        for (version, arm, decision), count in frame.groupby(["model_version", "arm", "decision"]).size().items():
+        decisions = frame.assign(decision=frame["decision"].fillna(""))  # regression has no decision
+        for (version, arm, decision), count in decisions.groupby(["model_version", "arm", "decision"]).size().items():
             self.predictions.labels(model_version=version, arm=arm, decision=decision).inc(int(count))
         for version, scores in frame.groupby("model_version")["score"]:
             histogram = self.scores.labels(model_version=version)

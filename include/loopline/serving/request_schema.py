@@ -37,3 +37,38 @@ def application_model(spec: ModelSpec, name: str = "Application") -> type[BaseMo
             level = Annotated[level, BeforeValidator(_bool_as_level)]
         fields[feature] = (level | None, None)
     return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def answer_model(spec: ModelSpec, name: str = "Prediction") -> type[BaseModel]:
+    """The service's answer row for ``spec``'s task, always with the model version and top reason codes.
+
+    binary: ``score`` and ``decision``; regression: ``prediction``; multiclass:
+    ``predicted_class`` and its ``probabilities`` (class -> probability, summing to 1).
+    """
+    fields: dict = {"request_id": (str, ...)}
+    if spec.task == "binary":
+        decisions = spec.training.decisions
+        fields["score"] = (float, Field(description="probability of the positive outcome"))
+        fields["decision"] = (Literal[decisions.below, decisions.at_or_above], ...)  # type: ignore[valid-type]
+    elif spec.task == "regression":
+        fields["prediction"] = (float, Field(description=f"predicted {spec.dataset.target}"))
+    else:
+        fields["predicted_class"] = (Literal[tuple(spec.dataset.classes or ())], ...)  # type: ignore[valid-type]
+        fields["probabilities"] = (dict[str, float], Field(description="probability of each class"))
+    fields["model_version"] = (str, ...)
+    fields["reasons"] = (list[str], Field(description="the features that moved this answer most"))
+    return create_model(name, **fields)
+
+
+def answers(scored, request_ids: list[str], spec: ModelSpec, model: type[BaseModel]) -> list[BaseModel]:
+    """Answer rows from ``score_frame``'s output (plus model_version), in the task's shape."""
+    rows = []
+    for rid, r in zip(request_ids, scored.itertuples(), strict=True):
+        common = {"request_id": rid, "model_version": r.model_version, "reasons": r.reasons}
+        if spec.task == "binary":
+            rows.append(model(**common, score=r.score, decision=r.decision))
+        elif spec.task == "regression":
+            rows.append(model(**common, prediction=r.score))
+        else:
+            rows.append(model(**common, predicted_class=r.decision, probabilities=r.probabilities))
+    return rows

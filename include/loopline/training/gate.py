@@ -1,18 +1,21 @@
 """The quality gate: may a freshly trained model become the challenger?
 
-Two rules, both on the same holdout window: an absolute floor (the model is good
-enough to serve at all) and no regression against the current champion beyond
-the spec's tolerance (it is not worse than what serves now).
+Two rules, both on the same holdout window: absolute floors and ceilings (the model is good
+enough to serve at all) and no regression against the current champion beyond the spec's
+tolerance (it is not worse than what serves now). The keys are made of the task's holdout
+metrics (``loopline.core.tasks``): ``min_<m>`` / ``max_<m>`` and ``<m>_tolerance``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from loopline.core.spec import QualityGateSpec
+from loopline.core.tasks import HIGHER, Task
 
 CHAMPION, CHALLENGER, REJECTED, UNCHANGED = "champion", "challenger", "rejected", "unchanged"
+TOLERANCE = "_tolerance"
 
 
 @dataclass
@@ -38,26 +41,35 @@ class GateResult:
 
 
 def judge(
-    candidate: dict[str, float],
-    gate: QualityGateSpec,
-    champion: dict[str, float] | None = None,
+    candidate: Mapping[str, float],
+    gate: Mapping[str, float],
+    task: Task,
+    champion: Mapping[str, float] | None = None,
     champion_version: str | None = None,
     candidate_version: str | None = None,
 ) -> GateResult:
     """Decide on metrics computed on one holdout; champion=None means there is no champion yet."""
     if champion_version is not None and champion_version == candidate_version:
         return GateResult(decision=UNCHANGED, champion_version=champion_version)
-    checks = [
-        GateCheck("min_auc", candidate["auc"], gate.min_auc, candidate["auc"] >= gate.min_auc),
-        GateCheck("max_brier", candidate["brier"], gate.max_brier, candidate["brier"] <= gate.max_brier),
-    ]
+    checks = []
+    for key, bound in gate.items():
+        if key.startswith("min_"):
+            value = candidate[key[4:]]
+            checks.append(GateCheck(key, value, bound, value >= bound))
+        elif key.startswith("max_"):
+            value = candidate[key[4:]]
+            checks.append(GateCheck(key, value, bound, value <= bound))
     if champion is not None:
-        auc_floor = champion["auc"] - gate.auc_tolerance
-        brier_ceiling = champion["brier"] + gate.brier_tolerance
-        checks += [
-            GateCheck("auc_vs_champion", candidate["auc"], auc_floor, candidate["auc"] >= auc_floor),
-            GateCheck("brier_vs_champion", candidate["brier"], brier_ceiling, candidate["brier"] <= brier_ceiling),
-        ]
+        for key, tolerance in gate.items():
+            if not key.endswith(TOLERANCE):
+                continue
+            metric = key[: -len(TOLERANCE)]
+            value, theirs = candidate[metric], champion[metric]
+            if task.metrics[metric] == HIGHER:
+                limit, passed = theirs - tolerance, value >= theirs - tolerance
+            else:
+                limit, passed = theirs + tolerance, value <= theirs + tolerance
+            checks.append(GateCheck(f"{metric}_vs_champion", value, limit, passed))
     if not all(c.passed for c in checks):
         decision = REJECTED
     else:

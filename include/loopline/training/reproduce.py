@@ -19,8 +19,6 @@ from typing import Any
 
 from loopline.core.settings import Settings
 
-COMPARED = ("auc", "ks", "brier", "precision_at_threshold", "recall_at_threshold")
-
 
 @dataclass
 class Reproduction:
@@ -35,7 +33,10 @@ class Reproduction:
 
     @property
     def matches(self) -> bool:
-        return all(abs(self.recorded[k] - self.reproduced[k]) <= self.tolerance for k in COMPARED)
+        return bool(self.recorded) and all(self._same(k) for k in self.recorded)
+
+    def _same(self, key: str) -> bool:
+        return key in self.reproduced and abs(self.recorded[key] - self.reproduced[key]) <= self.tolerance
 
     def table(self) -> str:
         lines = [
@@ -43,9 +44,9 @@ class Reproduction:
             f"code {self.code_commit[:12]}, data {self.data_version})",
             f"{'metric':<24}{'recorded':>14}{'reproduced':>14}  match",
         ]
-        for key in COMPARED:
-            ok = abs(self.recorded[key] - self.reproduced[key]) <= self.tolerance
-            lines.append(f"{key:<24}{self.recorded[key]:>14.6f}{self.reproduced[key]:>14.6f}  {'yes' if ok else 'NO'}")
+        for key, value in self.recorded.items():
+            again = self.reproduced.get(key, float("nan"))
+            lines.append(f"{key:<24}{value:>14.6f}{again:>14.6f}  {'yes' if self._same(key) else 'NO'}")
         lines.append("REPRODUCED" if self.matches else "NOT REPRODUCED")
         return "\n".join(lines)
 
@@ -66,12 +67,16 @@ def retrain_metrics(model_name: str, inputs: dict[str, Any], settings: Settings)
 
 def reproduce(model_name: str, version: str, settings: Settings, tolerance: float = 1e-9) -> Reproduction:
     from loopline.core import tracking
+    from loopline.core.spec import load_spec
+    from loopline.core.tasks import task_of
 
     client = tracking.client_for(settings)
     model_version = client.get_model_version(model_name, version)
     run = client.get_run(model_version.run_id)
     inputs = tracking.recorded_inputs(client, run.info.run_id)
-    recorded = {k: run.data.metrics[f"holdout.{k}"] for k in COMPARED}
+    task = task_of(load_spec(model_name, settings.models_dir))
+    # The task's holdout metrics that this run recorded (an older run may predate one of them).
+    recorded = {k: run.data.metrics[f"holdout.{k}"] for k in task.metrics if f"holdout.{k}" in run.data.metrics}
     if inputs["code_dirty"] or inputs["code_commit"] == "unknown":
         # Uncommitted code cannot be checked out again: the best we can do is today's tree.
         reproduced = retrain_metrics(model_name, inputs, settings)

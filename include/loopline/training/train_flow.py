@@ -12,7 +12,6 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from loopline.core.errors import LooplineError
@@ -20,8 +19,8 @@ from loopline.core.features import build_features
 from loopline.core.lineage import TrainingInputs, code_version
 from loopline.core.settings import Settings
 from loopline.core.spec import ModelSpec, load_spec
+from loopline.core.tasks import task_of
 from loopline.ingestion.data_registry import DataRegistry, DataVersion
-from loopline.monitoring.psi import score_psi
 from loopline.training.gate import CHALLENGER, CHAMPION, judge
 from loopline.training.hyperparams import merge_params
 
@@ -165,15 +164,16 @@ def register(run: TrainRun, settings: Settings) -> TrainRun:
     return run
 
 
-def _holdout_scores(model_uri: str, holdout: pd.DataFrame, spec: ModelSpec) -> tuple[dict[str, float], np.ndarray]:
-    """Metrics and scores of one registered version on the holdout."""
+def _holdout_scores(model_uri: str, holdout: pd.DataFrame, spec: ModelSpec) -> tuple[dict[str, float], pd.DataFrame]:
+    """Metrics and answers (score, decision) of one registered version on the holdout."""
     import mlflow.lightgbm
 
     from loopline.training import trainer as training
 
     booster = mlflow.lightgbm.load_model(model_uri)
-    scores = training.predict_scores(booster, holdout, spec)
-    return training.evaluate_scores(holdout, scores, spec), scores
+    raw = training.predict_scores(booster, holdout, spec)
+    out = task_of(spec).outputs(raw, spec)
+    return training.evaluate_scores(holdout, raw, spec), pd.DataFrame({"score": out.score, "decision": out.decision})
 
 
 def _serve_first_champion(name: str, version: str, actor: str, gate: dict[str, Any], settings: Settings) -> None:
@@ -202,8 +202,8 @@ def quality_gate(run: TrainRun, settings: Settings, actor: str = "cli") -> dict[
     if champion_version and champion_version != version:
         champion, champion_scores = _holdout_scores(f"models:/{name}/{champion_version}", holdout, spec)
         # How differently the two score the same applicants: the canary's score gate allows this much.
-        expected_psi = round(score_psi(champion_scores, candidate_scores), 4)
-    result = judge(candidate, spec.quality_gate, champion, champion_version, version)
+        expected_psi = round(task_of(spec).output_shift(champion_scores, candidate_scores), 4)
+    result = judge(candidate, spec.quality_gate, task_of(spec), champion, champion_version, version)
     if result.decision == CHAMPION:
         client.set_registered_model_alias(name, tracking.CHAMPION_ALIAS, version)
         _serve_first_champion(name, version, actor, result.to_dict(), settings)

@@ -13,15 +13,15 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from sklearn.metrics import brier_score_loss, precision_score, recall_score, roc_auc_score, roc_curve
 
 from loopline.core.errors import LooplineError
 from loopline.core.features import build_features, categorical_columns
 from loopline.core.spec import ModelSpec
+from loopline.core.tasks import LabelError, task_of
 
 
 class TrainingError(LooplineError, ValueError):
-    """The data cannot produce a trustworthy model (too few weeks, rows or classes)."""
+    """The data cannot produce a trustworthy model (too few weeks, rows or classes; unusable labels)."""
 
 
 @dataclass
@@ -72,17 +72,26 @@ def time_split(df: pd.DataFrame, spec: ModelSpec) -> Split:
     )
     if len(split.train) < t.min_train_rows:
         raise TrainingError(f"only {len(split.train)} training rows; the spec asks for at least {t.min_train_rows}")
+    task = task_of(spec)
     for part in ("train", "valid", "holdout"):
-        classes = getattr(split, part)[spec.dataset.target].nunique()
-        if classes < 2:
-            raise TrainingError(f"the {part} window has a single class; cannot train or evaluate")
+        if not task.enough_variety(target(getattr(split, part), spec)):
+            what = "a single target value" if task.name == "regression" else "a single class"
+            raise TrainingError(f"the {part} window has {what}; cannot train or evaluate")
     return split
+
+
+def target(frame: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
+    """The target as the model's task learns it (0/1; numbers; class indices in dataset.classes order)."""
+    try:
+        return task_of(spec).labels(frame[spec.dataset.target], spec)
+    except LabelError as err:
+        raise TrainingError(str(err)) from err
 
 
 def _dataset(frame: pd.DataFrame, spec: ModelSpec, reference: lgb.Dataset | None = None) -> lgb.Dataset:
     return lgb.Dataset(
         build_features(frame, spec),
-        label=frame[spec.dataset.target].astype(int).to_numpy(),
+        label=target(frame, spec),
         categorical_feature=categorical_columns(spec),
         reference=reference,
         free_raw_data=False,
@@ -93,13 +102,8 @@ def train(split: Split, spec: ModelSpec, params: dict[str, Any]) -> TrainedModel
     """Train with early stopping on the validation window; deterministic for the given params (incl. seed)."""
     params = dict(params)
     rounds = int(params.pop("num_boost_round"))
-    params.update(
-        deterministic=True,
-        force_row_wise=True,
-        num_threads=1,
-        verbosity=-1,
-        metric="auc",
-    )
+    params.update(task_of(spec).lgb_params(spec))
+    params.update(deterministic=True, force_row_wise=True, num_threads=1, verbosity=-1)
     train_set = _dataset(split.train, spec)
     valid_set = _dataset(split.valid, spec, reference=train_set)
     booster = lgb.train(
@@ -115,27 +119,8 @@ def train(split: Split, spec: ModelSpec, params: dict[str, Any]) -> TrainedModel
 
 
 def predict_scores(booster: lgb.Booster, raw: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
+    """The booster's raw answer: probabilities (binary: of the positive class; multiclass: per class) or values."""
     return booster.predict(build_features(raw, spec), num_iteration=booster.best_iteration or None)
-
-
-def ks_statistic(y_true: np.ndarray, scores: np.ndarray) -> float:
-    """Kolmogorov-Smirnov separation of the score between defaulters and payers (credit standard)."""
-    fpr, tpr, _ = roc_curve(y_true, scores)
-    return float(np.max(tpr - fpr))
-
-
-def classification_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
-    decided = (scores >= threshold).astype(int)
-    return {
-        "auc": float(roc_auc_score(y_true, scores)),
-        "ks": ks_statistic(y_true, scores),
-        "brier": float(brier_score_loss(y_true, scores)),
-        "precision_at_threshold": float(precision_score(y_true, decided, zero_division=0)),
-        "recall_at_threshold": float(recall_score(y_true, decided, zero_division=0)),
-        "decline_rate": float(decided.mean()),
-        "default_rate": float(np.mean(y_true)),
-        "rows": float(len(y_true)),
-    }
 
 
 def evaluate(booster: lgb.Booster, frame: pd.DataFrame, spec: ModelSpec) -> dict[str, float]:
@@ -143,9 +128,8 @@ def evaluate(booster: lgb.Booster, frame: pd.DataFrame, spec: ModelSpec) -> dict
 
 
 def evaluate_scores(frame: pd.DataFrame, scores: np.ndarray, spec: ModelSpec) -> dict[str, float]:
-    """Metrics of scores already computed for the labelled rows of ``frame``."""
-    y_true = frame[spec.dataset.target].astype(int).to_numpy()
-    return classification_metrics(y_true, scores, spec.training.decision_threshold)
+    """The task's holdout metrics of answers already computed for the labelled rows of ``frame``."""
+    return task_of(spec).holdout_metrics(target(frame, spec), scores, spec)
 
 
 def feature_importance(booster: lgb.Booster) -> dict[str, float]:

@@ -9,16 +9,15 @@ concept drift (what predicts default changes), label delay, and malformed files.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from loopline.ingestion.landing import mark_complete
+from loopline.ops.demo_data import EPOCH, DriftKnobs, week_start, write_batch
 
-EPOCH = date(2026, 1, 5)  # Monday of week 0
+__all__ = ["EPOCH", "DriftKnobs", "make_batch", "make_labels", "write_batch", "write_malformed"]
 NUMERIC = (
     "age", "annual_income", "loan_amount", "loan_term_months", "interest_rate", "debt_to_income",
     "credit_history_months", "num_open_accounts", "num_delinquencies_2y", "credit_utilization", "employment_years",
@@ -53,10 +52,8 @@ MISSING = {
 }
 
 
-@dataclass(frozen=True)
-class DriftKnobs:
-    covariate_shift: float = 0.0  # 0 none, 1 strong: poorer, more indebted, more renters/unemployed applicants
-    concept_shift: float = 0.0  # 0 none, 1 strong: DTI/utilisation matter less, region and purpose start to matter
+# DriftKnobs here: covariate_shift 1 = poorer, more indebted, more renters/unemployed applicants;
+# concept_shift 1 = DTI/utilisation matter less, region and purpose start to matter.
 
 
 def true_default_logit(df: pd.DataFrame, concept_shift: float = 0.0) -> np.ndarray:
@@ -153,7 +150,7 @@ def make_batch(
     rng = np.random.default_rng([seed, week])
     features = _features(rng, n_rows, drift.covariate_shift)
     offsets = np.sort(rng.integers(0, 7 * 86_400, n_rows))
-    start = pd.Timestamp(EPOCH) + pd.Timedelta(weeks=week)
+    start = week_start(week)
     prob = 1 / (1 + np.exp(-true_default_logit(features, drift.concept_shift)))
     labels = (rng.uniform(size=n_rows) < prob).astype("int64")
     frame = pd.DataFrame(
@@ -171,19 +168,6 @@ def make_labels(week: int, n_rows: int = 1000, seed: int = 0, drift: DriftKnobs 
     """The outcomes that arrive later for make_batch(..., with_labels=False) with the same arguments."""
     labelled = make_batch(week, n_rows, seed, drift, with_labels=True)
     return labelled[["applicant_id", "applied_at", "defaulted"]]
-
-
-def write_batch(df: pd.DataFrame, path: Path) -> Path:
-    """Write CSV (or parquet) atomically (a temp name, then a rename) and mark it complete (``<name>.done``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if path.suffix == ".parquet":
-        df.to_parquet(tmp, index=False)
-    else:
-        df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    mark_complete(path)
-    return path
 
 
 def write_malformed(kind: str, path: Path, week: int = 0, seed: int = 0) -> Path:

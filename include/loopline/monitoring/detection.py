@@ -1,20 +1,19 @@
-"""Drift: is the live population still the one the champion learned from, and is the model still right?
+"""Data drift: is the live population still the one the champion learned from?
 
-Three questions, each answered by a small pure function the drift DAG calls:
+The live window of the prediction log against the champion's training data
+(``fit_detector`` / ``load_or_fit`` / ``check``). Per feature, alibi-detect's
+``TabularDrift`` runs a two-sample K-S test (numeric) or a chi-squared test (categorical),
+with the Benjamini-Hochberg FDR correction across features. Statistical significance
+alone is not enough: on large windows a K-S test finds differences nobody cares about,
+so a feature counts as *drifted* only if it is significant **and** its population
+stability index reaches ``policy.min_psi``. Drift is *confirmed* when the features that
+drifted carry at least ``policy.drift_share`` of the model's importance, or when the
+score distribution itself moved (K-S p < ``policy.p_value`` and PSI >= ``policy.score_psi``).
+The score is the task's (``loopline.core.tasks``): a probability, a predicted value, or
+the predicted class's probability.
 
-- **Data drift** (``fit_detector`` / ``load_or_fit`` / ``check``): the live window of the
-  prediction log against the champion's training data. Per feature, alibi-detect's
-  ``TabularDrift`` runs a two-sample K-S test (numeric) or a chi-squared test (categorical),
-  with the Benjamini-Hochberg FDR correction across features. Statistical significance
-  alone is not enough: on large windows a K-S test finds differences nobody cares about,
-  so a feature counts as *drifted* only if it is significant **and** its population
-  stability index reaches ``policy.min_psi``. Drift is *confirmed* when the features that
-  drifted carry at least ``policy.drift_share`` of the model's importance, or when the
-  score distribution itself moved (K-S p < ``policy.p_value`` and PSI >= ``policy.score_psi``).
-- **Concept drift** (``live_quality`` / ``concept_verdict``): once outcome labels arrive,
-  the live AUC of the champion against its holdout AUC.
-- **Retrain storms** (``decide_trigger``): a confirmed drift may start a retrain only
-  outside the cooldown after the last trigger and within the weekly budget.
+Beside it: ``concept`` (live quality once labels arrive), ``retrain_policy`` (the storm
+guard) and ``report_page`` (the report as a self-contained HTML page).
 
 Encoding (what alibi-detect sees): a float matrix with the spec's raw features in spec
 order. Categoricals become integer codes in the spec's level order; an unknown level or a
@@ -30,7 +29,6 @@ them takes seconds, and the CLI and DAG files import this module's names cheaply
 
 from __future__ import annotations
 
-import html
 import logging
 import math
 import os
@@ -38,14 +36,13 @@ import shutil
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from loopline.core.clock import as_utc
 from loopline.core.errors import LooplineError
 from loopline.core.features import derived_sources
 from loopline.core.spec import DriftPolicy, ModelSpec
@@ -71,7 +68,7 @@ REFERENCE_SEED = 20_240_601
 # how many rows were compared (n_compared).
 CURRENT_MAX_ROWS = 200_000
 HISTOGRAM_BINS = 20
-_RANGE = " to "  # numeric bin labels: "low to high" (a dash would clash with negative numbers)
+RANGE = " to "  # numeric bin labels: "low to high" (a dash would clash with negative numbers)
 MISSING_LABEL = "(missing/unknown)"
 
 
@@ -321,7 +318,7 @@ def _numeric_histogram(ref: np.ndarray, cur: np.ndarray, bins: int = HISTOGRAM_B
         counts = np.histogram(np.clip(a, lo, hi), bins=bins, range=(lo, hi))[0]  # uniform bins: no sort
         return tuple(round(float(x), 6) for x in counts / len(a))
 
-    labels = tuple(f"{_fmt_num(a)}{_RANGE}{_fmt_num(b)}" for a, b in zip(edges[:-1], edges[1:], strict=True))
+    labels = tuple(f"{_fmt_num(a)}{RANGE}{_fmt_num(b)}" for a, b in zip(edges[:-1], edges[1:], strict=True))
     return Histogram(labels, shares(ref), shares(cur))
 
 
@@ -415,12 +412,12 @@ class DriftReport:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types only (the DAG stores it beside the HTML report and in the state store)."""
-        return _jsonable(asdict(self))
+        return jsonable(asdict(self))
 
     def feature_rows(self) -> list[dict[str, Any]]:
         """The per-feature table without histograms (compact; for ``loopline_drift_checks.features``)."""
         keep = ("name", "kind", "importance", "statistic", "p_value", "q_value", "significant", "psi", "drifted")
-        return [_jsonable({k: getattr(f, k) for k in keep}) for f in self.features]
+        return [jsonable({k: getattr(f, k) for k in keep}) for f in self.features]
 
     def summary(self) -> str:
         head = {
@@ -437,20 +434,22 @@ class DriftReport:
                 f", importance share {self.drift_share:.2f} (confirms at {self.policy['drift_share']:.2f})"
             )
         if self.score is not None:
-            parts.append(f"score PSI {self.score.psi:.3f}, K-S p={_fmt_p(self.score.p_value)}")
+            parts.append(f"score PSI {self.score.psi:.3f}, K-S p={fmt_p(self.score.p_value)}")
         parts.append(f"{self.n_current:,} live rows vs {self.n_reference:,} reference rows")
         return "; ".join(parts)
 
     def to_html(self, title: str | None = None, context: Mapping[str, Any] | None = None) -> str:
         """A self-contained page: inline CSS and SVG, no scripts, no external assets."""
-        return _render_html(self, title or f"Drift report: {self.model}", context or {})
+        from loopline.monitoring.report_page import render_html
+
+        return render_html(self, title or f"Drift report: {self.model}", context or {})
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -460,7 +459,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _fmt_p(p: float) -> str:
+def fmt_p(p: float) -> str:
     if p == 0:  # alibi-detect returns float32 p-values: anything this small underflows to 0
         return "< 1e-38"
     return f"{p:.2e}" if p < 1e-3 else f"{p:.3f}"
@@ -657,301 +656,12 @@ def _reasons(
         reasons.append("score drift not checked: no scores given for both the reference and the window")
     elif by_score:
         reasons.append(
-            f"the score distribution shifted: K-S p={_fmt_p(score.p_value)} < {policy.p_value}"
+            f"the score distribution shifted: K-S p={fmt_p(score.p_value)} < {policy.p_value}"
             f" and PSI {score.psi:.3f} >= {policy.score_psi}"
         )
     else:
         reasons.append(
-            f"score distribution stable enough: K-S p={_fmt_p(score.p_value)}, PSI {score.psi:.3f}"
+            f"score distribution stable enough: K-S p={fmt_p(score.p_value)}, PSI {score.psi:.3f}"
             f" (confirms at p < {policy.p_value} and PSI >= {policy.score_psi})"
         )
     return reasons
-
-
-# ---------------------------------------------------------------------------------------------
-# The HTML page (inline SVG, no JS)
-# ---------------------------------------------------------------------------------------------
-
-_REF_COLOUR, _CUR_COLOUR = "#8c8c8c", "#e4572e"
-_CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;color:#222;max-width:1100px}
-h1{font-size:1.5em;margin-bottom:.2em} h2{font-size:1.15em;margin-top:1.6em}
-.verdict{display:inline-block;padding:.3em .8em;border-radius:4px;font-weight:600;color:#fff}
-.drift{background:#c0392b}.no_drift{background:#27ae60}.insufficient{background:#7f8c8d}
-table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
-th,td{border-bottom:1px solid #ddd;padding:.35em .7em;text-align:right}
-th:first-child,td:first-child{text-align:left} tr.drifted td{background:#fdecea;font-weight:600}
-.ctx td,.ctx th{text-align:left;border:none;padding:.1em .8em .1em 0}
-.grid{display:flex;flex-wrap:wrap;gap:1.2em} .chart{width:330px} .chart h3{font-size:.95em;margin:.2em 0}
-.legend span{display:inline-block;width:.9em;height:.9em;margin:0 .3em 0 1em;vertical-align:middle}
-.muted{color:#777;font-size:.88em}
-"""
-
-
-def _svg_histogram(hist: Histogram, width: int = 320, height: int = 130) -> str:
-    if not hist.labels:
-        return '<p class="muted">no data</p>'
-    top, bottom, left = 8, 24, 4
-    plot_h = height - top - bottom
-    n = len(hist.labels)
-    slot = (width - 2 * left) / n
-    peak = max(max(hist.reference, default=0), max(hist.current, default=0)) or 1.0
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img">',
-        f'<line x1="{left}" y1="{top + plot_h}" x2="{width - left}" y2="{top + plot_h}" stroke="#999"/>',
-    ]
-    bar = max(slot / 2 - 0.5, 0.5)
-    for i, label in enumerate(hist.labels):
-        x0 = left + i * slot
-        for j, (share, colour, side) in enumerate(
-            ((hist.reference[i], _REF_COLOUR, "reference"), (hist.current[i], _CUR_COLOUR, "current"))
-        ):
-            h = plot_h * share / peak
-            tip = html.escape(f"{label}: {side} {share:.1%}")
-            parts.append(
-                f'<rect x="{x0 + j * bar + 0.25:.1f}" y="{top + plot_h - h:.1f}" width="{bar:.1f}" '
-                f'height="{h:.1f}" fill="{colour}"><title>{tip}</title></rect>'
-            )
-    if n <= 8:  # categories: name each bar
-        for i, label in enumerate(hist.labels):
-            text = html.escape(label if len(label) <= 11 else label[:10] + "…")
-            x = left + (i + 0.5) * slot
-            parts.append(f'<text x="{x:.1f}" y="{height - 8}" font-size="8" text-anchor="middle">{text}</text>')
-    else:  # bins: the range
-        low, high = hist.labels[0].split(_RANGE)[0], hist.labels[-1].split(_RANGE)[-1]
-        parts.append(f'<text x="{left}" y="{height - 8}" font-size="9">{html.escape(low)}</text>')
-        parts.append(
-            f'<text x="{width - left}" y="{height - 8}" font-size="9" text-anchor="end">{html.escape(high)}</text>'
-        )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _render_html(report: DriftReport, title: str, context: Mapping[str, Any]) -> str:
-    e = html.escape
-    policy = report.policy
-    rows = []
-    for f in sorted(report.features, key=lambda f: (not f.drifted, -f.importance)):
-        rows.append(
-            f'<tr class="{"drifted" if f.drifted else ""}"><td>{e(f.name)}</td><td>{e(f.kind)}</td>'
-            f"<td>{f.importance:.3f}</td><td>{e(f.test)} {f.statistic:.3g}</td><td>{_fmt_p(f.p_value)}</td>"
-            f"<td>{_fmt_p(f.q_value)}</td><td>{f.psi:.3f}</td>"
-            f"<td>{f.missing_reference:.1%} → {f.missing_current:.1%}</td>"
-            f"<td>{'yes' if f.significant else 'no'}</td><td>{'DRIFTED' if f.drifted else 'no'}</td></tr>"
-        )
-    table = (
-        '<table class="features"><thead><tr><th>feature</th><th>kind</th><th>importance</th><th>statistic</th>'
-        "<th>p-value</th><th>q-value (FDR)</th><th>effect size (PSI)</th><th>missing ref → live</th>"
-        "<th>significant</th><th>drifted</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
-        if rows
-        else '<p class="muted">no live rows: nothing to compare</p>'
-    )
-    charts = []
-    if report.score is not None:
-        s = report.score
-        charts.append(
-            f'<div class="chart"><h3>score (model output)</h3>{_svg_histogram(s.histogram)}'
-            f'<div class="muted">K-S p={_fmt_p(s.p_value)}, PSI {s.psi:.3f}</div></div>'
-        )
-    for f in report.features:
-        charts.append(
-            f'<div class="chart"><h3>{e(f.name)}{" — drifted" if f.drifted else ""}</h3>'
-            f'{_svg_histogram(f.histogram)}<div class="muted">p={_fmt_p(f.p_value)}, PSI {f.psi:.3f}, '
-            f"importance {f.importance:.3f}</div></div>"
-        )
-    ctx_rows = "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in context.items())
-    verdict_text = {
-        "drift": "DRIFT CONFIRMED",
-        "no_drift": "NO DRIFT",
-        "insufficient": "NO VERDICT: TOO LITTLE DATA",
-    }[report.verdict]
-    score_line = (
-        f"score PSI {report.score.psi:.3f} (K-S p={_fmt_p(report.score.p_value)})" if report.score else "score: n/a"
-    )
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title><style>{_CSS}</style></head>
-<body>
-<h1>{e(title)}</h1>
-<p><span class="verdict {e(report.verdict)}">{verdict_text}</span>
-&nbsp; importance-weighted drift share {report.drift_share:.2f} (confirms at {policy["drift_share"]:.2f}),
-{score_line}; {report.n_current:,} live rows vs {report.n_reference:,} reference rows</p>
-<table class="ctx">{ctx_rows}</table>
-<h2>Why</h2>
-<ul>{"".join(f"<li>{e(r)}</li>" for r in report.reasons)}</ul>
-<h2>Features</h2>
-<p class="muted">A feature drifted if the FDR-corrected test is significant at q &lt; {policy["p_value"]}
-and its PSI is at least {policy["min_psi"]}. Numeric: two-sample K-S; categorical: chi-squared over the
-spec's levels plus one code for missing/unknown. Missing numeric values are compared as the reference median.</p>
-{table}
-<h2>Distributions</h2>
-<p class="legend"><span style="background:{_REF_COLOUR}"></span>reference (champion's training data)
-<span style="background:{_CUR_COLOUR}"></span>live window</p>
-<div class="grid">{"".join(charts)}</div>
-<p class="muted">Policy: {e(", ".join(f"{k}={v}" for k, v in policy.items()))}</p>
-</body></html>
-"""
-
-
-# ---------------------------------------------------------------------------------------------
-# Concept drift from labels
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LiveQuality:
-    model_version: str
-    n: int  # labelled predictions
-    positives: int
-    auc: float | None  # None if the window has a single class
-    brier: float
-    mean_score: float  # calibration: the mean predicted probability ...
-    observed_rate: float  # ... against the observed default rate
-
-    @property
-    def calibration_gap(self) -> float:
-        return self.mean_score - self.observed_rate
-
-    def to_dict(self) -> dict[str, Any]:
-        return _jsonable({**asdict(self), "calibration_gap": self.calibration_gap})
-
-
-def live_quality(labelled: pd.DataFrame) -> dict[str, LiveQuality]:
-    """AUC, Brier and calibration per model version, over predictions whose outcome has arrived.
-
-    ``labelled`` has columns score, outcome (the spec's target: 1 or 0; missing = not yet
-    known, skipped) and model_version.
-    """
-    from sklearn.metrics import brier_score_loss, roc_auc_score
-
-    _require_columns(labelled, ("score", "outcome", "model_version"), "the labelled predictions")
-    frame = labelled[labelled["outcome"].notna()]
-    outcome = pd.to_numeric(frame["outcome"], errors="coerce")
-    if outcome.isna().any() or not outcome.isin([0, 1]).all():
-        bad = sorted(map(str, frame.loc[~outcome.isin([0, 1]), "outcome"].unique()[:5]))
-        raise DriftError(f"outcome must be 0 or 1, got {bad}")
-    score = pd.to_numeric(frame["score"], errors="coerce")
-    if score.isna().any() or ((score < 0) | (score > 1)).any():
-        raise DriftError("score must be a probability in [0, 1] on every labelled row")
-    out = {}
-    for version, idx in frame.groupby(frame["model_version"].astype(str)).groups.items():
-        y, s = outcome.loc[idx].to_numpy(dtype=int), score.loc[idx].to_numpy(dtype="float64")
-        out[str(version)] = LiveQuality(
-            model_version=str(version),
-            n=len(y),
-            positives=int(y.sum()),
-            auc=float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else None,
-            brier=float(brier_score_loss(y, s, pos_label=1)),
-            mean_score=float(s.mean()),
-            observed_rate=float(y.mean()),
-        )
-    return dict(sorted(out.items()))
-
-
-@dataclass(frozen=True)
-class ConceptVerdict:
-    verdict: str  # "concept_drift" | "no_concept_drift" | "insufficient"
-    confirmed: bool
-    reason: str
-    n: int
-    live_auc: float | None
-    holdout_auc: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
-
-
-def concept_verdict(quality: LiveQuality | None, holdout_auc: float, policy: DriftPolicy) -> ConceptVerdict:
-    """Concept drift if enough labelled live rows show an AUC more than ``max_auc_drop`` below the holdout AUC."""
-    floor = holdout_auc - policy.max_auc_drop
-    if quality is None or quality.n < policy.min_labelled:
-        n = quality.n if quality else 0
-        return ConceptVerdict(
-            "insufficient",
-            False,
-            f"{n} labelled live predictions; the policy needs {policy.min_labelled} before judging live AUC",
-            n,
-            quality.auc if quality else None,
-            holdout_auc,
-        )
-    if quality.auc is None:
-        return ConceptVerdict(
-            "insufficient",
-            False,
-            f"{quality.n} labelled live predictions of a single class; AUC is undefined",
-            quality.n,
-            None,
-            holdout_auc,
-        )
-    if quality.auc < floor:
-        reason = (
-            f"live AUC {quality.auc:.3f} on {quality.n} labelled predictions is below the holdout AUC"
-            f" {holdout_auc:.3f} minus {policy.max_auc_drop} (= {floor:.3f}): what predicts default has changed"
-        )
-        return ConceptVerdict("concept_drift", True, reason, quality.n, quality.auc, holdout_auc)
-    reason = (
-        f"live AUC {quality.auc:.3f} on {quality.n} labelled predictions is within {policy.max_auc_drop}"
-        f" of the holdout AUC {holdout_auc:.3f}"
-    )
-    return ConceptVerdict("no_concept_drift", False, reason, quality.n, quality.auc, holdout_auc)
-
-
-# ---------------------------------------------------------------------------------------------
-# The storm guard
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TriggerDecision:
-    trigger: bool
-    reason: str
-    next_allowed: datetime | None = None  # when a confirmed drift could trigger again (None: now, or n/a)
-
-    def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
-
-
-def _fmt_at(at: datetime) -> str:
-    return f"{at:%Y-%m-%d %H:%M} UTC"
-
-
-def decide_trigger(
-    confirmed: bool, now: datetime, past_triggers: Sequence[datetime], policy: DriftPolicy
-) -> TriggerDecision:
-    """Whether a (confirmed) drift may start a retrain now.
-
-    Not within ``cooldown_hours`` after the last trigger, and at most ``max_retrains_per_week``
-    triggers in any trailing 7 days (the window (now - 7 days, now], this one included).
-    Triggers after ``now`` (a re-run of an older interval) are ignored: ``now`` is the check's
-    own time, e.g. the end of its data interval.
-    """
-    if not confirmed:
-        return TriggerDecision(False, "no confirmed drift: nothing to retrain")
-    now = as_utc(now)
-    past = sorted(t for t in map(as_utc, past_triggers) if t <= now)
-    week = timedelta(days=7)
-    if policy.max_retrains_per_week == 0:
-        return TriggerDecision(False, "drift confirmed but drift-triggered retraining is off (max_retrains_per_week 0)")
-    if past and now - past[-1] < timedelta(hours=policy.cooldown_hours):
-        until = past[-1] + timedelta(hours=policy.cooldown_hours)
-        return TriggerDecision(
-            False,
-            f"drift confirmed but in cooldown until {_fmt_at(until)} (last retrain trigger {_fmt_at(past[-1])},"
-            f" cooldown {policy.cooldown_hours:g} h)",
-            until,
-        )
-    recent = [t for t in past if t > now - week]
-    if len(recent) >= policy.max_retrains_per_week:
-        # The slot frees up when enough of the recent triggers leave the 7-day window.
-        until = recent[len(recent) - policy.max_retrains_per_week] + week
-        return TriggerDecision(
-            False,
-            f"drift confirmed but {len(recent)} retrains were already triggered in the last 7 days"
-            f" (at most {policy.max_retrains_per_week}); next possible at {_fmt_at(until)}",
-            until,
-        )
-    return TriggerDecision(
-        True,
-        f"drift confirmed: triggering a retrain ({len(recent) + 1} of at most {policy.max_retrains_per_week}"
-        f" in the last 7 days; {f'last trigger {_fmt_at(past[-1])}' if past else 'no earlier trigger'})",
-    )
