@@ -10,55 +10,20 @@ in MLflow and packaged as a Bento. Nothing outside the temporary folders is writ
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import pytest
 
 from loopline.serving.bento_server import BentoServer
+from tests.e2e.isolated_line import BIN, IsolatedLine
 from tests.unit.test_onboarding import churn_table
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
-PROJECT = Path(__file__).resolve().parents[2]
-
 
 def test_an_onboarded_table_is_ingested_trained_and_packaged(tmp_path):
-    home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOOPLINE_", "AIRFLOW"))}
-    env.update(
-        LOOPLINE_HOME=str(home),
-        LOOPLINE_MODELS_DIR=str(tmp_path / "models"),
-        LOOPLINE_EXPECTATIONS_DIR=str(tmp_path / "expectations"),
-        LOOPLINE_LANDING_SETTLE_SECONDS="0",
-        PATH=f"{BIN}:{os.environ['PATH']}",
-    )
-    env.update(
-        json.loads(
-            subprocess.run(
-                [
-                    str(BIN / "python"),
-                    "-c",
-                    "import json; from loopline.core.settings import get_settings as g; "
-                    "print(json.dumps(g().as_env()))",
-                ],  # fmt: skip
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-        )
-    )
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        done = subprocess.run(args, env=env, capture_output=True, text=True, cwd=PROJECT, timeout=900)
-        assert done.returncode == 0, f"{args}: {done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-        return done
-
+    line = IsolatedLine(tmp_path)
+    home, run = line.home, line.run
     table = churn_table(n=900, seed=3)
     sample = tmp_path / "sample.csv"
     table.head(300).to_csv(sample, index=False)
@@ -78,7 +43,7 @@ def test_an_onboarded_table_is_ingested_trained_and_packaged(tmp_path):
     assert "v0001" in status and "champion" in status and "bento churn:v1-" in status, status
     tag = next(w for w in status.split() if w.startswith("churn:v1-"))
 
-    server = BentoServer(tag, **{k: v for k, v in env.items() if k.startswith(("LOOPLINE_", "BENTOML_", "MLFLOW"))})
+    server = BentoServer(tag, **line.service_env())
     try:  # the platform's own service answers for a model that brought none
         applications = json.loads(
             table.drop(columns=["observed_on", "churned", "notes"]).head(3).to_json(orient="records")

@@ -8,6 +8,7 @@ import pytest
 
 from loopline.core.dag_factory import discover
 from loopline.core.spec import load_spec
+from loopline.core.tasks import TASKS
 from loopline.ingestion.validation import validate_frame
 from loopline.ops.onboarding import OnboardingError, onboard
 
@@ -30,6 +31,54 @@ def churn_table(n: int = 600, seed: int = 0) -> pd.DataFrame:
             "is_paperless": rng.uniform(size=n) < 0.5,
             "notes": [f"free text {i}" for i in range(n)],
             "churned": churned,
+        }
+    )
+
+
+def rent_table(n: int = 600, seed: int = 0) -> pd.DataFrame:
+    """Flat rents (a regression target, in euros), with columns of their own."""
+    rng = np.random.default_rng(seed)
+    size = rng.gamma(6, 12, n).round(1) + 15
+    rooms = np.clip((size / 25).round() + rng.integers(-1, 2, n), 1, 8)
+    district = rng.choice(["old_town", "harbour", "hills", "ring"], n)
+    premium = pd.Series(district).map({"old_town": 4.0, "harbour": 2.5, "hills": 1.0, "ring": 0.0}).to_numpy()
+    floor = rng.integers(0, 12, n).astype(float)
+    floor[rng.uniform(size=n) < 0.04] = np.nan
+    rent = (size * (9 + premium) + 40 * rooms + np.nan_to_num(floor) * 6 + rng.normal(0, 60, n)).round(2)
+    return pd.DataFrame(
+        {
+            "listing": [f"L-{seed}-{i:06d}" for i in range(n)],
+            "listed_at": pd.date_range("2025-03-03", periods=n, freq="5h").strftime("%Y-%m-%dT%H:%M:%S"),
+            "size_m2": size,
+            "rooms": rooms,
+            "floor": floor,
+            "district": district,
+            "balcony": rng.uniform(size=n) < 0.4,
+            "monthly_rent": rent,
+        }
+    )
+
+
+def ticket_table(n: int = 900, seed: int = 0) -> pd.DataFrame:
+    """Support tickets and the priority a person gave them (a multiclass target with text labels)."""
+    rng = np.random.default_rng(seed)
+    customers = rng.integers(1, 5000, n)
+    seats = rng.integers(1, 500, n)
+    outage = rng.uniform(size=n) < 0.15
+    channel = rng.choice(["email", "phone", "chat"], n, p=[0.5, 0.2, 0.3])
+    words = rng.integers(5, 400, n)
+    urgency = 0.004 * seats + 2.5 * outage + (channel == "phone") * 1.0 + rng.normal(0, 0.6, n)
+    priority = np.select([urgency > 3, urgency > 1.6, urgency > 0.6], ["urgent", "high", "normal"], "low")
+    return pd.DataFrame(
+        {
+            "ticket": [f"T{seed}{i:07d}" for i in range(n)],
+            "opened": pd.date_range("2025-05-05", periods=n, freq="3h").strftime("%Y-%m-%d %H:%M"),
+            "customer_age_days": customers,
+            "seats": seats,
+            "mentions_outage": outage,
+            "channel": channel,
+            "words": words,
+            "priority": priority,
         }
     )
 
@@ -68,10 +117,46 @@ def test_onboarding_refuses_what_it_cannot_make_a_model_of(tmp_path, folders):
         onboard("churn", sample, "left", "observed_on", "customer_ref", models, expectations)
     with pytest.raises(OnboardingError, match="lower-case"):
         onboard("Churn Model", sample, "churned", "observed_on", "customer_ref", models, expectations)
-    table.assign(churned=table["tenure_months"] * 1.5).to_csv(sample, index=False)
-    with pytest.raises(OnboardingError, match="looks like a regression task"):
+    table.assign(churned=table["plan"].map({"basic": "a", "plus": "b", "pro": "a"})).to_csv(sample, index=False)
+    with pytest.raises(OnboardingError, match="a multiclass target needs 3 to 50 distinct values"):
+        onboard("churn", sample, "churned", "observed_on", "customer_ref", models, expectations, task="multiclass")
+    with pytest.raises(OnboardingError, match="--task 'ranking': use one of"):
+        onboard("churn", sample, "churned", "observed_on", "customer_ref", models, expectations, task="ranking")
+    table.assign(churned=table["plan"].map({"basic": "a", "plus": "b", "pro": "a"})).to_csv(sample, index=False)
+    with pytest.raises(OnboardingError, match="must hold 0 and 1"):
         onboard("churn", sample, "churned", "observed_on", "customer_ref", models, expectations)
+    table.assign(churned=table["plan"]).to_csv(sample, index=False)
+    with pytest.raises(OnboardingError, match="must be numeric"):
+        onboard("churn", sample, "churned", "observed_on", "customer_ref", models, expectations, task="regression")
     table.to_csv(sample, index=False)
     onboard("churn", sample, "churned", "observed_on", "customer_ref", models, expectations)
     with pytest.raises(OnboardingError, match="exists already"):
         onboard("churn", sample, "churned", "observed_on", "customer_ref", models, expectations)
+
+
+@pytest.mark.parametrize(
+    "make,name,target,timestamp,entity,task",
+    [
+        (rent_table, "rents", "monthly_rent", "listed_at", "listing", "regression"),
+        (ticket_table, "tickets", "priority", "opened", "ticket", "multiclass"),
+    ],
+)
+def test_the_task_type_is_inferred_and_the_folder_fits_it(
+    tmp_path, folders, make, name, target, timestamp, entity, task
+):
+    models, expectations = folders
+    sample = tmp_path / f"{name}.parquet"
+    table = make()
+    table.to_parquet(sample, index=False)
+    spec_file, _ = onboard(name, sample, target, timestamp, entity, models, expectations)
+    spec = load_spec(name, models)
+    assert spec.task == task and spec.training.decision_threshold is None
+    assert set(spec.quality_gate) <= set(TASKS[task].gate_keys()) and spec.quality_gate
+    if task == "multiclass":
+        assert spec.dataset.classes == ["high", "low", "normal", "urgent"]
+    assert f"objective: {TASKS[task].objectives[0]}" in spec_file.read_text()
+    report = validate_frame(pd.read_parquet(sample), "sample", f"{name}_batch", expectations, entity_id=entity)
+    assert report.success, report.summary()
+    wrong = table.copy()
+    wrong.loc[:3, target] = "n/a" if task == "multiclass" else None
+    assert not validate_frame(wrong, "w", f"{name}_batch", expectations, entity_id=entity).success

@@ -20,7 +20,7 @@ def free_port() -> int:
 class BentoServer:
     """Started and ready on construction (``/readyz``); ``stop()`` ends it. Its output goes to ``log_path``."""
 
-    def __init__(self, tag: str, port: int | None = None, timeout: float = 120, **env: str) -> None:
+    def __init__(self, tag: str, port: int | None = None, timeout: float = 300, **env: str) -> None:
         import requests
 
         self.port = port or free_port()
