@@ -23,38 +23,44 @@ step "Initialise state in $LOOPLINE_HOME (Airflow on SQLite, MLflow on SQLite, D
 loopline init
 airflow db migrate >/dev/null 2>&1
 
-step "Week 0-3 arrive in the landing zone, with one malformed batch of every kind"
-loopline generate --weeks 0-3 --rows 2000
-loopline malformed
+# Two demo models of different task types, on one platform: a binary classifier (credit_risk:
+# approve or decline) and a regression model (delivery_time: minutes from order to door).
+# Each has its own folder (spec, feature code, generator) and suite; the platform code is shared.
+for model in credit_risk delivery_time; do
+  step "$model: weeks 0-3 arrive in its landing zone, with malformed batches among them"
+  loopline generate --model "$model" --weeks 0-3 --rows 2000
+  loopline malformed --model "$model"
 
-step "Ingest DAG: validate with Great Expectations, quarantine the bad, version the good with DVC"
-run_dag credit_risk_ingest 1
+  step "$model: ingest DAG: validate with Great Expectations, quarantine the bad, version the good with DVC"
+  run_dag "${model}_ingest" 1
 
-step "Train DAG: exact data version -> LightGBM -> MLflow -> registry -> gate -> Bento (first model becomes champion)"
-run_dag credit_risk_train 1
+  step "$model: train DAG: exact data version -> LightGBM -> MLflow -> registry -> gate -> Bento (v1: champion)"
+  run_dag "${model}_train" 1
 
-step "Weeks 4-5 arrive; ingest and train again (the new version must beat the champion's holdout to be challenger)"
-loopline generate --weeks 4-5 --rows 2000
-run_dag credit_risk_ingest 2
-run_dag credit_risk_train 2
+  step "$model: weeks 4-5 arrive; ingest and train again (v2 must hold up against the champion on one holdout)"
+  loopline generate --model "$model" --weeks 4-5 --rows 2000
+  run_dag "${model}_ingest" 2
+  run_dag "${model}_train" 2
+done
 
-step "What the line holds now"
+step "What the line holds now, for every model"
 loopline status
 
 step "Audit trail of what serves traffic"
-loopline audit
+loopline audit --model credit_risk
+loopline audit --model delivery_time
 
-step "Reproduce model version 1 from its lineage"
-loopline reproduce 1
+step "Reproduce credit_risk version 1 from its lineage"
+loopline reproduce 1 --model credit_risk
 
 cat <<TXT
 
 Explore what the run left behind (README, "Look at what it did"):
   eval "\$(.venv/bin/loopline env)"; export PATH="\$PWD/.venv/bin:\$PATH"
-  airflow dags list-runs credit_risk_train
+  airflow dags list-runs credit_risk_train; airflow dags list-runs delivery_time_train
   mlflow ui --backend-store-uri "\$MLFLOW_TRACKING_URI"        # http://localhost:5000
   git -C "\$LOOPLINE_HOME/data-registry" log --oneline --decorate
   (cd "\$LOOPLINE_HOME/data-registry" && dvc status -c)
-  cat "\$LOOPLINE_HOME"/quarantine/credit_risk/*/validation.txt
+  cat "\$LOOPLINE_HOME"/quarantine/*/*/validation.txt
   bentoml list
 TXT

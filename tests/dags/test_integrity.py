@@ -16,16 +16,11 @@ from loopline.core.dag_defaults import PERMANENT_ERRORS
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 DAG_FILES = sorted(DAGS.glob("*.py"))
 HEAVY = ("pandas", "lightgbm", "mlflow", "great_expectations", "bentoml", "dvc", "alibi_detect", "sklearn", "pyarrow")
-EXPECTED = {
-    "credit_risk_ingest",
-    "credit_risk_train",
-    "credit_risk_batch_score",
-    "credit_risk_rollout",
-    "credit_risk_rollout_control",
-    "credit_risk_drift",
-}
+MODELS = ("credit_risk", "delivery_time")  # the demo models shipped in models/
+STATIONS = ("ingest", "train", "batch_score", "rollout", "rollout_control", "drift")
+EXPECTED = {f"{model}_{station}" for model in MODELS for station in STATIONS}
 # They write shared state: one run at a time.
-STATEFUL = {"credit_risk_ingest", "credit_risk_train", "credit_risk_rollout", "credit_risk_rollout_control"}
+STATEFUL = {f"{model}_{station}" for model in MODELS for station in ("ingest", "train", "rollout", "rollout_control")}
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +105,18 @@ def test_expected_schedules(dagbag):
     produced = {o.uri for t in ingest.tasks for o in t.outlets}
     assert produced == {"dvc://loopline/credit_risk"}
     assert train.timetable.asset_condition.uri == "dvc://loopline/credit_risk"  # new data triggers training
+
+
+def test_each_model_has_its_own_assets_schedule_and_tags(dagbag):
+    """Two models never share an Asset, so new data for one never trains the other."""
+    seen = {}
+    for model in MODELS:
+        ingest, train = dagbag.dags[f"{model}_ingest"], dagbag.dags[f"{model}_train"]
+        produced = {o.uri for t in ingest.tasks for o in t.outlets}
+        assert produced == {f"dvc://loopline/{model}"} == {train.timetable.asset_condition.uri}
+        assert all(model in dagbag.dags[f"{model}_{s}"].tags for s in STATIONS)
+        seen[model] = train.timetable.timetable.expression
+    assert seen == {"credit_risk": "0 3 * * 1", "delivery_time": "30 3 * * 1"}  # each from its own spec
 
 
 def test_ingest_sensor_frees_its_worker_slot(dagbag):

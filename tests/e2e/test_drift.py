@@ -178,7 +178,7 @@ def test_outcomes_give_live_auc_catch_concept_drift_and_bad_files_are_quarantine
 
     assert len(outcomes.read(settings, MODEL)) == 1200
     assert (zones.quarantine / "outcomes-broken.csv").exists() and not list(zones.landing.iterdir())
-    assert "other than 0/1" in (zones.quarantine / "outcomes-broken.csv.report.txt").read_text()
+    assert "must be 0 or 1" in (zones.quarantine / "outcomes-broken.csv.report.txt").read_text()
     [feedback] = (settings.landing_dir / spec.dataset.name).glob("feedback-*.csv")
     assert len(feedback.read_text().splitlines()) == 1201  # labelled production data, waiting for ingest
 

@@ -75,7 +75,7 @@ def test_outcomes_are_stored_joined_and_landed_as_a_batch(settings):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("applicant_id,defaulted\nA1,yes\n", "other than 0/1"),
+        ("applicant_id,defaulted\nA1,yes\n", "must be 0 or 1"),
         ("applicant_id,outcome\nA1,1\n", "lacks columns"),
         ("applicant_id,defaulted\n,1\n", "have no applicant_id"),
         ("", "EmptyDataError"),

@@ -72,7 +72,7 @@ def ticket_table(n: int = 900, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "ticket": [f"T{seed}{i:07d}" for i in range(n)],
-            "opened": pd.date_range("2025-05-05", periods=n, freq="3h").strftime("%Y-%m-%d %H:%M"),
+            "opened": pd.date_range("2025-05-05", periods=n, freq="1h").strftime("%Y-%m-%d %H:%M"),
             "customer_age_days": customers,
             "seats": seats,
             "mentions_outage": outage,
