@@ -164,9 +164,9 @@ def prepare(home: Path) -> Prepared:
     from loopline.core import tracking
     from loopline.core.features import build_features
     from loopline.core.spec import load_spec
-    from tests.generators import credit_risk as datagen
     from loopline.rollout.serving_state import Route, ServingState
     from loopline.serving.packaging import MODEL_PIN_FILE, build_bento
+    from tests.generators import credit_risk as datagen
 
     spec = load_spec(MODEL, settings.models_dir)
     booster = lgb.Booster(model_file=str(artifacts / "model.txt"))
