@@ -54,10 +54,20 @@ def test_a_regression_answer_is_the_prediction_with_reasons_in_either_direction(
     contributions = model.booster.predict(
         trainer.build_features(frame.head(20), DELIVERY), pred_contrib=True, num_iteration=model.best_iteration
     )[:, :-1]
-    names = trainer.build_features(frame.head(1), DELIVERY).columns
+    names = list(trainer.build_features(frame.head(1), DELIVERY).columns)
+    raw = [*DELIVERY.features.numeric, *DELIVERY.features.categorical]
     for row, reasons in enumerate(scored["reasons"]):
-        strongest = names[np.argsort(-np.abs(contributions[row]), kind="stable")[:3]]
-        assert reasons == list(strongest)  # what moved this prediction most, up or down
+        # What moved this prediction most, up or down, in fields of the request: a derived
+        # input's share goes to the raw inputs it is built from (congested_km: distance, traffic).
+        by_raw = dict.fromkeys(raw, 0.0)
+        for name, value in zip(names, np.abs(contributions[row]), strict=True):
+            sources = {"congested_km": ("distance_km", "traffic_index"), "rush_hour": ("order_hour",)}.get(
+                name, (name,)
+            )
+            for source in sources:
+                by_raw[source] += value / len(sources)
+        assert set(reasons) <= set(raw) and len(reasons) == 3
+        assert reasons == sorted(by_raw, key=lambda k: -by_raw[k])[:3]
     rows = answers(scored.assign(model_version="1"), [f"r{i}" for i in range(20)], DELIVERY, answer_model(DELIVERY))
     assert set(rows[0].model_dump()) == {"request_id", "prediction", "model_version", "reasons"}
 
