@@ -1,4 +1,5 @@
-# Loopline: `make demo` runs the whole line on the embedded default; `make test` runs every test.
+# Loopline: `make demo` runs the whole line on the embedded default; `make test` the tests a change needs,
+# `make test-slow` the long end-to-end ones (CI runs both).
 # Both create the Python 3.11 environment in .venv first (with uv), so nothing is installed by hand.
 
 SHELL := /bin/bash
@@ -8,11 +9,12 @@ STAMP := $(VENV)/.loopline-installed
 MODEL ?= credit_risk
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 
-.PHONY: demo test test-fast bench lint lock clean help
+.PHONY: demo test test-slow test-all bench lint lock clean help
 
 help:
 	@echo "make demo   - create .venv, then run ingest -> validate -> version -> train -> register -> package end to end"
-	@echo "make test   - create .venv, then run the whole test suite (unit, DAG integrity, end-to-end)"
+	@echo "make test   - create .venv, then run unit, data, model, DAG integrity, deploy and the end-to-end spine (~15 min)"
+	@echo "make test-slow - the long end-to-end runs: crashes, rollouts, drift, task types, onboarding, privacy, browser"
 	@echo "make bench  - benchmarks (train DAG on 1M rows vs a bare script)"
 	@echo "make bench-serve - the Bento service vs bare FastAPI vs in-process scoring: throughput, p50/p99 (~3 min)"
 	@echo "make simulate - weeks of compressed time through the real DAGs: drift, retrain, rollout (~5 min)"
@@ -36,10 +38,13 @@ demo: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
-
-test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.train_bench

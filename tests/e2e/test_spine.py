@@ -18,7 +18,7 @@ from loopline.ingestion.data_registry import DataRegistry
 from loopline.ingestion.landing import mark_complete
 from tests.generators import credit_risk as datagen
 
-pytestmark = pytest.mark.slow
+# Not marked slow: `make test` runs the spine (the whole line once), the other e2e modules are `slow`.
 ROWS = 800
 
 
