@@ -147,3 +147,16 @@ def test_smape_is_scale_free_and_finite_at_zero():
     truth, predicted = np.array([0.0, 10.0, 100.0]), np.array([0.0, 11.0, 110.0])
     assert smape(truth, predicted) == pytest.approx(smape(truth * 1000, predicted * 1000))
     assert np.isfinite(smape(np.zeros(3), np.zeros(3))) and smape(np.zeros(3), np.zeros(3)) == 0
+
+
+def test_stored_targets_keep_missing_outcomes_and_pass_a_type_check(tmp_path):
+    from loopline.ingestion.validation import validate_frame
+
+    stored = TASKS["regression"].stored_target(pd.Series(["12.5", None, "7"]))
+    assert stored.dtype == "float64" and stored.isna().tolist() == [False, True, False]
+    suite = {"name": "t", "expectations": [{"type": "expect_column_values_to_be_in_type_list",
+             "kwargs": {"column": "y", "type_list": ["float64"]}}]}  # fmt: skip
+    (tmp_path / "t.json").write_text(__import__("json").dumps(suite))
+    assert validate_frame(pd.DataFrame({"y": stored}), "s", "t", tmp_path, entity_id=None).success
+    classes = TASKS["multiclass"].stored_target(pd.Series([1.0, None, 3.0]))
+    assert classes.tolist()[0] == "1" and classes.isna().tolist() == [False, True, False]

@@ -83,10 +83,13 @@ class Task:
         raise NotImplementedError
 
     def stored_target(self, values: pd.Series) -> pd.Series:
-        """The target as the dataset stores it (missing stays missing: a row whose outcome is not known yet)."""
+        """The target as the dataset stores it (missing stays missing: a row whose outcome is not known yet).
+
+        Plain float64 with NaN, like the numeric features: GE's type checks misread pandas' Float64.
+        """
         import pandas as pd
 
-        return pd.to_numeric(values).astype("Float64")
+        return pd.to_numeric(values).astype("float64")
 
     def enough_variety(self, labels: np.ndarray) -> bool:
         """Can a window with these labels train or evaluate a model?"""

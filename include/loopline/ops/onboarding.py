@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from loopline.core.errors import LooplineError
-from loopline.core.tasks import TASKS
+from loopline.core.tasks import TASKS, class_names
 from loopline.ingestion.validation import read_batch
 
 MAX_LEVELS = 50  # a text column with more distinct values is an identifier or free text, not a category
@@ -170,11 +170,13 @@ def suite(name: str, prof: Profile, target: str, timestamp: str, entity_id: str,
             _exp("expect_column_values_to_be_in_set", column=column, value_set=value_set),
             _exp("expect_column_values_to_not_be_null", column=column, mostly=_mostly(prof.missing[column])),
         ]
-    expectations.append(_exp("expect_column_values_to_not_be_null", column=target))
+    # An empty target is allowed: a row whose outcome is not known yet (labels arrive later).
     if prof.task == "regression":
         expectations.append(_exp("expect_column_values_to_be_in_type_list", column=target, type_list=NUMERIC_TYPES))
-    else:  # the values exactly as the sample holds them (numbers stay numbers)
+    else:  # as a batch holds them (numbers stay numbers) and as the dataset stores them (multiclass: names)
         value_set = [0, 1] if prof.task == "binary" else [_plain(v) for v in prof.classes]
+        if prof.task == "multiclass":
+            value_set = list(dict.fromkeys(value_set + class_names(prof.classes)))
         expectations.append(_exp("expect_column_values_to_be_in_set", column=target, value_set=value_set))
     meta = {"model": name, "notes": "Written by loopline onboard from a sample; review the bounds before use."}
     return {"name": f"{name}_batch", "meta": meta, "expectations": expectations}
