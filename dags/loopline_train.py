@@ -134,6 +134,8 @@ def build(spec: ModelSpec) -> None:
                 raise AirflowSkipException(
                     f"version {result['version']} rejected by the quality gate: {result['checks']}"
                 )
+            # The rollout this event starts rolls out exactly this version (or is dropped if a newer one passed).
+            get_current_context()["outlet_events"][model_asset(model)].extra = {"version": str(result["version"])}
             return result
 
         @task
