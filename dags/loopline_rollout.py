@@ -35,6 +35,7 @@ from loopline.core.dag_factory import dag_id, models_for
 from loopline.core.notifiers import LooplineNotifier
 from loopline.core.settings import get_settings
 from loopline.core.spec import ModelSpec
+from loopline.rollout.forms import ROLLOUT_FIELDS
 
 
 def _expected(prepared: dict) -> float:
@@ -89,16 +90,7 @@ def build(spec: ModelSpec) -> None:
         max_active_runs=1,
         tags=["loopline", "serve", model],
         default_args=default_args(),
-        params={
-            "version": Param(
-                "challenger",
-                type="string",
-                pattern=r"^(challenger|[1-9][0-9]*)$",
-                title="Version",
-                description="'challenger' or a registered version number",
-            ),
-            "mode": Param("spec", enum=["spec", "canary", "bluegreen"], title="Mode ('spec': as the model spec says)"),
-        },
+        params={f.name: Param(**f.param_kwargs()) for f in ROLLOUT_FIELDS},  # checked in words by prepare
         doc_md=__doc__,
     )
     def loopline_rollout():
@@ -106,10 +98,11 @@ def build(spec: ModelSpec) -> None:
         def prepare() -> dict:
             """Open a rollout record for the candidate, or skip the run when there is nothing to roll out."""
             from loopline.core.actor import is_automatic
+            from loopline.rollout.forms import check_rollout
             from loopline.rollout.rollout_flow import prepare
 
             context = get_current_context()
-            params, dag_run = context["params"], context["dag_run"]
+            params, dag_run = check_rollout(dict(context["params"])), context["dag_run"]
             mode = None if params["mode"] == "spec" else params["mode"]
             events = [e for evs in context["triggering_asset_events"].values() for e in evs]
             versions = [str(e.extra["version"]) for e in events if (e.extra or {}).get("version")]

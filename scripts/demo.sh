@@ -10,7 +10,7 @@ step() { printf '\n\033[1;34m== %s\033[0m\n' "$*"; }
 run_dag() {
   local log="$LOOPLINE_HOME/logs-demo/$1-$2.log"
   mkdir -p "$(dirname "$log")"
-  airflow dags test "$1" >"$log" 2>&1 || true
+  airflow dags test "$1" ${3:+-c "$3"} >"$log" 2>&1 || true
   if ! grep -q "DagRun Finished: dag_id=$1.*state=success" "$log"; then
     tail -60 "$log"; echo "$1 did not succeed; full log: $log" >&2; exit 1
   fi
@@ -31,12 +31,12 @@ step "Ingest DAG: validate with Great Expectations, quarantine the bad, version 
 run_dag credit_risk_ingest 1
 
 step "Train DAG: exact data version -> LightGBM -> MLflow -> registry -> gate -> Bento (first model becomes champion)"
-run_dag credit_risk_train 1
+run_dag credit_risk_train 1 '{"reason": "demo: first model"}'
 
 step "Weeks 4-5 arrive; ingest and train again (the new version must beat the champion's holdout to be challenger)"
 loopline generate --weeks 4-5 --rows 2000
 run_dag credit_risk_ingest 2
-run_dag credit_risk_train 2
+run_dag credit_risk_train 2 '{"reason": "demo: two more weeks of data"}'
 
 step "What the line holds now"
 loopline status

@@ -151,7 +151,7 @@ def test_train_records_lineage_registers_champion_and_builds_bento(run_dag):
     state = ServingState(get_settings().state_db_uri)
     assert state.route("credit_risk").champion_version == "1"
     (record,) = state.trail("credit_risk")
-    assert record.action == "first_champion" and record.actor == f"dag:credit_risk_train/{dr.run_id}"
+    assert record.action == "first_champion" and record.actor == f"dag_test (dag:credit_risk_train/{dr.run_id})"
     assert record.details["gate"]["decision"] == "champion"
 
     import bentoml
@@ -170,15 +170,21 @@ def test_rerunning_the_train_dag_creates_no_duplicate_version(run_dag):
     assert [str(v.version) for v in client.search_model_versions("name = 'credit_risk'")] == ["1"]
 
 
-def test_bad_params_are_refused_before_anything_runs(run_dag):
-    from airflow.sdk.definitions.param import ParamValidationError
-
-    with pytest.raises(ParamValidationError):
-        run_dag("credit_risk_train", conf={"data_version": "last week"})
-    with pytest.raises(ParamValidationError):
-        run_dag("credit_risk_train", conf={"hyperparameters": {"num_leaves": "many"}})
-    with pytest.raises(ParamValidationError):
-        run_dag("credit_risk_train", conf={"hyperparameters": {"not_a_param": 1}})
+def test_bad_params_fail_at_once_with_a_sentence_before_anything_runs(run_dag, webhook):
+    client = mlflow_client()
+    runs_before = len(client.search_runs([client.get_experiment_by_name("credit_risk").experiment_id]))
+    for conf, sentence in [
+        ({"data_version": "last week", "reason": "typo"}, "Data version: 'last week' is not valid"),
+        ({"hyperparameters": {"num_leaves": "many"}, "reason": "typo"}, "num_leaves"),
+        ({"hyperparameters": {"not_a_param": 1}, "reason": "typo"}, "not_a_param"),
+        ({}, "Reason is required when you trigger a training run by hand"),  # dag.test() is a manual run
+    ]:
+        dr = run_dag("credit_risk_train", conf=conf)
+        start = next(ti for ti in dr.get_task_instances() if ti.task_id == "start_run")
+        assert dr.state == "failed" and start.state == "failed" and start.try_number == 1, conf
+        alerts = [a for a in webhook if a["title"] == "Loopline: credit_risk_train.start_run failed"]
+        assert sentence in alerts[-1]["body"], alerts[-1]
+    assert len(client.search_runs([client.get_experiment_by_name("credit_risk").experiment_id])) == runs_before
 
 
 def test_new_data_trains_a_new_version_judged_against_the_champion(run_dag, zones):
@@ -379,4 +385,5 @@ def test_manual_rollout_actions_change_traffic_aliases_and_the_audit_trail(run_d
 
     trail = state.trail("credit_risk", limit=4)
     assert [r.action for r in trail] == ["rollback", "promote", "abort", "pin"]
-    assert trail[0].actor == f"dag:credit_risk_rollout_control/{dr.run_id}" and trail[0].reason == "e2e manual action"
+    assert trail[0].actor == f"dag_test (dag:credit_risk_rollout_control/{dr.run_id})"
+    assert trail[0].reason == "e2e manual action" and trail[0].details["manual"] is True
