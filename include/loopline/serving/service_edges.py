@@ -299,6 +299,8 @@ def _message(error: Mapping[str, Any], document: Any) -> str:
         return "unknown key"
     if kind == "missing":
         return "required key missing"
+    if kind == "value_error":  # a row-level rule of the request model (e.g. too many features missing)
+        return str(error.get("msg") or "invalid value").removeprefix("Value error, ")
     return str(error.get("msg") or kind or "invalid value")
 
 
