@@ -433,6 +433,7 @@ def test_protect_guards_every_api_route_with_its_input_fields():
 
     service = Service()
     protect(service, max_body_bytes=123)
-    assert service.middlewares == [
-        (EdgeGuard, {"routes": {"/predict": ("rows",), "/ready": ()}, "max_body_bytes": 123})
-    ]
+    [(cls, options)] = service.middlewares
+    assert cls is EdgeGuard and options["routes"] == {"/predict": ("rows",), "/ready": ()}
+    assert options["max_body_bytes"] == 123 and not options["api_keys"]  # no keys configured: open
+    assert options["open_paths"] == ("/ready",) and options["client_rows"] == {}

@@ -17,8 +17,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from loopline.core.spec import ModelSpec
+from loopline.serving.auth import CLIENT_FIELD
 
 ENTITY_ID_MAX_LENGTH = 128
 
@@ -40,6 +42,8 @@ def application_model(spec: ModelSpec, name: str = "Application") -> type[BaseMo
         if set(levels) == {"False", "True"}:  # a yes/no column: JSON true/false is its natural form
             level = Annotated[level, BeforeValidator(_bool_as_level)]
         fields[feature] = (level, ...) if feature in required else (level | None, None)
+    # Written by the service's edge guard (the API key's client), refused from clients; not in the OpenAPI.
+    fields[CLIENT_FIELD] = (SkipJsonSchema[str | None], None)
     validators = {}
     if spec.features.max_missing_share is not None:
         validators["_missing_share"] = model_validator(mode="after")(_missing_share_check(spec))
