@@ -293,7 +293,39 @@ def test_the_built_bento_serves_scores_and_refuses_malformed_requests(airflow_db
         logged = [p for p in get_settings().prediction_log_dir.rglob("*.log") if "data" in p.parts]
         lines = [json.loads(line) for p in logged for line in p.read_text().splitlines() if line.strip()]
         assert lines and {"entity_hash", "model_version", "score", "reasons"} <= set(lines[-1])
+        assert lines[-1]["client"] == "anonymous"  # the embedded default runs without API keys
         assert not any(a["applicant_id"] in json.dumps(lines) for a in applications)
+        empty = requests.post(f"{url}/predict", json={"applications": [{"applicant_id": "nobody"}]}, timeout=30)
+        assert empty.status_code == 422 and "applications[0].age: required key missing" in empty.json()["error"]
+    finally:
+        server.stop()
+
+
+def test_with_api_keys_the_bento_answers_401_without_one_and_logs_the_client(airflow_db):
+    import requests
+
+    from loopline.serving.auth import new_key
+    from tests.e2e.conftest import BentoServer
+
+    key, entry = new_key("e2e-client")
+    tag = mlflow_client().get_model_version("credit_risk", "1").tags["loopline.bento_tag"]
+    server = BentoServer(tag, LOOPLINE_API_KEYS=entry, LOOPLINE_REQUIRE_API_KEYS="true")
+    try:
+        batch = datagen.make_batch(32, n_rows=2, seed=6).drop(columns=["applied_at", "defaulted"])
+        body = {"applications": json.loads(batch.to_json(orient="records"))}
+        refused = requests.post(f"{server.url}/predict", json=body, timeout=30)
+        assert refused.status_code == 401 and "API key is required" in refused.json()["error"]
+        wrong = requests.post(f"{server.url}/predict", json=body, headers={"x-api-key": "guess"}, timeout=30)
+        assert wrong.status_code == 401 and "guess" not in wrong.text
+        ok = requests.post(f"{server.url}/predict", json=body, headers={"authorization": f"Bearer {key}"}, timeout=30)
+        assert ok.status_code == 200, ok.text
+        ids = {p["request_id"] for p in ok.json()}
+        logged = [p for p in get_settings().prediction_log_dir.rglob("*.log") if "data" in p.parts]
+        lines = [json.loads(line) for p in logged for line in p.read_text().splitlines() if line.strip()]
+        mine = [line for line in lines if line.get("prediction_id") in ids]
+        assert len(mine) == 2 and {line["client"] for line in mine} == {"e2e-client"}
+        assert key not in json.dumps(lines) and key not in server.log_path.read_text()
+        assert requests.get(f"{server.url}/metrics", timeout=10).status_code == 200  # Prometheus needs no key
     finally:
         server.stop()
 
