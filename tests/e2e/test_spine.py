@@ -170,20 +170,29 @@ def test_rerunning_the_train_dag_creates_no_duplicate_version(run_dag):
     assert [str(v.version) for v in client.search_model_versions("name = 'credit_risk'")] == ["1"]
 
 
-def test_bad_params_fail_at_once_with_a_sentence_before_anything_runs(run_dag, webhook):
+def test_bad_params_fail_at_once_with_a_sentence_before_anything_runs(run_dag, dagbag, webhook):
+    # In one process (dag.test) a run's conf stays in the DAG's Params for the next run, so each
+    # run here gives every field, and the values before this test are put back afterwards.
+    params = dagbag.get_dag("credit_risk_train").params
+    before = {k: params.get_param(k).value for k in params.keys()}
     client = mlflow_client()
     runs_before = len(client.search_runs([client.get_experiment_by_name("credit_risk").experiment_id]))
-    for conf, sentence in [
-        ({"data_version": "last week", "reason": "typo"}, "Data version: 'last week' is not valid"),
-        ({"hyperparameters": {"num_leaves": "many"}, "reason": "typo"}, "num_leaves"),
-        ({"hyperparameters": {"not_a_param": 1}, "reason": "typo"}, "not_a_param"),
-        ({}, "Reason is required when you trigger a training run by hand"),  # dag.test() is a manual run
-    ]:
-        dr = run_dag("credit_risk_train", conf=conf)
-        start = next(ti for ti in dr.get_task_instances() if ti.task_id == "start_run")
-        assert dr.state == "failed" and start.state == "failed" and start.try_number == 1, conf
-        alerts = [a for a in webhook if a["title"] == "Loopline: credit_risk_train.start_run failed"]
-        assert sentence in alerts[-1]["body"], alerts[-1]
+    base = {"data_version": "latest", "hyperparameters": {}, "reason": "typo", "drift_report": None}
+    try:
+        for bad, sentence in [
+            ({"data_version": "last week"}, "Data version: 'last week' is not valid"),
+            ({"hyperparameters": {"num_leaves": "many"}}, "num_leaves"),
+            ({"hyperparameters": {"not_a_param": 1}}, "not_a_param"),
+            ({"reason": None}, "Reason is required when you trigger a training run by hand"),  # dag.test: manual
+        ]:
+            dr = run_dag("credit_risk_train", conf={**base, **bad})
+            start = next(ti for ti in dr.get_task_instances() if ti.task_id == "start_run")
+            assert dr.state == "failed" and start.state == "failed" and start.try_number == 1, bad
+            alerts = [a for a in webhook if a["title"] == "Loopline: credit_risk_train.start_run failed"]
+            assert sentence in alerts[-1]["body"], alerts[-1]
+    finally:
+        for key, value in before.items():
+            params.get_param(key).value = value
     assert len(client.search_runs([client.get_experiment_by_name("credit_risk").experiment_id])) == runs_before
 
 

@@ -95,6 +95,7 @@ def overtaken(
     and when a canary no rollout owns is serving (a person's pin: an A/B test is not
     overridden by an automatic rollout).
     """
+    queued_at = queued_at.astimezone(UTC)  # the stores compare UTC instants
     for change in state.changes_since(model, queued_at):
         if change.details.get("manual"):
             by_hand = f"{change.actor} changed traffic by hand ({change.action}, audit #{change.id})"
