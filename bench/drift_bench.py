@@ -11,7 +11,7 @@ Not a test: it measures and prints, it asserts nothing. Two parts:
    like the many weak columns of a real wide table. Both tools get the same pandas frames
    plus the model's ``score`` column, and are timed from those frames to a verdict:
    Loopline ``fit_detector`` + ``check`` (which compares a seeded 20k-row sample of the
-   reference, by design; see ``loopline.monitoring.drift.REFERENCE_MAX_ROWS``), Evidently
+   reference, by design; see ``loopline.monitoring.detection.REFERENCE_MAX_ROWS``), Evidently
    ``Report([DataDriftPreset()]).run`` (which uses every reference row).
 2. **Detection at default settings.** ``--pairs`` stable pairs (reference sample vs a sample
    of another draw from the same distribution) and ``--pairs`` shifted pairs (the same, with a
@@ -115,7 +115,7 @@ class Champion:
     medians: dict[str, float]
 
     def scores(self, frame: pd.DataFrame, spec) -> np.ndarray:
-        from loopline.monitoring import drift
+        from loopline.monitoring import detection as drift
 
         return self.booster.predict(drift.encode(frame, spec, self.medians))
 
@@ -123,7 +123,7 @@ class Champion:
 def train_champion(reference: pd.DataFrame, spec) -> Champion:
     import lightgbm as lgb
 
-    from loopline.monitoring import drift
+    from loopline.monitoring import detection as drift
 
     sample = reference.sample(min(len(reference), 50_000), random_state=1)
     medians = drift.reference_medians(sample, spec)
@@ -142,7 +142,7 @@ def train_champion(reference: pd.DataFrame, spec) -> Champion:
 
 
 def run_loopline(reference, current, spec, champion, ref_scores, cur_scores):
-    from loopline.monitoring import drift
+    from loopline.monitoring import detection as drift
 
     detector = drift.fit_detector(reference, spec, spec.monitoring.p_value)
     return drift.check(

@@ -120,7 +120,8 @@ def main() -> None:
 
     settings = get_settings()
     start = time.perf_counter()
-    dag_run = bag.dags["credit_risk_train"].test(logical_date=datetime(2026, 6, 2, tzinfo=UTC))
+    train = bag.dags["credit_risk_train"]  # dag.test() is a manual run: a person's run says why
+    dag_run = train.test(logical_date=datetime(2026, 6, 2, tzinfo=UTC), run_conf={"reason": "benchmark"})
     airflow_s = time.perf_counter() - start
     assert dag_run.state == "success", dag_run.state
     task_times = {ti.task_id: (ti.end_date - ti.start_date).total_seconds() for ti in dag_run.get_task_instances()}

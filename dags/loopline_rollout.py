@@ -17,7 +17,11 @@ gate results in the rollout record and audit trail, and alerts. After the last s
 `switch` moves all traffic at once, `post_switch_watch` switches straight back if the
 new champion fails its gates.
 
-Stop a running rollout from **<model>_rollout_control** (abort / rollback).
+People stay in control: any action in **<model>_rollout_control** (promote, rollback,
+pin, abort) ends a running rollout, recorded with who and why; its remaining steps are
+skipped and it never touches the route again (its clean-up undoes only a change it made
+itself). An automatic run (asset event) that was queued when a person acted, or whose
+version is no longer the newest challenger, is skipped at `prepare`, with the reason.
 """
 
 from __future__ import annotations
@@ -31,11 +35,22 @@ from loopline.core.dag_factory import dag_id, models_for
 from loopline.core.notifiers import LooplineNotifier
 from loopline.core.settings import get_settings
 from loopline.core.spec import ModelSpec
+from loopline.rollout.forms import ROLLOUT_FIELDS
 
 
 def _expected(prepared: dict) -> float:
     """The score difference the quality gate measured (0 for rollouts prepared without one)."""
     return prepared.get("expected_score_psi", 0.0)
+
+
+def _or_skip(call):
+    """A rollout a person ended, or a run with nothing to do, is skipped (not failed: nothing to undo)."""
+    from loopline.rollout.rollout_flow import NothingToRollOut, RolloutEnded
+
+    try:
+        return call()
+    except (RolloutEnded, NothingToRollOut) as err:
+        raise AirflowSkipException(str(err)) from None
 
 
 def _judge(verdict) -> PokeReturnValue:
@@ -55,7 +70,8 @@ def _canary_step(step: float, rollout):
     def canary_step(prepared: dict) -> PokeReturnValue:
         from loopline.rollout.rollout_flow import canary_step
 
-        return _judge(canary_step(prepared["rollout_id"], step, run_actor(), get_settings(), _expected(prepared)))
+        settings, actor = get_settings(), run_actor()
+        return _judge(_or_skip(lambda: canary_step(prepared["rollout_id"], step, actor, settings, _expected(prepared))))
 
     return canary_step
 
@@ -74,30 +90,29 @@ def build(spec: ModelSpec) -> None:
         max_active_runs=1,
         tags=["loopline", "serve", model],
         default_args=default_args(),
-        params={
-            "version": Param(
-                "challenger",
-                type="string",
-                pattern=r"^(challenger|[1-9][0-9]*)$",
-                title="Version",
-                description="'challenger' or a registered version number",
-            ),
-            "mode": Param("spec", enum=["spec", "canary", "bluegreen"], title="Mode ('spec': as the model spec says)"),
-        },
+        params={f.name: Param(**f.param_kwargs()) for f in ROLLOUT_FIELDS},  # checked in words by prepare
         doc_md=__doc__,
     )
     def loopline_rollout():
         @task
         def prepare() -> dict:
             """Open a rollout record for the candidate, or skip the run when there is nothing to roll out."""
+            from loopline.core.actor import is_automatic
+            from loopline.rollout.forms import check_rollout
             from loopline.rollout.rollout_flow import prepare
 
-            params = get_current_context()["params"]
+            context = get_current_context()
+            params, dag_run = check_rollout(dict(context["params"])), context["dag_run"]
             mode = None if params["mode"] == "spec" else params["mode"]
-            prepared = prepare(model, params["version"], mode, run_actor(), get_settings())
-            if prepared is None:
-                raise AirflowSkipException("no challenger waiting, or it already serves")
-            return prepared
+            events = [e for evs in context["triggering_asset_events"].values() for e in evs]
+            versions = [str(e.extra["version"]) for e in events if (e.extra or {}).get("version")]
+            automatic = is_automatic(dag_run.run_type)
+            return _or_skip(
+                lambda: prepare(
+                    model, params["version"], mode, run_actor(), get_settings(), automatic=automatic,
+                    queued_at=dag_run.run_after, event_versions=versions if automatic else (),
+                )
+            )  # fmt: skip
 
         @task.branch
         def choose_mode(prepared: dict) -> str:
@@ -113,13 +128,15 @@ def build(spec: ModelSpec) -> None:
         def promote(prepared: dict) -> dict:
             from loopline.rollout.rollout_flow import promote
 
-            return promote(prepared["rollout_id"], run_actor(), get_settings())
+            settings, actor = get_settings(), run_actor()
+            return _or_skip(lambda: promote(prepared["rollout_id"], actor, settings))
 
         @task
         def pre_switch_check(prepared: dict) -> dict:
             from loopline.rollout.rollout_flow import pre_switch_check
 
-            verdict = pre_switch_check(prepared["rollout_id"], get_settings(), _expected(prepared))
+            settings = get_settings()
+            verdict = _or_skip(lambda: pre_switch_check(prepared["rollout_id"], settings, _expected(prepared)))
             if verdict.status == "fail":
                 raise AirflowFailException(verdict.summary())
             return verdict.to_dict()
@@ -128,7 +145,8 @@ def build(spec: ModelSpec) -> None:
         def switch(prepared: dict) -> dict:
             from loopline.rollout.rollout_flow import switch
 
-            return switch(prepared["rollout_id"], run_actor(), get_settings())
+            settings, actor = get_settings(), run_actor()
+            return _or_skip(lambda: switch(prepared["rollout_id"], actor, settings))
 
         @task.sensor(
             poke_interval=rollout.poll_seconds,
@@ -138,14 +156,18 @@ def build(spec: ModelSpec) -> None:
         def post_switch_watch(prepared: dict) -> PokeReturnValue:
             from loopline.rollout.rollout_flow import post_switch_watch
 
-            return _judge(post_switch_watch(prepared["rollout_id"], run_actor(), get_settings(), _expected(prepared)))
+            settings, actor = get_settings(), run_actor()
+            rollout_id = prepared["rollout_id"]
+            return _judge(_or_skip(lambda: post_switch_watch(rollout_id, actor, settings, _expected(prepared))))
 
         @task(trigger_rule="one_failed", retries=3)
         def put_champion_back(prepared: dict) -> None:
-            """Runs only when a step failed or crashed: all traffic back on the champion; fails the run, alerts."""
+            """Runs only when a step failed or crashed: the rollout's own change undone; fails the run, alerts."""
             from loopline.rollout.rollout_flow import fail
 
             rollout = fail(prepared["rollout_id"], run_actor(), get_settings())
+            if rollout["ended_by"]:
+                raise AirflowSkipException(f"rollout #{rollout['id']} was ended by {rollout['ended_by']}; route left")
             raise AirflowFailException(
                 f"rollout #{rollout['id']} of v{rollout['candidate_version']} failed; "
                 f"v{rollout['champion_version']} serves all traffic again. {rollout['outcome']}"

@@ -3,7 +3,8 @@
 
 Runs weekly, whenever the ingest DAG publishes a new dataset version (Asset), on a
 drift alarm, or by hand (**Trigger DAG w/ config**: data version, hyperparameter
-overrides, reason).
+overrides, and a reason, required when you trigger by hand; a value the form cannot use
+fails `start_run` at once with a sentence saying what to change).
 
 One MLflow run per DAG run records the DVC data version and content hash, the
 feature-set version, the git commit, params, holdout metrics (AUC, KS, Brier,
@@ -28,8 +29,7 @@ from loopline.core.assets import dataset_asset, model_asset
 from loopline.core.dag_defaults import START_DATE, default_args, run_actor
 from loopline.core.dag_factory import dag_id, models_for
 from loopline.core.spec import ModelSpec
-from loopline.ingestion.data_registry import DATA_VERSION_PATTERN
-from loopline.training.hyperparams import OVERRIDE_SCHEMA
+from loopline.training.train_form import TRAIN_FIELDS
 
 
 def _settings():
@@ -52,37 +52,7 @@ def build(spec: ModelSpec) -> None:
         max_active_runs=1,
         tags=["loopline", "train", model],
         default_args=default_args(retry_delay=timedelta(minutes=1)),
-        params={
-            "data_version": Param(
-                "latest",
-                type="string",
-                pattern=DATA_VERSION_PATTERN,
-                title="Data version",
-                description="'latest', a version such as 'v0003', or a data-registry commit",
-            ),
-            "hyperparameters": Param(
-                {},
-                type="object",
-                title="Hyperparameter overrides",
-                description='LightGBM parameters to override, e.g. {"learning_rate": 0.03}',
-                **{k: v for k, v in OVERRIDE_SCHEMA.items() if k != "type"},
-            ),
-            "reason": Param(
-                "scheduled",
-                type="string",
-                minLength=1,
-                maxLength=500,
-                title="Reason",
-                description="Why this model is being trained; recorded on the MLflow run",
-            ),
-            "drift_report": Param(
-                None,
-                type=["null", "string"],  # optional: the UI form treats a non-null type as required
-                maxLength=1000,
-                title="Drift report",
-                description="Set by loopline_drift: the MLflow URI of the drift report behind this retrain",
-            ),
-        },
+        params={f.name: Param(**f.param_kwargs()) for f in TRAIN_FIELDS},  # checked in words by start_run
         doc_md=__doc__,
     )
     def loopline_train():
@@ -90,9 +60,10 @@ def build(spec: ModelSpec) -> None:
         def start_run() -> dict:
             """Resolve the exact data version; open (or reuse) the MLflow run with the full lineage."""
             from loopline.training.train_flow import start
+            from loopline.training.train_form import check_train
 
             context = get_current_context()
-            params = context["params"]
+            params = check_train(dict(context["params"]), str(context["dag_run"].run_type))
             run_tags = {
                 "airflow.dag_id": context["dag"].dag_id,
                 "airflow.dag_run_id": context["run_id"],
@@ -134,6 +105,8 @@ def build(spec: ModelSpec) -> None:
                 raise AirflowSkipException(
                     f"version {result['version']} rejected by the quality gate: {result['checks']}"
                 )
+            # The rollout this event starts rolls out exactly this version (or is dropped if a newer one passed).
+            get_current_context()["outlet_events"][model_asset(model)].extra = {"version": str(result["version"])}
             return result
 
         @task

@@ -10,7 +10,7 @@ step() { printf '\n\033[1;34m== %s\033[0m\n' "$*"; }
 run_dag() {
   local log="$LOOPLINE_HOME/logs-demo/$1-$2.log"
   mkdir -p "$(dirname "$log")"
-  airflow dags test "$1" >"$log" 2>&1 || true
+  airflow dags test "$1" ${3:+-c "$3"} >"$log" 2>&1 || true
   if ! grep -q "DagRun Finished: dag_id=$1.*state=success" "$log"; then
     tail -60 "$log"; echo "$1 did not succeed; full log: $log" >&2; exit 1
   fi
@@ -35,12 +35,12 @@ for model in credit_risk delivery_time; do
   run_dag "${model}_ingest" 1
 
   step "$model: train DAG: exact data version -> LightGBM -> MLflow -> registry -> gate -> Bento (v1: champion)"
-  run_dag "${model}_train" 1
+  run_dag "${model}_train" 1 '{"reason": "demo: first model"}'
 
   step "$model: weeks 4-5 arrive; ingest and train again (v2 must hold up against the champion on one holdout)"
   loopline generate --model "$model" --weeks 4-5 --rows 2000
   run_dag "${model}_ingest" 2
-  run_dag "${model}_train" 2
+  run_dag "${model}_train" 2 '{"reason": "demo: two more weeks of data"}'
 done
 
 step "What the line holds now, for every model"

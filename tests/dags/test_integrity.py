@@ -125,12 +125,17 @@ def test_ingest_sensor_frees_its_worker_slot(dagbag):
     assert sensor.soft_fail is True
 
 
-def test_train_params_are_typed_and_validated(dagbag):
-    from airflow.sdk.definitions.param import ParamValidationError
+def test_train_params_are_typed_and_explained(dagbag):
+    """The form draws typed fields with descriptions; start_run's check explains a bad value in words."""
+    from loopline.core.forms import FormError
+    from loopline.training.train_form import check_train
 
     params = dagbag.dags["credit_risk_train"].params
     assert set(params.keys()) == {"data_version", "hyperparameters", "reason", "drift_report"}
-    params.validate()  # the defaults are valid
+    assert all(params.get_param(k).description for k in params.keys())
+    params.validate()  # the defaults are valid: a scheduled run needs nothing
+    assert params["reason"] is None  # no made-up reason; a person's run must give one
+    values = params.dump()
     for key, bad in [
         ("data_version", "last week"),
         ("hyperparameters", {"num_leaves": "many"}),
@@ -138,13 +143,9 @@ def test_train_params_are_typed_and_validated(dagbag):
         ("hyperparameters", {"unknown": 1}),
         ("reason", ""),
     ]:
-        trial = copy.deepcopy(params)
-        with pytest.raises(ParamValidationError):
-            trial[key] = bad
-            trial.validate()
-    good = copy.deepcopy(params)
-    good.update({"data_version": "v0003", "hyperparameters": {"learning_rate": 0.1}})
-    good.validate()
+        with pytest.raises(FormError):
+            check_train({**values, key: bad}, "manual")
+    check_train({**values, "data_version": "v0003", "hyperparameters": {"learning_rate": 0.1}}, "scheduled")
 
 
 def test_batch_scoring_params(dagbag):
@@ -163,24 +164,34 @@ def test_batch_scoring_params(dagbag):
 def test_rollout_and_drift_params(dagbag):
     from airflow.sdk.definitions.param import ParamValidationError
 
+    from loopline.core.forms import FormError
+    from loopline.rollout.forms import check_control, check_rollout
+
     rollout = dagbag.dags["credit_risk_rollout"]
     assert [t.task_id for t in rollout.tasks if t.task_id.startswith("canary_")] == [
         "canary_5pct",
         "canary_20pct",
         "canary_50pct",
     ]  # steps from the spec; the last one (100%) is the promotion
-    for dag_id, key, bad in [
-        ("credit_risk_rollout", "version", "latest"),
-        ("credit_risk_rollout", "mode", "shadow"),
-        ("credit_risk_rollout_control", "weight", 1.5),
-    ]:
-        trial = copy.deepcopy(dagbag.dags[dag_id].params)
-        if "reason" in trial:
-            trial["reason"] = "a valid reason"
-        trial.validate()  # valid before the bad value goes in
-        with pytest.raises(ParamValidationError):
-            trial[key] = bad
-            trial.validate()
+    rollout.params.validate()  # an asset-triggered run uses the defaults
+    with pytest.raises(ParamValidationError):  # a choice outside the list: refused by the form itself
+        trial = copy.deepcopy(rollout.params)
+        trial["mode"] = "shadow"
+        trial.validate()
+    with pytest.raises(FormError, match="enter 'challenger' or a registered version number"):
+        check_rollout({**rollout.params.dump(), "version": "latest"})
+
+    control = dagbag.dags["credit_risk_rollout_control"].params
+    from airflow.sdk.definitions._internal.types import is_arg_set
+
+    assert not is_arg_set(control.get_param("action").value) and not is_arg_set(control.get_param("reason").value)
+    assert all(control.get_param(k).description for k in control.keys())
+    with pytest.raises(ParamValidationError):  # nothing preselected: the person picks an action
+        copy.deepcopy(control).validate()
+    chosen = {**{k: control.get_param(k).value for k in ("version", "weight")}, "action": "pin", "reason": "A/B"}
+    with pytest.raises(FormError, match="Canary share .* out of range"):
+        check_control({**chosen, "weight": 1.5})
+    assert check_control({**chosen, "weight": 0.1})["version"] == "challenger"
     drift = copy.deepcopy(dagbag.dags["credit_risk_drift"].params)
     drift.validate()  # no window_start: the spec's window
 

@@ -245,6 +245,50 @@ def _is_erroring(version) -> bool:
     return mlflow_client().get_run(version.run_id).info.run_name == "bad-erroring"
 
 
+def test_a_pin_during_a_running_rollout_ends_it_and_the_pin_stays(run_dag, service):
+    """The issue's race, for real: a person pins the candidate while the rollout DAG runs its first step."""
+    from loopline.rollout.actions import apply
+
+    server, load = service
+    mlflow_client().set_registered_model_alias(MODEL, "challenger", "2")
+    person = "alice (dag:credit_risk_rollout_control/manual__e2e)"
+    pinned = threading.Event()
+    done = threading.Event()
+
+    def press_pin() -> None:  # as the control DAG's task does, once the rollout's canary serves
+        while not done.is_set():
+            running, route = state().running_rollout(MODEL), state().route(MODEL)
+            if running is not None and route.canary_version == "2":
+                apply("pin", MODEL, "2", 0.1, person, "A/B test instead", get_settings())
+                pinned.set()
+                return
+            done.wait(0.2)
+
+    thread = threading.Thread(target=press_pin, daemon=True)
+    thread.start()
+    try:
+        dr = rollout(run_dag)
+    finally:
+        done.set()
+        thread.join(timeout=60)
+    assert pinned.is_set()
+    assert dr.state == "success"  # ended by a person: skipped, not failed, and nothing put back
+    states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
+    assert states["put_champion_back"] == "skipped" and states["promote"] == "skipped", states
+    record = latest_rollout()
+    assert record.status == "aborted" and record.ended_by == person
+    route = state().route(MODEL)
+    assert (route.champion_version, route.canary_version, route.canary_weight) == ("1", "2", 0.1)
+    after_pin = [r for r in state().trail(MODEL, limit=5) if r.actor == person]
+    assert state().trail(MODEL, limit=1)[0].id == after_pin[0].id  # the rollout wrote nothing after the person
+
+    ended = run_dag("credit_risk_rollout_control", conf={"action": "abort", "reason": "e2e: the A/B test is over"})
+    assert ended.state == "success" and state().route(MODEL).canary_version is None
+    assert state().trail(MODEL, limit=1)[0].actor == f"dag_test (dag:credit_risk_rollout_control/{ended.run_id})"
+    mlflow_client().delete_registered_model_alias(MODEL, "challenger")
+    assert load.failed == []
+
+
 def test_metrics_and_audit_read_with_their_own_clients(service):
     from prometheus_client.parser import text_string_to_metric_families
 

@@ -151,7 +151,7 @@ def test_train_records_lineage_registers_champion_and_builds_bento(run_dag):
     state = ServingState(get_settings().state_db_uri)
     assert state.route("credit_risk").champion_version == "1"
     (record,) = state.trail("credit_risk")
-    assert record.action == "first_champion" and record.actor == f"dag:credit_risk_train/{dr.run_id}"
+    assert record.action == "first_champion" and record.actor == f"dag_test (dag:credit_risk_train/{dr.run_id})"
     assert record.details["gate"]["decision"] == "champion"
 
     import bentoml
@@ -170,15 +170,30 @@ def test_rerunning_the_train_dag_creates_no_duplicate_version(run_dag):
     assert [str(v.version) for v in client.search_model_versions("name = 'credit_risk'")] == ["1"]
 
 
-def test_bad_params_are_refused_before_anything_runs(run_dag):
-    from airflow.sdk.definitions.param import ParamValidationError
-
-    with pytest.raises(ParamValidationError):
-        run_dag("credit_risk_train", conf={"data_version": "last week"})
-    with pytest.raises(ParamValidationError):
-        run_dag("credit_risk_train", conf={"hyperparameters": {"num_leaves": "many"}})
-    with pytest.raises(ParamValidationError):
-        run_dag("credit_risk_train", conf={"hyperparameters": {"not_a_param": 1}})
+def test_bad_params_fail_at_once_with_a_sentence_before_anything_runs(run_dag, dagbag, webhook):
+    # In one process (dag.test) a run's conf stays in the DAG's Params for the next run, so each
+    # run here gives every field, and the values before this test are put back afterwards.
+    params = dagbag.get_dag("credit_risk_train").params
+    before = {k: params.get_param(k).value for k in params.keys()}
+    client = mlflow_client()
+    runs_before = len(client.search_runs([client.get_experiment_by_name("credit_risk").experiment_id]))
+    base = {"data_version": "latest", "hyperparameters": {}, "reason": "typo", "drift_report": None}
+    try:
+        for bad, sentence in [
+            ({"data_version": "last week"}, "Data version: 'last week' is not valid"),
+            ({"hyperparameters": {"num_leaves": "many"}}, "num_leaves"),
+            ({"hyperparameters": {"not_a_param": 1}}, "not_a_param"),
+            ({"reason": None}, "Reason is required when you trigger a training run by hand"),  # dag.test: manual
+        ]:
+            dr = run_dag("credit_risk_train", conf={**base, **bad})
+            start = next(ti for ti in dr.get_task_instances() if ti.task_id == "start_run")
+            assert dr.state == "failed" and start.state == "failed" and start.try_number == 1, bad
+            alerts = [a for a in webhook if a["title"] == "Loopline: credit_risk_train.start_run failed"]
+            assert sentence in alerts[-1]["body"], alerts[-1]
+    finally:
+        for key, value in before.items():
+            params.get_param(key).value = value
+    assert len(client.search_runs([client.get_experiment_by_name("credit_risk").experiment_id])) == runs_before
 
 
 def test_new_data_trains_a_new_version_judged_against_the_champion(run_dag, zones):
@@ -287,7 +302,39 @@ def test_the_built_bento_serves_scores_and_refuses_malformed_requests(airflow_db
         logged = [p for p in get_settings().prediction_log_dir.rglob("*.log") if "data" in p.parts]
         lines = [json.loads(line) for p in logged for line in p.read_text().splitlines() if line.strip()]
         assert lines and {"entity_hash", "model_version", "score", "reasons"} <= set(lines[-1])
+        assert lines[-1]["client"] == "anonymous"  # the embedded default runs without API keys
         assert not any(a["applicant_id"] in json.dumps(lines) for a in applications)
+        empty = requests.post(f"{url}/predict", json={"applications": [{"applicant_id": "nobody"}]}, timeout=30)
+        assert empty.status_code == 422 and "applications[0].age: required key missing" in empty.json()["error"]
+    finally:
+        server.stop()
+
+
+def test_with_api_keys_the_bento_answers_401_without_one_and_logs_the_client(airflow_db):
+    import requests
+
+    from loopline.serving.auth import new_key
+    from tests.e2e.conftest import BentoServer
+
+    key, entry = new_key("e2e-client")
+    tag = mlflow_client().get_model_version("credit_risk", "1").tags["loopline.bento_tag"]
+    server = BentoServer(tag, LOOPLINE_API_KEYS=entry, LOOPLINE_REQUIRE_API_KEYS="true")
+    try:
+        batch = datagen.make_batch(32, n_rows=2, seed=6).drop(columns=["applied_at", "defaulted"])
+        body = {"applications": json.loads(batch.to_json(orient="records"))}
+        refused = requests.post(f"{server.url}/predict", json=body, timeout=30)
+        assert refused.status_code == 401 and "API key is required" in refused.json()["error"]
+        wrong = requests.post(f"{server.url}/predict", json=body, headers={"x-api-key": "guess"}, timeout=30)
+        assert wrong.status_code == 401 and "guess" not in wrong.text
+        ok = requests.post(f"{server.url}/predict", json=body, headers={"authorization": f"Bearer {key}"}, timeout=30)
+        assert ok.status_code == 200, ok.text
+        ids = {p["request_id"] for p in ok.json()}
+        logged = [p for p in get_settings().prediction_log_dir.rglob("*.log") if "data" in p.parts]
+        lines = [json.loads(line) for p in logged for line in p.read_text().splitlines() if line.strip()]
+        mine = [line for line in lines if line.get("prediction_id") in ids]
+        assert len(mine) == 2 and {line["client"] for line in mine} == {"e2e-client"}
+        assert key not in json.dumps(lines) and key not in server.log_path.read_text()
+        assert requests.get(f"{server.url}/metrics", timeout=10).status_code == 200  # Prometheus needs no key
     finally:
         server.stop()
 
@@ -379,4 +426,5 @@ def test_manual_rollout_actions_change_traffic_aliases_and_the_audit_trail(run_d
 
     trail = state.trail("credit_risk", limit=4)
     assert [r.action for r in trail] == ["rollback", "promote", "abort", "pin"]
-    assert trail[0].actor == f"dag:credit_risk_rollout_control/{dr.run_id}" and trail[0].reason == "e2e manual action"
+    assert trail[0].actor == f"dag_test (dag:credit_risk_rollout_control/{dr.run_id})"
+    assert trail[0].reason == "e2e manual action" and trail[0].details["manual"] is True

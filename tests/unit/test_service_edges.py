@@ -123,8 +123,16 @@ def error_of(response) -> ErrorBody:
 # --------------------------------------------------------------------------- the request row
 
 
+def full_row() -> dict:
+    """One application with every feature (credit_risk requires some, and bounds the share missing)."""
+    row: dict = {SPEC.dataset.entity_id: "a1"}
+    row.update({name: bounds.min for name, bounds in SPEC.features.numeric.items()})
+    row.update({name: levels[0] for name, levels in SPEC.features.categorical.items()})
+    return {**row, "age": 40}
+
+
 def test_the_request_row_is_strict_about_json_types():
-    row = {SPEC.dataset.entity_id: "a1", "age": 40}
+    row = full_row()
     assert Application.model_validate_json(json.dumps(row)).age == 40.0  # an integer is a number
     for value, kind in [(True, "float_type"), ("40", "float_type"), ("NaN", None)]:
         text = json.dumps({**row, "age": value})
@@ -144,9 +152,49 @@ def test_the_request_row_is_strict_about_json_types():
 
 def test_the_request_row_schema_says_number_without_coercion():
     schema = Application.model_json_schema()
-    assert schema["additionalProperties"] is False and schema["required"] == [SPEC.dataset.entity_id]
-    numeric = next(iter(SPEC.features.numeric))
+    assert schema["additionalProperties"] is False
+    assert schema["required"] == [
+        SPEC.dataset.entity_id,
+        *[n for n in SPEC.features.names if n in SPEC.features.required],
+    ]
+    numeric = next(n for n in SPEC.features.numeric if n not in SPEC.features.required)
     assert {"type": "number"}.items() <= schema["properties"][numeric]["anyOf"][0].items()
+
+
+def test_a_row_without_its_required_features_is_a_422_naming_each():
+    bento_detail = [  # pydantic's errors as BentoML reports them (loc from the top of the body)
+        {**e, "loc": ["applications", 0, *e["loc"]]} for e in _errors({SPEC.dataset.entity_id: "a1"})
+    ]
+    status, body = normalise_error(400, json.dumps({"error": "x", "detail": bento_detail}).encode(), None)
+    assert status == 422
+    assert [format_loc(d.loc) for d in body.detail] == [f"applications[0].{n}" for n in SPEC.features.required]
+    assert body.error == f"applications[0].{SPEC.features.required[0]}: required key missing (and 3 more problems)"
+    null = _errors({**full_row(), SPEC.features.required[0]: None})
+    assert [e["type"] for e in null] == ["float_type"]  # a required feature may not be null either
+
+
+def test_a_row_missing_too_many_features_is_refused_with_what_to_send():
+    names, share = SPEC.features.names, SPEC.features.max_missing_share
+    allowed = int(share * len(names))
+    optional = [n for n in names if n not in SPEC.features.required]
+    row = full_row()
+    for name in optional[:allowed]:
+        row[name] = None
+    assert Application.model_validate_json(json.dumps(row))  # exactly the allowed share missing
+    del row[optional[allowed]]
+    errors = _errors(row)
+    status, body = normalise_error(400, json.dumps({"error": "x", "detail": [
+        {**e, "loc": ["applications", 0, *e["loc"]]} for e in errors
+    ]}).encode(), None)  # fmt: skip
+    assert status == 422 and body.detail[0].loc == ["applications", 0]
+    assert body.error.startswith(f"applications[0]: {allowed + 1} of {len(names)} features are missing, at most")
+    assert "send " in body.error and "Value error" not in body.error
+
+
+def _errors(row: dict) -> list[dict]:
+    with pytest.raises(ValidationError) as exc:
+        Application.model_validate_json(json.dumps(row))
+    return exc.value.errors(include_context=False, include_input=False, include_url=False)
 
 
 # --------------------------------------------------------------------------- pure checks
@@ -385,6 +433,7 @@ def test_protect_guards_every_api_route_with_its_input_fields():
 
     service = Service()
     protect(service, max_body_bytes=123)
-    assert service.middlewares == [
-        (EdgeGuard, {"routes": {"/predict": ("rows",), "/ready": ()}, "max_body_bytes": 123})
-    ]
+    [(cls, options)] = service.middlewares
+    assert cls is EdgeGuard and options["routes"] == {"/predict": ("rows",), "/ready": ()}
+    assert options["max_body_bytes"] == 123 and not options["api_keys"]  # no keys configured: open
+    assert options["open_paths"] == ("/ready",) and options["client_rows"] == {}

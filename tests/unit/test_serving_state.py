@@ -59,3 +59,33 @@ def test_audit_times_come_back_in_utc(tmp_path):
     state = ServingState(f"sqlite:///{tmp_path / 'state.db'}")
     state.change(Route("m", champion_version="1"), "first_champion", "t", "t")
     assert state.trail("m")[0].at.tzinfo == UTC
+
+
+def test_a_store_from_an_earlier_release_gets_the_new_rollout_columns(tmp_path):
+    from sqlalchemy import create_engine, inspect, text
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    with create_engine(url).begin() as conn:  # the rollout table as the first release created it
+        conn.execute(
+            text(
+                "CREATE TABLE loopline_rollouts (id INTEGER PRIMARY KEY, model VARCHAR(128), candidate_version"
+                " VARCHAR(32), champion_version VARCHAR(32), mode VARCHAR(16), status VARCHAR(16), step FLOAT,"
+                " step_started_at DATETIME, baseline JSON, started_at DATETIME, finished_at DATETIME,"
+                " trigger VARCHAR(256), gate_results JSON, outcome VARCHAR(2000))"
+            )
+        )
+    state = ServingState(url)
+    columns = {c["name"] for c in inspect(state.engine).get_columns("loopline_rollouts")}
+    assert {"base_revision", "route_revision", "ended_by"} <= columns
+    rollout = state.start_rollout("m", "2", "1", "canary", "t", base_revision=3)
+    assert rollout.expected_revision == 3 and rollout.ended_by is None
+    ServingState(url)  # a second process opening the upgraded store changes nothing
+
+
+def test_a_person_ends_the_running_rollout_once(state):
+    state.change(Route("m", champion_version="1"), "first_champion", "t", "t")
+    rollout = state.start_rollout("m", "2", "1", "canary", "asset", base_revision=1)
+    ended = state.end_by_person("m", "alice (dag:c/manual__1)", "pinned by hand")
+    assert ended.id == rollout.id and ended.status == "aborted" and ended.ended_by.startswith("alice")
+    assert state.end_by_person("m", "bob", "again") is None
+    assert state.finish_rollout(rollout.id, "failed", "late").status == "aborted"  # finished stays finished

@@ -267,3 +267,29 @@ def test_an_unknown_key_error_lists_the_keys_allowed_there(tmp_path):
     assert str(path) in text
     assert "dataset.rules.on_dupe: unknown key; allowed here: earliest_timestamp, future_tolerance_minutes" in text
     assert "monitoring.schedule" in text and "is not a cron expression" in text
+
+
+def test_required_features_must_be_features_of_the_spec(tmp_path):
+    shipped = load_spec("credit_risk", models_with(tmp_path / "a"))
+    assert shipped.features.required and shipped.features.max_missing_share == 0.3
+
+    def bad(raw: dict) -> None:
+        raw["features"]["required"] = ["age", "shoe_size"]
+
+    with pytest.raises(SpecError, match=r"features: .*required must list distinct features.*shoe_size"):
+        load_spec("credit_risk", models_with(tmp_path / "b", bad))
+
+    def share(raw: dict) -> None:
+        raw["features"]["max_missing_share"] = 1.5
+
+    with pytest.raises(SpecError, match="features.max_missing_share"):
+        load_spec("credit_risk", models_with(tmp_path / "c", share))
+
+
+def test_a_spec_without_required_features_takes_every_feature_as_optional(tmp_path):
+    def plain(raw: dict) -> None:
+        raw["features"].pop("required")
+        raw["features"].pop("max_missing_share")
+
+    spec = load_spec("credit_risk", models_with(tmp_path, plain))
+    assert spec.features.required == [] and spec.features.max_missing_share is None

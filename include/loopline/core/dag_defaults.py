@@ -39,8 +39,12 @@ def default_args(retry_delay: timedelta = timedelta(seconds=30)) -> dict[str, An
 
 
 def run_actor() -> str:
-    """Who made a change, for the audit trail: this DAG run (call inside a task)."""
+    """Who made a change, for the audit trail: the user who triggered this DAG run (or "scheduler",
+    "asset", ...), next to the run itself (call inside a task)."""
     from airflow.sdk import get_current_context
 
+    from loopline.core.actor import actor
+
     context = get_current_context()
-    return f"dag:{context['dag'].dag_id}/{context['run_id']}"
+    dag_run = context["dag_run"]
+    return actor(context["dag"].dag_id, context["run_id"], dag_run.run_type, dag_run.triggering_user_name)

@@ -75,6 +75,9 @@ class Settings:
     airflow_executor: str
     celery_broker_url: str
     celery_result_backend: str
+    # The prediction API's keys, (client, SHA-256 hex of the key) pairs (loopline.serving.auth); none: open.
+    api_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    require_api_keys: bool = False  # refuse to start the service without keys (the full stack)
 
     @cached_property
     def pseudonym_secret(self) -> str:
@@ -157,6 +160,26 @@ def _number(name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _api_keys(name: str) -> tuple[tuple[str, str], ...]:
+    from loopline.serving.auth import ApiKeyError, parse_keys
+
+    try:
+        return parse_keys(os.environ.get(name, ""))
+    except ApiKeyError as err:
+        raise SettingsError(str(err)) from None
+
+
 def _integer(name: str, default: int) -> int:
     raw = os.environ.get(name, "").strip()
     try:
@@ -212,6 +235,8 @@ def get_settings() -> Settings:
         celery_result_backend=_text(
             "LOOPLINE_CELERY_RESULT_BACKEND", "db+postgresql+psycopg2://postgres@127.0.0.1:5432/airflow"
         ),
+        api_keys=_api_keys("LOOPLINE_API_KEYS"),
+        require_api_keys=_flag("LOOPLINE_REQUIRE_API_KEYS", False),
     )
     _check(settings)
     return settings

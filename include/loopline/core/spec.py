@@ -111,12 +111,19 @@ class FeatureSpec(_Strict):
     version: str
     numeric: dict[str, NumericRange]
     categorical: dict[str, list[str]]
+    # What a prediction request must send: these features present and not null (else a 422 naming them) ...
+    required: list[str] = Field(default_factory=list)
+    # ... and at most this share of all features missing (null or absent) in one request row.
+    max_missing_share: float | None = Field(None, ge=0, le=1)
 
     @model_validator(mode="after")
     def _disjoint(self) -> FeatureSpec:
         both = set(self.numeric) & set(self.categorical)
         if both:
             raise ValueError(f"features both numeric and categorical: {sorted(both)}")
+        unknown = [name for name in self.required if name not in self.names]
+        if unknown or len(set(self.required)) != len(self.required):
+            raise ValueError(f"required must list distinct features of this spec; unknown: {unknown}")
         for name, levels in self.categorical.items():
             if not levels or len(set(levels)) != len(levels):
                 raise ValueError(f"categorical feature {name!r} needs distinct, non-empty levels")

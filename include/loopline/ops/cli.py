@@ -102,6 +102,19 @@ def _report_dead_runs(settings, grace_seconds: float, dry_run: bool) -> None:
         typer.echo(f"{'would mark' if dry_run else 'marked'} failed: {run.line()}")
 
 
+@app.command("api-key")
+def api_key(client: str = typer.Argument(..., help="The client's name, logged with each of its predictions.")) -> None:
+    """Make a prediction-API key for CLIENT: prints the key (give it to the client) and its LOOPLINE_API_KEYS entry."""
+    from loopline.serving.auth import ApiKeyError, new_key
+
+    try:
+        key, entry = new_key(client)
+    except ApiKeyError as err:
+        raise typer.BadParameter(str(err)) from None
+    print(f"key for {client} (shown once; only its hash is stored): {key}")
+    print(f"add to LOOPLINE_API_KEYS (comma separated): {entry}")
+
+
 @app.command("fail-dead-runs")
 def fail_dead_runs(
     grace_seconds: float = typer.Option(300.0, min=0, help="A run that never started a task is judged after this."),

@@ -4,6 +4,11 @@ Each action changes the serving state store (with its audit record) first, then
 the MLflow aliases, and is idempotent, so a retried task converges instead of
 doing the change twice. On promotion the old champion keeps the alias
 ``previous``, which is what a one-click rollback goes back to.
+
+A person's action (``apply``) first ends the model's running rollout, recorded
+with who and why, so nothing that rollout does afterwards changes the route; its
+route change is marked ``manual`` in the audit trail, which is also how a queued
+automatic rollout learns that a person acted after it was queued.
 """
 
 from __future__ import annotations
@@ -44,16 +49,24 @@ def _alias(client: MlflowClient, model: str, alias: str) -> str | None:
         return None
 
 
+def _expected(route: Route, revision: int | None) -> int:
+    """The revision a change is written on top of: the caller's token (a rollout's own), else the current one."""
+    return route.revision if revision is None else revision
+
+
 def make_champion(
     state: ServingState, client: MlflowClient, model: str, version: str, action: str, actor: str, reason: str,
-    details: dict[str, Any] | None = None,
+    details: dict[str, Any] | None = None, revision: int | None = None, owner: int | None = None,
 ) -> Route:  # fmt: skip
-    """``version`` takes all traffic; the outgoing champion becomes ``previous``."""
+    """``version`` takes all traffic; the outgoing champion becomes ``previous``.
+
+    ``revision``/``owner``: a rollout writes only on top of its own route revision (see ``ServingState.change``).
+    """
     route = state.route(model)
     outgoing = route.champion_version
     if outgoing != version or route.canary_version:
-        target = Route(model, champion_version=version, mode=route.mode, revision=route.revision)
-        route = state.change(target, action, actor, reason, {"from_champion": outgoing, **(details or {})})
+        target = Route(model, champion_version=version, mode=route.mode, revision=_expected(route, revision))
+        route = state.change(target, action, actor, reason, {"from_champion": outgoing, **(details or {})}, owner)
     if outgoing and outgoing != version:
         client.set_registered_model_alias(model, PREVIOUS, outgoing)
     client.set_registered_model_alias(model, CHAMPION, version)
@@ -62,16 +75,23 @@ def make_champion(
     return route
 
 
-def abort(state: ServingState, model: str, actor: str, reason: str, details: dict[str, Any] | None = None) -> Route:
+def abort(
+    state: ServingState, model: str, actor: str, reason: str, details: dict[str, Any] | None = None,
+    revision: int | None = None, owner: int | None = None,
+) -> Route:  # fmt: skip
     """Canary traffic back to 0 at once; the champion keeps serving."""
     route = state.route(model)
     if route.canary_version is None:
         return route
-    target = Route(model, champion_version=route.champion_version, mode=route.mode, revision=route.revision)
-    return state.change(target, "abort", actor, reason, {"aborted_canary": route.canary_version, **(details or {})})
+    target = Route(model, champion_version=route.champion_version, mode=route.mode, revision=_expected(route, revision))
+    details = {"aborted_canary": route.canary_version, **(details or {})}
+    return state.change(target, "abort", actor, reason, details, owner)
 
 
-def pin(state: ServingState, model: str, canary: str, weight: float, actor: str, reason: str) -> Route:
+def pin(
+    state: ServingState, model: str, canary: str, weight: float, actor: str, reason: str,
+    details: dict[str, Any] | None = None,
+) -> Route:  # fmt: skip
     """Serve ``canary`` to a fixed share of applicants (an A/B test, or a manual rollout step)."""
     route = state.route(model)
     if route.champion_version is None:
@@ -79,20 +99,30 @@ def pin(state: ServingState, model: str, canary: str, weight: float, actor: str,
     if route.canary_version == canary and route.canary_weight == weight:
         return route
     target = Route(model, route.champion_version, canary, weight, route.mode, route.revision)
-    return state.change(target, "pin", actor, reason)
+    return state.change(target, "pin", actor, reason, details)
 
 
 def apply(action: str, model: str, ref: str, weight: float, actor: str, reason: str, settings) -> dict[str, Any]:
-    """The manual action of the rollout DAG's form; returns the resulting route."""
+    """A person's action (the rollout control DAG's form); returns the resulting route and the rollout it ended.
+
+    The running rollout (if any) is ended first, so from then on its steps stop and its
+    writes are refused; then the route changes, marked as manual in the audit trail.
+    """
     from loopline.core import tracking
 
     if action not in ACTIONS:
         raise RolloutError(f"unknown action {action!r}; expected one of {ACTIONS}")
     state = ServingState(settings.state_db_uri)
     client = tracking.client_for(settings)
+    version = None if action == "abort" else resolve_version(client, model, ref)  # a bad ref ends nothing
+    ended = state.end_by_person(model, actor, f"ended by {actor}: {action} by hand ({reason})")
+    details: dict[str, Any] = {"manual": True}
+    if ended is not None:
+        details["ended_rollout"] = ended.id
     if action == "abort":
-        return abort(state, model, actor, reason).to_dict()
-    version = resolve_version(client, model, ref)
-    if action == "pin":
-        return pin(state, model, version, weight, actor, reason).to_dict()
-    return make_champion(state, client, model, version, action, actor, reason).to_dict()
+        route = abort(state, model, actor, reason, details)
+    elif action == "pin":
+        route = pin(state, model, str(version), weight, actor, reason, details)
+    else:
+        route = make_champion(state, client, model, str(version), action, actor, reason, details)
+    return {**route.to_dict(), "ended_rollout": ended.id if ended else None}

@@ -85,8 +85,18 @@ rollouts = Table(
     Column("trigger", String(256), nullable=False),  # DAG run or user that started it
     Column("gate_results", JSON, nullable=False),  # one verdict per judged step
     Column("outcome", String(2000), nullable=False, default=""),
+    # The route-revision token: the revision the route had when the rollout opened, and the last
+    # revision the rollout wrote itself. A rollout writes only on top of its own revision and its
+    # clean-up reverts only a revision it wrote, so a person's change is never overwritten.
+    Column("base_revision", Integer, nullable=True),
+    Column("route_revision", Integer, nullable=True),
+    Column("ended_by", String(256), nullable=True),  # the person whose manual action ended the rollout
 )
 ROLLOUT_STATUSES = ("running", "succeeded", "failed", "aborted")
+# Columns added after the first release: created on an existing store by ServingState (additive only).
+_ADDED_COLUMNS = {
+    "loopline_rollouts": {"base_revision": "INTEGER", "route_revision": "INTEGER", "ended_by": "VARCHAR(256)"},
+}
 
 
 class RoutingError(LooplineError, ValueError):
@@ -95,6 +105,10 @@ class RoutingError(LooplineError, ValueError):
 
 class RouteConflict(RoutingError, RetryableError):
     """Another writer changed the route first (optimistic locking): a retry re-reads it and may succeed."""
+
+
+class RolloutEnded(LooplineError, RuntimeError):
+    """A person's manual action ended this rollout: it stops without touching the route (a skip, not a failure)."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +165,14 @@ class Rollout:
     trigger: str
     gate_results: list[dict[str, Any]]
     outcome: str
+    base_revision: int | None = None
+    route_revision: int | None = None
+    ended_by: str | None = None
+
+    @property
+    def expected_revision(self) -> int | None:
+        """The route revision this rollout may write on top of: its own last write, else where it began."""
+        return self.route_revision if self.route_revision is not None else self.base_revision
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self), default=str))
@@ -174,6 +196,7 @@ class ServingState:
     def __init__(self, url: str) -> None:
         self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True)
         metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
 
     def route(self, model: str) -> Route:
         with self.engine.connect() as conn:
@@ -182,15 +205,27 @@ class ServingState:
             return Route(model=model)
         return Route(**{k: row[k] for k in Route.__dataclass_fields__})
 
-    def change(self, new: Route, action: str, actor: str, reason: str, details: dict[str, Any] | None = None) -> Route:
+    def change(
+        self, new: Route, action: str, actor: str, reason: str, details: dict[str, Any] | None = None,
+        owner: int | None = None,
+    ) -> Route:  # fmt: skip
         """Apply a validated change and its audit record atomically; returns the stored route.
 
         ``new.revision`` must equal the stored revision (optimistic locking), so two
-        writers can never silently overwrite each other's change.
+        writers can never silently overwrite each other's change. ``owner`` is the rollout
+        making the change: in the same transaction its ``route_revision`` becomes the new
+        revision, and the change is refused (``RolloutEnded``) if a person ended it.
         """
         validate_route(new)
         now = datetime.now(UTC)
         with self.engine.begin() as conn:
+            if owner is not None:
+                # First, so a concurrent manual end (a conditional UPDATE of the same row) serialises with it.
+                claim = update(rollouts).where(
+                    rollouts.c.id == owner, rollouts.c.ended_by.is_(None), rollouts.c.status.in_(("running", "failed"))
+                )
+                if conn.execute(claim.values(route_revision=new.revision + 1)).rowcount != 1:
+                    raise RolloutEnded(f"rollout #{owner} was ended (by a person, or it finished); route left as is")
             current_row = conn.execute(select(routes).where(routes.c.model == new.model)).mappings().first()
             current = Route(**{k: current_row[k] for k in Route.__dataclass_fields__}) if current_row else None
             stored_revision = current.revision if current else 0
@@ -226,6 +261,36 @@ class ServingState:
             )
         return self.route(new.model)
 
+    def end_by_person(self, model: str, actor: str, reason: str) -> Rollout | None:
+        """A manual action ends the running rollout of ``model`` (if any), recorded with who and why.
+
+        A conditional update: a rollout that finished meanwhile stays as it finished. From
+        here on the rollout's steps stop cleanly and its writes to the route are refused.
+        """
+        running = self.running_rollout(model)
+        if running is None:
+            return None
+        values = {"status": "aborted", "ended_by": actor, "outcome": reason, "finished_at": datetime.now(UTC)}
+        guarded = update(rollouts).where(rollouts.c.id == running.id, rollouts.c.status == "running")
+        with self.engine.begin() as conn:
+            ended = conn.execute(guarded.values(**values)).rowcount == 1
+        return self.rollout(running.id) if ended else None
+
+    def changes_since(self, model: str, since: datetime) -> list[AuditRecord]:
+        """Audit records of ``model`` at or after ``since``, oldest first."""
+        query = select(audit).where(audit.c.model == model, audit.c.at >= since).order_by(audit.c.id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [AuditRecord(**{**row, "at": as_utc(row["at"])}) for row in rows]
+
+    def ended_by_people_since(self, model: str, since: datetime) -> list[Rollout]:
+        """Rollouts of ``model`` a person ended at or after ``since``."""
+        query = select(rollouts).where(
+            rollouts.c.model == model, rollouts.c.ended_by.is_not(None), rollouts.c.finished_at >= since
+        )
+        with self.engine.connect() as conn:
+            return [self._rollout(row) for row in conn.execute(query.order_by(rollouts.c.id)).mappings().all()]
+
     def trail(self, model: str, limit: int = 50) -> list[AuditRecord]:
         query = select(audit).where(audit.c.model == model).order_by(audit.c.id.desc()).limit(limit)
         with self.engine.connect() as conn:
@@ -234,8 +299,20 @@ class ServingState:
 
     # Rollouts: one record per attempt to bring a candidate to 100%, with every step's gate results.
 
-    def start_rollout(self, model: str, candidate: str, champion: str | None, mode: str, trigger: str) -> Rollout:
-        """A new running rollout, or the running one for the same candidate (a retried task)."""
+    def start_rollout(
+        self,
+        model: str,
+        candidate: str,
+        champion: str | None,
+        mode: str,
+        trigger: str,
+        base_revision: int | None = None,
+    ) -> Rollout:
+        """A new running rollout, or the running one for the same candidate (a retried task).
+
+        ``base_revision`` is the route revision the rollout starts from: its first change
+        must be written on top of exactly that revision.
+        """
         if mode not in MODES:
             raise RoutingError(f"mode must be one of {MODES}, got {mode!r}")
         running = self.running_rollout(model)
@@ -248,6 +325,7 @@ class ServingState:
         values = dict(
             model=model, candidate_version=candidate, champion_version=champion, mode=mode, status="running",
             step=0.0, baseline={}, started_at=datetime.now(UTC), trigger=trigger, gate_results=[], outcome="",
+            base_revision=base_revision,
         )  # fmt: skip
         with self.engine.begin() as conn:
             new_id = conn.execute(insert(rollouts).values(**values)).inserted_primary_key[0]
@@ -300,3 +378,20 @@ class ServingState:
         for key in ("step_started_at", "started_at", "finished_at"):
             data[key] = as_utc(data[key]) if data[key] is not None else None
         return Rollout(**data)
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Bring a store created by an earlier release up to date: add the (nullable) columns it lacks."""
+    from sqlalchemy import inspect, text
+    from sqlalchemy.exc import DBAPIError
+
+    for table, columns in _ADDED_COLUMNS.items():
+        for name, kind in columns.items():
+            if name in {c["name"] for c in inspect(engine).get_columns(table)}:
+                continue
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {kind}"))
+            except DBAPIError:  # another process added it first
+                if name not in {c["name"] for c in inspect(engine).get_columns(table)}:
+                    raise

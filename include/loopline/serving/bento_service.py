@@ -6,8 +6,10 @@ derived inputs come from ``features.py`` beside it too (the spec remembers its f
 ``loopline.core.features`` loads that file, in the repo and inside the Bento); and
 ``loopline.serving.service_edges`` guards every route before BentoML parses a byte: wrong
 content type 415, oversized body 413, unreadable JSON (encoding, syntax, duplicate
-key, NaN) 400, a body that does not fit 422, each answered with the documented
-``ErrorBody`` naming the problem. Nothing malformed reaches a model.
+key, NaN) 400, a body that does not fit 422 (including a required feature missing),
+each answered with the documented ``ErrorBody`` naming the problem. Nothing malformed
+reaches a model. With ``LOOPLINE_API_KEYS`` set, a request needs a client's key (401
+without one), and the client's name goes into the prediction log with each row.
 
 Scoring is ``loopline.serving.online.RoutedScorer``: the versions and traffic weights
 come from the serving state store and change without a restart. Requests
@@ -33,6 +35,7 @@ with bentoml.importing():
 
     from loopline.core.settings import get_settings
     from loopline.core.spec import ModelSpec, load_spec_file
+    from loopline.serving.auth import CLIENT_FIELD, OPEN_CLIENT
     from loopline.serving.prediction_log import monitor_name
     from loopline.serving.request_schema import answer_model, answers, application_model
     from loopline.serving.routing import pseudonym
@@ -111,7 +114,8 @@ class ModelService:
         joins a batch. Merging pays the per-call cost of features and ``pred_contrib``
         once for many requests; each row is still routed by its own entity id.
         """
-        raw = pd.DataFrame([a.model_dump() for a in applications])
+        raw = pd.DataFrame([a.model_dump(exclude={CLIENT_FIELD}) for a in applications])
+        clients = [getattr(a, CLIENT_FIELD) or OPEN_CLIENT for a in applications]
         route = self.scorer.route
         try:
             result = self.scorer.score(raw)
@@ -121,7 +125,7 @@ class ModelService:
         scored = result.frame
         self._observe(result)
         request_ids = [uuid.uuid4().hex for _ in range(len(raw))]
-        self._log(raw, scored, request_ids, [result.seconds[v] for v in scored["model_version"]])
+        self._log(raw, scored, request_ids, [result.seconds[v] for v in scored["model_version"]], clients)
         return answers(scored, request_ids, SPEC, Prediction)
 
     def _observe(self, result) -> None:
@@ -152,8 +156,10 @@ class ModelService:
             self._weight_series |= shares.keys()
             self._weights_revision = route.revision
 
-    def _log(self, raw: pd.DataFrame, scored: pd.DataFrame, request_ids: list[str], seconds: list[float]) -> None:
-        """One prediction-log row per application (BentoML monitoring, JSON lines)."""
+    def _log(
+        self, raw: pd.DataFrame, scored: pd.DataFrame, request_ids: list[str], seconds: list[float], clients: list[str]
+    ) -> None:
+        """One prediction-log row per application (BentoML monitoring, JSON lines), with the API client's name."""
         entity = SPEC.dataset.entity_id
         options = {"log_path": str(self.settings.prediction_log_dir)}
         with bentoml.monitor(monitor_name(SPEC.name), monitor_class="default", monitor_options=options) as mon:
@@ -170,6 +176,7 @@ class ModelService:
             mon.log_batch(scored["decision"].tolist(), "decision", "prediction", "categorical")
             mon.log_batch([",".join(r) for r in scored["reasons"]], "reasons", "prediction", "categorical")
             mon.log_batch(seconds, "latency_seconds", "feature", "numerical")  # its model version's scoring time
+            mon.log_batch(clients, "client", "feature", "categorical")  # whose API key sent it (never the key)
             mon.log_batch([time.time()] * len(raw), "logged_at", "feature", "numerical")  # UTC epoch: windows
 
     @bentoml.api(route="/ready")
@@ -178,4 +185,10 @@ class ModelService:
         return {"ready": True, "model": SPEC.name, "route": route.to_dict()}
 
 
-protect(ModelService, max_body_bytes=get_settings().max_request_bytes)
+_settings = get_settings()
+protect(
+    ModelService,
+    max_body_bytes=_settings.max_request_bytes,
+    api_keys=_settings.api_keys,
+    require_keys=_settings.require_api_keys,
+)

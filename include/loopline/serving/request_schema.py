@@ -2,20 +2,25 @@
 
 One pydantic model per spec: the entity id (a non-empty string), every numeric
 feature as a finite number within the spec's bounds, every categorical feature as
-one of its levels, each feature nullable (missing values are allowed and scored),
-and nothing else. Numbers are strict: ``true`` or ``"3"`` for a number is refused,
-not coerced, and so are NaN and ±Infinity (``allow_inf_nan=False``), whatever
-the JSON parser made of them. The BentoML service uses it as its input row and
-the OpenAPI schema is derived from it, so the documentation and the check are one.
+one of its levels, and nothing else. A feature is optional and nullable (missing
+values are allowed and scored) unless the spec lists it in ``features.required``;
+``features.max_missing_share`` bounds the share of features a row may leave
+missing, so a row with (nearly) nothing in it is refused, not scored. Numbers
+are strict: ``true`` or ``"3"`` for a number is refused, not coerced, and so are
+NaN and ±Infinity (``allow_inf_nan=False``), whatever the JSON parser made of
+them. The BentoML service uses it as its input row and the OpenAPI schema is
+derived from it, so the documentation and the check are one.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from loopline.core.spec import ModelSpec
+from loopline.serving.auth import CLIENT_FIELD
 
 ENTITY_ID_MAX_LENGTH = 128
 
@@ -28,15 +33,38 @@ def application_model(spec: ModelSpec, name: str = "Application") -> type[BaseMo
     """The request row for ``spec``: unknown keys, wrong JSON types and non-finite numbers are errors."""
     entity = Annotated[str, Field(strict=True, min_length=1, max_length=ENTITY_ID_MAX_LENGTH)]
     fields: dict = {spec.dataset.entity_id: (entity, ...)}
+    required = set(spec.features.required)
     for feature, bounds in spec.features.numeric.items():
         number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=bounds.min, le=bounds.max)]
-        fields[feature] = (number | None, None)
+        fields[feature] = (number, ...) if feature in required else (number | None, None)
     for feature, levels in spec.features.categorical.items():
         level = Literal[tuple(levels)]  # type: ignore[valid-type]
         if set(levels) == {"False", "True"}:  # a yes/no column: JSON true/false is its natural form
             level = Annotated[level, BeforeValidator(_bool_as_level)]
-        fields[feature] = (level | None, None)
-    return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
+        fields[feature] = (level, ...) if feature in required else (level | None, None)
+    # Written by the service's edge guard (the API key's client), refused from clients; not in the OpenAPI.
+    fields[CLIENT_FIELD] = (SkipJsonSchema[str | None], None)
+    validators = {}
+    if spec.features.max_missing_share is not None:
+        validators["_missing_share"] = model_validator(mode="after")(_missing_share_check(spec))
+    return create_model(name, __config__=ConfigDict(extra="forbid"), __validators__=validators, **fields)
+
+
+def _missing_share_check(spec: ModelSpec):
+    names, limit = spec.features.names, spec.features.max_missing_share
+
+    def check(row: Any) -> Any:
+        missing = [n for n in names if getattr(row, n) is None]
+        allowed = int(limit * len(names) + 1e-9)
+        if len(missing) > allowed:
+            raise ValueError(
+                f"{len(missing)} of {len(names)} features are missing, at most {allowed} ({limit:.0%}) may be: "
+                f"send {', '.join(missing[: len(missing) - allowed])}"
+                + (f" or another of {', '.join(missing[len(missing) - allowed :])}" if allowed else "")
+            )
+        return row
+
+    return check
 
 
 def answer_model(spec: ModelSpec, name: str = "Prediction") -> type[BaseModel]:

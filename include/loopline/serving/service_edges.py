@@ -20,6 +20,12 @@ Every error response of a guarded route, whoever raised it, leaves with the body
 location), and the service's OpenAPI document (``/docs.json``) is patched once to
 say so for every route: the schema and the answers agree.
 
+With API keys configured (``loopline.serving.auth``), every guarded route but the
+``open_paths`` (``/ready``) first needs a valid key: 401 without one, before a byte of
+the body is read. The key's client name is then written into each row of the
+request (the reserved row key ``loopline_client``, which a client may not send itself),
+so it survives adaptive batching and reaches the prediction log.
+
 The extra cost on a good request is one standard-library JSON parse of the body
 (tens of microseconds for one row, a few milliseconds for a full batch), needed
 because no faster parser reports duplicate keys; error responses alone are buffered.
@@ -34,6 +40,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from loopline.serving.auth import CLIENT_FIELD, OPEN_CLIENT, ApiKeyError, ApiKeys, presented_key
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -47,6 +55,7 @@ ERROR_SCHEMA_NAME = "ErrorBody"
 # Every error status a guarded route answers with, as documented in the OpenAPI.
 ERROR_RESPONSES: dict[int, str] = {
     400: "Not one readable JSON document: not UTF-8, malformed, a duplicate key, or a non-finite number",
+    401: "No valid API key: send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
     404: "Not found",
     413: "Request body larger than the service reads",
     415: "Not sent as application/json (UTF-8)",
@@ -57,6 +66,7 @@ ERROR_RESPONSES: dict[int, str] = {
 }
 _KINDS = {
     400: "bad_request",
+    401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
     413: "body_too_large",
@@ -299,6 +309,8 @@ def _message(error: Mapping[str, Any], document: Any) -> str:
         return "unknown key"
     if kind == "missing":
         return "required key missing"
+    if kind == "value_error":  # a row-level rule of the request model (e.g. too many features missing)
+        return str(error.get("msg") or "invalid value").removeprefix("Value error, ")
     return str(error.get("msg") or kind or "invalid value")
 
 
@@ -427,14 +439,19 @@ class EdgeGuard:
     """ASGI middleware guarding ``routes`` (path -> the request body's allowed top-level keys)."""
 
     def __init__(
-        self, app: ASGIApp, routes: Mapping[str, Sequence[str]], max_body_bytes: int, docs_path: str = DOCS_PATH
-    ) -> None:
+        self, app: ASGIApp, routes: Mapping[str, Sequence[str]], max_body_bytes: int, docs_path: str = DOCS_PATH,
+        api_keys: ApiKeys | None = None, open_paths: Sequence[str] = (), client_rows: Mapping[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        """``client_rows``: path -> the top-level key whose list of rows gets each row's client name."""
         if max_body_bytes <= 0:
             raise ValueError("max_body_bytes must be above 0")
         self.app = app
         self.routes = {path: tuple(keys) for path, keys in routes.items()}
         self.max_body_bytes = max_body_bytes
         self.docs_path = docs_path
+        self.api_keys = api_keys if api_keys else None
+        self.open_paths = set(open_paths)
+        self.client_rows = dict(client_rows or {})
         self._docs: bytes | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -450,9 +467,18 @@ class EdgeGuard:
             await self.app(scope, receive, send)
             return
         document: Any = None
+        try:
+            client = self._authenticate(scope, path)
+        except EdgeError as err:
+            challenge = [(b"www-authenticate", b'Bearer realm="loopline"')]
+            await _send_json(send, err.status, err.body().model_dump_json().encode(), challenge)
+            return
         if scope.get("method") == "POST":
             try:
                 body, document = await self._read_checked(scope, receive, allowed)
+                rows = self.client_rows.get(path)
+                if rows is not None:
+                    body, scope = _with_client(document, rows, client, body, scope, self.api_keys is not None)
             except EdgeError as err:
                 await _send_json(send, err.status, err.body().model_dump_json().encode())
                 return
@@ -460,6 +486,19 @@ class EdgeGuard:
                 return
             receive = _replay(body, receive)
         await self.app(scope, receive, _ErrorBodies(send, document, scope))
+
+    def _authenticate(self, scope: Scope, path: str) -> str:
+        """The client's name; EdgeError 401 without a valid key (never echoing it). Open: OPEN_CLIENT."""
+        if self.api_keys is None or path in self.open_paths:
+            return OPEN_CLIENT
+        key = presented_key(_header(scope, b"authorization"), _header(scope, b"x-api-key"))
+        if key is None:
+            how = "send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+            raise EdgeError(401, "missing_api_key", f"an API key is required: {how}")
+        client = self.api_keys.client_of(key)
+        if client is None:
+            raise EdgeError(401, "invalid_api_key", "the API key is not valid: ask for a key for your client")
+        return client
 
     async def _read_checked(self, scope: Scope, receive: Receive, allowed: Sequence[str]) -> tuple[bytes, Any]:
         content_type = _header(scope, b"content-type")
@@ -514,6 +553,31 @@ class EdgeGuard:
                 return
             self._docs = json.dumps(patch_openapi(json.loads(captured.body), self.routes)).encode()
         await _send_json(send, 200, self._docs)
+
+
+def _with_client(
+    document: Any, rows_key: str, client: str, body: bytes, scope: Scope, inject: bool
+) -> tuple[bytes, Scope]:
+    """Each row of ``document[rows_key]`` carries ``client`` (re-serialised body, its Content-Length with it).
+
+    A row that already names a client is refused: only the guard may say who sent it. Without
+    keys (``inject`` False) nothing is rewritten: the service logs such rows as OPEN_CLIENT.
+    """
+    rows = document.get(rows_key) if isinstance(document, dict) else None
+    if not isinstance(rows, list):
+        return body, scope  # the API's own model answers what is wrong with it
+    for index, row in enumerate(rows):
+        if isinstance(row, dict) and CLIENT_FIELD in row:
+            raise EdgeError(422, "extra_forbidden", "unknown key", [rows_key, index, CLIENT_FIELD])
+    if not inject:
+        return body, scope
+    for row in rows:
+        if isinstance(row, dict):
+            row[CLIENT_FIELD] = client
+    new_body = json.dumps(document).encode()
+    headers = [(k, v) for k, v in scope.get("headers") or () if k.lower() != b"content-length"]
+    headers.append((b"content-length", str(len(new_body)).encode()))
+    return new_body, {**scope, "headers": headers}
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -582,11 +646,33 @@ class _ErrorBodies:
         await _send_json(self.send, status, body.model_dump_json().encode(), keep)
 
 
-def protect(service: Any, max_body_bytes: int) -> None:
+def client_rows_of(service: Any) -> dict[str, str]:
+    """Per API route, the input field holding a list of rows that have the CLIENT_FIELD key."""
+    found = {}
+    for api in service.apis.values():
+        for name, info in api.input_spec.model_fields.items():
+            for row in getattr(getattr(info, "annotation", None), "__args__", ()):
+                if CLIENT_FIELD in getattr(row, "model_fields", {}):
+                    found[api.route] = name
+    return found
+
+
+def protect(
+    service: Any, max_body_bytes: int, api_keys: Sequence[tuple[str, str]] = (), require_keys: bool = False,
+    open_paths: Sequence[str] = ("/ready",),
+) -> None:  # fmt: skip
     """Put an EdgeGuard in front of every API route of a BentoML service (``service.apis``).
 
     The allowed top-level keys of each route are its input model's fields, so the
-    guard and BentoML's own schema cannot disagree.
+    guard and BentoML's own schema cannot disagree. With ``api_keys`` every route but
+    ``open_paths`` needs a key; ``require_keys`` refuses to run open (the full stack).
     """
+    if require_keys and not api_keys:
+        raise ApiKeyError(
+            "LOOPLINE_REQUIRE_API_KEYS is set but LOOPLINE_API_KEYS lists no key: the prediction API would be open"
+        )
     routes = {api.route: tuple(api.input_spec.model_fields) for api in service.apis.values()}
-    service.add_asgi_middleware(EdgeGuard, routes=routes, max_body_bytes=max_body_bytes)
+    service.add_asgi_middleware(
+        EdgeGuard, routes=routes, max_body_bytes=max_body_bytes, api_keys=ApiKeys(api_keys),
+        open_paths=open_paths, client_rows=client_rows_of(service),
+    )  # fmt: skip
