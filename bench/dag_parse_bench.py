@@ -6,8 +6,12 @@ suite, renamed: ``m000``, ``m001``, ... each with its own dataset and suite), po
 ``LOOPLINE_MODELS_DIR`` / ``LOOPLINE_EXPECTATIONS_DIR`` at it and measures, every time in a
 fresh Python process (the way Airflow runs both):
 
-- **full parse**: Airflow's ``DagBag`` over the project's ``dags/`` folder, as the dag-processor
-  does it (every station file, every model): six DAGs per model plus the broken-folder file;
+- **full parse**: Airflow's ``DagBag`` over the project's ``dags/`` folder in one process (every
+  station file, every model: six DAGs per model plus the broken-folder file), as ``airflow dags
+  list``, the DAG tests and a whole-folder dag-processor pass see it;
+- **file by file**: the dag-processor's own way, each file parsed on its own (``BundleDagBag(file)``)
+  with nothing of Loopline's kept between files (the spec cache cleared before each), as in the
+  processor's process per file;
 - **task start-up**: what a task runner does before the task's code runs: set the parsing
   context to one DAG id (``_airflow_parsing_context_manager``, which ``get_parsing_context()``
   reads) and parse that DAG's one file (``BundleDagBag(file, safe_mode=False, load_op_links=False)``,
@@ -64,7 +68,7 @@ def bare():
 bare()
 '''
 
-# Runs in a fresh interpreter. argv: mode ("folder" | "task"), path, [dag_id, task_id, bundle_path]
+# Runs in a fresh interpreter. argv: mode ("folder" | "perfile" | "task"), path, [dag_id, task_id, bundle_path]
 CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
@@ -75,6 +79,20 @@ t1, c1 = time.perf_counter(), time.process_time()
 mode, path = sys.argv[1], sys.argv[2]
 if mode == "folder":
     bag = DagBag(dag_folder=path)
+    wanted = None
+elif mode == "perfile":
+    # The dag-processor's way: each file on its own (BundleDagBag(file)), nothing of Loopline's kept between
+    # files (its one cross-file state, the spec cache, is cleared), as in the processor's process per file.
+    import os
+    from loopline.core.spec import load_spec
+    found, errors = 0, []
+    for name in sorted(os.listdir(path)):
+        if name.endswith(".py"):
+            load_spec.cache_clear()
+            one = BundleDagBag(dag_folder=os.path.join(path, name), bundle_path=path)
+            found += len(one.dags)
+            errors += sorted(one.import_errors)
+    bag = type("Bag", (), {"dags": dict.fromkeys(range(found)), "import_errors": errors})()
     wanted = None
 else:
     dag_id, task_id, bundle = sys.argv[3], sys.argv[4], sys.argv[5]
@@ -169,11 +187,12 @@ def measure(counts: list[int], repeat: int, work: Path) -> dict:
         last = f"m{count - 1:03d}"
         dag_id, task_id = f"{last}_{TASK_STATION}", "start_run"
         run_child(env, "folder", str(DAGS))  # warm the bytecode and OS caches once; not counted
-        full, task = [], []
-        for _ in range(repeat):  # interleaved, so a busy moment on the machine hits both alike
+        full, perfile, task = [], [], []
+        for _ in range(repeat):  # interleaved, so a busy moment on the machine hits all alike
             full.append(run_child(env, "folder", str(DAGS)))
+            perfile.append(run_child(env, "perfile", str(DAGS)))
             task.append(run_child(env, "task", str(DAGS / TASK_FILE), dag_id, task_id, str(DAGS)))
-        results["counts"][count] = {"full": full, "task": task}
+        results["counts"][count] = {"full": full, "perfile": perfile, "task": task}
         print(f"  {count:>3} models: full parse {median(full, 'parse_cpu_s'):.2f} s CPU ({full[0].dags} DAGs), "
               f"task start-up {median(task, 'process_cpu_s'):.2f} s CPU", flush=True)  # fmt: skip
     bare_dir = work / "bare"
@@ -204,25 +223,28 @@ def report(results: dict, repeat: int) -> str:
         f"({platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} cores); "
         "every cell is wall / CPU seconds",
         "",
-        "| models | DAGs | full parse | full parse, process | task start-up: parse | task start-up, process |",
-        "|---|---|---|---|---|---|",
+        "| models | DAGs | full parse | file by file | full parse, process | task start-up: parse "
+        "| task start-up, process |",
+        "|---|---|---|---|---|---|---|",
     ]
     for n in counts:
         full, task = by[n]["full"], by[n]["task"]
         lines.append(
-            f"| {n} | {full[0].dags} | {_pair(full, 'parse')} | {_pair(full, 'process')} "
+            f"| {n} | {full[0].dags} | {_pair(full, 'parse')} | {_pair(by[n]['perfile'], 'parse')} "
+            f"| {_pair(full, 'process')} "
             f"| {_pair(task, 'parse')} | {_pair(task, 'process')} |"
         )
     lines += [
-        f"| bare DAG (1 EmptyOperator) | 1 | {_pair(bare_full, 'parse')} | {_pair(bare_full, 'process')} "
+        f"| bare DAG (1 EmptyOperator) | 1 | {_pair(bare_full, 'parse')} | - | {_pair(bare_full, 'process')} "
         f"| {_pair(bare_task, 'parse')} | {_pair(bare_task, 'process')} |",
-        f"| floor: `python -c 'import airflow'` | - | - | {_pair(floors, 'process')} | - "
+        f"| floor: `python -c 'import airflow'` | - | - | - | {_pair(floors, 'process')} | - "
         f"| {_pair(floors, 'process')} |",
         "",
         "marginal cost per added model, (t(b) - t(a)) / (b - a), CPU (wall in brackets):",
         "",
-        "| between | full parse, ms / model | full parse, ms / generated DAG | task start-up parse, ms / model |",
-        "|---|---|---|---|",
+        "| between | full parse, ms / model | ms / generated DAG | file by file, ms / model "
+        "| task start-up parse, ms / model |",
+        "|---|---|---|---|---|",
     ]
 
     def slope(a: int, b: int, kind: str, what: str) -> float:
@@ -232,9 +254,10 @@ def report(results: dict, repeat: int) -> str:
         dags_per_model = (by[b]["full"][0].dags - by[a]["full"][0].dags) / (b - a) or 1
         cpu, wall = slope(a, b, "full", "parse_cpu_s"), slope(a, b, "full", "parse_s")
         task_cpu, task_wall = slope(a, b, "task", "parse_cpu_s"), slope(a, b, "task", "parse_s")
+        file_cpu, file_wall = slope(a, b, "perfile", "parse_cpu_s"), slope(a, b, "perfile", "parse_s")
         lines.append(
             f"| {a} → {b} | {cpu:.1f} ({wall:.1f}) | {cpu / dags_per_model:.1f} ({wall / dags_per_model:.1f}) "
-            f"| {task_cpu:+.1f} ({task_wall:+.1f}) |"
+            f"| {file_cpu:.1f} ({file_wall:.1f}) | {task_cpu:+.1f} ({task_wall:+.1f}) |"
         )
     one, top = by[counts[0]], by[counts[-1]]
 
