@@ -416,9 +416,9 @@ def route_text(route: dict[str, Any]) -> str:
     if not route or not route.get("champion_version"):
         return "nothing"
     canary = (
-        f" + v{route['canary_version']} at {_pct(route.get('canary_weight'))}"
-        if route.get("canary_version") and float(route.get("canary_weight") or 0.0) > 0
-        else (f" + v{route['canary_version']} at 0%" if route.get("canary_version") else "")
+        f" + v{route['canary_version']} at {_pct(route.get('canary_weight') or 0.0)}"
+        if route.get("canary_version")
+        else ""
     )
     return f"v{route['champion_version']}{canary}"
 
