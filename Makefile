@@ -17,6 +17,7 @@ help:
 	@echo "make test-slow - the long end-to-end runs: crashes, rollouts, drift, task types, onboarding, privacy, browser"
 	@echo "make bench  - benchmarks (train DAG on 1M rows vs a bare script)"
 	@echo "make bench-serve - the Bento service vs bare FastAPI vs in-process scoring: throughput, p50/p99 (~3 min)"
+	@echo "make bench-dags - DAG-file parse and task start-up time with 1, 10 and 50 model folders (~5 min)"
 	@echo "make simulate - weeks of compressed time through the real DAGs: drift, retrain, rollout (~5 min)"
 	@echo "make clean  - remove all embedded state (.loopline/)"
 	@echo "make up     - start Airflow (:8080), the MLflow UI (:5000) and the credit_risk Bento (:3000) in the background"
@@ -52,6 +53,11 @@ bench: $(STAMP)
 .PHONY: bench-serve
 bench-serve: $(STAMP)
 	$(BIN)/python -m bench.serve_bench
+
+# Parse cost per model folder: full dags/ parse (dag-processor) and one DAG's parse (task start-up), fresh processes.
+.PHONY: bench-dags
+bench-dags: $(STAMP)
+	$(BIN)/python -m bench.dag_parse_bench
 
 lint: $(STAMP)
 	$(BIN)/ruff check include dags tests models bench plugins

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from loopline.core.dag_factory import STATIONS
 from tests.deploy.stack import DEPLOY, ROOT, environment, example_env, interpolate, services
 
 GRAFANA = DEPLOY / "grafana"
@@ -227,9 +228,9 @@ def test_serving_dashboard_shows_qps_latency_percentiles_errors_by_model_version
     assert "rate(loopline_predictions_total" in exprs
     assert "rate(loopline_prediction_errors_total" in exprs
     for quantile in ("0.50", "0.95", "0.99"):
-        assert f"histogram_quantile({quantile}, sum by (le, model_version)" in exprs, quantile
+        assert f"histogram_quantile({quantile}, sum by (le, model, model_version)" in exprs, quantile
     assert "loopline_traffic_weight" in exprs and "loopline_score_bucket" in exprs
-    assert "by (model_version" in exprs
+    assert "by (model, model_version" in exprs
 
 
 def test_lifecycle_dashboard_reads_the_state_tables_and_airflow_metrics():
@@ -245,12 +246,12 @@ def test_lifecycle_dashboard_reads_the_state_tables_and_airflow_metrics():
             known = columns | aliases | {table} | _SQL_WORDS
             assert used <= known, f"{sorted(used - known)} in: {query}"
     exprs = " ".join(_queries(dashboard, "expr"))
-    assert 'airflow_dagrun_duration_seconds_count{state="failed"}' in exprs
+    assert f'airflow_dagrun_duration_seconds_count{{dag_id=~"{MODEL_DAGS}", state="failed"}}' in exprs
     assert "airflow_dagrun_duration_seconds" in exprs and "airflow_ti_failures_total" in exprs
 
 
 _SQL_WORDS = set(
-    "select as from where and or not order by desc asc limit group count filter coalesce round numeric text "
+    "select as from where and or not in order by desc asc limit group count filter coalesce round numeric text "
     "date_trunc hour is null".split()
 )
 
@@ -278,7 +279,8 @@ def _grafana_macros(query: str) -> str:
     """Grafana's Postgres macros and the dashboard's variables, expanded as Grafana would."""
     query = re.sub(r"\$__timeFilter\((\w+)\)", r"\1 BETWEEN '2000-01-01T00:00:00Z' AND '2100-01-01T00:00:00Z'", query)
     query = re.sub(r"\$__timeGroupAlias\((\w+),\s*1h\)", "date_trunc('hour', \\1) AS \"time\"", query)
-    query = query.replace("$model", "credit_risk")
+    # A multi-value variable in a SQL query: Grafana quotes each value and joins them with commas.
+    query = query.replace("($model)", "('credit_risk', 'fraud')")
     assert "$" not in query, f"unexpanded Grafana macro or variable: {query}"
     return query
 
@@ -300,6 +302,75 @@ def test_dashboard_variables_and_scrape_jobs_exist():
         dashboard = json.loads(path.read_text())
         variables = {v["name"] for v in dashboard["templating"]["list"]}
         for query in _queries(dashboard, "expr") + _queries(dashboard, "rawSql"):
-            used = set(re.findall(r"\$(?!__)(\w+)", query))
+            used = set(re.findall(r"\$(?!__)(\w+)", query)) | set(re.findall(r"\$\{(\w+)(?::\w+)?\}", query))
             assert used <= variables, f"{path.name}: undefined dashboard variables {used - variables}"
             assert set(re.findall(r'job="([^"]+)"', query)) <= jobs, f"{path.name}: unknown scrape job in {query}"
+
+
+# --- one dashboard for many models -------------------------------------------------------------------
+
+PLATFORM_ROW = "Airflow platform"  # the row of panels every model shares (scheduler, import errors, executor)
+MODEL_DAGS = "${model:regex}_(" + "|".join(STATIONS) + ")"
+
+
+def _panels_by_row(dashboard: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    row, out = "", []
+    for panel in sorted(dashboard["panels"], key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"])):
+        if panel["type"] == "row":
+            row = panel["title"]
+        else:
+            out.append((row, panel))
+    return out
+
+
+def test_both_dashboards_pick_models_by_the_prometheus_model_label():
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    (service_job,) = [job for job in config["scrape_configs"] if job["job_name"] == "loopline-service"]
+    for static in service_job["static_configs"]:  # every service target says which model it serves
+        assert static["labels"]["model"], static
+    for path in DASHBOARDS:
+        variables = {v["name"]: v for v in json.loads(path.read_text())["templating"]["list"]}
+        model = variables["model"]
+        assert model["type"] == "query" and model["datasource"]["uid"] == "prometheus", path.name
+        assert model["definition"] == 'label_values(up{job="loopline-service"}, model)', path.name
+        assert model["multi"] and model["includeAll"], path.name
+    versions = {v["name"]: v for v in _dashboard("loopline-serving")["templating"]["list"]}["model_version"]
+    assert 'model=~"$model"' in versions["definition"]  # the versions of the models picked
+    # SQL panels need "All" to be the list of values (quoted by Grafana), not a regex
+    assert "allValue" not in {v["name"]: v for v in _dashboard("loopline-lifecycle")["templating"]["list"]}["model"]
+
+
+def test_every_panel_filters_on_the_model_variable():
+    for path in DASHBOARDS:
+        dashboard = json.loads(path.read_text())
+        annotations = [a["target"]["rawSql"] for a in dashboard["annotations"]["list"]]
+        assert all("model IN ($model)" in q for q in annotations), path.name
+        for row, panel in _panels_by_row(dashboard):
+            queries = [t.get("expr") or t.get("rawSql") for t in panel["targets"]]
+            if row.startswith(PLATFORM_ROW):
+                assert not any("$model" in q or "${model" in q for q in queries), panel["title"]
+                continue
+            for query in queries:
+                if "rawSql" in json.dumps(panel["targets"]):
+                    assert "model IN ($model)" in query, f"{path.name}: {panel['title']}: {query}"
+                elif "airflow_" in query:
+                    assert f'dag_id=~"{MODEL_DAGS}"' in query, f"{path.name}: {panel['title']}: {query}"
+                else:
+                    selectors = re.findall(r"\b(?:loopline_[a-z_]+|up)\{([^}]*)\}", query)
+                    bare = re.findall(r"\b(?:loopline_[a-z_]+|up)\b(?!\{)(?![a-z_])", query)
+                    assert selectors and not bare, f"{path.name}: {panel['title']}: {query}"
+                    assert all('model=~"$model"' in s for s in selectors), f"{path.name}: {panel['title']}: {query}"
+    platform = [
+        p["title"] for row, p in _panels_by_row(_dashboard("loopline-lifecycle")) if row.startswith(PLATFORM_ROW)
+    ]
+    assert platform == ["Scheduler heartbeats / min", "DAG import errors", "Celery executor: queued / running tasks"]
+
+
+def test_series_of_different_models_stay_apart():
+    exprs = _queries(_dashboard("loopline-serving"), "expr")
+    for expr in exprs:
+        for group in re.findall(r"by \(([^)]*)\)", expr):
+            if "model_version" in group:
+                assert "model" in [g.strip() for g in group.split(",")], expr
+    legends = [f for f in _walk(_dashboard("loopline-serving"), "legendFormat") if "model_version" in f]
+    assert legends and all("{{model}}" in f for f in legends)

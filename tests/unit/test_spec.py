@@ -293,3 +293,40 @@ def test_a_spec_without_required_features_takes_every_feature_as_optional(tmp_pa
 
     spec = load_spec("credit_risk", models_with(tmp_path, plain))
     assert spec.features.required == [] and spec.features.max_missing_share is None
+
+
+# --- reading specs once per process ------------------------------------------------------------------
+
+
+def _copies(models_dir: Path, count: int) -> list[str]:
+    raw = yaml.safe_load(SHIPPED.read_text())
+    names = [f"m{i:02d}" for i in range(count)]
+    for name in names:
+        (models_dir / name).mkdir(parents=True)
+        (models_dir / name / "spec.yaml").write_text(yaml.safe_dump({**raw, "name": name}))
+    return names
+
+
+def test_every_dag_file_parse_reads_each_spec_once_however_many_models(tmp_path):
+    """Each station file asks for every model; more models than any small LRU bound must not mean re-reading."""
+    from loopline.core import spec as spec_module
+    from loopline.core.dag_factory import STATIONS, discover
+
+    names = _copies(tmp_path, 40)
+    for _ in range(len(STATIONS) + 1):  # the station files plus loopline_model_folders.py, in one process
+        good, broken = discover(tmp_path)
+        assert [s.name for s in good] == names and broken == {}
+    info = spec_module._load_spec_cached.cache_info()
+    assert info.misses == len(names) and info.hits == len(names) * len(STATIONS)
+
+
+def test_an_edited_spec_is_read_again(tmp_path):
+    (name,) = _copies(tmp_path, 1)
+    assert load_spec(name, tmp_path).description != "edited"
+    path = spec_path(name, tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**raw, "description": "edited"}))  # another size, so a new cache key
+    assert load_spec(name, tmp_path).description == "edited"
+    path.write_text(yaml.safe_dump({**raw, "name": "other"}))
+    with pytest.raises(SpecError, match="declares name 'other'"):
+        load_spec(name, tmp_path)

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
+import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import quote
 
 import pytest
 from fastapi import Depends, HTTPException
@@ -16,8 +20,27 @@ from loopline.core.settings import get_settings
 from loopline.ops import links, ui
 
 MODEL = "credit_risk"
+OTHER = "fraud"  # a second model folder (a renamed copy of credit_risk)
+BROKEN = "half_done"  # a folder whose spec does not load
 EVIL = '<img src=x onerror="alert(1)">'
-PLUGIN_FILE = Path(__file__).resolve().parents[2] / "plugins" / "loopline_plugin.py"
+ROOT = Path(__file__).resolve().parents[2]
+PLUGIN_FILE = ROOT / "plugins" / "loopline_plugin.py"
+DRIFT_RUN = "scheduled__2026-12-02T14:00:00+00:00"
+WHEN = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d UTC$")
+
+
+def _model_folders(root: Path) -> Path:
+    """models/: the shipped credit_risk, a renamed copy of it and a folder with a typo in its spec."""
+    import yaml
+
+    models = root / "models"
+    shutil.copytree(ROOT / "models" / MODEL, models / MODEL, ignore=shutil.ignore_patterns("__pycache__"))
+    raw = yaml.safe_load((ROOT / "models" / MODEL / "spec.yaml").read_text())
+    (models / OTHER).mkdir()
+    (models / OTHER / "spec.yaml").write_text(yaml.safe_dump({**raw, "name": OTHER}))
+    (models / BROKEN).mkdir()
+    (models / BROKEN / "spec.yaml").write_text(yaml.safe_dump({**raw, "name": BROKEN, "trainig": {}}))
+    return models
 
 
 def _settings_in(home: Path, monkeypatch: pytest.MonkeyPatch, **extra: str):
@@ -49,11 +72,13 @@ def line(tmp_path_factory):
     import mlflow
 
     from loopline.core import tracking
+    from loopline.monitoring.monitoring_state import MonitoringState
     from loopline.rollout.serving_state import Route, ServingState
 
     home = tmp_path_factory.mktemp("ui-home")
+    models = _model_folders(tmp_path_factory.mktemp("ui-models"))
     with pytest.MonkeyPatch.context() as mp:
-        settings = _settings_in(home, mp)
+        settings = _settings_in(home, mp, LOOPLINE_MODELS_DIR=str(models))
         client = tracking.client_for(settings)
         exp_id = tracking.experiment_id(client, MODEL, settings)
         with mlflow.start_run(experiment_id=exp_id) as run:
@@ -92,7 +117,30 @@ def line(tmp_path_factory):
             "reason": "canary within limits",
         }
         state.add_gate_result(rollout.id, verdict)
-        yield SimpleNamespace(settings=settings, client=client, run_id=run_id, exp_id=exp_id, rollout_id=rollout.id)
+
+        # The second model: served by v1, a rollout that stopped when the route changed (outcome text as
+        # rollout_flow writes it, with the route as a Python dict), a drift check whose report is in MLflow.
+        state.change(Route(OTHER, champion_version="1"), "first_champion", "dag:fraud_train/r1", "first model")
+        other = state.start_rollout(OTHER, "2", "1", "canary", "dag:fraud_rollout/asset_triggered__2026-12-01")
+        changed = Route(OTHER, champion_version="1", canary_version="2", canary_weight=0.2, revision=1).to_dict()
+        state.finish_rollout(other.id, "aborted", f"route changed outside the rollout: {changed}")
+        drift_exp = tracking.experiment_id(client, f"{OTHER}-monitoring", settings)
+        with mlflow.start_run(experiment_id=drift_exp) as drift_run:
+            mlflow.log_text("<html>drift report</html>", "drift/drift_report.html")
+        MonitoringState(settings.state_db_uri).record(
+            at=datetime(2026, 12, 2, 14, 0, tzinfo=UTC), model=OTHER, champion_version="1", n_rows=800,
+            verdict="drift", confirmed=True, triggered=True, trigger_reason="confirmed drift", drift_share=0.45,
+            score_psi=0.31, report_uri=f"runs:/{drift_run.info.run_id}/drift/drift_report.html", dag_run=DRIFT_RUN,
+        )  # fmt: skip
+        yield SimpleNamespace(
+            settings=settings,
+            client=client,
+            run_id=run_id,
+            exp_id=exp_id,
+            rollout_id=rollout.id,
+            drift_run_id=drift_run.info.run_id,
+            drift_exp_id=drift_exp,
+        )
     get_settings.cache_clear()
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])  # back to the session's store
     mlflow.set_registry_uri(os.environ["MLFLOW_TRACKING_URI"])
@@ -206,7 +254,8 @@ def test_every_value_is_escaped(client):
     page = client.get("/").text
     assert EVIL not in page and "<img" not in page
     assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in page  # audit reason and bento tag, as text
-    assert "dag:credit_risk_rollout/&quot;manual&quot;&amp;co" in page
+    assert "credit_risk_rollout / &quot;manual&quot;&amp;co" in page  # the actor, as a link's text
+    assert 'href="../dags/credit_risk_rollout/runs/%22manual%22%26co"' in page
 
 
 def test_json_variant(client, line):
@@ -221,6 +270,93 @@ def test_json_variant(client, line):
 
 def test_model_filter(client):
     assert [m["name"] for m in client.get("/api/overview", params={"model": "other"}).json()["models"]] == ["other"]
+
+
+def test_every_model_folder_has_a_section_and_a_broken_one_names_its_error(line, client):
+    overview = ui.gather(line.settings)
+    by_name = {m.name: m for m in overview.models}
+    assert sorted(by_name) == [MODEL, OTHER, BROKEN]  # every folder discover() finds, broken or not
+    assert "trainig: unknown key" in by_name[BROKEN].spec_error and by_name[BROKEN].dags == {}
+    assert by_name[OTHER].spec_error == "" and by_name[OTHER].dags["train"] == f"{OTHER}_train"
+    assert len(by_name[MODEL].dags) == 6
+    page = client.get("/").text
+    for name in (MODEL, OTHER, BROKEN):
+        assert f'<section class="model" id="model-{name}">' in page and f'href="#model-{name}"' in page
+    assert f'<li class="broken"><a href="#model-{BROKEN}">{BROKEN}</a> (spec error)</li>' in page
+    assert f"models/{BROKEN}: the spec does not load" in page and "trainig: unknown key" in page
+    assert f'href="../dags/{OTHER}_train" target="_top">train</a>' in page
+    assert client.get("/api/overview").json()["models"][2]["spec_error"] == by_name[BROKEN].spec_error
+
+
+def test_dag_runs_link_to_their_airflow_pages(client):
+    page = client.get("/").text
+    # rollout trigger, drift check and audit actor: /dags/<dag_id>/runs/<run_id> of the Airflow 3 UI
+    assert '<a class="airflow" href="../dags/fraud_rollout/runs/asset_triggered__2026-12-01" target="_top">' in page
+    assert 'href="../dags/fraud_drift/runs/scheduled__2026-12-02T14%3A00%3A00%2B00%3A00" target="_top">' in page
+    assert 'href="../dags/credit_risk_train/runs/r1" target="_top">credit_risk_train / r1</a>' in page
+    assert "user:admin" in page  # a person is no link
+
+
+def test_a_drift_report_links_to_its_mlflow_run(client, line):
+    url = (
+        f"http://127.0.0.1:5000/#/experiments/{line.drift_exp_id}/runs/{line.drift_run_id}"
+        "/artifacts/drift/drift_report.html"
+    )
+    assert f'href="{url}"' in client.get("/").text
+    other = next(m for m in client.get("/api/overview").json()["models"] if m["name"] == OTHER)
+    assert other["drift"][0]["report_url"] == url and other["drift"][0]["dag_id"] == f"{OTHER}_drift"
+
+
+def test_outcomes_read_as_text_not_python_dicts(client):
+    page = client.get("/").text
+    assert "route changed outside the rollout: v1 + v2 at 20%" in page
+    assert "&#x27;champion_version&#x27;" not in page and "{" not in page.split("<body>")[1].split("<script>")[0]
+    assert "<td>v2 + v3 at 10%</td>" in page  # the audit trail's routes, too
+
+
+def test_one_time_format_on_the_page(client):
+    page = client.get("/").text
+    body = page.split("<body>")[1].replace(DRIFT_RUN, "").replace(quote(DRIFT_RUN, safe=""), "")  # run ids: names
+    assert re.findall(r"\d{4}-\d\d-\d\dT\d\d", body) == [] and "+00:00" not in body
+    times = re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", body)
+    assert "2026-12-02 14:00 UTC" in times and len(times) >= 10
+    as_of = re.search(r"as of ([^&<]+) &middot;", body).group(1)
+    assert WHEN.match(as_of)
+    assert [ui.when(v) for v in ("2026-12-02T14:05:59+00:00", "2026-12-02 15:05:00.5+01:00", "", "soon")] == [
+        "2026-12-02 14:05 UTC",
+        "2026-12-02 14:05 UTC",
+        "",
+        "soon",
+    ]
+
+
+def test_traffic_over_time_is_an_inline_svg_from_the_audit_trail(line, client):
+    import xml.etree.ElementTree as ET
+
+    trail = ui.audit_trail(line.settings.state_db_uri, MODEL)
+    history = ui.traffic_history(trail)
+    assert [p["action"] for p in history] == ["first_champion", "promote", "canary_step"]  # oldest first
+    now = datetime.now(UTC).isoformat()
+    svg = ui.traffic_chart_svg(history, now).split("<p ")[0]
+    root = ET.fromstring(svg)  # well-formed, stand-alone SVG
+    ns = "{http://www.w3.org/2000/svg}"
+    rects = root.findall(f"{ns}rect")
+    assert [r.get("class") for r in rects] == ["champion", "champion", "champion", "canary"]
+    canary, last_champion = rects[3], rects[2]
+    plot = float(canary.get("height")) + float(last_champion.get("height"))
+    assert abs(float(canary.get("height")) / plot - 0.1) < 1e-3  # the canary's 10%
+    assert canary.find(f"{ns}title").text.endswith(": v2 + v3 at 10%")
+    assert "<script" not in svg and "http" not in svg.replace("http://www.w3.org/2000/svg", "")
+    page = client.get("/").text
+    assert page.count('<svg class="traffic-chart"') == 2  # credit_risk and fraud have a trail; half_done none
+    assert "No changes to traffic recorded yet." in page
+
+
+def test_readable_spells_out_embedded_literals():
+    assert ui.readable("a rollout task failed") == "a rollout task failed"
+    assert ui.readable("step 5%: FAIL [error_rate=fail (0.2 > 0.01)]") == "step 5%: FAIL [error_rate=fail (0.2 > 0.01)]"
+    assert ui.readable("counters: {'canary': 40, 'champion': 12.5}") == "counters: canary 40, champion 12.5"
+    assert ui.readable({"route": {"champion_version": "4"}, "why": None}) == "route v4"
 
 
 def test_dependencies_guard_every_route(line):

@@ -1,9 +1,16 @@
 """The Loopline page in the Airflow UI: what the line holds, gathered from its stores, rendered as HTML.
 
-One page per deployment, one section per model: registered versions with their aliases
+One page per deployment, one section per model (with a picker at the top): every model
+folder ``dag_factory.discover()`` finds, a broken one named with its error, plus any model the
+stores still know of. Per model: its DAGs, registered versions with their aliases
 (champion / challenger / previous) and quality-gate decisions (MLflow registry), the
-current traffic split, recent rollouts with every step's gate verdicts and the audit trail
-(serving state store), and recent drift verdicts (monitoring store).
+current traffic split and its history as a small inline SVG chart, recent rollouts with every
+step's gate verdicts and the audit trail (serving state store), and recent drift verdicts with
+their DAG runs and reports (monitoring store, MLflow).
+
+On the page, DAG runs link to the Airflow UI (``/dags/<dag_id>/runs/<run_id>``), stored outcomes
+read as text (a route is "v2 + v3 at 10%", not a Python dict) and every time is shown one way,
+in UTC ("2026-12-02 14:05 UTC"); the JSON keeps ISO 8601 timestamps.
 
 Plain functions returning dataclasses, plus a small FastAPI app (server-rendered HTML and
 the same data as JSON under ``api/overview``); no Airflow here, so all of it is tested
@@ -16,15 +23,19 @@ drift table not created yet) shows as a note in that section, never as a broken 
 
 from __future__ import annotations
 
+import ast
 import html
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
+from urllib.parse import quote
 
 from loopline.core.clock import as_utc
+from loopline.core.dag_factory import STATIONS, dag_id
 from loopline.core.settings import Settings, get_settings
 from loopline.ops.links import mlflow_model_url, mlflow_run_url, mlflow_ui_url, mlflow_version_url
 
@@ -65,6 +76,10 @@ class ModelOverview:
     drift: list[dict[str, Any]]
     audit: list[dict[str, Any]]
     errors: list[str] = field(default_factory=list)
+    spec_error: str = ""  # the folder's spec does not load: what to fix (its DAGs are not generated)
+    has_folder: bool = True  # False: known only to the stores (a folder since removed)
+    traffic_history: list[dict[str, Any]] = field(default_factory=list)  # route after each change, oldest first
+    dags: dict[str, str] = field(default_factory=dict)  # station -> DAG id (only for a folder that loads)
 
 
 @dataclass(frozen=True)
@@ -105,9 +120,16 @@ def _monitoring_state(url: str):
 
 def spec_models(settings: Settings) -> list[str]:
     """Models with a spec folder (``models/<name>/spec.yaml``): known before anything is trained."""
-    if not settings.models_dir.is_dir():
-        return []
-    return sorted(p.name for p in settings.models_dir.iterdir() if (p / "spec.yaml").is_file())
+    good, broken = model_folders(settings)
+    return sorted([*good, *broken])
+
+
+def model_folders(settings: Settings) -> tuple[list[str], dict[str, str]]:
+    """(folders whose spec loads, folder -> error for those whose spec does not), as the DAG files see them."""
+    from loopline.core.dag_factory import discover
+
+    good, broken = discover(settings.models_dir)
+    return [spec.name for spec in good], broken
 
 
 def registered_models(client) -> list[str]:
@@ -195,8 +217,53 @@ def drift_verdicts(state_db_uri: str, model: str, limit: int = 20) -> list[dict[
     for check in _monitoring_state(state_db_uri).latest(model, limit):
         row = check.to_dict()
         row["at"] = _iso(check.at)
+        row["dag_id"] = dag_id(model, "drift") if check.dag_run else ""  # the drift DAG recorded its run id
+        row["report_url"] = ""
         out.append(row)
     return out
+
+
+def traffic_history(trail: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The route after each change, oldest first, from the audit trail (newest first): what the chart draws."""
+    points = []
+    for record in reversed(trail):
+        after = record.get("after") or {}
+        points.append(
+            {
+                "at": record.get("at", ""),
+                "champion_version": after.get("champion_version"),
+                "canary_version": after.get("canary_version"),
+                "canary_weight": float(after.get("canary_weight") or 0.0),
+                "action": record.get("action", ""),
+            }
+        )
+    return points
+
+
+_RUNS_URI = re.compile(r"^runs:/([0-9A-Za-z_-]+)/(.+)$")
+
+
+def artifact_url(client, uri: str | None, experiments: dict[str, str]) -> str:
+    """The MLflow UI page of a ``runs:/<run id>/<path>`` artifact (a drift report); "" if it cannot be found."""
+    from mlflow.exceptions import MlflowException
+
+    match = _RUNS_URI.match(uri or "")
+    if client is None or match is None:
+        return ""
+    run_id, path = match.groups()
+    if run_id not in experiments:
+        try:
+            experiments[run_id] = client.get_run(run_id).info.experiment_id
+        except MlflowException:  # run deleted
+            experiments[run_id] = ""
+    if not experiments[run_id]:
+        return ""
+    return f"{mlflow_run_url(experiments[run_id], run_id)}/artifacts/{quote(path)}"
+
+
+def with_report_links(client, checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    experiments: dict[str, str] = {}
+    return [{**check, "report_url": artifact_url(client, check.get("report_uri"), experiments)} for check in checks]
 
 
 def _section(errors: list[str], name: str, read: Callable[[], Any], empty: Any) -> Any:
@@ -209,13 +276,27 @@ def _section(errors: list[str], name: str, read: Callable[[], Any], empty: Any) 
 
 
 def gather_model(
-    model: str, settings: Settings, client=None, *, audit_limit: int = 50, drift_limit: int = 20
+    model: str,
+    settings: Settings,
+    client=None,
+    *,
+    audit_limit: int = 50,
+    drift_limit: int = 20,
+    history_limit: int = 200,
+    spec_error: str = "",
+    has_folder: bool = True,
 ) -> ModelOverview:
+    """One model's section; ``spec_error`` / ``has_folder`` say what ``discover()`` found for its folder."""
     errors: list[str] = []
     aliases, versions = ({}, [])
     if client is not None:
         aliases, versions = _section(errors, "model registry", lambda: registry_versions(client, model), ({}, []))
     url = settings.state_db_uri
+    trail = _section(errors, "audit trail", lambda: audit_trail(url, model, max(audit_limit, history_limit)), [])
+    drift = _section(errors, "drift checks", lambda: drift_verdicts(url, model, drift_limit), [])
+    if drift and client is not None:
+        drift = _section(errors, "drift reports", lambda: with_report_links(client, drift), drift)
+    loads = has_folder and not spec_error
     return ModelOverview(
         name=model,
         url=mlflow_model_url(model),
@@ -223,21 +304,32 @@ def gather_model(
         versions=versions,
         route=_section(errors, "traffic", lambda: traffic(url, model), {}),
         rollouts=_section(errors, "rollouts", lambda: rollouts(url, model), []),
-        drift=_section(errors, "drift checks", lambda: drift_verdicts(url, model, drift_limit), []),
-        audit=_section(errors, "audit trail", lambda: audit_trail(url, model, audit_limit), []),
+        drift=drift,
+        audit=trail[:audit_limit],
         errors=errors,
+        spec_error=spec_error,
+        has_folder=has_folder,
+        traffic_history=traffic_history(trail[:history_limit]),
+        dags={station: dag_id(model, station) for station in STATIONS} if loads else {},
     )
 
 
 def gather(settings: Settings, models: Sequence[str] | None = None, client=None) -> Overview:
-    """Everything the page shows, for the given models (default: every model the line knows of)."""
+    """Everything the page shows, for the given models (default: every model the line knows of).
+
+    Every model folder ``discover()`` finds gets a section, a broken one with its error; so does
+    a model only the registry or the serving state still knows (its folder was removed).
+    """
     errors: list[str] = []
     if client is None:
         from loopline.core import tracking
 
         client = _section(errors, "MLflow", lambda: tracking.client_for(settings), None)
+    found = _section(errors, "model folders", lambda: model_folders(settings), None)
+    good, broken = found if found is not None else ([], {})
+    folders = {*good, *broken}
     if models is None:
-        names = set(_section(errors, "spec folders", lambda: spec_models(settings), []))
+        names = set(folders)
         if client is not None:
             names |= set(_section(errors, "model registry", lambda: registered_models(client), []))
         names |= set(_section(errors, "serving state", lambda: routed_models(settings.state_db_uri), []))
@@ -245,17 +337,50 @@ def gather(settings: Settings, models: Sequence[str] | None = None, client=None)
     return Overview(
         generated_at=_iso(datetime.now(UTC)),
         mlflow_ui_url=mlflow_ui_url(),
-        models=[gather_model(name, settings, client) for name in models],
+        models=[
+            gather_model(
+                name, settings, client, spec_error=broken.get(name, ""), has_folder=found is None or name in folders
+            )
+            for name in models
+        ],
         errors=errors,
     )
 
 
 # --- HTML -----------------------------------------------------------------------------------------
 
+# The page is served at <airflow>/loopline/, so the Airflow UI's own pages are one level up; relative,
+# so the links follow the UI's base URL behind a proxy.
+AIRFLOW_ROOT = "../"
+
 
 def esc(value: Any) -> str:
     """Every value on the page goes through here: text and attribute safe."""
     return html.escape("" if value is None else str(value), quote=True)
+
+
+def when(value: Any) -> str:
+    """One time format on the page: UTC, minutes, "2026-12-02 14:05 UTC" (from a datetime or an ISO string)."""
+    if value in (None, ""):
+        return ""
+    at = value
+    if isinstance(value, str):
+        try:
+            at = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return str(value)
+    if not isinstance(at, datetime):
+        return str(value)
+    return f"{as_utc(at):%Y-%m-%d %H:%M} UTC"
+
+
+def dag_run_url(dag_id_: str, run_id: str) -> str:
+    """The Airflow 3 UI page of one DAG run (``/dags/<dag_id>/runs/<run_id>``), relative to this page."""
+    return f"{AIRFLOW_ROOT}dags/{quote(dag_id_, safe='')}/runs/{quote(run_id, safe='')}"
+
+
+def dag_url(dag_id_: str) -> str:
+    return f"{AIRFLOW_ROOT}dags/{quote(dag_id_, safe='')}"
 
 
 def _pct(value: Any) -> str:
@@ -269,6 +394,62 @@ def _link(url: str, text: Any) -> str:
     if not url:
         return esc(text)
     return f'<a href="{esc(url)}" target="_blank" rel="noopener">{esc(text)}</a>'
+
+
+def _airflow_link(url: str, text: Any) -> str:
+    """A link to a page of the Airflow UI: opened in the UI itself (the top window), not a new tab."""
+    return f'<a class="airflow" href="{esc(url)}" target="_top">{esc(text)}</a>'
+
+
+def actor_html(actor: Any) -> str:
+    """Who made a change: a DAG run (``dag:<dag_id>/<run_id>``, see ``run_actor()``) links to that run."""
+    text = "" if actor is None else str(actor)
+    if text.startswith("dag:") and "/" in text:
+        dag, run = text[len("dag:") :].split("/", 1)
+        if dag and run:
+            return _airflow_link(dag_run_url(dag, run), f"{dag} / {run}")
+    return esc(text or "-")
+
+
+def route_text(route: dict[str, Any]) -> str:
+    """A stored route as people say it: "v2", "v2 + v3 at 10%", "nothing"."""
+    if not route or not route.get("champion_version"):
+        return "nothing"
+    canary = (
+        f" + v{route['canary_version']} at {_pct(route.get('canary_weight') or 0.0)}"
+        if route.get("canary_version")
+        else ""
+    )
+    return f"v{route['champion_version']}{canary}"
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, dict):
+        if "champion_version" in value or "canary_version" in value:
+            return route_text(value)
+        return ", ".join(f"{k.replace('_', ' ')} {_value_text(v)}" for k, v in value.items() if v not in (None, ""))
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_value_text(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def readable(text: Any) -> str:
+    """Stored outcome text with any embedded Python dict or list (a route, counters) spelled out as words."""
+    if isinstance(text, (dict, list, tuple)):
+        return _value_text(text)
+    text = "" if text is None else str(text)
+    start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
+    if start < 0:
+        return text
+    try:
+        value = ast.literal_eval(text[start:].strip())
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text  # brackets that are not a literal: "[error_rate=pass]" stays as it is
+    if not isinstance(value, (dict, list, tuple)):
+        return text
+    return f"{text[:start]}{_value_text(value)}".strip()
 
 
 def _table(headers: Sequence[str], rows: list[list[str]], empty: str, css: str = "") -> str:
@@ -293,11 +474,11 @@ def _versions_html(model: ModelOverview) -> str:
             esc(v.data_version or "-"),
             esc(v.bento_tag or "-"),
             _link(v.run_url, v.run_id[:12] or "-"),
-            esc(v.created),
+            esc(when(v.created)),
         ]
         for v in model.versions
     ]
-    headers = ["version", "aliases", "gate decision", "data", "bento", "MLflow run", "registered (UTC)"]
+    headers = ["version", "aliases", "gate decision", "data", "bento", "MLflow run", "registered"]
     return _table(headers, rows, "No registered versions yet.", "versions")
 
 
@@ -323,6 +504,86 @@ def _traffic_html(route: dict[str, Any]) -> str:
     return f'<div class="split">{"".join(bars)}</div>{detail}'
 
 
+CHART_WIDTH, CHART_HEIGHT, CHART_LEFT, CHART_BOTTOM = 640, 110, 38, 18
+CHAMPION_FILL, CANARY_FILL = "#9ae6b4", "#fbd38d"  # as the split bar above it; inline, so the SVG stands alone
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return as_utc(value)
+    try:
+        return as_utc(datetime.fromisoformat(str(value).replace("Z", "+00:00")))
+    except ValueError:
+        return None
+
+
+def traffic_chart_svg(history: Sequence[dict[str, Any]], now: Any) -> str:
+    """The canary's share over time as an inline SVG step chart (no script, no library).
+
+    One band per stretch between two changes of the route: the champion's share from the
+    bottom (green), the canary's above it (orange), each with a tooltip; the version
+    serving is written in the band when it is wide enough. Time runs from the first
+    recorded change to ``now`` (the page's "as of").
+    """
+    points = [(t, p) for p in history if (t := _parse_time(p.get("at"))) is not None]
+    if not points:
+        return '<p class="empty">No changes to traffic recorded yet.</p>'
+    start = points[0][0]
+    end = max(_parse_time(now) or points[-1][0], points[-1][0])
+    span = max((end - start).total_seconds(), 1.0)
+    plot_w, plot_h = CHART_WIDTH - CHART_LEFT - 4, CHART_HEIGHT - CHART_BOTTOM - 4
+    top = 4
+
+    def x(at: datetime) -> float:
+        return CHART_LEFT + (at - start).total_seconds() / span * plot_w
+
+    shapes = []
+    for i, (at, point) in enumerate(points):
+        until = points[i + 1][0] if i + 1 < len(points) else end
+        x0, x1 = x(at), max(x(until), x(at) + 0.5)
+        if not point.get("champion_version"):
+            continue
+        weight = min(max(float(point.get("canary_weight") or 0.0), 0.0), 1.0)
+        canary_h = plot_h * weight
+        period = f"{when(at)} to {when(until)}"
+        tip = f"{period}: {route_text(point)}"
+        shapes.append(
+            f'<rect class="champion" fill="{CHAMPION_FILL}" x="{x0:.1f}" y="{top + canary_h:.1f}" '
+            f'width="{x1 - x0:.1f}" height="{plot_h - canary_h:.1f}"><title>{esc(tip)}</title></rect>'
+        )
+        if canary_h > 0:
+            shapes.append(
+                f'<rect class="canary" fill="{CANARY_FILL}" x="{x0:.1f}" y="{top:.1f}" width="{x1 - x0:.1f}" '
+                f'height="{canary_h:.1f}"><title>{esc(tip)}</title></rect>'
+            )
+        # The band's route in words where it fits (about 5.5 px a character), else the champion alone.
+        label = route_text(point)
+        if len(label) * 5.5 + 6 > x1 - x0:
+            label = f"v{point['champion_version']}"
+        if len(label) * 5.5 + 6 <= x1 - x0:
+            shapes.append(
+                f'<text class="label" fill="#22543d" x="{x0 + 3:.1f}" y="{top + plot_h - 4:.1f}">{esc(label)}</text>'
+            )
+    axis_y = top + plot_h
+    right, bottom = CHART_LEFT + plot_w, CHART_HEIGHT - 4
+    axis = (
+        f'<line class="axis" stroke="#a0aec0" x1="{CHART_LEFT}" y1="{axis_y}" x2="{right}" y2="{axis_y}"/>'
+        f'<text class="tick" fill="#718096" x="{CHART_LEFT - 4}" y="{top + 8}" text-anchor="end">100%</text>'
+        f'<text class="tick" fill="#718096" x="{CHART_LEFT - 4}" y="{axis_y}" text-anchor="end">0%</text>'
+        f'<text class="tick" fill="#718096" x="{CHART_LEFT}" y="{bottom}">{esc(when(start))}</text>'
+        f'<text class="tick" fill="#718096" x="{right}" y="{bottom}" text-anchor="end">{esc(when(end))}</text>'
+    )
+    title = f"Canary share of traffic, {when(start)} to {when(end)}, {len(points)} changes"
+    return (
+        f'<svg class="traffic-chart" role="img" font-family="sans-serif" font-size="10" '
+        f'viewBox="0 0 {CHART_WIDTH} {CHART_HEIGHT}" '
+        f'width="{CHART_WIDTH}" height="{CHART_HEIGHT}" xmlns="http://www.w3.org/2000/svg">'
+        f"<title>{esc(title)}</title>{''.join(shapes)}{axis}</svg>"
+        '<p class="meta legend"><span class="key champion"></span> champion '
+        '<span class="key canary"></span> canary (share of applicants)</p>'
+    )
+
+
 def _gate_results_html(results: list[dict[str, Any]]) -> str:
     if not results:
         return "-"
@@ -330,13 +591,13 @@ def _gate_results_html(results: list[dict[str, Any]]) -> str:
     for result in results:
         gates = ", ".join(
             f'<span class="gate gate-{esc(g.get("status"))}">{esc(g.get("name"))}={esc(g.get("status"))}</span>'
-            + (f" ({esc(g.get('detail'))})" if g.get("detail") else "")
+            + (f" ({esc(readable(g.get('detail')))})" if g.get("detail") else "")
             for g in result.get("gates") or []
             if isinstance(g, dict)
         )
         items.append(
             f'<li>step {_pct(result.get("step"))}: <span class="gate gate-{esc(result.get("status"))}">'
-            f"{esc(str(result.get('status', '')).upper())}</span> {esc(result.get('reason', ''))}"
+            f"{esc(str(result.get('status', '')).upper())}</span> {esc(readable(result.get('reason', '')))}"
             + (f" [{gates}]" if gates else "")
             + "</li>"
         )
@@ -351,11 +612,11 @@ def _rollouts_html(items: list[dict[str, Any]]) -> str:
             esc(r.get("mode")),
             f'<span class="status status-{esc(r.get("status"))}">{esc(r.get("status"))}</span>',
             _pct(r.get("step")),
-            esc(r.get("started_at")),
-            esc(r.get("finished_at") or ""),
-            esc(r.get("trigger")),
+            esc(when(r.get("started_at"))),
+            esc(when(r.get("finished_at"))),
+            actor_html(r.get("trigger")),
             _gate_results_html(r.get("gate_results") or []),
-            esc(r.get("outcome")),
+            esc(readable(r.get("outcome")) or "-"),
         ]
         for r in items
     ]
@@ -370,7 +631,7 @@ def _number(value: Any, fmt: str) -> str:
 def _drift_html(items: list[dict[str, Any]]) -> str:
     rows = [
         [
-            esc(d.get("at")),
+            esc(when(d.get("at"))),
             f"v{esc(d.get('champion_version'))}",
             f'<span class="verdict verdict-{esc(d.get("verdict"))}">{esc(d.get("verdict"))}</span>',
             esc(d.get("n_rows")),
@@ -378,37 +639,50 @@ def _drift_html(items: list[dict[str, Any]]) -> str:
             _number(d.get("score_psi"), ".3f"),
             ("yes" if d.get("confirmed") else "no"),
             ("TRIGGERED" if d.get("triggered") else "no")
-            + (f": {esc(d.get('trigger_reason'))}" if d.get("trigger_reason") else ""),
-            esc(d.get("report_uri") or "-"),
+            + (f": {esc(readable(d.get('trigger_reason')))}" if d.get("trigger_reason") else ""),
+            (_airflow_link(dag_run_url(d["dag_id"], d["dag_run"]), d["dag_run"]) if d.get("dag_id") else "-"),
+            (_link(d["report_url"], "report") if d.get("report_url") else esc(d.get("report_uri") or "-")),
         ]
         for d in items
     ]
-    headers = ["checked (UTC)", "champion", "verdict", "rows", "drift share", "score PSI", "confirmed", "retrain"]
-    headers.append("report")
+    headers = ["checked", "champion", "verdict", "rows", "drift share", "score PSI", "confirmed", "retrain"]
+    headers += ["DAG run", "report"]
     return _table(headers, rows, "No drift checks recorded yet.", "drift")
-
-
-def _route_text(route: dict[str, Any]) -> str:
-    if not route or not route.get("champion_version"):
-        return "-"
-    canary = f" + v{route['canary_version']}@{_pct(route.get('canary_weight'))}" if route.get("canary_version") else ""
-    return f"v{route['champion_version']}{canary}"
 
 
 def _audit_html(items: list[dict[str, Any]]) -> str:
     rows = [
         [
             f"#{esc(a.get('id'))}",
-            esc(a.get("at")),
+            esc(when(a.get("at"))),
             esc(a.get("action")),
-            esc(_route_text(a.get("before") or {})),
-            esc(_route_text(a.get("after") or {})),
-            esc(a.get("actor")),
-            esc(a.get("reason")),
+            esc(route_text(a.get("before") or {})),
+            esc(route_text(a.get("after") or {})),
+            actor_html(a.get("actor")),
+            esc(readable(a.get("reason"))),
         ]
         for a in items
     ]
-    return _table(["id", "when (UTC)", "action", "from", "to", "by", "why"], rows, "No changes recorded yet.", "audit")
+    return _table(["id", "when", "action", "from", "to", "by", "why"], rows, "No changes recorded yet.", "audit")
+
+
+def _dags_html(model: ModelOverview) -> str:
+    if not model.dags:
+        return ""
+    links = " &middot; ".join(_airflow_link(dag_url(d), station) for station, d in model.dags.items())
+    return f'<p class="dags">DAGs: {links}</p>'
+
+
+def _picker_html(models: Sequence[ModelOverview]) -> str:
+    """Every model at the top of the page: a jump to its section, broken folders marked."""
+    if len(models) < 2 and not any(m.spec_error for m in models):
+        return ""
+    items = []
+    for m in models:
+        state = "broken" if m.spec_error else ("no-folder" if not m.has_folder else "ok")
+        note = {"broken": " (spec error)", "no-folder": " (no folder)", "ok": ""}[state]
+        items.append(f'<li class="{state}"><a href="#model-{esc(m.name)}">{esc(m.name)}</a>{esc(note)}</li>')
+    return f'<nav class="picker"><b>Models ({len(models)}):</b><ul>{"".join(items)}</ul></nav>'
 
 
 STYLE = """
@@ -426,19 +700,29 @@ th { background: #f7fafc; } ul.gates { margin: 0; padding-left: 1rem; }
 .status-running { color: #2b6cb0; font-weight: 600; }
 .split { display: flex; max-width: 40rem; border-radius: .3rem; overflow: hidden; font-size: .8rem; }
 .share { padding: .3rem .5rem; white-space: nowrap; } .share.champion { background: #9ae6b4; }
-.share.canary { background: #fbd38d; } .errors { color: #c53030; font-size: .85rem; }
+.share.canary { background: #fbd38d; } .errors, .spec-error { color: #c53030; font-size: .85rem; }
+.spec-error { white-space: pre-wrap; background: #fff5f5; padding: .4rem .6rem; border-radius: .3rem; }
+.traffic-chart { max-width: 100%; height: auto; font-size: 10px; }
+.traffic-chart rect { stroke: #fff; stroke-width: .6; }
+.legend .key { display: inline-block; width: .8rem; height: .8rem; }
+.key.champion { background: #9ae6b4; } .key.canary { background: #fbd38d; }
+nav.picker { font-size: .85rem; margin: .5rem 0 1rem; } nav.picker ul { display: inline; padding: 0; }
+nav.picker li { display: inline; margin-right: .8rem; } nav.picker li.broken a { color: #c53030; }
+.dags { font-size: .85rem; }
 """
 
 
-# Inside the Airflow UI the page sits in an iframe sandboxed without "allow-popups", where links that open a
-# new tab are blocked. Same-origin frames may reach their parent: open such links from the parent document.
+# Inside the Airflow UI the page sits in an iframe sandboxed without "allow-popups" or "allow-top-navigation",
+# where links that open a new tab or the UI's own pages are blocked. Same-origin frames may reach their parent:
+# open such links from the parent document (target _blank: a new tab; target _top: the UI itself).
 FRAMED_LINKS_JS = """
 document.addEventListener("click", function (event) {
-  var link = event.target.closest && event.target.closest("a[target=_blank]");
+  var link = event.target.closest && event.target.closest("a[target=_blank], a[target=_top]");
   if (!link || window.top === window) return;
   try {
     var proxy = window.top.document.createElement("a");
-    proxy.href = link.href; proxy.target = "_blank"; proxy.rel = "noopener noreferrer";
+    proxy.href = link.href;
+    if (link.target === "_blank") { proxy.target = "_blank"; proxy.rel = "noopener noreferrer"; }
     window.top.document.body.appendChild(proxy); proxy.click(); proxy.remove();
     event.preventDefault();
   } catch (err) { /* not same-origin: leave the link alone */ }
@@ -446,31 +730,45 @@ document.addEventListener("click", function (event) {
 """
 
 
-def render_html(overview: Overview) -> str:
-    sections = []
-    for model in overview.models:
-        errors = "".join(f"<li>{esc(e)}</li>" for e in model.errors)
-        aliases = ", ".join(f"{esc(a)} = v{esc(v)}" for a, v in sorted(model.aliases.items())) or "none"
-        sections.append(
-            f'<section class="model" id="model-{esc(model.name)}">'
-            f"<h2>{_link(model.url, model.name)}</h2>"
-            + (f'<ul class="errors">{errors}</ul>' if errors else "")
-            + f"<h3>Traffic</h3>{_traffic_html(model.route)}"
-            f'<h3>Registered versions</h3><p class="meta">aliases: {aliases}</p>{_versions_html(model)}'
-            f"<h3>Rollouts</h3>{_rollouts_html(model.rollouts)}"
-            f"<h3>Drift checks</h3>{_drift_html(model.drift)}"
-            f"<h3>Audit trail</h3>{_audit_html(model.audit)}"
-            "</section>"
+def _model_html(model: ModelOverview, now: str) -> str:
+    errors = "".join(f"<li>{esc(e)}</li>" for e in model.errors)
+    aliases = ", ".join(f"{esc(a)} = v{esc(v)}" for a, v in sorted(model.aliases.items())) or "none"
+    notes = ""
+    if model.spec_error:
+        notes = (
+            f'<p class="spec-error"><b>models/{esc(model.name)}: the spec does not load, so this model has no '
+            f"DAGs.</b>\n{esc(model.spec_error)}</p>"
         )
+    elif not model.has_folder:
+        notes = f'<p class="meta">No folder models/{esc(model.name)}/ (any more): only the stores know it.</p>'
+    return (
+        f'<section class="model" id="model-{esc(model.name)}">'
+        f"<h2>{_link(model.url, model.name)}</h2>"
+        + notes
+        + _dags_html(model)
+        + (f'<ul class="errors">{errors}</ul>' if errors else "")
+        + f"<h3>Traffic</h3>{_traffic_html(model.route)}"
+        f"<h3>Traffic over time</h3>{traffic_chart_svg(model.traffic_history, now)}"
+        f'<h3>Registered versions</h3><p class="meta">aliases: {aliases}</p>{_versions_html(model)}'
+        f"<h3>Rollouts</h3>{_rollouts_html(model.rollouts)}"
+        f"<h3>Drift checks</h3>{_drift_html(model.drift)}"
+        f"<h3>Audit trail</h3>{_audit_html(model.audit)}"
+        "</section>"
+    )
+
+
+def render_html(overview: Overview) -> str:
+    sections = [_model_html(model, overview.generated_at) for model in overview.models]
     errors = "".join(f"<li>{esc(e)}</li>" for e in overview.errors)
     body = "".join(sections) or '<p class="empty">No models yet: add models/&lt;name&gt;/spec.yaml and train.</p>'
     return (
         '<!doctype html><html><head><meta charset="utf-8"><title>Loopline</title>'
         f"<style>{STYLE}</style></head><body><h1>Loopline</h1>"
-        f'<p class="meta">as of {esc(overview.generated_at)} &middot; '
+        f'<p class="meta">as of {esc(when(overview.generated_at))} &middot; '
         f"MLflow UI {_link(overview.mlflow_ui_url, overview.mlflow_ui_url)} &middot; "
         '<a href="api/overview">JSON</a></p>'
         + (f'<ul class="errors">{errors}</ul>' if errors else "")
+        + _picker_html(overview.models)
         + body
         + f"<script>{FRAMED_LINKS_JS}</script></body></html>"
     )
