@@ -12,6 +12,7 @@ is the one a person makes for a quick trial: rollout timings in seconds.
 
 from __future__ import annotations
 
+import json
 import threading
 
 import httpx
@@ -93,7 +94,7 @@ def test_a_model_of_each_task_type_runs_the_whole_line(tmp_path, task):
     tag = next(w for w in status.split() if w.startswith(f"{name}:v1-"))
 
     live = table.iloc[1500:]
-    rows = live.drop(columns=[case["timestamp"], target]).to_dict(orient="records")
+    rows = json.loads(live.drop(columns=[case["timestamp"], target]).to_json(orient="records"))  # NaN -> null
     server = BentoServer(tag, **line.service_env())
     try:
         line.env["LOOPLINE_SERVICE_URL"] = server.url  # where the rollout DAG reads /metrics
@@ -104,11 +105,15 @@ def test_a_model_of_each_task_type_runs_the_whole_line(tmp_path, task):
         bad = httpx.post(f"{server.url}/predict", json={"applications": [{**rows[0], case["number"]: "three"}]})
         assert bad.status_code == 422 and case["number"] in bad.text, bad.text
 
-        stop = threading.Event()
+        stop, errors = threading.Event(), []
 
         def traffic() -> None:
             while not stop.is_set():
-                server.predict(rows, chunk=100)
+                try:
+                    server.predict(rows, chunk=100)
+                except Exception as err:  # noqa: BLE001 - reported by the test below
+                    errors.append(err)
+                    return
 
         sender = threading.Thread(target=traffic, daemon=True)
         sender.start()
@@ -118,6 +123,7 @@ def test_a_model_of_each_task_type_runs_the_whole_line(tmp_path, task):
         finally:
             stop.set()
             sender.join(timeout=120)
+        assert not errors, f"live traffic failed: {errors}"
         rollouts = line.loopline("rollouts", "-m", name).stdout
         assert "SUCCEEDED" in rollouts and "score_psi=pass" in rollouts, rollouts
         after = server.predict(rows[:50])
