@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make up` / `make down`: the embedded default as running services, without Docker.
-#   up    Airflow (api-server, scheduler, dag-processor, triggerer), the MLflow UI and the newest
-#         credit_risk Bento, as background processes with a pid file and a log each in
+#   up    Airflow (api-server, scheduler, dag-processor, triggerer), the MLflow UI and every model's
+#         newest Bento (ports 3000, 3001, ... in model-name order), as background processes with a pid file and a log each in
 #         $LOOPLINE_HOME/run/; waits until every one answers, then prints the URLs and the login.
 #         Idempotent: what already runs is left alone.
 #   down  stops what `up` started, and only that, then removes the pid files.
@@ -43,8 +43,13 @@ wait_for() {  # wait_for "NAME..." CHECK URL: until CHECK URL succeeds; stop wit
 answers() { curl -sf -o /dev/null "$1"; }
 airflow_healthy() { [[ $(curl -sf "$1" | grep -o '"status":"healthy"' | wc -l) -eq 4 ]]; }  # db + 3 jobs
 
-newest_bento() {  # the newest credit_risk Bento recorded on a model version (tag loopline.bento_tag) and in the store
-  python - <<'PY' 2>/dev/null || true
+models() {  # every model folder that loads, in name order (the order of their service ports)
+  python -c 'from loopline.core.dag_factory import discover; from loopline.core.settings import get_settings
+print(" ".join(sorted(s.name for s in discover(get_settings().models_dir)[0])))'
+}
+
+newest_bento() {  # newest_bento MODEL: its newest Bento recorded on a model version (tag loopline.bento_tag) and in the store
+  MODEL=$1 python - <<'PY' 2>/dev/null || true
 import os
 from pathlib import Path
 
@@ -53,7 +58,8 @@ from loopline.serving.packaging import BENTO_TAG
 from loopline.core.settings import get_settings
 
 client = tracking.client_for(get_settings())
-for mv in sorted(client.search_model_versions("name = 'credit_risk'"), key=lambda v: -int(v.version)):
+name = os.environ["MODEL"]
+for mv in sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: -int(v.version)):
     tag = mv.tags.get(BENTO_TAG, "")
     if tag and (Path(os.environ["BENTOML_HOME"], "bentos", *tag.split(":")) / "bento.yaml").exists():
         print(tag)
@@ -74,6 +80,13 @@ up() {
     (umask 077; python -c 'import json, secrets; print(json.dumps({"admin": secrets.token_urlsafe(12)}))' >"$passwords")
   fi
 
+  local model port=3000 served=()
+  for model in $(models); do  # each model's service on its own port; the rollout DAG reads its /metrics there
+    export "LOOPLINE_SERVICE_URL__${model^^}=http://127.0.0.1:$port"
+    served+=("$model:$port")
+    port=$((port + 1))
+  done
+
   local airflow_running=true
   for name in $AIRFLOW_SERVICES; do running "$name" || airflow_running=false; done
   if ! $airflow_running; then
@@ -85,18 +98,21 @@ up() {
   start airflow-scheduler airflow scheduler
   start airflow-dag-processor airflow dag-processor
   start airflow-triggerer airflow triggerer
-  local artifact_root bento_tag=""
+  local artifact_root bento_tag entry
   artifact_root=$(python -c 'from loopline.core.settings import get_settings; print(get_settings().mlflow_artifact_root)')
   # MLflow's job runners (GenAI jobs: eight more processes) are not used by Loopline: off.
   start mlflow env MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow server --host 127.0.0.1 --port 5000 \
     --workers 1 --backend-store-uri "$MLFLOW_TRACKING_URI" --default-artifact-root "$artifact_root"
-  if [[ -d $BENTOML_HOME/bentos/credit-risk ]] && ! running bento; then bento_tag=$(newest_bento); fi
-  if [[ -n $bento_tag ]]; then start bento bentoml serve "$bento_tag" --host 127.0.0.1 --port 3000; fi
-  if running bento; then
-    [[ -n $bento_tag ]] || echo "bento: already running (pid $(pid_of bento))"
-  else
-    echo "bento: skipped, no credit_risk Bento yet (run \`make demo\` first, then \`make up\` again)"
-  fi
+  for entry in "${served[@]}"; do
+    model=${entry%:*} port=${entry#*:}
+    if running "bento-$model"; then echo "bento-$model: already running (pid $(pid_of "bento-$model"))"; continue; fi
+    bento_tag=$(newest_bento "$model")
+    if [[ -n $bento_tag ]]; then
+      start "bento-$model" bentoml serve "$bento_tag" --host 127.0.0.1 --port "$port"
+    else
+      echo "bento-$model: skipped, no Bento yet (train it, e.g. \`make demo\`, then \`make up\` again)"
+    fi
+  done
 
   wait_for "$AIRFLOW_SERVICES" airflow_healthy http://127.0.0.1:8080/api/v2/monitor/health
   # DAGs that `make demo` registered (paused, Airflow's default) are unpaused once; a later pause is kept.
@@ -105,7 +121,10 @@ up() {
     touch "$AIRFLOW_HOME/loopline-dags-unpaused"
   fi
   wait_for mlflow answers http://127.0.0.1:5000/health
-  if running bento; then wait_for bento answers http://127.0.0.1:3000/readyz; fi
+  for entry in "${served[@]}"; do
+    model=${entry%:*} port=${entry#*:}
+    if running "bento-$model"; then wait_for "bento-$model" answers "http://127.0.0.1:$port/readyz"; fi
+  done
 
   cat <<TXT
 
@@ -115,11 +134,14 @@ Loopline is up (logs and pid files in $RUN; \`make down\` stops everything):
   Every model's DAGs run on their own: ingest every 10 min, drift hourly, train weekly and on new
   data, rollout on a new challenger (pause any of them in the Airflow UI).
 TXT
-  if running bento; then
-    echo "  BentoML   http://localhost:3000   serving $(sed -n 's/.*BentoServer from "\([^"]*\)".*/\1/p' "$RUN/bento.log" | head -1)"
-  else
-    echo "  BentoML   not running: no Bento yet (\`make demo\` builds one; then \`make up\`)"
-  fi
+  for entry in "${served[@]}"; do
+    model=${entry%:*} port=${entry#*:}
+    if running "bento-$model"; then
+      echo "  $model   http://localhost:$port   serving $(sed -n 's/.*BentoServer from "\([^"]*\)".*/\1/p' "$RUN/bento-$model.log" | head -1)"
+    else
+      echo "  $model   not serving: no Bento yet (\`make demo\` builds one; then \`make up\`)"
+    fi
+  done
 }
 
 down() {

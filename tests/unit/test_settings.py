@@ -310,3 +310,14 @@ def test_loopline_init_generates_the_secret(env):
     assert result.exit_code == 0, result.output
     path = home_of() / PSEUDONYM_SECRET_FILE
     assert path.stat().st_mode & 0o777 == 0o600 and path.read_text().strip() not in result.output
+
+
+def test_each_model_may_have_a_service_url_of_its_own(env, monkeypatch):
+    monkeypatch.setenv("LOOPLINE_SERVICE_URL", "http://127.0.0.1:3000")
+    monkeypatch.setenv("LOOPLINE_SERVICE_URL__DELIVERY_TIME", "http://127.0.0.1:3001/")
+    s = get_settings()
+    assert s.service_url_for("delivery_time") == "http://127.0.0.1:3001"
+    assert s.service_url_for("credit_risk") == "http://127.0.0.1:3000"  # the default
+    monkeypatch.setenv("LOOPLINE_SERVICE_URL__CREDIT_RISK", "localhost:3000")
+    with pytest.raises(SettingsError, match="LOOPLINE_SERVICE_URL__CREDIT_RISK must be a URL"):
+        s.service_url_for("credit_risk")

@@ -79,6 +79,17 @@ class Settings:
     api_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     require_api_keys: bool = False  # refuse to start the service without keys (the full stack)
 
+    def service_url_for(self, model: str) -> str:
+        """Where ``model``'s prediction service answers (its ``/metrics`` are what the rollout gates read).
+
+        Every model has a service of its own: ``LOOPLINE_SERVICE_URL__<MODEL>`` (the model name in
+        upper case, e.g. ``LOOPLINE_SERVICE_URL__DELIVERY_TIME``) when set, else ``LOOPLINE_SERVICE_URL``.
+        """
+        url = os.environ.get(f"LOOPLINE_SERVICE_URL__{model.upper()}", "").strip().rstrip("/")
+        if url and "://" not in url:
+            raise SettingsError(f"LOOPLINE_SERVICE_URL__{model.upper()} must be a URL (http://host:port), got {url!r}")
+        return url or self.service_url
+
     @cached_property
     def pseudonym_secret(self) -> str:
         """The key of entity-id pseudonyms (prediction log, outcomes, validation reports).

@@ -52,11 +52,12 @@ def _rollout_spec(model: str, settings: Settings) -> RolloutSpec:
     return load_spec(model, settings.models_dir).rollout
 
 
-def _scrape(settings: Settings) -> dict | None:
+def _scrape(settings: Settings, model: str) -> dict | None:
+    url = settings.service_url_for(model)
     try:
-        return canary.scrape(settings.service_url)
+        return canary.scrape(url)
     except Exception as err:  # judged as "metrics unavailable"; a step without them cannot pass
-        log.warning("cannot read %s/metrics: %s", settings.service_url, err)
+        log.warning("cannot read %s/metrics: %s", url, err)
         return None
 
 
@@ -213,7 +214,7 @@ def canary_step(
         if target != route:
             reason = f"rollout #{rollout.id}: step {step:.0%}"
             state.change(target, "canary_step", actor, reason, {"rollout": rollout.id}, owner=rollout.id)
-        state.begin_step(rollout.id, step, _scrape(settings) or {})
+        state.begin_step(rollout.id, step, _scrape(settings, rollout.model) or {})
         return canary.StepVerdict(step, canary.WAIT, 0.0, {}, [], "step started")
     if (route.canary_version, route.canary_weight) != (rollout.candidate_version, step):
         state.finish_rollout(rollout.id, "aborted", f"route changed outside the rollout: {route.to_dict()}")
@@ -225,7 +226,7 @@ def canary_step(
         (datetime.now(UTC) - started).total_seconds(),
         window,
         rollout.baseline or None,
-        _scrape(settings),
+        _scrape(settings, rollout.model),
         str(rollout.champion_version),
         rollout.candidate_version,
         spec.gates,
@@ -321,7 +322,7 @@ def switch(rollout_id: int, actor: str, settings: Settings) -> dict[str, Any]:
         state, client, rollout.model, rollout.candidate_version, "bluegreen_switch", actor, reason,
         {"rollout": rollout.id}, revision=rollout.expected_revision, owner=rollout.id,
     )  # fmt: skip
-    state.begin_step(rollout.id, 1.0, _scrape(settings) or {})
+    state.begin_step(rollout.id, 1.0, _scrape(settings, rollout.model) or {})
     return route.to_dict()
 
 
@@ -342,7 +343,9 @@ def post_switch_watch(
     old = before[before["model_version"] == rollout.champion_version] if not before.empty else before
     gates = spec.gates
     results = [
-        canary.error_gate(rollout.baseline or None, _scrape(settings), rollout.candidate_version, "", gates),
+        canary.error_gate(
+            rollout.baseline or None, _scrape(settings, rollout.model), rollout.candidate_version, "", gates
+        ),
         canary.latency_gate(new, old, gates),
         canary.psi_gate(new, old, gates, load_spec(rollout.model, settings.models_dir), expected_score_psi),
     ]

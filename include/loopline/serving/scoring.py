@@ -42,6 +42,8 @@ def _reason_matrix(
         for target in targets:
             matrix[row, index[target]] += 1 / len(targets)
     return matrix, np.array(raw)
+
+
 PARALLEL_ROWS = 100  # from this many rows in one call, LightGBM's threads pay for their start-up
 
 
