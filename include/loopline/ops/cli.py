@@ -306,6 +306,24 @@ def simulate(
 
 
 @app.command()
+def trace(
+    request_id: str = typer.Argument(..., help="The request_id of an answer (it is in the prediction log)."),
+    model: str = MODEL_OPTION,
+) -> None:
+    """One answer traced: inputs, route then, Bento, MLflow run, data and feature version, commit; re-scored."""
+    from loopline.ops.trace import TraceError
+    from loopline.ops.trace import trace as run
+
+    try:
+        result = run(model, request_id, _settings())
+    except TraceError as err:
+        raise typer.BadParameter(str(err)) from None
+    typer.echo(result.text())
+    if not result.reproduced:
+        raise typer.Exit(1)
+
+
+@app.command()
 def reproduce(
     version: str = typer.Argument(..., help="Registered model version, e.g. 3."),
     model: str = MODEL_OPTION,
