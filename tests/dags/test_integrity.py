@@ -39,22 +39,17 @@ def test_every_dag_imports_without_error(dagbag):
 def test_dag_file_imports_no_heavy_library_at_top_level(path):
     """Parsing happens every few seconds in the dag-processor: heavy imports belong inside tasks."""
     code = (
-        "import importlib.util, json, sys, time\n"
+        "import importlib.util, json, sys\n"
         "import airflow.sdk\n"
-        "start = time.perf_counter()\n"
         f"spec = importlib.util.spec_from_file_location('dagfile', {str(path)!r})\n"
         "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
-        "elapsed = time.perf_counter() - start\n"
-        f"print(json.dumps({{'heavy': [m for m in {HEAVY!r} if m in sys.modules], 'seconds': elapsed}}))\n"
+        f"print(json.dumps({{'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["heavy"] == [], f"{path.name} imports {result['heavy']} at parse time"
-    from airflow.configuration import conf
-
-    # Airflow itself kills a parse that exceeds this; stay far below it.
-    assert result["seconds"] < conf.getfloat("core", "dagbag_import_timeout") / 10
+    # How long a parse takes is measured by `make bench-dags` (no timing threshold in a test).
 
 
 def test_policy_schedule_tags_retries_docs(dagbag):
