@@ -244,6 +244,10 @@ def test_the_built_bento_serves_scores_and_refuses_malformed_requests(airflow_db
     server = BentoServer(tag)
     url = server.url
     try:
+        # What serves is published from start: the traffic-weight gauge before any answer.
+        before = requests.get(f"{url}/metrics", timeout=10).text
+        gauge = [line for line in before.splitlines() if line.startswith("loopline_traffic_weight{")]
+        assert any('model_version="1"' in line and 'arm="champion"' in line and line.endswith(" 1.0") for line in gauge)
         batch = datagen.make_batch(30, n_rows=3, seed=5).drop(columns=["applied_at", "defaulted"])
         applications = json.loads(batch.to_json(orient="records"))
         ok = requests.post(f"{url}/predict", json={"applications": applications}, timeout=30)

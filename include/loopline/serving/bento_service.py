@@ -105,6 +105,7 @@ class ModelService:
         )
         self._weights_revision: int | None = None
         self._weight_series: set[tuple[str, str]] = set()  # (model_version, arm) pairs ever exported
+        self._publish_route(self.scorer.route)
 
     @bentoml.api(batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=MAX_LATENCY_MS)
     def predict(self, applications: list[Application] = Field(min_length=1, max_length=MAX_BATCH)) -> list[Prediction]:  # type: ignore[valid-type]
@@ -142,8 +143,11 @@ class ModelService:
             histogram = self.scores.labels(model_version=version)
             for score in scores:
                 histogram.observe(score)
-        route = result.route
-        if route.revision != self._weights_revision:  # the gauge shows the route this worker serves
+        self._publish_route(result.route)
+
+    def _publish_route(self, route) -> None:
+        """The traffic-weight gauge shows the route this worker serves (from start, not from the first answer)."""
+        if route.revision != self._weights_revision:
             shares = {(str(route.champion_version), "champion"): 1 - route.canary_weight}
             if route.canary_version:
                 shares[(route.canary_version, "canary")] = route.canary_weight
