@@ -248,6 +248,8 @@ def test_the_built_bento_serves_scores_and_refuses_malformed_requests(airflow_db
         before = requests.get(f"{url}/metrics", timeout=10).text
         gauge = [line for line in before.splitlines() if line.startswith("loopline_traffic_weight{")]
         assert any('model_version="1"' in line and 'arm="champion"' in line and line.endswith(" 1.0") for line in gauge)
+        docs = requests.get(f"{url}/docs.json", timeout=10).json()["info"]
+        assert docs["version"] == "champion v1" and "champion v1" in docs["title"]  # not the Bento's pinned version
         batch = datagen.make_batch(30, n_rows=3, seed=5).drop(columns=["applied_at", "defaulted"])
         applications = json.loads(batch.to_json(orient="records"))
         ok = requests.post(f"{url}/predict", json={"applications": applications}, timeout=30)

@@ -190,9 +190,21 @@ class ModelService:
 
 
 _settings = get_settings()
+
+
+def serving_now() -> str:
+    """What answers requests right now, from the serving state (not the Bento's pinned model)."""
+    from loopline.rollout.serving_state import ServingState
+
+    route = ServingState(_settings.state_db_uri).route(SPEC.name)
+    canary = f", canary v{route.canary_version} at {route.canary_weight:.0%}" if route.canary_version else ""
+    return f"champion v{route.champion_version}{canary}"
+
+
 protect(
     ModelService,
     max_body_bytes=_settings.max_request_bytes,
     api_keys=_settings.api_keys,
     require_keys=_settings.require_api_keys,
+    describe=serving_now,
 )

@@ -441,8 +441,13 @@ class EdgeGuard:
     def __init__(
         self, app: ASGIApp, routes: Mapping[str, Sequence[str]], max_body_bytes: int, docs_path: str = DOCS_PATH,
         api_keys: ApiKeys | None = None, open_paths: Sequence[str] = (), client_rows: Mapping[str, str] | None = None,
+        describe: Callable[[], str] | None = None,
     ) -> None:  # fmt: skip
-        """``client_rows``: path -> the top-level key whose list of rows gets each row's client name."""
+        """``client_rows``: path -> the top-level key whose list of rows gets each row's client name.
+
+        ``describe``: what is serving right now, in words; the OpenAPI document's title and version
+        say it (BentoML's name the Bento's pinned model, which need not be the one answering).
+        """
         if max_body_bytes <= 0:
             raise ValueError("max_body_bytes must be above 0")
         self.app = app
@@ -452,7 +457,8 @@ class EdgeGuard:
         self.api_keys = api_keys if api_keys else None
         self.open_paths = set(open_paths)
         self.client_rows = dict(client_rows or {})
-        self._docs: bytes | None = None
+        self.describe = describe
+        self._docs: dict | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -544,15 +550,21 @@ class EdgeGuard:
         )
 
     async def _serve_docs(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """BentoML's OpenAPI document with the edges' errors in it; patched once, then served as is."""
+        """BentoML's OpenAPI document with the edges' errors in it (patched once) and what serves now."""
         if self._docs is None:
             captured = _Captured()
             await self.app(scope, receive, captured)
             if captured.status != 200:
                 await captured.replay(send)
                 return
-            self._docs = json.dumps(patch_openapi(json.loads(captured.body), self.routes)).encode()
-        await _send_json(send, 200, self._docs)
+            self._docs = patch_openapi(json.loads(captured.body), self.routes)
+        document = self._docs
+        if self.describe is not None:
+            serving = self.describe()
+            info = {**document.get("info", {}), "version": serving}
+            info["title"] = f"{info.get('title', 'service')} ({serving})"
+            document = {**document, "info": info}
+        await _send_json(send, 200, json.dumps(document).encode())
 
 
 def _with_client(
@@ -659,7 +671,7 @@ def client_rows_of(service: Any) -> dict[str, str]:
 
 def protect(
     service: Any, max_body_bytes: int, api_keys: Sequence[tuple[str, str]] = (), require_keys: bool = False,
-    open_paths: Sequence[str] = ("/ready",),
+    open_paths: Sequence[str] = ("/ready",), describe: Callable[[], str] | None = None,
 ) -> None:  # fmt: skip
     """Put an EdgeGuard in front of every API route of a BentoML service (``service.apis``).
 
@@ -674,5 +686,5 @@ def protect(
     routes = {api.route: tuple(api.input_spec.model_fields) for api in service.apis.values()}
     service.add_asgi_middleware(
         EdgeGuard, routes=routes, max_body_bytes=max_body_bytes, api_keys=ApiKeys(api_keys),
-        open_paths=open_paths, client_rows=client_rows_of(service),
+        open_paths=open_paths, client_rows=client_rows_of(service), describe=describe,
     )  # fmt: skip
