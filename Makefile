@@ -1,5 +1,5 @@
-# Loopline: `make demo` runs the whole line on the embedded default; `make test` the tests a change needs,
-# `make test-slow` the long end-to-end ones (CI runs both).
+# Loopline: `make demo` runs the whole line on the embedded default; `make test` the tests a change needs
+# (with the end-to-end spine), `make test-all` every test in one session (CI runs it).
 # Both create the Python 3.11 environment in .venv first (with uv), so nothing is installed by hand.
 
 SHELL := /bin/bash
@@ -9,12 +9,12 @@ STAMP := $(VENV)/.loopline-installed
 MODEL ?= credit_risk
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 
-.PHONY: demo test test-slow test-all bench lint lock clean help
+.PHONY: demo test test-all bench lint lock clean help
 
 help:
 	@echo "make demo   - create .venv, then run ingest -> validate -> version -> train -> register -> package end to end"
 	@echo "make test   - create .venv, then run unit, data, model, DAG integrity, deploy and the end-to-end spine (~15 min)"
-	@echo "make test-slow - the long end-to-end runs: crashes, rollouts, drift, task types, onboarding, privacy, browser"
+	@echo "make test-all - every test, with the long end-to-end runs (crashes, rollouts, drift, task types, ...): CI"
 	@echo "make bench  - benchmarks (train DAG on 1M rows vs a bare script)"
 	@echo "make bench-serve - the Bento service vs bare FastAPI vs in-process scoring: throughput, p50/p99 (~3 min)"
 	@echo "make bench-dags - DAG-file parse and task start-up time with 1, 10 and 50 model folders (~5 min)"
@@ -40,9 +40,6 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
-
-test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m slow
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest
