@@ -160,3 +160,5 @@ def test_stored_targets_keep_missing_outcomes_and_pass_a_type_check(tmp_path):
     assert validate_frame(pd.DataFrame({"y": stored}), "s", "t", tmp_path, entity_id=None).success
     classes = TASKS["multiclass"].stored_target(pd.Series([1.0, None, 3.0]))
     assert classes.tolist()[0] == "1" and classes.isna().tolist() == [False, True, False]
+    labels = TASKS["multiclass"].stored_target(pd.Series(["high", "low"], dtype=object))  # none missing
+    assert labels.tolist() == ["high", "low"] and str(labels.dtype) == "string"

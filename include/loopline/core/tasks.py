@@ -303,10 +303,8 @@ class MulticlassTask(Task):
     def stored_target(self, values: pd.Series) -> pd.Series:
         import pandas as pd
 
-        known = values.notna()
-        out = pd.Series(pd.NA, index=values.index, dtype="string")
-        out[known] = class_names(values[known])
-        return out
+        names = pd.Series(class_names(values), index=values.index, dtype="string")
+        return names.where(values.notna(), pd.NA)
 
     def labels(self, values: pd.Series, spec: ModelSpec) -> np.ndarray:
         classes = list(spec.dataset.classes or ())
