@@ -112,7 +112,7 @@ def test_ingest_runs_on_celery_workers_against_postgres(tmp_path, database):
     with open(logs / "migrate.log", "w") as out:
         migrate = subprocess.Popen([BIN / "airflow", "db", "migrate"], env=env, stdout=out, stderr=subprocess.STDOUT)
     run(["loopline", "init"], env)  # meanwhile: the DVC data registry, and one good batch in the landing zone
-    run(["loopline", "generate", "--weeks", "0", "--rows", "300"], env)
+    run(["loopline", "generate", "--model", "credit_risk", "--weeks", "0", "--rows", "300"], env)
     assert migrate.wait() == 0, (logs / "migrate.log").read_text()[-3000:]
 
     commands = {

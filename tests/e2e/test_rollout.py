@@ -311,7 +311,7 @@ def test_metrics_and_audit_read_with_their_own_clients(service):
 
     from loopline.ops.cli import app
 
-    result = CliRunner().invoke(app, ["audit", "--limit", "40"])
+    result = CliRunner().invoke(app, ["audit", "--model", "credit_risk", "--limit", "40"])
     assert result.exit_code == 0, result.output
     assert "canary_step" in result.output and "promote" in result.output and "abort" in result.output
     assert load.sent > 200 and load.failed == []
