@@ -178,7 +178,9 @@ def test_login_trigger_links_and_loopline_page(browser, airflow_ui, screenshots)
 
     # Links on the page open in a new tab even from inside the sandboxed frame.
     driver.switch_to.frame(frame)
-    driver.find_element(By.LINK_TEXT, "credit_risk").click()
+    driver.find_element(
+        By.XPATH, "//h2/a[normalize-space()='credit_risk']"
+    ).click()  # its MLflow model (the picker above links within the page)
     WebDriverWait(driver, 20).until(lambda d: len(d.window_handles) == 2)
     driver.switch_to.default_content()
 
