@@ -26,5 +26,5 @@ def is_automatic(run_type: str) -> bool:
 
 
 def actor(dag_id: str, run_id: str, run_type: str, triggering_user_name: str | None) -> str:
-    """``alice (dag:credit_risk_rollout_control/manual__2026-...)``: who, next to the DAG run."""
+    """``alice (dag:<model>_rollout_control/manual__2026-...)``: who, next to the DAG run."""
     return f"{run_starter(run_type, triggering_user_name)} (dag:{dag_id}/{run_id})"

@@ -2,7 +2,7 @@
 
 Every DAG file in ``dags/`` is a template for one station; it asks ``models_for(station)``
 for the model specs to build a DAG of that station for. DAG ids read ``<model>_<station>``
-(``credit_risk_ingest``, ``credit_risk_train``, ...), so the UI lists each model's line
+(``<model>_ingest``, ``<model>_train``, ...), so the UI lists each model's line
 together. During a task run Airflow's parsing context names the one DAG needed, and only
 that model's spec is read (Airflow's documented dynamic-DAG pattern).
 

@@ -16,11 +16,11 @@ function of column arrays, declared with :func:`derived` and the raw features it
     import numpy as np
     from loopline.core.features import derived
 
-    @derived(sources=("amount", "income"))
-    def amount_to_income(c):
-        return c["amount"] / np.maximum(c["income"], 1.0)
+    @derived(sources=("numerator", "denominator"))
+    def ratio(c):
+        return c["numerator"] / np.maximum(c["denominator"], 1.0)
 
-(``models/credit_risk/features.py`` is a complete example.)
+(each demo model folder under ``models/`` has a complete example.)
 ``c`` maps each declared source to a float64 numpy array (a categorical source arrives as
 its codes); the function returns one float per row. It gets only the columns it declared,
 so the declarations are exactly what drift monitoring and reason codes use to map a derived
