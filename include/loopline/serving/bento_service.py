@@ -21,6 +21,7 @@ codes, under a pseudonym of the applicant id, never the id itself.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -192,11 +193,16 @@ class ModelService:
 _settings = get_settings()
 
 
-def serving_now() -> str:
-    """What answers requests right now, from the serving state (not the Bento's pinned model)."""
+@functools.cache
+def _serving_state():
     from loopline.rollout.serving_state import ServingState
 
-    route = ServingState(_settings.state_db_uri).route(SPEC.name)
+    return ServingState(_settings.state_db_uri)  # one engine for the process, not one per /docs.json
+
+
+def serving_now() -> str:
+    """What answers requests right now, from the serving state (not the Bento's pinned model)."""
+    route = _serving_state().route(SPEC.name)
     canary = f", canary v{route.canary_version} at {route.canary_weight:.0%}" if route.canary_version else ""
     return f"champion v{route.champion_version}{canary}"
 
