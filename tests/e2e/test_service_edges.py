@@ -18,6 +18,8 @@ import pytest
 import requests
 
 from loopline.core.settings import get_settings
+from loopline.core.spec import load_spec
+from loopline.serving.request_schema import allowed_missing
 from loopline.serving.service_edges import ErrorBody
 from tests.e2e.conftest import BentoServer
 from tests.generators import credit_risk as datagen
@@ -218,11 +220,30 @@ def fuzz_checks() -> list:
     ]
 
 
-def fuzz(operation, mode, checks: list, seen: dict[int, int]) -> None:
+def within_documented_limits(case, spec) -> bool:
+    """Whether a generated body keeps the rule the row's description states beyond JSON Schema.
+
+    At most ``allowed_missing`` features absent or null: JSON Schema can only say
+    ``minProperties``, which does not count nulls.
+    """
+    rows = case.body.get("applications") if isinstance(case.body, dict) else None
+    allowed = allowed_missing(spec)
+    for row in rows if isinstance(rows, list) else []:
+        if isinstance(row, dict) and sum(row.get(f) is None for f in spec.features.names) > allowed:
+            return False
+    return True
+
+
+def fuzz(operation, mode, checks: list, seen: dict[int, int], spec) -> None:
     """One Hypothesis run of MAX_EXAMPLES cases of ``operation``; ``seen`` counts the statuses answered."""
+    import schemathesis
     from hypothesis import HealthCheck, given, settings
 
-    @given(case=operation.as_strategy(generation_mode=mode))
+    strategy = operation.as_strategy(generation_mode=mode)
+    if mode == schemathesis.GenerationMode.POSITIVE:  # valid means valid by every rule the document states
+        strategy = strategy.filter(lambda case: within_documented_limits(case, spec))
+
+    @given(case=strategy)
     @settings(
         max_examples=MAX_EXAMPLES,
         deadline=None,
@@ -247,6 +268,9 @@ def test_fuzzed_requests_never_get_a_5xx_and_always_match_the_openapi_document(s
     import schemathesis
 
     schema = schemathesis.openapi.from_url(f"{server.url}/docs.json")
+    spec = load_spec(MODEL, get_settings().models_dir)
+    row = next(s for s in schema.raw_schema["components"]["schemas"].values() if "minProperties" in s)
+    assert f"At most {allowed_missing(spec)} of" in row["description"], "the row documents its missing limit"
     checks = fuzz_checks()
     failures, answered = [], {}
     for result in schema.get_all_operations():
@@ -257,7 +281,7 @@ def test_fuzzed_requests_never_get_a_5xx_and_always_match_the_openapi_document(s
         for mode in modes:
             seen = answered.setdefault(f"{operation.label} {mode.value}", {})
             try:
-                fuzz(operation, mode, checks, seen)
+                fuzz(operation, mode, checks, seen, spec)
             except Exception as err:  # collect every operation's failure, not only the first
                 failures.append(f"{operation.label} ({mode.value}): {err}"[:4000])
     print(json.dumps(answered, indent=1))

@@ -191,6 +191,18 @@ def test_a_row_missing_too_many_features_is_refused_with_what_to_send():
     assert "send " in body.error and "Value error" not in body.error
 
 
+def test_the_documented_row_schema_states_the_missing_limit_and_never_admits_what_is_refused():
+    schema = Application.model_json_schema()
+    allowed = int(SPEC.features.max_missing_share * len(SPEC.features.names))
+    assert f"At most {allowed} of the {len(SPEC.features.names)} features" in schema["description"]
+    row = full_row()
+    optional = [n for n in SPEC.features.names if n not in SPEC.features.required]
+    for name in optional[: allowed + 1]:  # one key fewer than minProperties allows
+        del row[name]
+    assert len(row) == schema["minProperties"] - 1
+    _errors(row)  # JSON Schema refuses it, and so does the service
+
+
 def _errors(row: dict) -> list[dict]:
     with pytest.raises(ValidationError) as exc:
         Application.model_validate_json(json.dumps(row))

@@ -44,10 +44,32 @@ def application_model(spec: ModelSpec, name: str = "Application") -> type[BaseMo
         fields[feature] = (level, ...) if feature in required else (level | None, None)
     # Written by the service's edge guard (the API key's client), refused from clients; not in the OpenAPI.
     fields[CLIENT_FIELD] = (SkipJsonSchema[str | None], None)
-    validators = {}
+    validators, schema_extra = {}, {}
     if spec.features.max_missing_share is not None:
         validators["_missing_share"] = model_validator(mode="after")(_missing_share_check(spec))
-    return create_model(name, __config__=ConfigDict(extra="forbid"), __validators__=validators, **fields)
+        schema_extra = _missing_share_schema(spec)
+    config = ConfigDict(extra="forbid", json_schema_extra=schema_extra or None)
+    return create_model(name, __config__=config, __validators__=validators, **fields)
+
+
+def allowed_missing(spec: ModelSpec) -> int:
+    """How many of ``spec``'s features one row may leave missing (absent or null)."""
+    return int(spec.features.max_missing_share * len(spec.features.names) + 1e-9)
+
+
+def _missing_share_schema(spec: ModelSpec) -> dict:
+    """The missing-share rule in the OpenAPI document, as far as JSON Schema can say it.
+
+    ``minProperties`` is what it can enforce (absent keys count as missing, so a row with
+    fewer keys is always refused); that null counts as missing too is beyond JSON Schema,
+    so the limit itself is stated in the description (BentoML's OpenAPI model keeps no
+    ``x-`` extension fields).
+    """
+    allowed, names = allowed_missing(spec), spec.features.names
+    return {
+        "minProperties": 1 + len(names) - allowed,  # the entity id and the features that must be there
+        "description": f"At most {allowed} of the {len(names)} features may be missing (absent or null).",
+    }
 
 
 def _missing_share_check(spec: ModelSpec):
@@ -55,7 +77,7 @@ def _missing_share_check(spec: ModelSpec):
 
     def check(row: Any) -> Any:
         missing = [n for n in names if getattr(row, n) is None]
-        allowed = int(limit * len(names) + 1e-9)
+        allowed = allowed_missing(spec)
         if len(missing) > allowed:
             raise ValueError(
                 f"{len(missing)} of {len(names)} features are missing, at most {allowed} ({limit:.0%}) may be: "
