@@ -65,6 +65,16 @@ def _answers_have_the_task_shape(task: str, answers: list[dict], classes: list[s
             assert a["probabilities"][a["predicted_class"]] == max(a["probabilities"].values())
 
 
+def _why_the_rollout_failed(dag_log, server: BentoServer, errors: list) -> str:
+    """The DAG's end, the live traffic's errors and what the service said about its route."""
+    service_log = server.log_path.read_text(errors="replace").splitlines()
+    said = [line for line in service_log if "route" in line or "ERROR" in line or "Error" in line][-40:]
+    ready = httpx.get(f"{server.url}/ready", timeout=10).text
+    return "\n".join(
+        [dag_log.read_text()[-3000:], f"traffic errors: {errors[:3]}", f"/ready: {ready}", "service log:", *said]
+    )
+
+
 @pytest.mark.parametrize("task", list(CASES))
 def test_a_model_of_each_task_type_runs_the_whole_line(tmp_path, task):
     case = CASES[task]
@@ -119,7 +129,8 @@ def test_a_model_of_each_task_type_runs_the_whole_line(tmp_path, task):
         sender.start()
         try:
             rollout = line.dag_test_in_background(f"{name}_rollout", {"version": "challenger", "mode": "spec"})
-            assert rollout.wait(timeout=600) == 0, (tmp_path / f"{name}_rollout.log").read_text()[-4000:]
+            if rollout.wait(timeout=600) != 0:
+                pytest.fail(_why_the_rollout_failed(tmp_path / f"{name}_rollout.log", server, errors))
         finally:
             stop.set()
             sender.join(timeout=120)
