@@ -1,21 +1,24 @@
 """
-### Drift: is live traffic still like the champion's training data? Retrain only when it really is not
+### Drift: is the model still doing its job? Alert people when something moved, retrain when it is at risk
 
 Runs on the schedule in `models/<model>/spec.yaml` (`monitoring.schedule`, hourly by
 default). `ingest_outcomes` first takes in delayed outcome labels (files in
 `landing/<model>_outcomes/`; bad files are quarantined with a report).
-`check_drift` compares the last `window_hours` of the prediction log with the
-training data of the champion's exact DVC version: alibi-detect's TabularDrift (KS for
-numeric, chi-square for categorical features, FDR-corrected) plus the score distribution,
-each with an effect size (PSI) and the feature's importance; and live AUC per model
-version once delayed outcomes have arrived. The report (JSON + HTML) is logged to MLflow
-(experiment `<model>-monitoring`) and recorded (`loopline drift-status`).
+`check_drift` compares the last `window_hours` of the prediction log with the champion's
+exact DVC data version on three channels: the **inputs** (alibi-detect's TabularDrift,
+FDR-corrected, each feature with an effect size and its importance), the **impact on the
+model** (its quality estimated without labels: CBPE for classifiers, DLE for regressors;
+its answers' mix: decision or class shares, prediction quantiles) and **realised
+quality** once outcomes arrive. The report (JSON + HTML) is logged to MLflow (experiment
+`<model>-monitoring`) and recorded (`loopline drift-status`, the Loopline page).
 
-Drift counts only when significance **and** effect size agree over an importance-weighted
-share of features (or on the score), or live AUC dropped. Even then the storm guard
-(cooldown, max retrains per week) may hold it back. Confirmed and allowed →
-`trigger_retrain` starts **<model>_train** with the reason and the report in its conf,
-and an alert goes out. Otherwise nothing is triggered.
+Verdicts: `insufficient`, `stable`, `feature_drift` (inputs moved, the model's answers
+held: alert only), `performance_risk` (estimated quality or answers moved: alert and
+retrain), `concept_drift` (realised quality dropped: alert and retrain); the spec's
+`alert_on` / `retrain_on` say which does what. `alert_people` alerts once per episode
+(a reminder every `reminder_hours`), never at every check. A retrain is held back by
+`min_consecutive_windows` and the storm guard (cooldown, max retrains per week); allowed →
+`trigger_retrain` starts **<model>_train** with the reason and the report in its conf.
 """
 
 from __future__ import annotations
@@ -80,12 +83,24 @@ def build(spec: ModelSpec) -> None:
             except NoChampion as err:
                 return {"trigger": False, "verdict": "no_champion", "reason": str(err), "summary": str(err)}
 
+        @task
+        def alert_people(result: dict) -> str:
+            """The check in words, to the configured channels, when its episode starts (then reminders)."""
+            if not result.get("alert"):
+                return f"no alert: {result.get('alert_reason') or result['reason']}"
+            LooplineNotifier(
+                title=f"Loopline: {result['verdict']} for {model} ({result['alert_reason']})",
+                body=f"{result['summary']}\nreport: {result['report_uri']}",
+            ).notify(get_current_context())
+            return "alerted"
+
         @task.branch
         def decide(result: dict) -> str:
             return "trigger_retrain" if result["trigger"] else "no_retrain"
 
         result = check_drift()
         ingest_outcomes() >> result
+        alert_people(result)
         trigger_retrain = TriggerDagRunOperator(
             task_id="trigger_retrain",
             trigger_dag_id=dag_id(model, "train"),
@@ -95,11 +110,6 @@ def build(spec: ModelSpec) -> None:
                 "(check #{{ ti.xcom_pull(task_ids='check_drift')['check_id'] }})",
                 "drift_report": "{{ ti.xcom_pull(task_ids='check_drift')['report_uri'] }}",
             },
-            on_success_callback=LooplineNotifier(
-                title=f"Loopline: drift confirmed for {model}, retraining",
-                body="{{ ti.xcom_pull(task_ids='check_drift')['summary'] }}\n"
-                "report: {{ ti.xcom_pull(task_ids='check_drift')['report_uri'] }}",
-            ),
             doc_md="Starts loopline_train with the drift verdict and report in its conf (it records them on the run).",
         )
         decide(result) >> [trigger_retrain, EmptyOperator(task_id="no_retrain")]

@@ -15,9 +15,11 @@ import itertools
 import json
 import os
 import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
+import requests
 
 from loopline.core.settings import get_settings
 from tests.e2e.conftest import BentoServer
@@ -60,6 +62,17 @@ def send(server: BentoServer, frame) -> list[dict]:
     return server.predict(json.loads(frame.drop(columns=["applied_at", "defaulted"]).to_json(orient="records")))
 
 
+def serving(server: BentoServer, version: str, timeout: float = 60) -> None:
+    """Wait until the service has adopted a route whose champion is ``version`` (it polls the store)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        route = requests.post(f"{server.url}/ready", json={}, timeout=10).json()["route"]
+        if str(route["champion_version"]) == str(version) and not route["canary_version"]:
+            return
+        assert time.monotonic() < deadline, f"the service still serves {route} after {timeout:.0f} s"
+        time.sleep(0.5)
+
+
 def drift_run(run_dag, since: datetime):
     """The drift DAG over the traffic since ``since`` (the test's own; earlier tests' traffic stays out)."""
     return run_dag("credit_risk_drift", conf={"window_start": since.isoformat()}, logical_date=datetime.now(UTC))
@@ -83,7 +96,7 @@ def test_stable_traffic_is_not_drift(run_dag, service):
     states = task_states(dr)
     assert states["no_retrain"] == "success" and states["trigger_retrain"] == "skipped"
     latest = monitoring().latest(MODEL, 1)[0]
-    assert latest.verdict == "no_drift" and not latest.triggered and latest.n_rows == 1500
+    assert latest.verdict == "stable" and not latest.triggered and not latest.alerted and latest.n_rows == 1500
     assert queued_train_runs() == []
 
 
@@ -96,12 +109,13 @@ def test_shifted_traffic_triggers_one_retrain_with_its_report_and_an_alert(run_d
     assert dr.state == "success"
     assert task_states(dr)["trigger_retrain"] == "success"
     latest = monitoring().latest(MODEL, 1)[0]
-    assert latest.verdict == "drift" and latest.confirmed and latest.triggered
+    assert latest.verdict == "performance_risk" and latest.confirmed and latest.triggered and latest.alerted
     drifted = [f["name"] for f in latest.features if f["drifted"]]
     assert {"annual_income", "debt_to_income"} & set(drifted), drifted
     [queued] = queued_train_runs()
     assert queued.conf["drift_report"] == latest.report_uri and "drift" in queued.conf["reason"]
-    assert any("drift confirmed" in json.dumps(a) for a in webhook[alerts_before:])
+    risk_alerts = [a for a in webhook[alerts_before:] if "performance_risk" in json.dumps(a)]
+    assert len(risk_alerts) == 1 and "annual_income" in json.dumps(risk_alerts[0]), webhook[alerts_before:]
     # The report is in MLflow, against the champion's version.
     import mlflow
 
@@ -112,6 +126,8 @@ def test_shifted_traffic_triggers_one_retrain_with_its_report_and_an_alert(run_d
     dr = drift_run(run_dag, since)
     again = monitoring().latest(MODEL, 1)[0]
     assert again.confirmed and not again.triggered and "cooldown" in again.trigger_reason
+    assert not again.alerted, "the same episode alerts once (then a reminder a day), not at every check"
+    assert len([a for a in webhook[alerts_before:] if "performance_risk" in json.dumps(a)]) == 1
     assert task_states(dr)["trigger_retrain"] == "skipped" and len(queued_train_runs()) == 1
 
 
@@ -168,6 +184,7 @@ def test_outcomes_give_live_auc_catch_concept_drift_and_bad_files_are_quarantine
     # Applicants served now, whose repayment behaviour follows a changed relation (concept drift).
     since = datetime.now(UTC)
     applicants = datagen.make_batch(9, n_rows=1200, seed=24, drift=CONCEPT)
+    serving(service, tracking.alias_version(mlflow_client(), MODEL, "champion"))  # the last test's promotion
     send(service, applicants)
     applicants[["applicant_id", "defaulted"]].to_csv(zones.landing / "outcomes-w9.csv", index=False)
     (zones.landing / "outcomes-broken.csv").write_text("applicant_id,defaulted\nA1,yes\nA2,1\n")

@@ -69,7 +69,7 @@ def _why_the_rollout_failed(dag_log, server: BentoServer, errors: list) -> str:
     """The DAG's end, the live traffic's errors and what the service said about its route."""
     service_log = server.log_path.read_text(errors="replace").splitlines()
     said = [line for line in service_log if "route" in line or "ERROR" in line or "Error" in line][-40:]
-    ready = httpx.get(f"{server.url}/ready", timeout=10).text
+    ready = httpx.post(f"{server.url}/ready", json={}, timeout=10).text
     return "\n".join(
         [dag_log.read_text()[-3000:], f"traffic errors: {errors[:3]}", f"/ready: {ready}", "service log:", *said]
     )

@@ -76,7 +76,7 @@ def test_stable_windows_almost_never_confirm_drift(detector, reference, champion
     assert confirmed / len(reports) <= POLICY.p_value
     assert confirmed == 0  # significance AND effect size: stable windows do not reach PSI 0.1
     assert sum(len(r.drifted_features) for r in reports) <= 1
-    assert all(r.verdict == "no_drift" and r.n_current == 2_000 for r in reports)
+    assert all(r.verdict == "stable" and r.n_current == 2_000 for r in reports)
     # FDR alone (no effect size) keeps "any feature significant" near its level too
     assert sum(any(f.significant for f in r.features) for r in reports) <= 6
 
@@ -87,21 +87,21 @@ def test_stable_windows_almost_never_confirm_drift(detector, reference, champion
 def test_a_covariate_shift_is_confirmed_within_one_window(detector, reference, champion):
     shifted = make_batch(5, 2_000, seed=7, drift=DriftKnobs(covariate_shift=1.0))
     report = _check(detector, reference, champion, shifted)
-    assert report.confirmed and report.verdict == "drift"
+    assert report.confirmed and report.verdict == "feature_drift"
     flagged = set(report.drifted_features)
     assert {"debt_to_income", "interest_rate", "credit_utilization"} <= flagged
     assert flagged <= SHIFTED and not flagged & UNAFFECTED
-    assert report.drift_share >= POLICY.drift_share
+    assert report.drift_share >= 0.3  # the moved inputs carry much of the model's importance
     assert report.score is not None and report.score.shifted  # the applicants got riskier: scores moved too
     assert any("features drifted" in r for r in report.reasons)
 
 
-def test_a_shift_in_unimportant_features_alone_does_not_confirm(detector, reference, champion):
+def test_a_shift_in_an_unimportant_feature_is_reported_as_carrying_no_weight(detector, reference, champion):
     current = make_batch(5, 2_000, seed=8)
     current["region"] = np.where(np.arange(len(current)) % 2 == 0, "south", current["region"])
     report = _check(detector, reference, champion, current)
-    assert report.drifted_features == ["region"]  # seen and reported ...
-    assert not report.confirmed  # ... but the model gives region no weight
+    assert report.drifted_features == ["region"] and report.verdict == "feature_drift"  # seen and reported ...
+    assert report.drift_share < 0.05 and not report.score.shifted  # ... but the model gives region no weight
 
 
 def test_a_small_window_gives_no_verdict_even_if_shifted(detector, reference, champion):
@@ -259,11 +259,11 @@ def test_the_report_serialises_and_renders_a_self_contained_page(detector, refer
     report = _check(detector, reference, champion, make_batch(5, 2_000, seed=51, drift=DriftKnobs(1.0)))
     data = report.to_dict()
     text = json.dumps(data, allow_nan=False)
-    assert json.loads(text)["verdict"] == "drift" and len(data["features"]) == len(SPEC.features.names)
+    assert json.loads(text)["verdict"] == "feature_drift" and len(data["features"]) == len(SPEC.features.names)
     assert all(set(row) >= {"name", "p_value", "psi", "drifted"} for row in report.feature_rows())
     json.dumps(report.feature_rows(), allow_nan=False)
     summary = report.summary()
-    assert "\n" not in summary and summary.startswith("credit_risk: DRIFT confirmed")
+    assert "\n" not in summary and summary.startswith("credit_risk: inputs moved")
     page = report.to_html(context={"champion": "v3", "window": "2026-03-01 .. 2026-03-02"})
     assert page.startswith("<!DOCTYPE html>") and '<table class="features">' in page
     svgs = re.findall(r"<svg.*?</svg>", page, flags=re.S)
@@ -271,7 +271,7 @@ def test_the_report_serialises_and_renders_a_self_contained_page(detector, refer
     assert all(ElementTree.fromstring(svg).tag.endswith("svg") for svg in svgs)  # well-formed inline SVG
     for name in SPEC.features.names:
         assert f"<td>{name}</td>" in page
-    assert "DRIFT CONFIRMED" in page and "champion" in page and "effect size (PSI)" in page
+    assert "FEATURE DRIFT" in page and "champion" in page and "effect size (PSI)" in page
     assert "<script" not in page and "src=" not in page and "href=" not in page and "@import" not in page
 
 

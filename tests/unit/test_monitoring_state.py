@@ -33,14 +33,14 @@ def state(url):
     state.engine.dispose()  # release connections before the database is dropped
 
 
-def _record(state, at, triggered=False, verdict="no_drift", model="m", dag_run=None, **kw):
+def _record(state, at, triggered=False, verdict="stable", model="m", dag_run=None, **kw):
     return state.record(
         at=at,
         model=model,
         champion_version="3",
         n_rows=2_000,
         verdict=verdict,
-        confirmed=triggered or verdict in ("drift", "concept_drift"),
+        confirmed=triggered or verdict in ("performance_risk", "concept_drift"),
         triggered=triggered,
         trigger_reason=kw.pop("trigger_reason", "x"),
         dag_run=dag_run,
@@ -55,7 +55,7 @@ def test_a_check_is_stored_with_every_field(state):
         model="credit_risk",
         champion_version=3,
         n_rows=2_345,
-        verdict="drift",
+        verdict="performance_risk",
         confirmed=True,
         triggered=True,
         trigger_reason="drift confirmed: triggering a retrain",
@@ -84,7 +84,7 @@ def test_latest_is_newest_first_per_model_and_limited(state):
 def test_triggers_since_lists_only_triggered_checks_in_utc(state):
     _record(state, T0 - timedelta(days=8), triggered=True)
     _record(state, T0 - timedelta(days=2), triggered=True)
-    _record(state, T0 - timedelta(days=1), verdict="drift")  # confirmed, held back by the guard
+    _record(state, T0 - timedelta(days=1), verdict="performance_risk")  # confirmed, held back by the guard
     _record(state, T0 - timedelta(hours=3), triggered=True, model="other")
     eastern = timezone(timedelta(hours=-5))
     _record(state, (T0 - timedelta(hours=1)).astimezone(eastern), triggered=True, verdict="concept_drift")
@@ -95,8 +95,8 @@ def test_triggers_since_lists_only_triggered_checks_in_utc(state):
 
 
 def test_the_same_dag_run_records_once(state):
-    _record(state, T0, verdict="drift", dag_run="run-1", trigger_reason="first try")
-    again = _record(state, T0, triggered=True, verdict="drift", dag_run="run-1", trigger_reason="retry")
+    _record(state, T0, verdict="performance_risk", dag_run="run-1", trigger_reason="first try")
+    again = _record(state, T0, triggered=True, verdict="performance_risk", dag_run="run-1", trigger_reason="retry")
     assert [c.trigger_reason for c in state.latest("m")] == ["retry"] and again.id == 1
     _record(state, T0, dag_run="run-1", model="other")  # same run id, other model: its own row
     _record(state, T0)
@@ -113,7 +113,7 @@ def test_the_same_dag_run_records_once(state):
     ],
 )
 def test_invalid_records_are_refused(state, kwargs, message):
-    values = {"at": T0, "model": "m", "champion_version": "1", "n_rows": 10, "verdict": "drift", "confirmed": True}
+    values = {"at": T0, "model": "m", "champion_version": "1", "n_rows": 10, "verdict": "performance_risk", "confirmed": True}
     values.update({"triggered": False, **kwargs})
     with pytest.raises(MonitoringStateError, match=message) as info:
         state.record(**values)
@@ -125,7 +125,7 @@ def test_create_all_is_idempotent_and_shares_the_serving_state_database(url):
     serving = ServingState(url)
     serving.change(Route("m", champion_version="1"), "promote", "test", "first")
     first = MonitoringState(url)
-    _record(first, T0, triggered=True, verdict="drift")
+    _record(first, T0, triggered=True, verdict="performance_risk")
     second = MonitoringState(url)  # a second process / task on the same database
     ServingState(url)
     assert len(second.latest("m")) == 1 and serving.route("m").champion_version == "1"

@@ -123,6 +123,9 @@ class Settings:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.airflow_db_uri,
             "MLFLOW_TRACKING_URI": self.mlflow_tracking_uri,
+            # One store for runs and the registry: MLflow reads this variable first (mlflow.set_registry_uri
+            # also writes it into the environment, so a child process could otherwise inherit a foreign one).
+            "MLFLOW_REGISTRY_URI": self.mlflow_tracking_uri,
             "BENTOML_HOME": str(self.bentoml_home),
             "BENTOML_DO_NOT_TRACK": "True",
             "GX_ANALYTICS_ENABLED": "False",

@@ -189,8 +189,24 @@ class RolloutSpec(_Strict):
         return self
 
 
+AlertingVerdict = Literal["feature_drift", "performance_risk", "concept_drift"]
+
+
 class DriftPolicy(_Strict):
-    """When drift counts as real, and how often it may start a retrain."""
+    """What a drift check judges, what each verdict does, and how often it may start a retrain."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "drift_share" in data:
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "monitoring.drift_share is ignored: one drifted input is now a feature_drift (alert only), and"
+                " a retrain follows the estimated impact on the model (performance_risk); remove the key"
+            )
+            data = {k: v for k, v in data.items() if k != "drift_share"}
+        return data
 
     schedule: str = "@hourly"  # the drift DAG's schedule
 
@@ -199,12 +215,22 @@ class DriftPolicy(_Strict):
     min_window: int = Field(500, ge=10)  # fewer live rows than this: no verdict
     p_value: float = Field(0.05, gt=0, lt=1)  # FDR level across features (TabularDrift, correction='fdr')
     min_psi: float = Field(0.1, gt=0)  # effect size a feature must also reach to count as drifted
-    drift_share: float = Field(0.3, gt=0, le=1)  # importance-weighted share of drifted features that confirms
     score_psi: float = Field(0.2, gt=0)  # score-distribution PSI that confirms on its own (with p < p_value)
     min_labelled: int = Field(300, ge=10)  # labelled live rows before live quality is judged
     # Live quality worse than the holdout's by more than this: concept drift (the task's live metric:
     # binary AUC, multiclass accuracy, regression sMAPE).
     max_quality_drop: float = Field(0.05, ge=0)
+    # The impact on the model (loopline.monitoring.impact): estimated quality before labels, and the answers' mix.
+    max_estimated_drop: float = Field(0.05, ge=0)  # estimated live metric worse than on unseen rows by more: at risk
+    max_mix_shift: float = Field(0.08, gt=0, le=1)  # a decision's / class's share moved by more (absolute): at risk
+    max_quantile_shift: float = Field(0.15, gt=0)  # a prediction quantile moved by more x the 10-90% range: at risk
+    # What each verdict does: alert people, start a retrain (within cooldown and weekly budget).
+    alert_on: list[AlertingVerdict] = Field(
+        default_factory=lambda: ["feature_drift", "performance_risk", "concept_drift"]
+    )
+    retrain_on: list[AlertingVerdict] = Field(default_factory=lambda: ["performance_risk", "concept_drift"])
+    min_consecutive_windows: int = Field(1, ge=1)  # a retrain needs this many checks in a row with such a verdict
+    reminder_hours: float = Field(24, gt=0)  # an episode (the same verdict, check after check) alerts again after this
     cooldown_hours: float = Field(24, ge=0)  # no retrain trigger within this long after the last one
     max_retrains_per_week: int = Field(2, ge=0)
 

@@ -6,14 +6,16 @@ The live window of the prediction log against the champion's training data
 with the Benjamini-Hochberg FDR correction across features. Statistical significance
 alone is not enough: on large windows a K-S test finds differences nobody cares about,
 so a feature counts as *drifted* only if it is significant **and** its population
-stability index reaches ``policy.min_psi``. Drift is *confirmed* when the features that
-drifted carry at least ``policy.drift_share`` of the model's importance, or when the
-score distribution itself moved (K-S p < ``policy.p_value`` and PSI >= ``policy.score_psi``).
-The score is the task's (``loopline.core.tasks``): a probability, a predicted value, or
-the predicted class's probability.
+stability index reaches ``policy.min_psi``. One drifted feature makes the verdict
+``feature_drift``; the report says how much of the model's importance the drifted features
+carry. The score distribution is compared too (K-S p < ``policy.p_value`` and PSI >=
+``policy.score_psi`` = *shifted*): the score is the task's (``loopline.core.tasks``): a
+probability, a predicted value, or the predicted class's probability.
 
-Beside it: ``concept`` (live quality once labels arrive), ``retrain_policy`` (the storm
-guard) and ``report_page`` (the report as a self-contained HTML page).
+Whether moved inputs matter to the model is judged beside it, in ``impact`` (estimated
+quality and the answers' mix); ``concept`` judges live quality once labels arrive,
+``verdicts`` grades the check, ``retrain_policy`` is the storm guard and ``report_page``
+renders the report as a self-contained HTML page.
 
 Encoding (what alibi-detect sees): a float matrix with the spec's raw features in spec
 order. Categoricals become integer codes in the spec's level order; an unknown level or a
@@ -72,7 +74,7 @@ RANGE = " to "  # numeric bin labels: "low to high" (a dash would clash with neg
 MISSING_LABEL = "(missing/unknown)"
 
 
-VERDICTS = ("drift", "no_drift", "insufficient")
+VERDICTS = ("feature_drift", "stable", "insufficient")  # of the input data alone
 
 
 class DriftError(LooplineError, ValueError):
@@ -390,7 +392,7 @@ class ScoreDrift:
 @dataclass(frozen=True)
 class DriftReport:
     model: str
-    verdict: str  # "drift" | "no_drift" | "insufficient"
+    verdict: str  # "feature_drift" | "stable" | "insufficient" (the inputs alone; see verdicts for the check's)
     confirmed: bool
     reasons: tuple[str, ...]
     n_reference: int  # reference rows compared (a seeded sample of at most REFERENCE_MAX_ROWS)
@@ -421,8 +423,8 @@ class DriftReport:
 
     def summary(self) -> str:
         head = {
-            "drift": "DRIFT confirmed",
-            "no_drift": "no drift",
+            "feature_drift": "inputs moved",
+            "stable": "inputs stable",
             "insufficient": "no verdict (too little data)",
         }[self.verdict]
         parts = [f"{self.model}: {head}"]
@@ -431,18 +433,24 @@ class DriftReport:
             listed = ", ".join(drifted[:4]) + (", ..." if len(drifted) > 4 else "")
             parts.append(
                 f"drifted features {len(drifted)}/{len(self.features)} ({listed or 'none'})"
-                f", importance share {self.drift_share:.2f} (confirms at {self.policy['drift_share']:.2f})"
+                f", carrying {self.drift_share:.2f} of the model's importance"
             )
         if self.score is not None:
             parts.append(f"score PSI {self.score.psi:.3f}, K-S p={fmt_p(self.score.p_value)}")
         parts.append(f"{self.n_current:,} live rows vs {self.n_reference:,} reference rows")
         return "; ".join(parts)
 
-    def to_html(self, title: str | None = None, context: Mapping[str, Any] | None = None) -> str:
+    def to_html(
+        self,
+        title: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        verdict: str | None = None,
+        impact: Any = None,
+    ) -> str:
         """A self-contained page: inline CSS and SVG, no scripts, no external assets."""
         from loopline.monitoring.report_page import render_html
 
-        return render_html(self, title or f"Drift report: {self.model}", context or {})
+        return render_html(self, title or f"Drift report: {self.model}", context or {}, verdict, impact)
 
 
 def jsonable(value: Any) -> Any:
@@ -594,20 +602,20 @@ def check(
         else None
     )
 
-    by_data = drift_share >= policy.drift_share
+    by_data = any(f.drifted for f in features)
     by_score = score is not None and score.shifted
     enough = n_current >= policy.min_window
-    reasons = _reasons(features, drift_share, score, policy, n_current, enough, by_data, by_score)
+    reasons = _reasons(features, drift_share, score, policy, n_current, enough, by_score)
     if len(current) < n_current:
         reasons.append(
             f"the window's {n_current:,} rows were compared as a seeded sample of {len(current):,}"
             f" (against {len(sample):,} reference rows more would add almost no power)"
         )
-    verdict = "insufficient" if not enough else ("drift" if by_data or by_score else "no_drift")
+    verdict = "insufficient" if not enough else ("feature_drift" if by_data else "stable")
     return DriftReport(
         model=spec.name,
         verdict=verdict,
-        confirmed=verdict == "drift",
+        confirmed=verdict == "feature_drift",
         reasons=tuple(reasons),
         n_reference=len(sample),
         n_current=n_current,
@@ -627,7 +635,6 @@ def _reasons(
     policy: DriftPolicy,
     n_current: int,
     enough: bool,
-    by_data: bool,
     by_score: bool,
 ) -> list[str]:
     reasons = []
@@ -641,8 +648,7 @@ def _reasons(
         listed = ", ".join(f"{f.name} (PSI {f.psi:.2f}, importance {f.importance:.2f})" for f in drifted)
         reasons.append(
             f"{len(drifted)} of {len(features)} features drifted (FDR q < {policy.p_value} and PSI >= "
-            f"{policy.min_psi}): {listed}; they carry {drift_share:.2f} of the model's importance, "
-            f"{'at or above' if by_data else 'below'} the {policy.drift_share:.2f} that confirms drift"
+            f"{policy.min_psi}): {listed}; they carry {drift_share:.2f} of the model's importance"
         )
     else:
         reasons.append(f"no feature drifted (FDR q < {policy.p_value} and PSI >= {policy.min_psi})")

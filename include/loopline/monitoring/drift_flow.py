@@ -1,12 +1,15 @@
-"""The drift DAG's step: compare live traffic with the champion's training data and decide.
+"""The drift DAG's step: compare live traffic with the champion's data, grade it and decide.
 
-Reference = the training split of the exact DVC data version the champion was
-trained on (read from its MLflow lineage), scored by the champion for the score
-reference. Current = the prediction log of the last ``window_hours``. The fitted
-detector is kept per champion version and reused. Covariate/score drift (alibi-detect,
-effect sizes) and concept drift (the task's live metric from delayed outcomes) both count; the
-storm guard (cooldown, max retrains per week) decides whether a confirmed drift
-may trigger a retrain now. Every check is recorded, the report logged to MLflow.
+From the exact DVC data version the champion was trained on (read from its MLflow
+lineage): its training split is the inputs' reference; its validation and holdout
+splits (rows it never fitted), scored by the champion, are the reference of its answers
+and of its estimated quality. Current = the prediction log of the last ``window_hours``.
+The fitted detector is kept per champion version and reused. Three channels: the inputs
+(alibi-detect, effect sizes), the impact on the model (estimated quality before labels,
+the answers' mix: ``impact``) and realised quality from delayed outcomes (``concept``);
+``verdicts`` grades the check and decides alert and retrain, the storm guard (cooldown,
+max retrains per week) whether a retrain may start now. Every check is recorded, the
+report logged to MLflow.
 """
 
 from __future__ import annotations
@@ -63,21 +66,45 @@ def champion_of(spec: ModelSpec, settings: Settings) -> Champion:
     )
 
 
-def reference_of(spec: ModelSpec, champion: Champion, settings: Settings) -> tuple[pd.DataFrame, Any]:
-    """The champion's training rows (bounded sample) and the champion booster."""
+@dataclass(frozen=True)
+class Reference:
+    train: pd.DataFrame  # the champion's training rows (bounded sample): the inputs' reference
+    valid: pd.DataFrame  # its validation rows, with its answers (score, decision) and the label as outcome
+    holdout: pd.DataFrame  # its holdout rows, likewise
+    booster: Any
+
+    @property
+    def unseen(self) -> pd.DataFrame:
+        """The rows the champion never fitted, with its answers: the reference of what it answers live."""
+        return pd.concat([self.valid, self.holdout], ignore_index=True)
+
+
+def reference_of(spec: ModelSpec, champion: Champion, settings: Settings) -> Reference:
+    """The champion's splits of its exact data version and the champion booster."""
     import mlflow.lightgbm
 
+    from loopline.serving.scoring import score_frame
     from loopline.training import trainer as training
     from loopline.training.train_flow import load_dataset, registry_for
 
     model = spec.name
     version = registry_for(settings).resolve(spec.dataset.name, champion.data_version)
-    train_rows = training.time_split(training.labelled(load_dataset(version, settings), spec), spec).train
+    split = training.time_split(training.labelled(load_dataset(version, settings), spec), spec)
+    train_rows = split.train
     if len(train_rows) > REFERENCE_ROWS:
         train_rows = train_rows.sample(REFERENCE_ROWS, random_state=0)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_registry_uri(settings.mlflow_tracking_uri)  # models:/ loads read the registry
     booster = mlflow.lightgbm.load_model(f"models:/{model}/{champion.version}")
-    return train_rows.reset_index(drop=True), booster
+
+    def answered(rows: pd.DataFrame) -> pd.DataFrame:
+        scored = score_frame(booster, rows[spec.features.names], spec, num_threads=0)
+        return rows.reset_index(drop=True).assign(
+            score=scored["score"].to_numpy(), decision=scored["decision"].to_numpy(),
+            outcome=training.target(rows, spec),
+        )  # fmt: skip
+
+    return Reference(train_rows.reset_index(drop=True), answered(split.valid), answered(split.holdout), booster)
 
 
 def labelled_live(model: str, version: str, settings: Settings, logged: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -108,15 +135,15 @@ def check(
     from loopline.core import tracking
     from loopline.core.spec import load_spec
     from loopline.monitoring import concept as concept_drift
-    from loopline.monitoring import detection, retrain_policy
+    from loopline.monitoring import detection, impact, retrain_policy, verdicts
     from loopline.monitoring.monitoring_state import MonitoringState
     from loopline.serving.prediction_log import read_window
-    from loopline.serving.scoring import score_frame
 
     spec = load_spec(model, settings.models_dir)
     policy = spec.monitoring
     champion = champion_of(spec, settings)
-    reference, booster = reference_of(spec, champion, settings)
+    ref = reference_of(spec, champion, settings)
+    reference = ref.train
     since = window_start or window_end - timedelta(hours=policy.window_hours)
     logged = read_window(settings.prediction_log_dir, model).rows  # read once: the window and the labelled rows
     if logged.empty:
@@ -126,46 +153,75 @@ def check(
     current = window if window.empty else window[window["model_version"] == champion.version]
     detector_dir = settings.monitoring_dir / "detectors" / model / f"v{champion.version}"
     detector = detection.load_or_fit(detector_dir, reference, spec, policy.p_value)
-    ref_scores = score_frame(booster, reference[spec.features.names], spec, num_threads=0)["score"].to_numpy()
+    unseen = ref.unseen
     cur_scores = current["score"].to_numpy(float) if not current.empty else None
     current_features = current if not current.empty else pd.DataFrame(columns=spec.features.names)
     report = detection.check(
-        detector, reference, current_features, spec, champion.importances, ref_scores, cur_scores, policy
-    )
+        detector, reference, current_features, spec, champion.importances, unseen["score"].to_numpy(), cur_scores,
+        policy,
+    )  # fmt: skip
+    estimator = impact.fit_estimator(spec, ref.valid, ref.holdout)
+    effect = impact.judge(estimator, unseen, current, spec, policy)
     quality = concept_drift.live_quality(labelled_live(model, champion.version, settings, logged), spec)
     concept = concept_drift.concept_verdict(quality.get(champion.version), champion.holdout_quality, policy, spec)
+    verdict = verdicts.grade(report, effect, concept)
 
     state = MonitoringState(settings.state_db_uri)
-    confirmed = bool(report.confirmed or concept.confirmed)
+    history = [c for c in state.latest(model, limit=200) if c.dag_run != dag_run and c.at <= window_end]
+    wanted, why = verdicts.wants_retrain(verdict, history, policy)
     past = state.triggers_since(model, window_end - timedelta(days=7))
-    decision = retrain_policy.decide_trigger(confirmed, window_end, past, policy)
-    verdict = "concept_drift" if concept.confirmed else report.verdict
-    report_uri = _log_report(model, champion, report, concept, decision, window_end, dag_run, settings)
-    features = report.feature_rows()
+    decision = retrain_policy.decide_trigger(wanted, window_end, past, policy)
+    if not wanted:
+        decision = retrain_policy.TriggerDecision(False, why)
+    alert = verdicts.decide_alert(verdict, window_end, history, policy)
+    impact_record = {**effect.to_dict(), "realised": concept.live, "realised_n": concept.n, "alert": alert.reason}
+    report_uri = _log_report(model, champion, report, effect, concept, verdict, decision, window_end, dag_run, settings)
     record = state.record(
         at=window_end, model=model, champion_version=champion.version, n_rows=len(current), verdict=verdict,
-        confirmed=confirmed, triggered=decision.trigger, trigger_reason=decision.reason,
+        confirmed=wanted, triggered=decision.trigger, trigger_reason=decision.reason,
         drift_share=report.drift_share, score_psi=report.score_psi, report_uri=report_uri,
-        features=features, dag_run=dag_run,
+        features=report.feature_rows(), dag_run=dag_run, alerted=alert.alert, impact=impact_record,
     )  # fmt: skip
-    summary = f"{report.summary()}; concept: {concept.reason}; trigger: {decision.reason}"
-    log.info("%s", summary)
+    text = explain(verdict, report, effect, concept, decision, policy)
+    summary = f"{model} v{champion.version}: {text}"
+    log.info("%s; alert: %s", summary, alert.reason)
     tracking_client = tracking.client_for(settings)
     tracking_client.set_model_version_tag(model, champion.version, "loopline.last_drift_verdict", verdict)
     return {
         "check_id": record.id,
         "champion_version": champion.version,
         "verdict": verdict,
-        "confirmed": confirmed,
+        "confirmed": wanted,
         "trigger": decision.trigger,
         "reason": decision.reason,
+        "alert": alert.alert,
+        "alert_reason": alert.reason,
         "summary": summary,
         "report_uri": report_uri,
         "rows": len(current),
     }
 
 
-def _log_report(model, champion, report, concept, decision, window_end, dag_run, settings) -> str:
+def explain(verdict, report, effect, concept, decision, policy) -> str:
+    """The check in words a person can act on: the verdict, what moved and how much it matters, what happens."""
+    from loopline.monitoring.verdicts import HEADLINES
+
+    lines = [HEADLINES[verdict]]
+    drifted = sorted((f for f in report.features if f.drifted), key=lambda f: -f.importance)
+    if drifted:
+        lines.append(
+            "inputs that moved: "
+            + ", ".join(f"{f.name} (PSI {f.psi:.2f}, {f.importance:.0%} of the model's importance)" for f in drifted)
+        )
+    if report.score is not None and report.score.shifted:
+        lines.append(f"the score distribution moved (PSI {report.score.psi:.3f} >= {policy.score_psi})")
+    lines += effect.reasons(policy)
+    lines.append(f"labels: {concept.reason}")
+    lines.append(f"retrain: {decision.reason}")
+    return "\n".join(lines)
+
+
+def _log_report(model, champion, report, effect, concept, verdict, decision, window_end, dag_run, settings) -> str:
     """Report JSON + HTML: a file under monitoring_dir and an MLflow run tagged with the champion version."""
     from loopline.core import tracking
 
@@ -174,6 +230,9 @@ def _log_report(model, champion, report, concept, decision, window_end, dag_run,
     folder.mkdir(parents=True, exist_ok=True)
     payload = {
         **report.to_dict(),
+        "verdict": verdict,
+        "inputs_verdict": report.verdict,
+        "impact": effect.to_dict(),
         "concept": concept.to_dict(),
         "decision": decision.to_dict(),
         "champion_version": champion.version,
@@ -182,7 +241,7 @@ def _log_report(model, champion, report, concept, decision, window_end, dag_run,
     }
     (folder / "drift_report.json").write_text(json.dumps(payload, indent=2, default=str))
     context = {"model": model, "champion": f"v{champion.version}", "window end": window_end.isoformat()}
-    html = report.to_html(title=f"Drift: {model} v{champion.version}", context=context)
+    html = report.to_html(title=f"Drift: {model} v{champion.version}", context=context, verdict=verdict, impact=effect)
     (folder / "drift_report.html").write_text(html)
     client = tracking.client_for(settings)
     exp_id = tracking.experiment_id(client, f"{model}-monitoring", settings)
@@ -192,7 +251,7 @@ def _log_report(model, champion, report, concept, decision, window_end, dag_run,
         tags={
             "loopline.model": model,
             "loopline.model_version": champion.version,
-            "loopline.drift_verdict": "concept_drift" if concept.confirmed else report.verdict,
+            "loopline.drift_verdict": verdict,
             "loopline.triggered": str(decision.trigger).lower(),
             "airflow.dag_run_id": dag_run,
         },
@@ -200,6 +259,10 @@ def _log_report(model, champion, report, concept, decision, window_end, dag_run,
     client.log_metric(run.info.run_id, "drift_share", float(report.drift_share or 0.0))
     if report.score_psi is not None:
         client.log_metric(run.info.run_id, "score_psi", float(report.score_psi))
+    if effect.estimated is not None:
+        client.log_metric(run.info.run_id, f"estimated_{effect.metric}", float(effect.estimated))
+    if concept.live is not None:
+        client.log_metric(run.info.run_id, f"realised_{effect.metric}", float(concept.live))
     client.log_artifacts(run.info.run_id, str(folder), "drift")
     client.set_terminated(run.info.run_id)
     return f"runs:/{run.info.run_id}/drift/drift_report.html"

@@ -38,7 +38,8 @@ from sqlalchemy import (
 from loopline.core.clock import as_utc
 from loopline.core.errors import LooplineError
 
-VERDICTS = ("drift", "no_drift", "insufficient", "concept_drift")
+# The graded verdicts (loopline.monitoring.verdicts); "drift" / "no_drift" are older checks' and stay readable.
+VERDICTS = ("insufficient", "stable", "feature_drift", "performance_risk", "concept_drift")
 metadata = MetaData()  # its own: create_all only ever touches this module's table
 
 drift_checks = Table(
@@ -58,6 +59,8 @@ drift_checks = Table(
     Column("report_uri", String(1024), nullable=True),
     Column("features", JSON, nullable=False),
     Column("dag_run", String(256), nullable=True),
+    Column("alerted", Boolean, nullable=True),  # this check sent an alert (once per episode, then reminders)
+    Column("impact", JSON, nullable=True),  # estimated vs realised quality, the answers' mix
     UniqueConstraint("model", "dag_run", name="uq_loopline_drift_checks_model_dag_run"),
 )
 
@@ -82,6 +85,8 @@ class DriftCheck:
     report_uri: str | None
     features: Any
     dag_run: str | None
+    alerted: bool = False
+    impact: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "at": self.at.isoformat()}
@@ -90,9 +95,10 @@ class DriftCheck:
         share = f" share {self.drift_share:.2f}" if self.drift_share is not None else ""
         score = f" score PSI {self.score_psi:.3f}" if self.score_psi is not None else ""
         trigger = "TRIGGERED" if self.triggered else "no trigger"
+        alert = " ALERTED" if self.alerted else ""
         return (
-            f"{self.at:%Y-%m-%d %H:%M} #{self.id} v{self.champion_version} {self.verdict:<13} n={self.n_rows}"
-            f"{share}{score} {trigger}: {self.trigger_reason}"
+            f"{self.at:%Y-%m-%d %H:%M} #{self.id} v{self.champion_version} {self.verdict:<16} n={self.n_rows}"
+            f"{share}{score}{alert} {trigger}: {self.trigger_reason}"
         )
 
 
@@ -100,6 +106,7 @@ def _row(row: Any) -> DriftCheck:
     values = dict(row)
     values["at"] = as_utc(values["at"])
     values["confirmed"], values["triggered"] = bool(values["confirmed"]), bool(values["triggered"])
+    values["alerted"] = bool(values.get("alerted"))
     return DriftCheck(**values)
 
 
@@ -107,6 +114,7 @@ class MonitoringState:
     def __init__(self, url: str) -> None:
         self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True)
         metadata.create_all(self.engine)  # checkfirst: idempotent, safe from every task and process
+        _add_missing_columns(self.engine)
 
     def record(
         self,
@@ -124,6 +132,8 @@ class MonitoringState:
         report_uri: str | None = None,
         features: Any = None,
         dag_run: str | None = None,
+        alerted: bool = False,
+        impact: Any = None,
     ) -> DriftCheck:
         """Store one check (``at`` is the check's own time, e.g. its data interval's end, not the wall clock).
 
@@ -149,6 +159,8 @@ class MonitoringState:
             "report_uri": report_uri,
             "features": json.loads(json.dumps(features if features is not None else [], default=str)),
             "dag_run": dag_run,
+            "alerted": bool(alerted),
+            "impact": None if impact is None else json.loads(json.dumps(impact, default=str)),
         }
         with self.engine.begin() as conn:
             existing = None
@@ -187,3 +199,23 @@ class MonitoringState:
         )
         with self.engine.connect() as conn:
             return [as_utc(at) for at in conn.execute(query).scalars().all()]
+
+
+_ADDED_COLUMNS = {"alerted": "BOOLEAN", "impact": "JSON"}  # after the first release: added to older stores
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Bring a store created by an earlier release up to date: add the (nullable) columns it lacks."""
+    from sqlalchemy import inspect, text
+    from sqlalchemy.exc import DBAPIError
+
+    table = drift_checks.name
+    for name, kind in _ADDED_COLUMNS.items():
+        if name in {c["name"] for c in inspect(engine).get_columns(table)}:
+            continue
+        try:
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {kind}"))
+        except DBAPIError:  # another process added it first
+            if name not in {c["name"] for c in inspect(engine).get_columns(table)}:
+                raise

@@ -14,7 +14,8 @@ _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;color:#222;max-width:1100px}
 h1{font-size:1.5em;margin-bottom:.2em} h2{font-size:1.15em;margin-top:1.6em}
 .verdict{display:inline-block;padding:.3em .8em;border-radius:4px;font-weight:600;color:#fff}
-.drift{background:#c0392b}.no_drift{background:#27ae60}.insufficient{background:#7f8c8d}
+.concept_drift,.performance_risk{background:#c0392b}.feature_drift{background:#d68910}
+.stable{background:#27ae60}.insufficient{background:#7f8c8d}
 table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
 th,td{border-bottom:1px solid #ddd;padding:.35em .7em;text-align:right}
 th:first-child,td:first-child{text-align:left} tr.drifted td{background:#fdecea;font-weight:600}
@@ -65,8 +66,14 @@ def _svg_histogram(hist: Histogram, width: int = 320, height: int = 130) -> str:
     return "".join(parts)
 
 
-def render_html(report: DriftReport, title: str, context: Mapping[str, Any]) -> str:
+def render_html(
+    report: DriftReport, title: str, context: Mapping[str, Any], verdict: str | None = None, impact: Any = None
+) -> str:
+    """``verdict``: the check's graded verdict (default: the inputs' own); ``impact``: its ``impact.Impact``."""
+    from loopline.monitoring.verdicts import HEADLINES
+
     e = html.escape
+    verdict = verdict or report.verdict
     policy = report.policy
     rows = []
     for f in sorted(report.features, key=lambda f: (not f.drifted, -f.importance)):
@@ -98,11 +105,27 @@ def render_html(report: DriftReport, title: str, context: Mapping[str, Any]) -> 
             f"importance {f.importance:.3f}</div></div>"
         )
     ctx_rows = "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in context.items())
-    verdict_text = {
-        "drift": "DRIFT CONFIRMED",
-        "no_drift": "NO DRIFT",
-        "insufficient": "NO VERDICT: TOO LITTLE DATA",
-    }[report.verdict]
+    verdict_text = HEADLINES.get(verdict, verdict.upper())
+    impact_html = ""
+    if impact is not None:
+        policy_obj = _policy(policy)
+        mix_rows = "".join(
+            f'<tr class="{"drifted" if c.moved else ""}"><td>{e(c.label)}</td><td>{c.reference:.4g}</td>'
+            f"<td>{c.current:.4g}</td><td>{c.change:+.4g}</td><td>{fmt_p(c.p_value)}</td>"
+            f"<td>{'MOVED' if c.moved else 'no'}</td></tr>"
+            for c in impact.mix
+        )
+        impact_html = (
+            "<h2>Impact on the model</h2><ul>"
+            + "".join(f"<li>{e(r)}</li>" for r in impact.reasons(policy_obj))
+            + "</ul>"
+            + (
+                "<table><thead><tr><th>answers</th><th>unseen rows</th><th>live</th><th>change</th>"
+                f"<th>p-value</th><th>moved</th></tr></thead><tbody>{mix_rows}</tbody></table>"
+                if mix_rows
+                else ""
+            )
+        )
     score_line = (
         f"score PSI {report.score.psi:.3f} (K-S p={fmt_p(report.score.p_value)})" if report.score else "score: n/a"
     )
@@ -110,11 +133,12 @@ def render_html(report: DriftReport, title: str, context: Mapping[str, Any]) -> 
 <html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title><style>{_CSS}</style></head>
 <body>
 <h1>{e(title)}</h1>
-<p><span class="verdict {e(report.verdict)}">{verdict_text}</span>
-&nbsp; importance-weighted drift share {report.drift_share:.2f} (confirms at {policy["drift_share"]:.2f}),
+<p><span class="verdict {e(verdict)}">{e(verdict_text)}</span>
+&nbsp; drifted inputs carry {report.drift_share:.2f} of the model's importance,
 {score_line}; {report.n_current:,} live rows vs {report.n_reference:,} reference rows</p>
 <table class="ctx">{ctx_rows}</table>
-<h2>Why</h2>
+{impact_html}
+<h2>Inputs: why</h2>
 <ul>{"".join(f"<li>{e(r)}</li>" for r in report.reasons)}</ul>
 <h2>Features</h2>
 <p class="muted">A feature drifted if the FDR-corrected test is significant at q &lt; {policy["p_value"]}
@@ -128,6 +152,12 @@ spec's levels plus one code for missing/unknown. Missing numeric values are comp
 <p class="muted">Policy: {e(", ".join(f"{k}={v}" for k, v in policy.items()))}</p>
 </body></html>
 """
+
+
+def _policy(policy: Mapping[str, Any]):
+    from loopline.core.spec import DriftPolicy
+
+    return DriftPolicy.model_validate(policy)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -231,6 +231,7 @@ rollout:                            # the platform's defaults: canary 5% -> 20% 
 
 monitoring:                         # the platform's defaults: hourly drift check, retrain storm guard
   schedule: "@hourly"
+  retrain_on: [performance_risk, concept_drift]  # a moved input alone (feature_drift) only alerts
 """
 
 

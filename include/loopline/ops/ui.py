@@ -628,6 +628,26 @@ def _number(value: Any, fmt: str) -> str:
     return "-" if value is None else esc(format(value, fmt))
 
 
+def _moved_inputs(features: Any) -> str:
+    """'age (PSI 0.31, 12%), ...' for the drifted inputs of a check, most important first; '-' for none."""
+    moved = sorted((f for f in features or [] if f.get("drifted")), key=lambda f: -(f.get("importance") or 0))
+    return ", ".join(f"{f['name']} (PSI {f['psi']:.2f}, {f['importance']:.0%})" for f in moved) or "-"
+
+
+def _estimated_vs_realised(impact: Any) -> str:
+    """'AUC 0.712 est. (0.741 unseen) / 0.705 live': the label-free estimate beside what labels said."""
+    if not impact:
+        return "-"
+    metric = str(impact.get("metric", "")).upper()
+    est, ref, real = impact.get("estimated"), impact.get("reference"), impact.get("realised")
+    text = f"{metric} {est:.3f} est." if est is not None else f"{metric} est. n/a"
+    if ref is not None:
+        text += f" ({ref:.3f} unseen)"
+    text += f" / {real:.3f} live" if real is not None else " / no labels yet"
+    moved = [m.get("text") for m in impact.get("mix") or [] if m.get("moved")]
+    return text + (f"; {'; '.join(moved)}" if moved else "")
+
+
 def _drift_html(items: list[dict[str, Any]]) -> str:
     rows = [
         [
@@ -635,9 +655,10 @@ def _drift_html(items: list[dict[str, Any]]) -> str:
             f"v{esc(d.get('champion_version'))}",
             f'<span class="verdict verdict-{esc(d.get("verdict"))}">{esc(d.get("verdict"))}</span>',
             esc(d.get("n_rows")),
-            _number(d.get("drift_share"), ".2f"),
+            esc(_moved_inputs(d.get("features"))),
+            esc(_estimated_vs_realised(d.get("impact"))),
             _number(d.get("score_psi"), ".3f"),
-            ("yes" if d.get("confirmed") else "no"),
+            ("ALERTED" if d.get("alerted") else "no"),
             ("TRIGGERED" if d.get("triggered") else "no")
             + (f": {esc(readable(d.get('trigger_reason')))}" if d.get("trigger_reason") else ""),
             (_airflow_link(dag_run_url(d["dag_id"], d["dag_run"]), d["dag_run"]) if d.get("dag_id") else "-"),
@@ -645,7 +666,8 @@ def _drift_html(items: list[dict[str, Any]]) -> str:
         ]
         for d in items
     ]
-    headers = ["checked", "champion", "verdict", "rows", "drift share", "score PSI", "confirmed", "retrain"]
+    headers = ["checked", "champion", "verdict", "rows", "inputs that moved (PSI, importance)"]
+    headers += ["quality: estimated / realised", "score PSI", "alert", "retrain"]
     headers += ["DAG run", "report"]
     return _table(headers, rows, "No drift checks recorded yet.", "drift")
 
@@ -695,8 +717,10 @@ th { background: #f7fafc; } ul.gates { margin: 0; padding-left: 1rem; }
 .badge { border-radius: .6rem; padding: 0 .5rem; background: #e2e8f0; font-size: .8rem; }
 .alias-champion { background: #c6f6d5; } .alias-challenger { background: #feebc8; }
 .alias-previous { background: #e9d8fd; }
-.gate-pass, .gate-champion, .gate-challenger, .status-succeeded, .verdict-no_drift { color: #276749; }
-.gate-fail, .gate-rejected, .status-failed, .verdict-drift, .verdict-concept_drift { color: #c53030; font-weight: 600; }
+.gate-pass, .gate-champion, .gate-challenger, .status-succeeded, .verdict-stable { color: #276749; }
+.verdict-feature_drift { color: #b7791f; font-weight: 600; }
+.gate-fail, .gate-rejected, .status-failed { color: #c53030; font-weight: 600; }
+.verdict-performance_risk, .verdict-concept_drift { color: #c53030; font-weight: 600; }
 .status-running { color: #2b6cb0; font-weight: 600; }
 .split { display: flex; max-width: 40rem; border-radius: .3rem; overflow: hidden; font-size: .8rem; }
 .share { padding: .3rem .5rem; white-space: nowrap; } .share.champion { background: #9ae6b4; }

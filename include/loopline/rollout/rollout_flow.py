@@ -288,6 +288,7 @@ def pre_switch_check(rollout_id: int, settings: Settings, expected_score_psi: fl
         results.append(canary.GateResult("recent_traffic", canary.FAIL, detail=f"{len(recent)} rows logged"))
     else:
         mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+        mlflow.set_registry_uri(settings.mlflow_tracking_uri)  # models:/ loads read the registry
         try:
             booster = mlflow.lightgbm.load_model(f"models:/{rollout.model}/{rollout.candidate_version}")
             shadow = score_frame(booster, recent[spec_all.features.names], spec_all)

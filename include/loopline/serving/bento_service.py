@@ -73,6 +73,7 @@ class ModelService:
         settings = get_settings()
         self.settings = settings
         mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+        mlflow.set_registry_uri(settings.mlflow_tracking_uri)  # models:/ loads read the registry
         pinned_version = self.bento_model.info.labels.get("mlflow_model_version", "unknown")
         pinned = mlflow.lightgbm.load_model(self.bento_model.path_of("mlflow_model"))
         self.scorer = RoutedScorer(

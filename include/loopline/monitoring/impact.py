@@ -1,0 +1,333 @@
+"""Is the model still doing its job? Its quality estimated before labels arrive, and its output mix.
+
+Both compare the live window with the champion's **unseen** rows (its validation and
+holdout splits, scored by the champion): training rows would not do, the model has
+fitted them and scores them more confidently than anything it meets live.
+
+Estimated quality, per task (``fit_estimator`` then ``QualityEstimator.estimate``):
+
+- binary, CBPE-style (NannyML's confidence-based performance estimation): each row is a
+  positive with its calibrated probability ``q``, so the expected AUC is the expected share
+  of (positive, negative) pairs the score ranks right, and the expected precision and
+  recall at the decision threshold come from expected confusion counts;
+- multiclass: the expected accuracy is the mean calibrated probability of the answered class;
+- regression, DLE-style (direct loss estimation): a small LightGBM model of the champion's
+  per-row sMAPE term, fitted on its validation rows from the inputs and the prediction,
+  averaged over the window.
+
+Calibration is measured on the holdout (expected calibration error over ten equal-count
+bins); above ``CALIBRATION_LIMIT`` an isotonic map fitted on the validation split turns
+scores into probabilities, and the estimate says so. The same estimator is applied to
+the reference rows, and what counts is the *drop* between the two estimates, so the
+estimator's own bias cancels out.
+
+Output mix (``output_mix``): the share of each decision (binary) or answered class
+(multiclass), or the 10/50/90 % quantiles of the prediction (regression), against the
+reference. A share has moved when it changed by more than ``max_mix_shift`` (absolute)
+and a two-proportion z-test finds it significant at ``p_value`` (Bonferroni over the
+shares); a quantile when it moved by more than ``max_quantile_shift`` of the reference's
+10-90 % range and the K-S test on the predictions agrees.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from loopline.core.spec import DriftPolicy, ModelSpec
+from loopline.core.tasks import task_of
+from loopline.monitoring.detection import encode, jsonable, reference_medians
+
+CALIBRATION_LIMIT = 0.05  # expected calibration error above which the estimator calibrates first
+CALIBRATION_BINS = 10
+QUANTILES = (0.1, 0.5, 0.9)
+MIN_SHARE_CHANGE = 0.01  # below this a share "moved" by rounding, whatever the test says
+DLE_PARAMS = {
+    "objective": "regression",
+    "learning_rate": 0.05,
+    "num_leaves": 15,
+    "min_data_in_leaf": 20,
+    "num_threads": 1,
+    "deterministic": True,
+    "seed": 7,
+    "verbose": -1,
+}
+DLE_ROUNDS = 150
+
+
+def calibration_error(probabilities: np.ndarray, outcomes: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
+    """Expected calibration error: the row-weighted mean |mean probability - observed rate| over equal-count bins."""
+    p, y = np.asarray(probabilities, float), np.asarray(outcomes, float)
+    if len(p) == 0:
+        return float("nan")
+    order = np.argsort(p, kind="mergesort")
+    error = 0.0
+    for chunk in np.array_split(order, min(bins, len(p))):
+        if len(chunk):
+            error += len(chunk) * abs(float(p[chunk].mean()) - float(y[chunk].mean()))
+    return error / len(p)
+
+
+def expected_auc(scores: np.ndarray, probabilities: np.ndarray) -> float | None:
+    """The AUC expected when row i is a positive with probability ``probabilities[i]`` (ranked by ``scores``).
+
+    Pairs of a row with itself are left out; tied scores count half, as in the AUC itself.
+    """
+    s, q = np.asarray(scores, float), np.clip(np.asarray(probabilities, float), 0.0, 1.0)
+    if len(s) < 2:
+        return None
+    _, group = np.unique(s, return_inverse=True)
+    pos = np.bincount(group, weights=q)
+    neg = np.bincount(group, weights=1.0 - q)
+    below = np.cumsum(neg) - neg  # expected negatives ranked strictly lower, per score level
+    self_pairs = float(np.sum(q * (1.0 - q)))
+    right = float(np.sum(pos * below)) + 0.5 * (float(np.sum(pos * neg)) - self_pairs)
+    pairs = float(q.sum() * (1.0 - q).sum()) - self_pairs
+    return right / pairs if pairs > 0 else None
+
+
+def expected_confusion(scores: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict[str, float]:
+    """Expected precision and recall of "score >= threshold" (NaN where undefined)."""
+    s, q = np.asarray(scores, float), np.asarray(probabilities, float)
+    flagged = s >= threshold
+    tp, fp, fn = float(q[flagged].sum()), float((1 - q[flagged]).sum()), float(q[~flagged].sum())
+    return {
+        "precision_at_threshold": tp / (tp + fp) if tp + fp > 0 else float("nan"),
+        "recall_at_threshold": tp / (tp + fn) if tp + fn > 0 else float("nan"),
+    }
+
+
+def _isotonic(scores: np.ndarray, outcomes: np.ndarray):
+    from sklearn.isotonic import IsotonicRegression
+
+    return IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(scores, outcomes)
+
+
+def smape_terms(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Per row 2|y - ŷ| / (|y| + |ŷ|) (0 where both are 0): the mean of these is the sMAPE."""
+    truth, predicted = np.asarray(truth, float), np.asarray(predicted, float)
+    denominator = np.abs(truth) + np.abs(predicted)
+    return np.divide(2 * np.abs(predicted - truth), denominator, out=np.zeros_like(denominator), where=denominator > 0)
+
+
+@dataclass
+class QualityEstimator:
+    """The champion's label-free quality estimator, fitted on its unseen rows (see the module docstring)."""
+
+    spec: ModelSpec
+    method: str  # "CBPE" | "expected accuracy" | "DLE"
+    calibration_error: float | None  # on the holdout, before any calibration (classifiers)
+    calibrated: bool
+    reference_quality: float = float("nan")  # the estimate on the reference rows
+    _calibrator: Any = field(default=None, repr=False)
+    _loss_model: Any = field(default=None, repr=False)
+    _medians: dict[str, float] = field(default_factory=dict, repr=False)
+
+    def probabilities(self, scores: np.ndarray) -> np.ndarray:
+        scores = np.asarray(scores, float)
+        return self._calibrator.predict(scores) if self._calibrator is not None else scores
+
+    def estimate(self, window: pd.DataFrame) -> dict[str, float]:
+        """The task's live metric (and, for a binary model, precision/recall at the threshold), expected on ``window``.
+
+        ``window``: the logged answers (``score``; the raw features for a regressor).
+        """
+        task = task_of(self.spec)
+        scores = window["score"].to_numpy(float)
+        if self.method == "DLE":
+            x = np.column_stack([encode(window, self.spec, self._medians), scores])
+            terms = np.clip(self._loss_model.predict(x, num_threads=1), 0.0, 2.0)
+            return {task.live_metric: float(terms.mean()) if len(terms) else float("nan")}
+        q = self.probabilities(scores)
+        if self.method == "CBPE":
+            auc = expected_auc(scores, q)
+            threshold = self.spec.training.decision_threshold
+            return {task.live_metric: float("nan") if auc is None else auc, **expected_confusion(scores, q, threshold)}
+        return {task.live_metric: float(q.mean()) if len(q) else float("nan")}
+
+
+def fit_estimator(spec: ModelSpec, valid: pd.DataFrame, holdout: pd.DataFrame) -> QualityEstimator:
+    """Fit on the champion's validation answers, measure calibration on its holdout, estimate both as reference.
+
+    ``valid`` / ``holdout``: the raw rows with the champion's answers (``score``, ``decision``) and the
+    task's label as ``outcome`` (0/1, a number, or a class index into ``dataset.classes``).
+    """
+    task = task_of(spec)
+    reference = pd.concat([valid, holdout], ignore_index=True)
+    if task.name == "regression":
+        import lightgbm as lgb
+
+        medians = reference_medians(valid, spec)
+        x = np.column_stack([encode(valid, spec, medians), valid["score"].to_numpy(float)])
+        y = smape_terms(valid["outcome"].to_numpy(float), valid["score"].to_numpy(float))
+        booster = lgb.train(DLE_PARAMS, lgb.Dataset(x, y), num_boost_round=DLE_ROUNDS)
+        estimator = QualityEstimator(spec, "DLE", None, False, _loss_model=booster, _medians=medians)
+    else:
+        hit_valid, hit_holdout = _hits(valid, spec), _hits(holdout, spec)
+        error = calibration_error(holdout["score"].to_numpy(float), hit_holdout)
+        calibrator = None
+        if error > CALIBRATION_LIMIT and len(np.unique(hit_valid)) == 2:
+            calibrator = _isotonic(valid["score"].to_numpy(float), hit_valid)
+        method = "CBPE" if task.name == "binary" else "expected accuracy"
+        estimator = QualityEstimator(spec, method, error, calibrator is not None, _calibrator=calibrator)
+    estimator.reference_quality = estimator.estimate(reference)[task.live_metric]
+    return estimator
+
+
+def _hits(rows: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
+    """What the score is the probability of: a positive outcome (binary), the answered class being right."""
+    outcome = rows["outcome"].to_numpy(float)
+    if spec.task == "binary":
+        return outcome
+    classes = np.array(spec.dataset.classes, dtype=object)
+    truth = classes[outcome.astype(int)]
+    return (truth == rows["decision"].to_numpy(dtype=object)).astype(float)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output mix
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MixChange:
+    label: str  # "decline share", "class high share", "prediction p90"
+    reference: float
+    current: float
+    p_value: float
+    moved: bool
+
+    @property
+    def change(self) -> float:
+        return self.current - self.reference
+
+    def describe(self) -> str:
+        if self.label.endswith("share"):
+            return f"{self.label} {self.reference:.1%} → {self.current:.1%} ({self.change * 100:+.1f} points)"
+        return f"{self.label} {self.reference:.4g} → {self.current:.4g} ({self.change:+.3g})"
+
+
+def output_mix(reference: pd.DataFrame, current: pd.DataFrame, spec: ModelSpec, policy: DriftPolicy) -> list[MixChange]:
+    """How the answers' mix moved between the reference and the window (see the module docstring)."""
+    if current.empty or reference.empty:
+        return []
+    if spec.task == "regression":
+        return _quantile_changes(reference["score"].to_numpy(float), current["score"].to_numpy(float), policy)
+    ref = reference["decision"].astype(str)
+    cur = current["decision"].astype(str)
+    levels = sorted(set(ref) | set(cur))
+    changes = []
+    for level in levels:
+        a, b = float((ref == level).mean()), float((cur == level).mean())
+        p = _two_proportion_p(a, len(ref), b, len(cur))
+        moved = abs(b - a) > max(policy.max_mix_shift, MIN_SHARE_CHANGE) and p < policy.p_value / len(levels)
+        label = f"{level} share" if spec.task == "binary" else f"class {level} share"
+        changes.append(MixChange(label, a, b, p, bool(moved)))
+    return changes
+
+
+def _two_proportion_p(a: float, n: int, b: float, m: int) -> float:
+    pooled = (a * n + b * m) / (n + m)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n + 1 / m))
+    if se == 0:
+        return 1.0 if a == b else 0.0
+    return math.erfc(abs(b - a) / se / math.sqrt(2))
+
+
+def _quantile_changes(ref: np.ndarray, cur: np.ndarray, policy: DriftPolicy) -> list[MixChange]:
+    from scipy.stats import ks_2samp
+
+    ref, cur = ref[np.isfinite(ref)], cur[np.isfinite(cur)]
+    if not len(ref) or not len(cur):
+        return []
+    p = float(ks_2samp(ref, cur).pvalue)
+    lo, hi = np.quantile(ref, [0.1, 0.9])
+    spread = float(hi - lo) or 1.0
+    out = []
+    for q in QUANTILES:
+        a, b = float(np.quantile(ref, q)), float(np.quantile(cur, q))
+        moved = abs(b - a) / spread > policy.max_quantile_shift and p < policy.p_value
+        out.append(MixChange(f"prediction p{round(q * 100)}", a, b, p, bool(moved)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The impact judgement
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Impact:
+    metric: str  # the task's live metric
+    method: str
+    estimated: float | None  # on the window
+    reference: float  # the same estimate on the reference rows
+    drop: float | None  # how much worse the estimate is than the reference (positive = worse)
+    extra: dict[str, float]  # binary: expected precision / recall at the threshold
+    calibration_error: float | None
+    calibrated: bool
+    mix: tuple[MixChange, ...]
+    quality_at_risk: bool
+    mix_moved: bool
+
+    @property
+    def at_risk(self) -> bool:
+        return self.quality_at_risk or self.mix_moved
+
+    def reasons(self, policy: DriftPolicy) -> list[str]:
+        label = self.metric.upper() if self.metric in ("auc", "smape") else self.metric
+        out = []
+        if self.estimated is not None:
+            how = "worse" if (self.drop or 0) > 0 else "better"
+            calibration = (
+                f"; scores calibrated first (holdout calibration error {self.calibration_error:.3f})"
+                if self.calibrated
+                else ""
+            )
+            out.append(
+                f"estimated {label} ({self.method}, no labels needed) {self.estimated:.3f} against {self.reference:.3f}"
+                f" on the champion's unseen rows: {abs(self.drop or 0):.3f} {how}"
+                f" ({'beyond' if self.quality_at_risk else 'within'} the {policy.max_estimated_drop} tolerated)"
+                f"{calibration}"
+            )
+        moved = [c for c in self.mix if c.moved]
+        if moved:
+            out.append("the answers' mix moved: " + "; ".join(c.describe() for c in moved))
+        elif self.mix:
+            biggest = max(self.mix, key=lambda c: abs(c.change))
+            out.append(f"the answers' mix held (largest change: {biggest.describe()})")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["mix"] = [{**asdict(c), "change": c.change, "text": c.describe()} for c in self.mix]
+        return jsonable(out)
+
+
+def judge(
+    estimator: QualityEstimator, reference: pd.DataFrame, window: pd.DataFrame, spec: ModelSpec, policy: DriftPolicy
+) -> Impact:
+    """The estimated quality and the output mix of ``window`` against the reference answers."""
+    task = task_of(spec)
+    estimates = estimator.estimate(window) if not window.empty else {}
+    value = estimates.get(task.live_metric)
+    estimated = None if value is None or not math.isfinite(value) else float(value)
+    drop = None if estimated is None else task.quality_drop(estimated, estimator.reference_quality)
+    mix = tuple(output_mix(reference, window, spec, policy))
+    return Impact(
+        metric=task.live_metric,
+        method=estimator.method,
+        estimated=estimated,
+        reference=float(estimator.reference_quality),
+        drop=drop,
+        extra={k: v for k, v in estimates.items() if k != task.live_metric},
+        calibration_error=estimator.calibration_error,
+        calibrated=estimator.calibrated,
+        mix=mix,
+        quality_at_risk=bool(drop is not None and drop > policy.max_estimated_drop),
+        mix_moved=any(c.moved for c in mix),
+    )
