@@ -1,0 +1,205 @@
+"""The impact on the model and the graded verdicts: estimates against known labels, one scenario per verdict.
+
+A small champion is trained on generated credit-risk data; its validation and holdout weeks
+(labels known) are the estimator's reference, as in the drift DAG. Regression uses the
+delivery_time model folder's own generator.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from loopline.core.features import build_features, categorical_columns
+from loopline.core.spec import DriftPolicy, SpecError, load_spec
+from loopline.core.tasks import smape
+from loopline.monitoring import concept, detection, impact, verdicts
+from loopline.monitoring.monitoring_state import DriftCheck
+from loopline.ops.demo_data import load_generator
+from loopline.serving.scoring import score_frame
+from loopline.training.trainer import feature_importance
+from tests.generators import credit_risk as gen
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+SPEC = load_spec("credit_risk", MODELS)
+POLICY = SPEC.monitoring
+T0 = datetime(2026, 3, 2, tzinfo=UTC)
+
+
+def _answered(booster, rows: pd.DataFrame, spec, target: str) -> pd.DataFrame:
+    scored = score_frame(booster, rows[spec.features.names], spec, num_threads=1)
+    out = rows.reset_index(drop=True).assign(score=scored["score"].to_numpy(), decision=scored["decision"].to_numpy())
+    return out.assign(outcome=rows[target].to_numpy(float))
+
+
+@pytest.fixture(scope="module")
+def line():
+    """Champion, its detector and estimator: what drift_flow.check builds from the champion's splits."""
+    train = pd.concat([gen.make_batch(w, 5_000, seed=w) for w in range(3)], ignore_index=True)
+    data = lgb.Dataset(build_features(train, SPEC), label=train["defaulted"], categorical_feature=categorical_columns(SPEC))
+    params = {"objective": "binary", "learning_rate": 0.1, "num_leaves": 15, "verbosity": -1, "num_threads": 1}
+    booster = lgb.train({**params, "deterministic": True, "seed": 1}, data, 80)
+    valid = _answered(booster, gen.make_batch(3, 3_000, seed=30), SPEC, "defaulted")
+    holdout = _answered(booster, gen.make_batch(4, 3_000, seed=40), SPEC, "defaulted")
+    estimator = impact.fit_estimator(SPEC, valid, holdout)
+    detector = detection.fit_detector(train, SPEC, POLICY.p_value)
+    return {
+        "booster": booster, "train": train, "unseen": pd.concat([valid, holdout], ignore_index=True),
+        "estimator": estimator, "detector": detector, "importances": feature_importance(booster),
+    }  # fmt: skip
+
+
+def _window(line, batch: pd.DataFrame) -> pd.DataFrame:
+    return _answered(line["booster"], batch, SPEC, "defaulted")
+
+
+def _grade(line, window: pd.DataFrame, policy: DriftPolicy = POLICY) -> tuple[str, impact.Impact]:
+    report = detection.check(
+        line["detector"], line["train"], window, SPEC, line["importances"], line["unseen"]["score"].to_numpy(),
+        window["score"].to_numpy(), policy,
+    )  # fmt: skip
+    effect = impact.judge(line["estimator"], line["unseen"], window, SPEC, policy)
+    no_labels = concept.concept_verdict(None, 0.8, policy, SPEC)
+    return verdicts.grade(report, effect, no_labels), effect
+
+
+# --- the estimators --------------------------------------------------------------------------------
+
+
+def test_expected_auc_is_the_auc_when_outcomes_follow_the_probabilities():
+    rng = np.random.default_rng(3)
+    p = rng.beta(1, 4, 200_000)
+    y = rng.random(len(p)) < p
+    assert impact.expected_auc(p, p) == pytest.approx(roc_auc_score(y, p), abs=0.005)
+    assert impact.expected_auc(np.array([0.5]), np.array([0.5])) is None
+
+
+def test_cbpe_estimates_live_auc_within_0_02_on_stable_and_shifted_windows(line):
+    for batch in (gen.make_batch(6, 3_000, seed=61), gen.make_batch(6, 3_000, seed=62, drift=gen.DriftKnobs(1.0))):
+        window = _window(line, batch)
+        estimated = line["estimator"].estimate(window)["auc"]
+        assert estimated == pytest.approx(roc_auc_score(window["outcome"], window["score"]), abs=0.02)
+    assert line["estimator"].method == "CBPE" and line["estimator"].calibration_error < 0.05
+
+
+def test_a_poorly_calibrated_champion_is_calibrated_first_and_says_so(line):
+    def squash(rows):  # the same ranking, probabilities pushed towards 0.5: badly calibrated
+        return rows.assign(score=0.5 + (rows["score"] - 0.5) * 0.3)
+
+    valid, holdout = squash(line["unseen"].iloc[:3000]), squash(line["unseen"].iloc[3000:])
+    estimator = impact.fit_estimator(SPEC, valid, holdout)
+    assert estimator.calibrated and estimator.calibration_error > impact.CALIBRATION_LIMIT
+    window = squash(_window(line, gen.make_batch(6, 3_000, seed=63)))
+    realised = roc_auc_score(window["outcome"], window["score"])
+    assert estimator.estimate(window)["auc"] == pytest.approx(realised, abs=0.03)
+    assert "calibrated first" in " ".join(impact.judge(estimator, holdout, window, SPEC, POLICY).reasons(POLICY))
+
+
+def test_dle_estimates_live_smape_of_a_regressor_within_0_02():
+    spec = load_spec("delivery_time", MODELS)
+    generator = load_generator(MODELS / "delivery_time")
+    target = spec.dataset.target
+    train = pd.concat([generator.make_batch(w, 4_000, seed=w) for w in range(3)], ignore_index=True)
+    data = lgb.Dataset(build_features(train, spec), label=train[target], categorical_feature=categorical_columns(spec))
+    params = {"objective": "regression", "verbosity": -1, "num_threads": 1, "deterministic": True, "seed": 1}
+    booster = lgb.train(params, data, 80)
+    valid = _answered(booster, generator.make_batch(3, 3_000, seed=30), spec, target)
+    holdout = _answered(booster, generator.make_batch(4, 3_000, seed=40), spec, target)
+    estimator = impact.fit_estimator(spec, valid, holdout)
+    assert estimator.method == "DLE"
+    window = _answered(booster, generator.make_batch(6, 3_000, seed=61), spec, target)
+    realised = smape(window["outcome"], window["score"])
+    assert estimator.estimate(window)["smape"] == pytest.approx(realised, abs=0.02)
+
+
+# --- one scenario per verdict ----------------------------------------------------------------------
+
+
+def test_stable_windows_are_stable_and_never_alert(line):
+    graded = [_grade(line, _window(line, gen.make_batch(5 + i % 4, 1_000, seed=200 + i)))[0] for i in range(50)]
+    assert graded.count("stable") >= 49 and "performance_risk" not in graded, graded
+
+
+def test_a_shift_of_important_inputs_is_a_performance_risk_in_one_window(line):
+    verdict, effect = _grade(line, _window(line, gen.make_batch(6, 1_000, seed=71, drift=gen.DriftKnobs(0.6))))
+    assert verdict == "performance_risk"
+    assert effect.mix_moved and any(c.moved and c.label.endswith("share") for c in effect.mix)
+    assert "the answers' mix moved" in " ".join(effect.reasons(POLICY))
+
+
+def test_a_moved_input_the_model_ignores_is_feature_drift_and_asks_for_no_retrain(line):
+    batch = gen.make_batch(6, 1_000, seed=72)
+    batch["region"] = np.where(np.arange(len(batch)) % 2 == 0, "south", batch["region"])
+    verdict, effect = _grade(line, _window(line, batch))
+    assert verdict == "feature_drift" and not effect.at_risk
+    assert verdicts.wants_retrain(verdict, [], POLICY) == (False, verdicts.wants_retrain(verdict, [], POLICY)[1])
+    assert "no retrain" in verdicts.wants_retrain(verdict, [], POLICY)[1]
+
+
+def test_too_little_traffic_is_insufficient(line):
+    assert _grade(line, _window(line, gen.make_batch(6, 100, seed=73, drift=gen.DriftKnobs(1.0))))[0] == "insufficient"
+
+
+def test_dropped_realised_quality_is_concept_drift(line):
+    window = _window(line, gen.make_batch(6, 1_000, seed=74))
+    report = detection.check(
+        line["detector"], line["train"], window, SPEC, line["importances"], None, None, POLICY
+    )
+    quality = concept.LiveQuality("1", 1_000, "auc", 0.6, 0.2, 0.2)
+    dropped = concept.concept_verdict(quality, 0.8, POLICY, SPEC)
+    assert verdicts.grade(report, None, dropped) == "concept_drift"
+
+
+# --- alerts once per episode, retrains after N windows --------------------------------------------
+
+
+def _check(hours: float, verdict: str, alerted: bool = False) -> DriftCheck:
+    return DriftCheck(
+        id=int(hours), at=T0 + timedelta(hours=hours), model="m", champion_version="1", n_rows=900,
+        verdict=verdict, confirmed=False, triggered=False, trigger_reason="", drift_share=0.0, score_psi=0.0,
+        report_uri=None, features=[], dag_run=None, alerted=alerted,
+    )  # fmt: skip
+
+
+def test_an_episode_alerts_when_it_starts_then_only_a_daily_reminder():
+    history: list[DriftCheck] = [_check(0, "stable")]
+    sent = []
+    for hour in range(1, 49):  # two days of hourly performance_risk checks, a quiet night in between
+        verdict = "insufficient" if 10 <= hour < 14 else "performance_risk"
+        decision = verdicts.decide_alert(verdict, T0 + timedelta(hours=hour), list(reversed(history)), POLICY)
+        if decision.alert:
+            sent.append((hour, decision.reason))
+        history.append(_check(hour, verdict, decision.alert))
+    assert [h for h, _ in sent] == [1, 25], sent
+    assert "starts after stable" in sent[0][1] and sent[1][1].startswith("reminder")
+    changed = verdicts.decide_alert("concept_drift", T0 + timedelta(hours=49), list(reversed(history)), POLICY)
+    assert changed.alert and "after performance_risk" in changed.reason  # a new verdict is a new episode
+    assert not verdicts.decide_alert("stable", T0 + timedelta(hours=50), list(reversed(history)), POLICY).alert
+
+
+def test_a_retrain_waits_for_min_consecutive_windows():
+    policy = POLICY.model_copy(update={"min_consecutive_windows": 3})
+    one = [_check(1, "stable")]
+    assert not verdicts.wants_retrain("performance_risk", one, policy)[0]
+    two = [_check(2, "performance_risk"), _check(1, "stable")]
+    assert not verdicts.wants_retrain("performance_risk", two, policy)[0]
+    three = [_check(3, "performance_risk"), _check(2, "insufficient"), _check(1, "concept_drift")]
+    assert verdicts.wants_retrain("performance_risk", three, policy)[0]
+
+
+def test_the_policy_names_only_verdicts_that_can_alert_or_retrain(tmp_path):
+    import yaml
+
+    folder = tmp_path / "credit_risk"
+    folder.mkdir()
+    raw = yaml.safe_load((MODELS / "credit_risk" / "spec.yaml").read_text())
+    raw["monitoring"]["retrain_on"] = ["feature_drift", "drift"]
+    (folder / "spec.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(SpecError, match="retrain_on"):
+        load_spec("credit_risk", tmp_path)
