@@ -599,7 +599,8 @@ def shadow_results(result: dict[str, Any]) -> str:
     if disagreement.get("canary") is not None and disagreement.get("status") != "pending":
         limit = disagreement.get("limit")
         parts.append(
-            f"disagreement {_pct(disagreement['canary'])}" + (f" (limit {_pct(limit)})" if limit is not None else "")
+            f"disagreement {float(disagreement['canary']):.1%}"
+            + (f" (limit {float(limit):.1%})" if limit is not None else "")
         )
     psi = gates.get("score_psi") or {}
     if psi.get("canary") is not None:
