@@ -106,12 +106,14 @@ def test_a_shadow_phase_scores_a_copy_of_live_traffic_and_answers_nothing(tmp_pa
     during = [v for t, v in answers if began.at.timestamp() + 1.5 < t < ended.at.timestamp()]
     assert len(during) >= 100 and set(during) == {"1"}, "the champion answers every request during shadow"
 
-    log = read_window(line.home / "predictions", NAME, since=began.at, until=ended.at).rows
+    log = read_window(line.home / "predictions", NAME, since=began.at, until=ended.at, shadow=True).rows
     shadow, champion = log[log["arm"] == "shadow"], log[log["arm"] == "champion"]
     assert len(shadow) >= 100 and set(shadow["model_version"]) == {"2"} and set(champion["model_version"]) == {"1"}
     assert set(shadow["prediction_id"]) <= set(champion["prediction_id"])  # a copy of requests that were answered
     paired = shadow.merge(champion, on="prediction_id", suffixes=("_shadow", "_champion"))
     assert (paired["entity_hash_shadow"] == paired["entity_hash_champion"]).all()
+    answered = read_window(line.home / "predictions", NAME, since=began.at, until=ended.at).rows
+    assert set(answered["arm"]) == {"champion"}  # drift, feedback and trace read answers only
 
     rollouts = line.loopline("rollouts", "-m", NAME).stdout
     assert "SUCCEEDED" in rollouts and "disagreement=pass" in rollouts, rollouts

@@ -165,3 +165,21 @@ def test_no_shadow_or_a_route_moved_on_shadows_nothing(setup):
     state.change(Route("credit_risk", "1", "2", 0.05, revision=2), "canary_step", "t", "t")
     scorer.refresh()  # the shadow ended between the answer and its copy
     assert scorer.shadow(frame, answered) is None
+
+
+def test_readers_of_the_prediction_log_get_answers_unless_they_ask_for_the_shadow(tmp_path):
+    import json
+
+    from loopline.serving.prediction_log import monitor_name, read_window
+
+    folder = tmp_path / monitor_name("credit_risk") / "data"
+    folder.mkdir(parents=True)
+    rows = [
+        {"prediction_id": "a", "arm": "champion", "model_version": 1, "score": 0.2, "logged_at": 10.0},
+        {"prediction_id": "a", "arm": "shadow", "model_version": 2, "score": 0.3, "logged_at": 10.1},
+    ]
+    (folder / "data.1.log").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    answers = read_window(tmp_path, "credit_risk").rows
+    assert list(answers["arm"]) == ["champion"] and list(answers["model_version"]) == ["1"]
+    both = read_window(tmp_path, "credit_risk", shadow=True).rows
+    assert list(both["arm"]) == ["champion", "shadow"]

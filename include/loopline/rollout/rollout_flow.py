@@ -229,7 +229,7 @@ def shadow_step(rollout_id: int, actor: str, settings: Settings, expected_score_
         state.finish_rollout(rollout.id, "aborted", f"route changed outside the rollout: {route.to_dict()}")
         raise RolloutStopped(f"rollout #{rollout.id} stopped: the route is not in its shadow phase: {route.to_dict()}")
     started = rollout.step_started_at or datetime.now(UTC)
-    window = read_window(settings.prediction_log_dir, rollout.model, since=started).rows
+    window = read_window(settings.prediction_log_dir, rollout.model, since=started, shadow=True).rows
     verdict = canary.judge_shadow(
         (datetime.now(UTC) - started).total_seconds(),
         window,
