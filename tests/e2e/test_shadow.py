@@ -43,7 +43,7 @@ def test_a_shadow_phase_scores_a_copy_of_live_traffic_and_answers_nothing(tmp_pa
     line = IsolatedLine(tmp_path, LOOPLINE_ROUTE_POLL_SECONDS="0.5")
     table = churn_table(n=1800, seed=5)
     sample = tmp_path / "sample.csv"
-    table.head(600).to_csv(sample, index=False)
+    table.to_csv(sample, index=False)  # the team's export: bounds and levels cover what will land
     line.loopline("onboard", NAME, "--sample", str(sample), "--target", "churned",
                   "--timestamp", "observed_on", "--entity-id", "customer_ref")  # fmt: skip
     path = line.models / NAME / "spec.yaml"
