@@ -5,8 +5,12 @@ Starts when the train DAG publishes the `<model>_model` Asset (a version passed
 the quality gate), or by hand (**Trigger DAG w/ config**: which version, which mode).
 Nothing to do (no challenger, or it already serves) → the run is skipped.
 
-**canary** (default, steps from `models/<model>/spec.yaml`, e.g. 5 → 20 → 50 → 100%):
-each `canary_<n>pct` task sets the canary's share of applicants, then compares canary
+**canary** (default, steps from `models/<model>/spec.yaml`, e.g. shadow → 5 → 20 → 50 → 100%):
+first `shadow` (unless the spec's `shadow_seconds` is 0): the candidate scores a copy of
+every request and answers none (the champion answers), judged like a step against the
+champion's answers on the same rows (errors, p95 latency, score PSI, decision
+disagreement); a failing shadow stops the rollout before any applicant saw the candidate.
+Then each `canary_<n>pct` task sets the canary's share of applicants, then compares canary
 and champion over the same window — error rate (service `/metrics`), p95 latency and
 score PSI (prediction log), live AUC once outcomes arrived — until the step has baked
 and every gate passes. A failing gate puts the canary back to 0% at once, records the
@@ -76,6 +80,23 @@ def _canary_step(step: float, rollout):
     return canary_step
 
 
+def _shadow_phase(rollout):
+    @task.sensor(
+        task_id="shadow",
+        poke_interval=rollout.poll_seconds,
+        timeout=rollout.max_step_seconds + 5 * rollout.poll_seconds,
+        mode="reschedule",
+        doc_md="Shadow: the candidate scores a copy of live traffic, answers nothing; judged like a canary step.",
+    )
+    def shadow(prepared: dict) -> PokeReturnValue:
+        from loopline.rollout.rollout_flow import shadow_step
+
+        settings, actor = get_settings(), run_actor()
+        return _judge(_or_skip(lambda: shadow_step(prepared["rollout_id"], actor, settings, _expected(prepared))))
+
+    return shadow
+
+
 def build(spec: ModelSpec) -> None:
     """This station's DAG for one model."""
     model = spec.name
@@ -116,7 +137,7 @@ def build(spec: ModelSpec) -> None:
 
         @task.branch
         def choose_mode(prepared: dict) -> str:
-            first_step = f"canary_{round(canary_steps[0] * 100)}pct"
+            first_step = "shadow" if rollout.shadow_bake_seconds else f"canary_{round(canary_steps[0] * 100)}pct"
             return first_step if prepared["mode"] == "canary" else "pre_switch_check"
 
         @task(
@@ -175,17 +196,18 @@ def build(spec: ModelSpec) -> None:
 
         prepared = prepare()
         branch = choose_mode(prepared)
-        canary_tasks = [_canary_step(step, rollout)(prepared) for step in canary_steps]
-        branch >> canary_tasks[0]
-        for earlier, later in zip(canary_tasks, canary_tasks[1:], strict=False):
+        shadow_tasks = [_shadow_phase(rollout)(prepared)] if rollout.shadow_bake_seconds else []
+        step_tasks = [*shadow_tasks, *[_canary_step(step, rollout)(prepared) for step in canary_steps]]
+        branch >> step_tasks[0]
+        for earlier, later in zip(step_tasks, step_tasks[1:], strict=False):
             earlier >> later
         promoted = promote(prepared)
-        canary_tasks[-1] >> promoted
+        step_tasks[-1] >> promoted
         check = pre_switch_check(prepared)
         switched = switch(prepared)
         watched = post_switch_watch(prepared)
         branch >> check >> switched >> watched
-        [*canary_tasks, check, switched, watched, promoted] >> put_champion_back(prepared)
+        [*step_tasks, check, switched, watched, promoted] >> put_champion_back(prepared)
 
     loopline_rollout()
 

@@ -168,6 +168,9 @@ def test_rollout_and_drift_params(dagbag):
         "canary_20pct",
         "canary_50pct",
     ]  # steps from the spec; the last one (100%) is the promotion
+    shadow = rollout.get_task("shadow")  # the shadow phase comes first, then the canary steps
+    assert shadow.downstream_task_ids >= {"canary_5pct", "put_champion_back"}
+    assert rollout.get_task("choose_mode").downstream_task_ids == {"shadow", "pre_switch_check"}
     rollout.params.validate()  # an asset-triggered run uses the defaults
     with pytest.raises(ParamValidationError):  # a choice outside the list: refused by the form itself
         trial = copy.deepcopy(rollout.params)

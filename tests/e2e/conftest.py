@@ -61,10 +61,14 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def models_dir(settings):
-    """The project's model specs with rollout timings cut from minutes to seconds (nothing else changes)."""
+    """The project's model specs with rollout timings cut from minutes to seconds (nothing else changes).
+
+    Without the shadow phase: these modules judge the canary steps' gates (bad challengers must
+    reach a canary step to fail there); test_shadow.py runs the shadow phase in a line of its own.
+    """
     from loopline.ops.simulate import compressed_models_dir
 
-    dest = compressed_models_dir(settings, settings.home / "models")
+    dest = compressed_models_dir(settings, settings.home / "models", shadow=False)
     os.environ["LOOPLINE_MODELS_DIR"] = str(dest)
     get_settings.cache_clear()
     return dest

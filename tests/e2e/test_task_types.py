@@ -29,6 +29,7 @@ pytestmark = pytest.mark.slow
 QUICK_ROLLOUT = {
     "mode": "canary",
     "steps": [0.5, 1.0],
+    "shadow_seconds": 0,  # the canary gates judge the task's output shift here; test_shadow.py runs a shadow phase
     "bake_seconds": 3,
     "max_step_seconds": 180,
     "poll_seconds": 1,

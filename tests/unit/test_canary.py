@@ -41,9 +41,32 @@ def window(n_canary: int, n_champion: int, canary_shift: float = 0.0, canary_ms:
     return pd.concat([arm("canary", "2", n_canary, canary_shift, canary_ms), arm("champion", "1", n_champion, 0, 2)])
 
 
+SHADOW_METRICS = """# TYPE loopline_predictions_total counter
+loopline_predictions_total{arm="champion",decision="approve",model_version="1"} 900.0
+loopline_predictions_total{arm="shadow",decision="approve",model_version="3"} 850.0
+loopline_predictions_total{arm="shadow",decision="decline",model_version="3"} 50.0
+# TYPE loopline_prediction_errors_total counter
+loopline_prediction_errors_total{arm="shadow",model_version="3"} 4.0
+# TYPE loopline_shadow_compared_total counter
+loopline_shadow_compared_total{model_version="3"} 900.0
+# TYPE loopline_shadow_disagreements_total counter
+loopline_shadow_disagreements_total{model_version="3"} 45.0
+"""
+NO_SHADOW = {"shadow_predictions": {}, "shadow_errors": {}, "shadow_compared": {}, "shadow_disagreements": {}}
+
+
 def test_counters_are_summed_per_model_version():
     counters = canary.counters_from_metrics(METRICS)
-    assert counters == {"predictions": {"1": 1000.0, "2": 40.0}, "errors": {"2": 10.0}}
+    assert counters == {"predictions": {"1": 1000.0, "2": 40.0}, "errors": {"2": 10.0}, **NO_SHADOW}
+
+
+def test_shadow_rows_are_counted_apart_from_answers():
+    counters = canary.counters_from_metrics(SHADOW_METRICS)
+    assert counters["predictions"] == {"1": 900.0} and counters["errors"] == {}
+    assert counters["shadow_predictions"] == {"3": 900.0} and counters["shadow_errors"] == {"3": 4.0}
+    assert counters["shadow_compared"] == {"3": 900.0} and counters["shadow_disagreements"] == {"3": 45.0}
+    view = canary.shadow_counters(counters, "3", "1")
+    assert view == {"predictions": {"3": 900.0, "1": 900.0}, "errors": {"3": 4.0, "1": 0.0}}
 
 
 def test_counter_increase_survives_a_service_restart():
@@ -165,3 +188,78 @@ def test_psi_gate_discounts_sampling_noise_of_small_windows():
     assert all(v.status == canary.PASS for v in verdicts)
     shifted = canary._arms(window(100, 1000, canary_shift=0.15, seed=1), "2", "1")
     assert canary.psi_gate(*shifted, gates, SPEC).status == canary.FAIL
+
+
+def shadow_window(n: int, shift: float = 0.0, shadow_ms: float = 2.0, seed: int = 0) -> pd.DataFrame:
+    """The champion's answers and the shadow's copy of the same applicants."""
+    rows = window(n, n, canary_shift=shift, canary_ms=shadow_ms, seed=seed)
+    rows["arm"] = rows["arm"].replace({"canary": "shadow"})
+    rows["model_version"] = rows["model_version"].replace({"2": "3"})
+    rows["entity_hash"] = [f"e-{i}" for i in range(n)] * 2
+    return rows
+
+
+def _counters(compared: float, differ: float, calls: float = 500, errors: float = 0) -> dict:
+    return {
+        "predictions": {"1": 5000}, "errors": {}, "shadow_predictions": {"3": calls - errors},
+        "shadow_errors": {"3": errors}, "shadow_compared": {"3": compared}, "shadow_disagreements": {"3": differ},
+    }  # fmt: skip
+
+
+def _shadow_verdict(rows, elapsed, now, gates=GATES, spec=SPEC):
+    before = _counters(0, 0, 0)
+    return canary.judge_shadow(elapsed, rows, before, now, "1", "3", gates, 60, 600, spec=spec)
+
+
+@pytest.mark.parametrize(
+    ("compared", "differ", "expected"),
+    [
+        (500, 20, canary.PASS),  # 4% <= 10%
+        (500, 100, canary.FAIL),  # 20%
+        (50, 2, canary.PENDING),  # too few rows compared
+        (50, 11, canary.FAIL),  # 11 already exceed 10% of the 100 rows needed
+    ],
+)
+def test_disagreement_gate(compared, differ, expected):
+    gates = GATES.model_copy(update={"max_disagreement": 0.1})
+    result = canary.disagreement_gate(_counters(0, 0), _counters(compared, differ), "3", gates, SPEC)
+    assert result.status == expected and result.limit == 0.1
+
+
+def test_disagreement_gate_skips_a_task_without_decisions_and_waits_for_metrics():
+    regression = SPEC.model_copy(update={"task": "regression"})
+    assert canary.disagreement_gate({}, {}, "3", GATES, regression).status == canary.SKIPPED
+    assert canary.disagreement_gate(None, None, "3", GATES, SPEC).status == canary.PENDING
+
+
+def test_a_shadow_alike_the_champion_passes_after_its_bake_time():
+    rows = shadow_window(300, seed=2)
+    now = _counters(500, 10)
+    assert _shadow_verdict(rows, 30, now).status == canary.WAIT
+    verdict = _shadow_verdict(rows, 61, now)
+    assert verdict.status == canary.PASS and verdict.phase == "shadow", verdict.summary()
+    assert verdict.samples == {"shadow": 300, "champion": 300}
+    assert [g.name for g in verdict.gates] == ["error_rate", "disagreement", "p95_latency", "score_psi"]
+    assert verdict.summary().startswith("shadow: PASS")
+
+
+@pytest.mark.parametrize(
+    ("rows", "now", "gate"),
+    [
+        (shadow_window(300), _counters(500, 10, errors=100), "error_rate"),
+        (shadow_window(300), _counters(500, 200), "disagreement"),
+        (shadow_window(300, shadow_ms=30), _counters(500, 10), "p95_latency"),
+        (shadow_window(300, shift=0.25), _counters(500, 10), "score_psi"),
+    ],
+)
+def test_a_bad_shadow_fails_on_its_gate_before_the_bake_time(rows, now, gate):
+    verdict = _shadow_verdict(rows, 5, now)
+    assert verdict.status == canary.FAIL and gate in verdict.reason, verdict.summary()
+    if gate == "error_rate":
+        assert next(g for g in verdict.gates if g.name == gate).detail == "100/500 shadow calls failed"
+
+
+def test_canary_rows_do_not_count_as_shadow_rows():
+    rows = window(300, 300)  # a canary step's window: no arm "shadow"
+    verdict = _shadow_verdict(rows, 61, _counters(0, 0, 0))
+    assert verdict.samples["shadow"] == 0 and verdict.status == canary.WAIT

@@ -258,3 +258,65 @@ def test_nothing_to_roll_out_says_why(settings):
         rollout_flow.prepare(MODEL, "challenger", None, AUTO, settings)
     with pytest.raises(NothingToRollOut, match="already serves"):
         rollout_flow.prepare(MODEL, "1", None, AUTO, settings)
+
+
+# --- the shadow phase ---------------------------------------------------------------------------------
+
+
+def shadow_phases(settings, rollout_id: int) -> list[tuple[str, object]]:
+    """A rollout with a shadow phase: shadow starts, is judged, hands over to the first canary step, promote."""
+    return [
+        ("shadow starts", lambda: rollout_flow.shadow_step(rollout_id, AUTO, settings)),
+        ("shadow judges", lambda: rollout_flow.shadow_step(rollout_id, AUTO, settings)),
+        ("canary 5%", lambda: rollout_flow.canary_step(rollout_id, 0.05, AUTO, settings)),
+        ("promote", lambda: rollout_flow.promote(rollout_id, AUTO, settings)),
+    ]
+
+
+@pytest.mark.parametrize("action", list(MANUAL))
+@pytest.mark.parametrize("before", range(3))
+def test_a_manual_action_ends_a_shadow_phase_safely(settings, before, action):
+    race(settings, "canary", shadow_phases, before, action)
+    assert state_of(settings).route(MODEL).shadow_version is None  # whatever the person did, no shadow is left
+
+
+def test_the_shadow_names_the_candidate_then_the_first_canary_step_replaces_it(settings):
+    state = state_of(settings)
+    rollout_id = rollout_flow.prepare(MODEL, "challenger", "canary", AUTO, settings)["rollout_id"]
+    started = rollout_flow.shadow_step(rollout_id, AUTO, settings)
+    assert (started.status, started.phase) == ("wait", "shadow")
+    route = state.route(MODEL)
+    assert (route.champion_version, route.shadow_version, route.canary_version) == ("1", "2", None)
+    assert state.rollout(rollout_id).phase == "shadow" and state.trail(MODEL)[0].action == "shadow_start"
+    judged = rollout_flow.shadow_step(rollout_id, AUTO, settings)  # no traffic, no metrics: it waits
+    assert judged.status == "wait" and state.route(MODEL) == route
+    rollout_flow.canary_step(rollout_id, 0.05, AUTO, settings)
+    route = state.route(MODEL)
+    assert (route.shadow_version, route.canary_version, route.canary_weight) == (None, "2", 0.05)
+    assert state.rollout(rollout_id).phase == "canary"
+
+
+def test_a_shadow_that_cannot_be_judged_in_time_fails_and_the_champion_serves_alone(settings):
+    state = state_of(settings)
+    rollout_id = rollout_flow.prepare(MODEL, "challenger", "canary", AUTO, settings)["rollout_id"]
+    rollout_flow.shadow_step(rollout_id, AUTO, settings)
+    long_ago = datetime.now(UTC) - timedelta(hours=2)  # past the spec's max_step_seconds
+    state._update_rollout(rollout_id, {"step_started_at": long_ago})
+    verdict = rollout_flow.shadow_step(rollout_id, AUTO, settings)
+    assert verdict.status == "fail" and "not enough traffic" in verdict.reason
+    route = state.route(MODEL)
+    assert (route.champion_version, route.shadow_version, route.canary_version) == ("1", None, None)
+    record = state.rollout(rollout_id)
+    assert record.status == "failed" and record.gate_results[-1]["phase"] == "shadow"
+    stop = state.trail(MODEL)[0]
+    assert stop.action == "abort" and stop.details["stopped_shadow"] == "2"
+    rollout_flow.fail(rollout_id, AUTO, settings)  # put_champion_back afterwards changes nothing
+    assert state.route(MODEL) == route
+
+
+def test_the_clean_up_still_stops_the_rollouts_own_shadow(settings):
+    rollout_id = rollout_flow.prepare(MODEL, "challenger", "canary", AUTO, settings)["rollout_id"]
+    rollout_flow.shadow_step(rollout_id, AUTO, settings)
+    record = rollout_flow.fail(rollout_id, AUTO, settings)
+    route = state_of(settings).route(MODEL)
+    assert (route.champion_version, route.shadow_version) == ("1", None) and record["status"] == "failed"

@@ -113,3 +113,73 @@ def test_a_merged_batch_scores_the_same_on_all_cores_as_row_by_row(setup):
     merged = scorer.score(frame).frame
     alone = pd.concat([scorer.score(frame.iloc[[i]]).frame for i in range(0, len(frame), 7)])
     pd.testing.assert_frame_equal(merged.iloc[::7].reset_index(drop=True), alone.reset_index(drop=True))
+
+
+def test_a_shadow_scores_a_copy_and_the_champion_answers_every_row(setup):
+    scorer, state, loads = setup
+    state.change(Route("credit_risk", champion_version="1"), "first_champion", "t", "t")
+    state.change(Route("credit_risk", "1", revision=1, shadow_version="2"), "shadow_start", "t", "t")
+    assert scorer.refresh() is True and sorted(loads) == ["1", "2"]
+    frame = requests_frame(300)
+    answered = scorer.score(frame)
+    assert set(answered.frame["model_version"]) == {"1"} and set(answered.frame["arm"]) == {"champion"}
+    shadowed = scorer.shadow(frame, answered)
+    assert shadowed.version == "2" and shadowed.error == ""
+    assert list(shadowed.frame.index) == list(frame.index)
+    assert set(shadowed.frame["arm"]) == {"shadow"} and set(shadowed.frame["model_version"]) == {"2"}
+    expected = score_frame_of(scorer, "2", frame)
+    assert (shadowed.frame["score"] == expected["score"]).all()
+    differ = (expected["decision"] != answered.frame["decision"]).sum()
+    assert shadowed.compared == 300 and shadowed.disagreements == differ
+
+
+def score_frame_of(scorer, version, frame):
+    from loopline.serving.scoring import score_frame
+
+    return score_frame(scorer._live.boosters[version], frame, SPEC)
+
+
+def test_a_failing_shadow_never_touches_the_answer(setup):
+    scorer, state, _ = setup
+    state.change(Route("credit_risk", champion_version="1"), "first_champion", "t", "t")
+    state.change(Route("credit_risk", "1", revision=1, shadow_version="4"), "shadow_start", "t", "t")
+    scorer.refresh()
+    frame = requests_frame(50)
+    answered = scorer.score(frame)
+    before = answered.frame.copy()
+    shadowed = scorer.shadow(frame, answered)  # the broken model raises inside: reported, not raised
+    assert shadowed.frame is None and "LightGBMError" in shadowed.error and shadowed.compared == 0
+    pd.testing.assert_frame_equal(answered.frame, before)
+    assert answered.failed == {} and set(answered.frame["model_version"]) == {"1"}
+
+
+def test_no_shadow_or_a_route_moved_on_shadows_nothing(setup):
+    scorer, state, _ = setup
+    state.change(Route("credit_risk", champion_version="1"), "first_champion", "t", "t")
+    scorer.refresh()
+    frame = requests_frame(20)
+    assert scorer.shadow(frame, scorer.score(frame)) is None
+    state.change(Route("credit_risk", "1", revision=1, shadow_version="2"), "shadow_start", "t", "t")
+    scorer.refresh()
+    answered = scorer.score(frame)
+    state.change(Route("credit_risk", "1", "2", 0.05, revision=2), "canary_step", "t", "t")
+    scorer.refresh()  # the shadow ended between the answer and its copy
+    assert scorer.shadow(frame, answered) is None
+
+
+def test_readers_of_the_prediction_log_get_answers_unless_they_ask_for_the_shadow(tmp_path):
+    import json
+
+    from loopline.serving.prediction_log import monitor_name, read_window
+
+    folder = tmp_path / monitor_name("credit_risk") / "data"
+    folder.mkdir(parents=True)
+    rows = [
+        {"prediction_id": "a", "arm": "champion", "model_version": 1, "score": 0.2, "logged_at": 10.0},
+        {"prediction_id": "a", "arm": "shadow", "model_version": 2, "score": 0.3, "logged_at": 10.1},
+    ]
+    (folder / "data.1.log").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    answers = read_window(tmp_path, "credit_risk").rows
+    assert list(answers["arm"]) == ["champion"] and list(answers["model_version"]) == ["1"]
+    both = read_window(tmp_path, "credit_risk", shadow=True).rows
+    assert list(both["arm"]) == ["champion", "shadow"]

@@ -45,6 +45,9 @@ def test_a_stale_writer_cannot_overwrite_a_newer_change(state):
         (Route("m", None, "2", 0.2), "needs a champion"),
         (Route("m", "1", "1", 0.2), "at once"),
         (Route("m", "1", mode="shadowy"), "mode"),
+        (Route("m", None, shadow_version="2"), "shadow needs a champion"),
+        (Route("m", "1", shadow_version="1"), "champion and shadow at once"),
+        (Route("m", "1", "2", 0.05, shadow_version="3"), "shadow .* and a canary cannot serve at once"),
     ],
 )
 def test_invalid_routes_are_refused_and_nothing_is_written(state, route, message):
@@ -89,3 +92,39 @@ def test_a_person_ends_the_running_rollout_once(state):
     assert ended.id == rollout.id and ended.status == "aborted" and ended.ended_by.startswith("alice")
     assert state.end_by_person("m", "bob", "again") is None
     assert state.finish_rollout(rollout.id, "failed", "late").status == "aborted"  # finished stays finished
+
+
+def test_a_shadow_is_stored_audited_and_cleared(state):
+    state.change(Route("m", champion_version="1"), "first_champion", "t", "t")
+    shadow = state.change(Route("m", "1", revision=1, shadow_version="2"), "shadow_start", "dag:r/1", "shadow")
+    assert shadow.shadow_version == "2" and shadow.canary_weight == 0.0
+    assert "v1 -> v1 + shadow v2" in state.trail("m")[0].line()
+    step = state.change(Route("m", "1", "2", 0.05, revision=2), "canary_step", "dag:r/1", "step 1")
+    assert step.shadow_version is None and "v1 + shadow v2 -> v1 + v2@5%" in state.trail("m")[0].line()
+    rollout = state.start_rollout("m", "2", "1", "canary", "t", base_revision=1)
+    assert rollout.phase is None
+    assert state.begin_step(rollout.id, 0.0, {}, phase="shadow").phase == "shadow"
+    assert state.begin_step(rollout.id, 0.05, {}).phase == "canary"
+
+
+def test_a_store_from_before_shadows_gets_the_column_and_keeps_its_routes(tmp_path):
+    """The routes table as it was before shadow mode, with a route in it: upgraded in place."""
+    from sqlalchemy import create_engine, inspect, text
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    with create_engine(url).begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE loopline_routes (model VARCHAR(128) PRIMARY KEY, champion_version VARCHAR(32),"
+                " canary_version VARCHAR(32), canary_weight FLOAT NOT NULL, mode VARCHAR(16) NOT NULL,"
+                " revision INTEGER NOT NULL, updated_at DATETIME NOT NULL)"
+            )
+        )
+        conn.execute(
+            text("INSERT INTO loopline_routes VALUES ('m', '1', '2', 0.2, 'canary', 7, '2026-01-01 00:00:00')")
+        )
+    state = ServingState(url)
+    assert "shadow_version" in {c["name"] for c in inspect(state.engine).get_columns("loopline_routes")}
+    assert state.route("m") == Route("m", "1", "2", 0.2, "canary", 7)  # no shadow
+    state.change(Route("m", "1", revision=7, shadow_version="3"), "shadow_start", "t", "t")
+    assert ServingState(url).route("m").shadow_version == "3"  # a second process opens it as it is

@@ -148,6 +148,9 @@ def test_a_missing_required_key_is_named(tmp_path):
         (lambda r: r["training"].update(holdout_weeks=0), "training.holdout_weeks"),
         (lambda r: r["training"].update(seed="forty-two"), "training.seed"),
         (lambda r: r["quality_gate"].update(min_auc=1.5), "quality_gate.min_auc"),
+        (lambda r: r["rollout"].update(shadow_seconds=-1), "rollout.shadow_seconds"),
+        (lambda r: r["rollout"].update(shadow_seconds="ten minutes"), "rollout.shadow_seconds"),
+        (lambda r: r["rollout"]["gates"].update(max_disagreement=1.5), "rollout.gates.max_disagreement"),
     ],
 )
 def test_a_value_out_of_bounds_or_of_the_wrong_type_is_named(tmp_path, edit, path):
@@ -330,3 +333,24 @@ def test_an_edited_spec_is_read_again(tmp_path):
     path.write_text(yaml.safe_dump({**raw, "name": "other"}))
     with pytest.raises(SpecError, match="declares name 'other'"):
         load_spec(name, tmp_path)
+
+
+# --- rollout: the shadow phase --------------------------------------------------------------------
+
+
+def test_the_shadow_phase_runs_as_long_as_a_step_unless_set():
+    from loopline.core.spec import RolloutSpec
+
+    assert RolloutSpec().shadow_bake_seconds == RolloutSpec().bake_seconds == 600  # on by default
+    assert RolloutSpec(bake_seconds=30).shadow_bake_seconds == 30
+    assert RolloutSpec(shadow_seconds=0).shadow_bake_seconds == 0  # no shadow phase
+    assert RolloutSpec(shadow_seconds=120).shadow_bake_seconds == 120
+    assert load_spec("credit_risk", MODELS).rollout.shadow_bake_seconds == 600
+
+
+def test_a_shadow_phase_longer_than_a_step_may_last_is_an_error(tmp_path):
+    def edit(raw):
+        raw["rollout"].update(shadow_seconds=7200, max_step_seconds=3600)
+
+    with pytest.raises(SpecError, match=r"rollout: shadow_seconds \(7200\) must be <= max_step_seconds \(3600\)"):
+        load_spec("credit_risk", models_with(tmp_path, edit))

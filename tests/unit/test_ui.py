@@ -457,3 +457,44 @@ def test_a_failing_lookup_is_no_link(monkeypatch):
 def test_urls_are_quoted():
     assert links.mlflow_version_url("a model", "1", base="http://m") == "http://m/#/models/a%20model/versions/1"
     assert links.run_link({"run_id": "r"}) == "" and links.version_link("x") == ""
+
+
+# --- the shadow phase on the page -----------------------------------------------------------------
+
+
+def test_a_shadow_phase_shows_in_traffic_and_its_results_in_the_rollout(tmp_path):
+    from loopline.ops.status import _shadow_lines
+    from loopline.rollout.serving_state import Route, ServingState
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    state = ServingState(url)
+    state.change(Route(MODEL, champion_version="1"), "first_champion", "t", "first")
+    rollout = state.start_rollout(MODEL, "2", "1", "canary", "dag:credit_risk_rollout/manual__1", base_revision=1)
+    state.change(
+        Route(MODEL, "1", revision=1, shadow_version="2"), "shadow_start", "dag:r/1", "shadow", owner=rollout.id
+    )
+    state.begin_step(rollout.id, 0.0, {}, phase="shadow")
+    assert _shadow_lines(state.rollouts(MODEL, limit=1)) == [
+        f"shadow of v2 (rollout #{rollout.id}): running, not judged yet"
+    ]
+
+    traffic = ui._traffic_html(ui.traffic(url, MODEL))
+    assert "shadow v2 (scores a copy, answers nothing)" in traffic and "champion v1 100%" in traffic
+    assert ui.route_text(state.route(MODEL).to_dict()) == "v1 + shadow v2"
+    assert "shadow" in ui._rollouts_html(ui.rollouts(url, MODEL))  # its step column
+
+    verdict = {
+        "step": 0.0, "status": "pass", "elapsed_seconds": 610.0, "samples": {"shadow": 900, "champion": 900},
+        "phase": "shadow", "reason": "every gate passed",
+        "gates": [
+            {"name": "disagreement", "status": "pass", "canary": 0.032, "limit": 0.1, "detail": "29/900 differ"},
+            {"name": "score_psi", "status": "pass", "canary": 0.0125, "limit": 0.2, "detail": "PSI 0.030"},
+        ],
+    }  # fmt: skip
+    state.add_gate_result(rollout.id, verdict)
+    html = ui._rollouts_html(ui.rollouts(url, MODEL))
+    assert "shadow (disagreement 3.2% (limit 10.0%), score shift PSI 0.013 beyond noise (limit 0.200))" in html
+    assert _shadow_lines(state.rollouts(MODEL, limit=1)) == [
+        f"shadow of v2 (rollout #{rollout.id}): PASS, disagreement 3.2% (limit 10.0%), "
+        "score shift PSI 0.013 beyond noise (limit 0.200)"
+    ]

@@ -169,11 +169,19 @@ class CanaryGates(_Strict):
     # than the champion's, in that metric's units (binary: AUC; multiclass: accuracy; regression: sMAPE).
     max_quality_drop: float = Field(0.03, ge=0)
     min_labelled: int = Field(200, ge=1)  # labelled predictions per arm before the AUC gate counts
+    # Shadow phase: the share of compared rows whose decision (binary: approve/decline; multiclass:
+    # the class) differs from the champion's answer on the same row. A retrained model rightly decides
+    # some borderline rows differently; far more than this is a wrong model, not a better one.
+    max_disagreement: float = Field(0.1, ge=0, le=1)
 
 
 class RolloutSpec(_Strict):
     mode: str = Field("canary", pattern="^(canary|bluegreen)$")
     steps: list[float] = Field(default_factory=lambda: [0.05, 0.2, 0.5, 1.0])  # canary share per step
+    # Canary mode: before the first step the candidate scores a copy of every request without answering
+    # it (shadow), judged like a step against the champion's answers on the same rows. This long at
+    # least (default: bake_seconds); 0: no shadow phase. Blue/green has its pre-switch check instead.
+    shadow_seconds: int | None = Field(None, ge=0)
     bake_seconds: int = Field(600, ge=1)  # minimum time per step before it can pass
     max_step_seconds: int = Field(3600, ge=1)  # a step without enough traffic by then fails (nothing judged)
     poll_seconds: int = Field(30, ge=1)
@@ -186,7 +194,17 @@ class RolloutSpec(_Strict):
             raise ValueError(f"steps must rise strictly within (0, 1] and end at 1.0, got {steps}")
         if self.max_step_seconds < self.bake_seconds:
             raise ValueError("max_step_seconds must be >= bake_seconds")
+        if self.max_step_seconds < self.shadow_bake_seconds:
+            raise ValueError(
+                f"shadow_seconds ({self.shadow_seconds}) must be <= max_step_seconds ({self.max_step_seconds}): "
+                "the shadow phase is judged within the same time limit as a step"
+            )
         return self
+
+    @property
+    def shadow_bake_seconds(self) -> int:
+        """How long the shadow phase runs at least; 0: the rollout has none."""
+        return self.bake_seconds if self.shadow_seconds is None else self.shadow_seconds
 
 
 AlertingVerdict = Literal["feature_drift", "performance_risk", "concept_drift"]

@@ -260,7 +260,8 @@ def rollouts(model: str = MODEL_OPTION, limit: int = typer.Option(10, min=1, max
         )
         for result in r.gate_results:
             gates = ", ".join(f"{g['name']}={g['status']}" for g in result["gates"])
-            typer.echo(f"    step {result['step']:.0%}: {result['status']} ({result['reason']}) [{gates}]")
+            what = "shadow" if result.get("phase") == "shadow" else f"step {result['step']:.0%}"
+            typer.echo(f"    {what}: {result['status']} ({result['reason']}) [{gates}]")
         if r.outcome:
             typer.echo(f"    outcome: {r.outcome}")
 

@@ -33,19 +33,24 @@ from loopline.serving.bento_server import BentoServer
 
 COMPRESSED_ROLLOUT = {
     "poll_seconds": 2,
+    "shadow_seconds": 8,
     "bake_seconds": 8,
     "max_step_seconds": 120,
     "gates": {"min_samples": 100, "min_labelled": 100},
 }
 
 
-def compressed_models_dir(settings: Settings, dest: Path) -> Path:
-    """A copy of the model specs whose rollout timings run in seconds; nothing else differs."""
+def compressed_models_dir(settings: Settings, dest: Path, shadow: bool = True) -> Path:
+    """A copy of the model specs whose rollout timings run in seconds; nothing else differs.
+
+    ``shadow=False``: no shadow phase, so a rollout's first gates are a canary step's.
+    """
     shutil.copytree(settings.models_dir, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    timings = {**COMPRESSED_ROLLOUT, **({} if shadow else {"shadow_seconds": 0})}
     for spec_file in dest.glob("*/spec.yaml"):
         spec = yaml.safe_load(spec_file.read_text())
         gates = {**spec.get("rollout", {}).get("gates", {}), **COMPRESSED_ROLLOUT["gates"]}
-        spec["rollout"] = {**spec.get("rollout", {}), **COMPRESSED_ROLLOUT, "gates": gates}
+        spec["rollout"] = {**spec.get("rollout", {}), **timings, "gates": gates}
         spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
     return dest
 

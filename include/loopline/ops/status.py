@@ -37,9 +37,12 @@ def describe(model_name: str, settings: Settings) -> str:
         )
     from loopline.rollout.serving_state import ServingState
 
-    route = ServingState(settings.state_db_uri).route(model_name)
+    state = ServingState(settings.state_db_uri)
+    route = state.route(model_name)
     canary = f", canary v{route.canary_version} at {route.canary_weight:.0%}" if route.canary_version else ""
-    lines += ["", f"serving: champion v{route.champion_version}{canary} (loopline audit: the trail)"]
+    shadow = f", shadow v{route.shadow_version} (scores a copy, answers nothing)" if route.shadow_version else ""
+    lines += ["", f"serving: champion v{route.champion_version}{canary}{shadow} (loopline audit: the trail)"]
+    lines += _shadow_lines(state.rollouts(model_name, limit=1))
     quarantined = sorted(p.name for p in zones.quarantine.iterdir()) if zones.quarantine.is_dir() else []
     found = landing_scan(model_name, settings)
     lines += ["", f"landing zone {zones.landing}: {found.lines()[0]}", *found.lines()[1:]]
@@ -53,3 +56,20 @@ def describe(model_name: str, settings: Settings) -> str:
         first = summary.read_text().splitlines()[1:2] if summary.exists() else []
         lines.append(f"  {name}: {first[0].strip() if first else ''}")
     return "\n".join(lines)
+
+
+def _shadow_lines(latest) -> list[str]:
+    """The latest rollout's shadow verdict (disagreement, score shift), if it had a shadow phase."""
+    from loopline.ops.ui import shadow_results
+
+    for rollout in latest:
+        judged = [r for r in rollout.gate_results if r.get("phase") == "shadow"]
+        if judged:
+            verdict = judged[-1]
+            status = str(verdict.get("status", "")).upper()
+            return [
+                f"shadow of v{rollout.candidate_version} (rollout #{rollout.id}): {status}, {shadow_results(verdict)}"
+            ]
+        if rollout.status == "running" and rollout.phase == "shadow":
+            return [f"shadow of v{rollout.candidate_version} (rollout #{rollout.id}): running, not judged yet"]
+    return []

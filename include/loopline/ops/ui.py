@@ -4,9 +4,10 @@ One page per deployment, one section per model (with a picker at the top): every
 folder ``dag_factory.discover()`` finds, a broken one named with its error, plus any model the
 stores still know of. Per model: its DAGs, registered versions with their aliases
 (champion / challenger / previous) and quality-gate decisions (MLflow registry), the
-current traffic split and its history as a small inline SVG chart, recent rollouts with every
-step's gate verdicts and the audit trail (serving state store), and recent drift verdicts with
-their DAG runs and reports (monitoring store, MLflow).
+current traffic split (and a shadow version, which scores a copy and answers nothing) and
+its history as a small inline SVG chart, recent rollouts with every step's gate verdicts (the
+shadow phase's disagreement and score shift first) and the audit trail (serving state store),
+and recent drift verdicts with their DAG runs and reports (monitoring store, MLflow).
 
 On the page, DAG runs link to the Airflow UI (``/dags/<dag_id>/runs/<run_id>``), stored outcomes
 read as text (a route is "v2 + v3 at 10%", not a Python dict) and every time is shown one way,
@@ -420,12 +421,13 @@ def route_text(route: dict[str, Any]) -> str:
         if route.get("canary_version")
         else ""
     )
-    return f"v{route['champion_version']}{canary}"
+    shadow = f" + shadow v{route['shadow_version']}" if route.get("shadow_version") else ""
+    return f"v{route['champion_version']}{canary}{shadow}"
 
 
 def _value_text(value: Any) -> str:
     if isinstance(value, dict):
-        if "champion_version" in value or "canary_version" in value:
+        if "champion_version" in value or "canary_version" in value or "shadow_version" in value:
             return route_text(value)
         return ", ".join(f"{k.replace('_', ' ')} {_value_text(v)}" for k, v in value.items() if v not in (None, ""))
     if isinstance(value, (list, tuple)):
@@ -501,6 +503,11 @@ def _traffic_html(route: dict[str, Any]) -> str:
         )
         + f" &middot; mode {esc(route.get('mode'))} &middot; revision {esc(route.get('revision'))}</p>"
     )
+    if route.get("shadow_version"):
+        detail += (
+            f'<p class="route shadow"><b>shadow v{esc(route["shadow_version"])} (scores a copy, answers nothing)</b>: '
+            "the champion answers every request</p>"
+        )
     return f'<div class="split">{"".join(bars)}</div>{detail}'
 
 
@@ -584,6 +591,25 @@ def traffic_chart_svg(history: Sequence[dict[str, Any]], now: Any) -> str:
     )
 
 
+def shadow_results(result: dict[str, Any]) -> str:
+    """A shadow verdict in a few words: its decision disagreement and score shift against the champion."""
+    gates = {g.get("name"): g for g in result.get("gates") or [] if isinstance(g, dict)}
+    parts = []
+    disagreement = gates.get("disagreement") or {}
+    if disagreement.get("canary") is not None and disagreement.get("status") != "pending":
+        limit = disagreement.get("limit")
+        parts.append(
+            f"disagreement {float(disagreement['canary']):.1%}"
+            + (f" (limit {float(limit):.1%})" if limit is not None else "")
+        )
+    psi = gates.get("score_psi") or {}
+    if psi.get("canary") is not None:
+        parts.append(
+            f"score shift PSI {float(psi['canary']):.3f} beyond noise (limit {float(psi.get('limit') or 0):.3f})"
+        )
+    return ", ".join(parts) or "not judged"
+
+
 def _gate_results_html(results: list[dict[str, Any]]) -> str:
     if not results:
         return "-"
@@ -595,8 +621,10 @@ def _gate_results_html(results: list[dict[str, Any]]) -> str:
             for g in result.get("gates") or []
             if isinstance(g, dict)
         )
+        shadow = result.get("phase") == "shadow"
+        what = f"shadow ({esc(shadow_results(result))})" if shadow else f"step {_pct(result.get('step'))}"
         items.append(
-            f'<li>step {_pct(result.get("step"))}: <span class="gate gate-{esc(result.get("status"))}">'
+            f'<li>{what}: <span class="gate gate-{esc(result.get("status"))}">'
             f"{esc(str(result.get('status', '')).upper())}</span> {esc(readable(result.get('reason', '')))}"
             + (f" [{gates}]" if gates else "")
             + "</li>"
@@ -611,7 +639,7 @@ def _rollouts_html(items: list[dict[str, Any]]) -> str:
             f"v{esc(r.get('candidate_version'))} vs v{esc(r.get('champion_version'))}",
             esc(r.get("mode")),
             f'<span class="status status-{esc(r.get("status"))}">{esc(r.get("status"))}</span>',
-            _pct(r.get("step")),
+            "shadow" if r.get("phase") == "shadow" else _pct(r.get("step")),
             esc(when(r.get("started_at"))),
             esc(when(r.get("finished_at"))),
             actor_html(r.get("trigger")),

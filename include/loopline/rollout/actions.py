@@ -64,7 +64,7 @@ def make_champion(
     """
     route = state.route(model)
     outgoing = route.champion_version
-    if outgoing != version or route.canary_version:
+    if outgoing != version or route.canary_version or route.shadow_version:
         target = Route(model, champion_version=version, mode=route.mode, revision=_expected(route, revision))
         route = state.change(target, action, actor, reason, {"from_champion": outgoing, **(details or {})}, owner)
     if outgoing and outgoing != version:
@@ -79,12 +79,14 @@ def abort(
     state: ServingState, model: str, actor: str, reason: str, details: dict[str, Any] | None = None,
     revision: int | None = None, owner: int | None = None,
 ) -> Route:  # fmt: skip
-    """Canary traffic back to 0 at once; the champion keeps serving."""
+    """Canary traffic back to 0 at once, and any shadow stopped; the champion keeps serving (alone)."""
     route = state.route(model)
-    if route.canary_version is None:
+    if route.canary_version is None and route.shadow_version is None:
         return route
     target = Route(model, champion_version=route.champion_version, mode=route.mode, revision=_expected(route, revision))
-    details = {"aborted_canary": route.canary_version, **(details or {})}
+    ended = {"aborted_canary": route.canary_version} if route.canary_version else {}
+    ended |= {"stopped_shadow": route.shadow_version} if route.shadow_version else {}
+    details = {**ended, **(details or {})}
     return state.change(target, "abort", actor, reason, details, owner)
 
 
@@ -92,11 +94,11 @@ def pin(
     state: ServingState, model: str, canary: str, weight: float, actor: str, reason: str,
     details: dict[str, Any] | None = None,
 ) -> Route:  # fmt: skip
-    """Serve ``canary`` to a fixed share of applicants (an A/B test, or a manual rollout step)."""
+    """Serve ``canary`` to a fixed share of applicants (an A/B test, or a manual rollout step); ends any shadow."""
     route = state.route(model)
     if route.champion_version is None:
         raise RolloutError(f"model {model} has no champion serving; promote a version first")
-    if route.canary_version == canary and route.canary_weight == weight:
+    if route.canary_version == canary and route.canary_weight == weight and route.shadow_version is None:
         return route
     target = Route(model, route.champion_version, canary, weight, route.mode, route.revision)
     return state.change(target, "pin", actor, reason, details)

@@ -12,11 +12,16 @@ A gate without enough data is ``pending``; a step passes when it has baked long
 enough and every gate that can be judged passes (live AUC only counts once enough
 labels exist). Any failing gate fails the step at once, before the bake time is
 up: a broken canary must not keep its traffic for ten minutes.
+
+The shadow phase (before the first step) is judged the same way, with the shadow's
+rows (arm ``shadow``: a copy of requests the champion answered) in the canary's place,
+plus the share of those rows whose decision differs from the champion's answer
+(``disagreement``, from the service's counters).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -48,34 +53,61 @@ class StepVerdict:
     samples: dict[str, int]
     gates: list[GateResult] = field(default_factory=list)
     reason: str = ""
+    phase: str = ""  # "shadow" for the shadow phase; "" for a canary step or a blue/green check
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def summary(self) -> str:
         gates = ", ".join(f"{g.name}={g.status}" + (f" ({g.detail})" if g.detail else "") for g in self.gates)
-        return f"step {self.step:.0%}: {self.status.upper()} after {self.elapsed_seconds:.0f}s: {self.reason} [{gates}]"
+        what = "shadow" if self.phase == SHADOW else f"step {self.step:.0%}"
+        return f"{what}: {self.status.upper()} after {self.elapsed_seconds:.0f}s: {self.reason} [{gates}]"
 
 
 # --- /metrics -------------------------------------------------------------------------------------
 
 PREDICTIONS, ERRORS = "loopline_predictions", "loopline_prediction_errors"
+COMPARED, DISAGREEMENTS = "loopline_shadow_compared", "loopline_shadow_disagreements"
+SHADOW = "shadow"  # the arm (and rollout phase) that scores a copy of traffic and answers nothing
 
 
 def counters_from_metrics(text: str) -> dict[str, dict[str, float]]:
-    """Per model version: scored applications and failed ones, from a Prometheus text page."""
+    """Per model version: scored applications and failed ones, from a Prometheus text page.
+
+    Rows a shadow scored (``arm="shadow"``) count apart (``shadow_predictions``,
+    ``shadow_errors``), with the shadow's decisions compared with the answers and how
+    many differed (``shadow_compared``, ``shadow_disagreements``).
+    """
     from prometheus_client.parser import text_string_to_metric_families
 
-    out: dict[str, dict[str, float]] = {"predictions": {}, "errors": {}}
+    keys = {
+        PREDICTIONS: "predictions",
+        ERRORS: "errors",
+        COMPARED: "shadow_compared",
+        DISAGREEMENTS: "shadow_disagreements",
+    }
+    out: dict[str, dict[str, float]] = {k: {} for k in (*keys.values(), "shadow_predictions", "shadow_errors")}
     for family in text_string_to_metric_families(text):
-        key = {PREDICTIONS: "predictions", ERRORS: "errors"}.get(family.name)
+        key = keys.get(family.name)
         if key is None:
             continue
         for sample in family.samples:
             if sample.name.endswith("_total"):
                 version = sample.labels.get("model_version", "")
-                out[key][version] = out[key].get(version, 0.0) + sample.value
+                bucket = f"shadow_{key}" if sample.labels.get("arm") == SHADOW else key
+                out[bucket][version] = out[bucket].get(version, 0.0) + sample.value
     return out
+
+
+def shadow_counters(counters: dict | None, shadow: str, champion: str) -> dict | None:
+    """The shadow's counters beside the champion's, in the shape ``error_gate`` reads."""
+    if counters is None:
+        return None
+    pick = {"predictions": ("shadow_predictions", "predictions"), "errors": ("shadow_errors", "errors")}
+    return {
+        key: {shadow: counters.get(ours, {}).get(shadow, 0.0), champion: counters.get(theirs, {}).get(champion, 0.0)}
+        for key, (ours, theirs) in pick.items()
+    }
 
 
 def scrape(service_url: str, timeout: float = 10.0) -> dict[str, dict[str, float]]:
@@ -95,7 +127,9 @@ def increase(before: dict[str, float], now: dict[str, float], version: str) -> f
 # --- gates ----------------------------------------------------------------------------------------
 
 
-def error_gate(before: dict | None, now: dict | None, canary: str, champion: str, gates: CanaryGates) -> GateResult:
+def error_gate(
+    before: dict | None, now: dict | None, canary: str, champion: str, gates: CanaryGates, arm: str = "canary"
+) -> GateResult:
     if before is None or now is None:
         return GateResult("error_rate", PENDING, detail="service metrics unavailable")
     errors = increase(before["errors"], now["errors"], canary)
@@ -111,8 +145,30 @@ def error_gate(before: dict | None, now: dict | None, canary: str, champion: str
         status = FAIL
     else:
         status = PENDING
-    detail = f"{errors:.0f}/{calls:.0f} canary calls failed"
+    detail = f"{errors:.0f}/{calls:.0f} {arm} calls failed"
     return GateResult("error_rate", status, rate, champ_rate, limit, detail)
+
+
+def disagreement_gate(
+    before: dict | None, now: dict | None, shadow: str, gates: CanaryGates, spec: ModelSpec
+) -> GateResult:
+    """Shadow only: the share of rows whose decision differs from the champion's answer on the same row."""
+    if spec.task == "regression":
+        return GateResult("disagreement", SKIPPED, detail="a regression model decides nothing to compare")
+    if before is None or now is None:
+        return GateResult("disagreement", PENDING, detail="service metrics unavailable")
+    compared = increase(before.get("shadow_compared", {}), now.get("shadow_compared", {}), shadow)
+    differ = increase(before.get("shadow_disagreements", {}), now.get("shadow_disagreements", {}), shadow)
+    rate = differ / compared if compared else 0.0
+    limit = gates.max_disagreement
+    if compared >= gates.min_samples:
+        status = FAIL if rate > limit else PASS
+    elif differ > limit * gates.min_samples:  # fails whatever the remaining rows of the sample do
+        status = FAIL
+    else:
+        status = PENDING
+    detail = f"{differ:.0f}/{compared:.0f} decisions differ from the champion's ({rate:.1%})"
+    return GateResult("disagreement", status, rate, 0.0, limit, detail)
 
 
 def _arms(window: pd.DataFrame, canary: str, champion: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -135,19 +191,26 @@ def _one_row_per_applicant(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.drop_duplicates("entity_hash", keep="last")
 
 
-def latency_gate(canary_rows: pd.DataFrame, champion_rows: pd.DataFrame, gates: CanaryGates) -> GateResult:
+def latency_gate(
+    canary_rows: pd.DataFrame, champion_rows: pd.DataFrame, gates: CanaryGates, arm: str = "canary"
+) -> GateResult:
     if min(len(canary_rows), len(champion_rows)) < gates.min_samples:
-        return GateResult("p95_latency", PENDING, detail=f"{len(canary_rows)}/{gates.min_samples} canary rows")
+        return GateResult("p95_latency", PENDING, detail=f"{len(canary_rows)}/{gates.min_samples} {arm} rows")
     canary_p95 = float(np.quantile(canary_rows["latency_seconds"].astype(float), 0.95))
     champion_p95 = float(np.quantile(champion_rows["latency_seconds"].astype(float), 0.95))
     limit = gates.max_p95_latency_ratio * champion_p95 + gates.latency_slack_ms / 1000
     status = FAIL if canary_p95 > limit else PASS
-    detail = f"canary p95 {canary_p95 * 1000:.1f} ms vs champion {champion_p95 * 1000:.1f} ms"
+    detail = f"{arm} p95 {canary_p95 * 1000:.1f} ms vs champion {champion_p95 * 1000:.1f} ms"
     return GateResult("p95_latency", status, canary_p95, champion_p95, limit, detail)
 
 
 def psi_gate(
-    canary_rows: pd.DataFrame, champion_rows: pd.DataFrame, gates: CanaryGates, spec: ModelSpec, expected: float = 0.0
+    canary_rows: pd.DataFrame,
+    champion_rows: pd.DataFrame,
+    gates: CanaryGates,
+    spec: ModelSpec,
+    expected: float = 0.0,
+    arm: str = "canary",
 ) -> GateResult:
     """PSI of canary vs champion answers, less sampling noise and the expected difference.
 
@@ -170,7 +233,7 @@ def psi_gate(
     canary_rows, champion_rows = _one_row_per_applicant(canary_rows), _one_row_per_applicant(champion_rows)
     n, m = len(canary_rows), len(champion_rows)
     if min(n, m) < gates.min_samples:
-        return GateResult("score_psi", PENDING, detail=f"{n}/{gates.min_samples} canary applicants")
+        return GateResult("score_psi", PENDING, detail=f"{n}/{gates.min_samples} {arm} applicants")
     raw = task.output_shift(champion_rows, canary_rows)
     value = max(0.0, raw - (task.output_bins(spec) - 1) * (1 / n + 1 / m))
     limit = gates.max_score_psi + max(0.0, expected)
@@ -234,6 +297,41 @@ def judge_step(
     ]
     samples = {"canary": len(canary_rows), "champion": len(champion_rows)}
     return verdict(step, elapsed_seconds, samples, results, bake_seconds, max_step_seconds)
+
+
+def judge_shadow(
+    elapsed_seconds: float,
+    window: pd.DataFrame,
+    before: dict | None,
+    now: dict | None,
+    champion: str,
+    shadow: str,
+    gates: CanaryGates,
+    bake_seconds: float,
+    max_step_seconds: float,
+    spec: ModelSpec,
+    expected_score_psi: float = 0.0,
+) -> StepVerdict:
+    """The shadow phase: the shadow's copy of each request vs the champion's answer, over the same window.
+
+    The same gates as a canary step (errors, p95 latency, score PSI with the same allowance),
+    plus decision disagreement; live quality waits for the canary steps (outcomes come late).
+    """
+    if window.empty:
+        shadow_rows = champion_rows = window
+    else:
+        shadow_rows = window[(window["arm"] == SHADOW) & (window["model_version"] == shadow)]
+        champion_rows = window[(window["arm"] == "champion") & (window["model_version"] == champion)]
+    before_view, now_view = shadow_counters(before, shadow, champion), shadow_counters(now, shadow, champion)
+    results = [
+        error_gate(before_view, now_view, shadow, champion, gates, arm=SHADOW),
+        disagreement_gate(before, now, shadow, gates, spec),
+        latency_gate(shadow_rows, champion_rows, gates, arm=SHADOW),
+        psi_gate(shadow_rows, champion_rows, gates, spec, expected_score_psi, arm=SHADOW),
+    ]
+    samples = {"shadow": len(shadow_rows), "champion": len(champion_rows)}
+    judged = verdict(0.0, elapsed_seconds, samples, results, bake_seconds, max_step_seconds)
+    return replace(judged, phase=SHADOW)
 
 
 def verdict(

@@ -1,4 +1,10 @@
-"""The steps of the automatic rollout DAG: canary steps judged by gates, or a blue/green switch.
+"""The steps of the automatic rollout DAG: shadow, canary steps judged by gates, or a blue/green switch.
+
+In canary mode a shadow phase comes first (``shadow_step``, unless the spec's
+``shadow_seconds`` is 0): the route names the candidate as shadow, the service scores a
+copy of every request with it and answers with the champion, and the phase is judged
+like a step. It then hands over to the first canary step (which clears the shadow) or
+fails the rollout like a step does: the route goes back to the champion alone.
 
 State lives in the serving state store (the route and a rollout record), not in the
 task, so every step is safe to retry and a rollout survives a scheduler restart.
@@ -197,6 +203,52 @@ def _stop(state: ServingState, rollout: Rollout, verdict: canary.StepVerdict, ac
     details = {"verdict": verdict.to_dict(), "rollout": rollout.id}
     abort(state, rollout.model, actor, reason, details, revision=rollout.expected_revision, owner=rollout.id)
     state.finish_rollout(rollout.id, "failed", verdict.summary())
+
+
+def shadow_step(rollout_id: int, actor: str, settings: Settings, expected_score_psi: float = 0.0) -> canary.StepVerdict:
+    """One poke of the shadow phase: name the candidate as shadow on the first poke, judge on the later ones."""
+    state = _state(settings)
+    rollout = _live(state, rollout_id)
+    spec = load_spec(rollout.model, settings.models_dir)
+    if spec.rollout.shadow_bake_seconds == 0:  # the spec dropped its shadow phase since the DAG was parsed
+        return canary.StepVerdict(0.0, canary.PASS, 0.0, {}, [], "no shadow phase in the spec", canary.SHADOW)
+    route = _own_route(state, rollout)
+    if rollout.phase != canary.SHADOW:
+        if route.champion_version != rollout.champion_version:
+            raise RolloutStopped(f"champion changed to v{route.champion_version} during rollout #{rollout.id}")
+        target = Route(
+            rollout.model, route.champion_version, mode="canary", revision=route.revision,
+            shadow_version=rollout.candidate_version,
+        )  # fmt: skip
+        if target != route:
+            reason = f"rollout #{rollout.id}: shadow (scores a copy of traffic, answers nothing)"
+            state.change(target, "shadow_start", actor, reason, {"rollout": rollout.id}, owner=rollout.id)
+        state.begin_step(rollout.id, 0.0, _scrape(settings, rollout.model) or {}, phase=canary.SHADOW)
+        return canary.StepVerdict(0.0, canary.WAIT, 0.0, {}, [], "shadow started", canary.SHADOW)
+    if route.shadow_version != rollout.candidate_version or route.canary_version:
+        state.finish_rollout(rollout.id, "aborted", f"route changed outside the rollout: {route.to_dict()}")
+        raise RolloutStopped(f"rollout #{rollout.id} stopped: the route is not in its shadow phase: {route.to_dict()}")
+    started = rollout.step_started_at or datetime.now(UTC)
+    window = read_window(settings.prediction_log_dir, rollout.model, since=started, shadow=True).rows
+    verdict = canary.judge_shadow(
+        (datetime.now(UTC) - started).total_seconds(),
+        window,
+        rollout.baseline or None,
+        _scrape(settings, rollout.model),
+        str(rollout.champion_version),
+        rollout.candidate_version,
+        spec.rollout.gates,
+        spec.rollout.shadow_bake_seconds,
+        spec.rollout.max_step_seconds,
+        spec=spec,
+        expected_score_psi=expected_score_psi,
+    )
+    log.info("%s", verdict.summary())
+    if verdict.status != canary.WAIT:
+        state.add_gate_result(rollout.id, verdict.to_dict())
+    if verdict.status == canary.FAIL:
+        _stop(state, rollout, verdict, actor)
+    return verdict
 
 
 def canary_step(
@@ -400,7 +452,7 @@ def fail(rollout_id: int, actor: str, settings: Settings) -> dict[str, Any]:
         switch_back(rollout_id, actor, rollout.outcome or "rollout task failed", settings)
     else:
         route = _wrote_current(state, rollout)
-        if route and route.canary_version == rollout.candidate_version:
+        if route and rollout.candidate_version in (route.canary_version, route.shadow_version):
             abort(
                 state, rollout.model, actor, f"rollout #{rollout.id} failed", {"rollout": rollout.id},
                 revision=route.revision, owner=rollout.id,

@@ -1,7 +1,8 @@
 """What serves traffic, and the audit trail of every change to it (SQLAlchemy; SQLite or Postgres).
 
 One row per model says which version is the champion, which (if any) is the
-canary and what share of traffic the canary gets. Every change is written in the
+canary and what share of traffic the canary gets, and which (if any) is the shadow:
+a version that scores a copy of every request and answers none. Every change is written in the
 same transaction as an audit record: who or what changed it (DAG run, user),
 from what to what, and why (gate results). The serving side only reads; the
 platform (DAGs, the admin CLI) writes.
@@ -48,6 +49,7 @@ routes = Table(
     Column("champion_version", String(32), nullable=True),
     Column("canary_version", String(32), nullable=True),
     Column("canary_weight", Float, nullable=False, default=0.0),
+    Column("shadow_version", String(32), nullable=True),  # scores a copy of every request, answers none
     Column("mode", String(16), nullable=False, default="canary"),
     Column("revision", Integer, nullable=False, default=0),
     Column("updated_at", DateTime(timezone=True), nullable=False),
@@ -78,6 +80,7 @@ rollouts = Table(
     Column("mode", String(16), nullable=False),
     Column("status", String(16), nullable=False),  # running | succeeded | failed | aborted
     Column("step", Float, nullable=False, default=0.0),  # current canary share
+    Column("phase", String(16), nullable=True),  # shadow | canary (None: not begun, or a rollout from before)
     Column("step_started_at", DateTime(timezone=True), nullable=True),
     Column("baseline", JSON, nullable=False),  # /metrics counters when the step began
     Column("started_at", DateTime(timezone=True), nullable=False),
@@ -95,8 +98,11 @@ rollouts = Table(
 ROLLOUT_STATUSES = ("running", "succeeded", "failed", "aborted")
 # Columns added after the first release: created on an existing store by ServingState (additive only).
 _ADDED_COLUMNS = {
-    "loopline_rollouts": {"base_revision": "INTEGER", "route_revision": "INTEGER", "ended_by": "VARCHAR(256)"},
-}
+    "loopline_routes": {"shadow_version": "VARCHAR(32)"},
+    "loopline_rollouts": {
+        "base_revision": "INTEGER", "route_revision": "INTEGER", "ended_by": "VARCHAR(256)", "phase": "VARCHAR(16)",
+    },
+}  # fmt: skip
 
 
 class RoutingError(LooplineError, ValueError):
@@ -119,6 +125,7 @@ class Route:
     canary_weight: float = 0.0
     mode: str = "canary"
     revision: int = 0
+    shadow_version: str | None = None  # scores a copy of every request; its answers go only to the log
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -141,7 +148,8 @@ class AuditRecord:
             canary = (
                 f" + v{route['canary_version']}@{route['canary_weight']:.0%}" if route.get("canary_version") else ""
             )
-            return f"v{route.get('champion_version')}{canary}"
+            shadow = f" + shadow v{route['shadow_version']}" if route.get("shadow_version") else ""
+            return f"v{route.get('champion_version')}{canary}{shadow}"
 
         return (
             f"{self.at:%Y-%m-%d %H:%M:%S} #{self.id} {self.action:<14} {fmt(self.before)} -> {fmt(self.after)}"
@@ -168,6 +176,7 @@ class Rollout:
     base_revision: int | None = None
     route_revision: int | None = None
     ended_by: str | None = None
+    phase: str | None = None  # shadow | canary: what the current step is (None: not begun)
 
     @property
     def expected_revision(self) -> int | None:
@@ -189,6 +198,13 @@ def validate_route(route: Route) -> Route:
         raise RoutingError("a canary needs a champion to compare with")
     if route.canary_version and route.canary_version == route.champion_version:
         raise RoutingError(f"version {route.canary_version} cannot be champion and canary at once")
+    if route.shadow_version:
+        if not route.champion_version:
+            raise RoutingError("a shadow needs a champion whose answers it is compared with")
+        if route.shadow_version == route.champion_version:
+            raise RoutingError(f"version {route.shadow_version} cannot be champion and shadow at once")
+        if route.canary_version:  # one candidate at a time: shadow first, then the canary steps
+            raise RoutingError(f"a shadow (v{route.shadow_version}) and a canary cannot serve at once")
     return route
 
 
@@ -349,8 +365,9 @@ class ServingState:
         with self.engine.connect() as conn:
             return [self._rollout(row) for row in conn.execute(query).mappings().all()]
 
-    def begin_step(self, rollout_id: int, step: float, baseline: dict[str, Any]) -> Rollout:
-        values = {"step": step, "step_started_at": datetime.now(UTC), "baseline": baseline}
+    def begin_step(self, rollout_id: int, step: float, baseline: dict[str, Any], phase: str = "canary") -> Rollout:
+        """A new step (``phase`` canary, at share ``step``) or the shadow phase (``phase`` shadow, step 0)."""
+        values = {"step": step, "step_started_at": datetime.now(UTC), "baseline": baseline, "phase": phase}
         return self._update_rollout(rollout_id, values)
 
     def add_gate_result(self, rollout_id: int, result: dict[str, Any]) -> Rollout:

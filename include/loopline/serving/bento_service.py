@@ -17,15 +17,25 @@ that arrive together are scored in one call (BentoML adaptive batching), which i
 what lets the platform out-serve a bare endpoint on the same model. Every
 prediction goes to the BentoML prediction log with its model version and reason
 codes, under a pseudonym of the applicant id, never the id itself.
+
+While the route names a shadow version (a rollout's first phase), each answered batch
+is also scored by the shadow on a background thread, after the answer is on its way:
+its rows go to the same log with arm ``shadow`` and the answer's prediction id, and to
+the same metrics labelled ``arm="shadow"``, with a count of decisions that differ from
+the champion's. A shadow failure is logged and counted, never seen by a client; when the
+shadow falls behind, batches are left unshadowed (counted) rather than queued without end.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import bentoml
@@ -52,6 +62,8 @@ _DEV_TAG = os.environ.get("LOOPLINE_BENTO_MODEL", f"{SPEC.name}:latest")  # `ben
 MODEL_TAG = json.loads(_PIN.read_text())["tag"] if _PIN.exists() else _DEV_TAG
 MAX_BATCH = 1000
 MAX_LATENCY_MS = 10_000  # the traffic timeout: a request queued longer is shed with a 503, not left hanging
+SHADOW_BACKLOG = 8  # batches waiting for the shadow beyond this are not shadowed (loopline_shadow_skipped_total)
+log = logging.getLogger(__name__)
 
 Application = application_model(SPEC)
 
@@ -86,19 +98,31 @@ class ModelService:
         self.scorer.refresh()
         self.scorer.watch(settings.route_poll_seconds)
         self.secret = settings.pseudonym_secret
-        labels = ["model_version", "arm"]
+        labels = ["model_version", "arm"]  # arm: champion | canary | fallback | shadow (answered nothing)
         self.predictions = prom.Counter("loopline_predictions_total", "Scored applications", [*labels, "decision"])
-        self.errors = prom.Counter("loopline_prediction_errors_total", "Failed scoring calls", ["model_version"])
+        self.errors = prom.Counter("loopline_prediction_errors_total", "Failed scoring calls", labels)
         self.latency = prom.Histogram(
             "loopline_predict_latency_seconds",
             "Scoring time per call (a request, or several merged by adaptive batching)",
-            ["model_version"],
+            labels,
         )
         # binary and multiclass: a probability in [0, 1]; regression: the prediction (Prometheus' default buckets)
         buckets = prom.Histogram.DEFAULT_BUCKETS if SPEC.task == "regression" else [i / 20 for i in range(1, 21)]
         self.scores = prom.Histogram(
-            "loopline_score", "The answer's score (probability or predicted value)", ["model_version"], buckets=buckets
+            "loopline_score", "The answer's score (probability or predicted value)", labels, buckets=buckets
         )
+        self.shadow_compared = prom.Counter(
+            "loopline_shadow_compared_total", "Rows the shadow decided beside the champion", ["model_version"]
+        )
+        self.shadow_disagreements = prom.Counter(
+            "loopline_shadow_disagreements_total", "Rows whose shadow decision differs from the answer's",
+            ["model_version"],
+        )  # fmt: skip
+        self.shadow_skipped = prom.Counter(
+            "loopline_shadow_skipped_total", "Rows not shadowed: the shadow was behind", ["model_version"]
+        )
+        self._shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopline-shadow")
+        self._shadow_slots = threading.BoundedSemaphore(SHADOW_BACKLOG)
         self.weights = prom.Gauge(
             "loopline_traffic_weight",
             "Share of traffic per arm",
@@ -123,29 +147,66 @@ class ModelService:
         try:
             result = self.scorer.score(raw)
         except Exception:
-            self.errors.labels(model_version=str(route.champion_version)).inc(len(raw))
+            self.errors.labels(model_version=str(route.champion_version), arm="champion").inc(len(raw))
             raise
         scored = result.frame
         self._observe(result)
         request_ids = [uuid.uuid4().hex for _ in range(len(raw))]
         self._log(raw, scored, request_ids, [result.seconds[v] for v in scored["model_version"]], clients)
+        if result.route.shadow_version:
+            self._shadow_later(raw, result, request_ids, clients)
         return answers(scored, request_ids, SPEC, Prediction)
 
+    def _shadow_later(self, raw: pd.DataFrame, result, request_ids: list[str], clients: list[str]) -> None:
+        """Hand the answered rows to the shadow thread; the answer does not wait for it."""
+        version = str(result.route.shadow_version)
+        if not self._shadow_slots.acquire(blocking=False):
+            self.shadow_skipped.labels(model_version=version).inc(len(raw))
+            return
+
+        def run() -> None:
+            try:
+                self._shadow(raw, result, request_ids, clients)
+            except Exception:  # the shadow's bookkeeping must not take the worker down either
+                log.exception("shadow v%s: bookkeeping failed", version)
+            finally:
+                self._shadow_slots.release()
+
+        self._shadow_pool.submit(run)
+
+    def _shadow(self, raw: pd.DataFrame, result, request_ids: list[str], clients: list[str]) -> None:
+        shadowed = self.scorer.shadow(raw, result)
+        if shadowed is None:
+            return
+        version, arm = shadowed.version, "shadow"
+        self.latency.labels(model_version=version, arm=arm).observe(shadowed.seconds)
+        if shadowed.frame is None:
+            self.errors.labels(model_version=version, arm=arm).inc(len(raw))
+            return
+        self._count(shadowed.frame)
+        self.shadow_compared.labels(model_version=version).inc(shadowed.compared)
+        self.shadow_disagreements.labels(model_version=version).inc(shadowed.disagreements)
+        self._log(raw, shadowed.frame, request_ids, [shadowed.seconds] * len(raw), clients)
+
     def _observe(self, result) -> None:
-        """Prometheus, per model version: what the rollout gates and the dashboards read."""
+        """Prometheus, per model version and arm: what the rollout gates and the dashboards read."""
+        route = result.route
+        arm_of = {str(route.champion_version): "champion", str(route.canary_version): "canary"}
         for version, failed in result.failed.items():
-            self.errors.labels(model_version=version).inc(failed)
+            self.errors.labels(model_version=version, arm="canary").inc(failed)
         for version, seconds in result.seconds.items():
-            self.latency.labels(model_version=version).observe(seconds)
-        frame = result.frame
+            self.latency.labels(model_version=version, arm=arm_of.get(version, "champion")).observe(seconds)
+        self._count(result.frame)
+        self._publish_route(route)
+
+    def _count(self, frame: pd.DataFrame) -> None:
         decisions = frame.assign(decision=frame["decision"].fillna(""))  # regression has no decision
         for (version, arm, decision), count in decisions.groupby(["model_version", "arm", "decision"]).size().items():
             self.predictions.labels(model_version=version, arm=arm, decision=decision).inc(int(count))
-        for version, scores in frame.groupby("model_version")["score"]:
-            histogram = self.scores.labels(model_version=version)
+        for (version, arm), scores in frame.groupby(["model_version", "arm"])["score"]:
+            histogram = self.scores.labels(model_version=version, arm=arm)
             for score in scores:
                 histogram.observe(score)
-        self._publish_route(result.route)
 
     def _publish_route(self, route) -> None:
         """The traffic-weight gauge shows the route this worker serves (from start, not from the first answer)."""
@@ -205,7 +266,8 @@ def serving_now() -> str:
     """What answers requests right now, from the serving state (not the Bento's pinned model)."""
     route = _serving_state().route(SPEC.name)
     canary = f", canary v{route.canary_version} at {route.canary_weight:.0%}" if route.canary_version else ""
-    return f"champion v{route.champion_version}{canary}"
+    shadow = f", shadow v{route.shadow_version} (scores a copy, answers nothing)" if route.shadow_version else ""
+    return f"champion v{route.champion_version}{canary}{shadow}"
 
 
 protect(

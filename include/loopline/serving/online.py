@@ -1,5 +1,9 @@
 """Online scoring behind the BentoML service: champion + canary, routed per entity, hot-swapped.
 
+A shadow version (a rollout's first phase) answers nothing: ``shadow`` scores a copy of
+rows the champion already answered, after the answer, and compares its decisions with
+the champion's. Whatever the shadow does (raise included), the answer is the champion's.
+
 A background thread polls the serving state store. When the route's revision
 changes it first loads every version the new route needs, then swaps one
 reference, so a request sees either the old route or the new one, never a half
@@ -61,7 +65,7 @@ class RoutedScorer:
         live = self._live
         if route.champion_version is None or route.revision == live.route.revision:
             return False
-        needed = [v for v in (route.champion_version, route.canary_version) if v]
+        needed = [v for v in (route.champion_version, route.canary_version, route.shadow_version) if v]
         boosters = {v: live.boosters[v] if v in live.boosters else self.load(v) for v in needed}
         self._live = LiveRoute(route, boosters)
         log.info("serving route revision %s: %s", route.revision, route.to_dict())
@@ -121,6 +125,31 @@ class RoutedScorer:
         out["arm"] = arms
         return Scored(out, route, seconds, failed)
 
+    def shadow(self, raw: pd.DataFrame, answered: Scored) -> Shadowed | None:
+        """The route's shadow version scores the rows ``answered`` answered; None when it has no shadow.
+
+        Uses the boosters of the route the answer was scored under (``answered.route``), so a
+        route change between answer and shadow never compares the wrong pair. Never raises
+        for the shadow's own failure: it is returned as ``error`` (its rows count as failed).
+        """
+        route = answered.route
+        version = route.shadow_version
+        live = self._live
+        if not version or live.route.revision != route.revision or version not in live.boosters:
+            return None  # no shadow, or the route moved on since the answer (its booster may be gone)
+        started = time.perf_counter()
+        try:
+            scored = score_frame(live.boosters[version], raw, self.spec)
+        except Exception as err:
+            log.warning("shadow v%s failed on %d rows: %s", version, len(raw), err)
+            return Shadowed(version, None, time.perf_counter() - started, f"{type(err).__name__}: {err}", 0, 0)
+        seconds = time.perf_counter() - started
+        frame = scored.assign(model_version=version, arm="shadow")
+        answers = answered.frame.loc[raw.index]
+        has_decision = answers["decision"].notna() & frame["decision"].notna()  # regression decides nothing
+        disagree = int((frame.loc[has_decision, "decision"] != answers.loc[has_decision, "decision"]).sum())
+        return Shadowed(version, frame, seconds, "", int(has_decision.sum()), disagree)
+
 
 @dataclass(frozen=True)
 class Scored:
@@ -128,3 +157,15 @@ class Scored:
     route: Route
     seconds: dict[str, float]  # scoring time per version that answered
     failed: dict[str, int]  # rows per version that raised and fell back to the champion
+
+
+@dataclass(frozen=True)
+class Shadowed:
+    """What the shadow version made of rows someone else answered: never sent to the client."""
+
+    version: str
+    frame: pd.DataFrame | None  # score, decision, reasons, model_version, arm "shadow" (None: it raised)
+    seconds: float  # its scoring time for these rows
+    error: str  # why it raised ("" when it scored)
+    compared: int  # rows with a decision from both (0 for regression)
+    disagreements: int  # of those, rows whose decision differs from the answer's
