@@ -42,7 +42,8 @@ def _answered(booster, rows: pd.DataFrame, spec, target: str) -> pd.DataFrame:
 def line():
     """Champion, its detector and estimator: what drift_flow.check builds from the champion's splits."""
     train = pd.concat([gen.make_batch(w, 5_000, seed=w) for w in range(3)], ignore_index=True)
-    data = lgb.Dataset(build_features(train, SPEC), label=train["defaulted"], categorical_feature=categorical_columns(SPEC))
+    features = build_features(train, SPEC)
+    data = lgb.Dataset(features, label=train["defaulted"], categorical_feature=categorical_columns(SPEC))
     params = {"objective": "binary", "learning_rate": 0.1, "num_leaves": 15, "verbosity": -1, "num_threads": 1}
     booster = lgb.train({**params, "deterministic": True, "seed": 1}, data, 80)
     valid = _answered(booster, gen.make_batch(3, 3_000, seed=30), SPEC, "defaulted")
@@ -148,9 +149,7 @@ def test_too_little_traffic_is_insufficient(line):
 
 def test_dropped_realised_quality_is_concept_drift(line):
     window = _window(line, gen.make_batch(6, 1_000, seed=74))
-    report = detection.check(
-        line["detector"], line["train"], window, SPEC, line["importances"], None, None, POLICY
-    )
+    report = detection.check(line["detector"], line["train"], window, SPEC, line["importances"], None, None, POLICY)
     quality = concept.LiveQuality("1", 1_000, "auc", 0.6, 0.2, 0.2)
     dropped = concept.concept_verdict(quality, 0.8, POLICY, SPEC)
     assert verdicts.grade(report, None, dropped) == "concept_drift"

@@ -113,7 +113,8 @@ def test_the_same_dag_run_records_once(state):
     ],
 )
 def test_invalid_records_are_refused(state, kwargs, message):
-    values = {"at": T0, "model": "m", "champion_version": "1", "n_rows": 10, "verdict": "performance_risk", "confirmed": True}
+    values = {"at": T0, "model": "m", "champion_version": "1", "n_rows": 10, "verdict": "performance_risk"}
+    values["confirmed"] = True
     values.update({"triggered": False, **kwargs})
     with pytest.raises(MonitoringStateError, match=message) as info:
         state.record(**values)

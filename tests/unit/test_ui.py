@@ -129,7 +129,8 @@ def line(tmp_path_factory):
             mlflow.log_text("<html>drift report</html>", "drift/drift_report.html")
         MonitoringState(settings.state_db_uri).record(
             at=datetime(2026, 12, 2, 14, 0, tzinfo=UTC), model=OTHER, champion_version="1", n_rows=800,
-            verdict="performance_risk", confirmed=True, triggered=True, trigger_reason="confirmed drift", drift_share=0.45,
+            verdict="performance_risk", confirmed=True, triggered=True, trigger_reason="confirmed drift",
+            drift_share=0.45,
             score_psi=0.31, report_uri=f"runs:/{drift_run.info.run_id}/drift/drift_report.html", dag_run=DRIFT_RUN,
         )  # fmt: skip
         yield SimpleNamespace(
@@ -201,7 +202,8 @@ def test_drift_verdicts_newest_first(tmp_path):
     store = MonitoringState(url)
     common = {"model": MODEL, "champion_version": "2", "n_rows": 500, "confirmed": False, "triggered": False}
     store.record(at=datetime(2026, 11, 2, tzinfo=UTC), verdict="stable", drift_share=0.0, dag_run="a", **common)
-    store.record(at=datetime(2026, 11, 9, tzinfo=UTC), verdict="performance_risk", drift_share=0.4, dag_run="b", **common)
+    at = datetime(2026, 11, 9, tzinfo=UTC)
+    store.record(at=at, verdict="performance_risk", drift_share=0.4, dag_run="b", **common)
     checks = ui.drift_verdicts(url, MODEL)
     assert [c["verdict"] for c in checks] == ["performance_risk", "stable"]
     assert checks[0]["at"] == "2026-11-09T00:00:00+00:00" and checks[0]["drift_share"] == 0.4
