@@ -16,7 +16,7 @@ help:
 	@echo "make test   - create .venv, then run unit, data, model, DAG integrity, deploy and the end-to-end spine (~15 min)"
 	@echo "make test-all - every test, with the long end-to-end runs (crashes, rollouts, drift, task types, ...): CI"
 	@echo "make bench  - benchmarks (train DAG on 1M rows vs a bare script)"
-	@echo "make bench-serve - the Bento service vs bare FastAPI vs in-process scoring: throughput, p50/p99 (~3 min)"
+	@echo "make bench-serve - per-request cost vs the booster floor, the Bento service vs bare FastAPI at 1/8/64 connections, a 1M-row file batch-scored (~12 min; --quick: python -m bench.serve_bench --quick)"
 	@echo "make bench-dags - DAG-file parse and task start-up time with 1, 10 and 50 model folders (~5 min)"
 	@echo "make simulate - weeks of compressed time through the real DAGs: drift, retrain, rollout (~5 min)"
 	@echo "make clean  - remove all embedded state (.loopline/)"

@@ -29,7 +29,17 @@ Setup is self-contained in a temporary ``LOOPLINE_HOME`` (never a developer's st
 ``loopline generate`` + ``loopline train-offline`` → MLflow run, registered version 1,
 alias ``champion``, the first-champion route in the serving state store → Bento.
 
-Usage: ``python -m bench.serve_bench [--seconds 15] [--concurrency 8] [--rounds 3] [--bare-one-thread]``
+Before the HTTP runs, the **per-request cost in-process** for one application: the floor is the
+booster's own ``predict`` + ``predict(pred_contrib=True)`` on a prepared numpy row; the platform's
+path is the service's own code (request validation, the ``predict`` API method's body: DataFrame,
+routing, features, scoring, reason codes, Prometheus bookkeeping, the prediction log, the answer
+rows) called on a service object outside BentoML, printed stage by stage and as a ratio. After
+them, **batch scoring** of a generated file (1M rows) through ``loopline.serving.batch_scoring.score_file``
+(MLflow model, parquet in and out, lineage), in rows/s against in-process ``booster.predict`` on
+the same rows' prepared features.
+
+Usage: ``python -m bench.serve_bench [--seconds 8] [--concurrency 1,8,64] [--rounds 2] [--batch-rows 1000000]
+[--bare-one-thread] [--quick]``
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -49,12 +60,14 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 MODEL = "credit_risk"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BATCH = 50
+CONTRIB_SAMPLE = 100_000  # rows the batch floor's pred_contrib rate is measured on
 # Variables that could point this run at a developer's state; the bench sets its own.
 _FOREIGN_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "BENTOML_HOME", "AIRFLOW_HOME", "LOOPLINE_BENTO_MODEL")
 
@@ -150,8 +163,10 @@ def prepare(home: Path) -> Prepared:
     settings = _isolate(home)
     data, artifacts = home / "bench-data", home / "bench-model"
     began = time.monotonic()
-    _loopline("generate", "--weeks", "0-5", "--rows", "2000", "--format", "parquet", "--out", str(data))
-    _loopline("train-offline", "--data", str(data), "--out", str(artifacts))
+    _loopline(
+        "generate", "--model", MODEL, "--weeks", "0-5", "--rows", "2000", "--format", "parquet", "--out", str(data)
+    )
+    _loopline("train-offline", "--model", MODEL, "--data", str(data), "--out", str(artifacts))
     print(f"  loopline generate + train-offline: {time.monotonic() - began:.0f} s", flush=True)
     began = time.monotonic()
 
@@ -333,10 +348,11 @@ def _machine_busy() -> float:
     return t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
 
 
-def warm_up(server: Server, bodies: list[bytes], args: argparse.Namespace) -> None:
+def uvloop_load(server: Server, bodies: list[bytes], concurrency: int, seconds: float) -> None:
+    """Unmeasured load (warm-up)."""
     import uvloop
 
-    uvloop.run(_load(f"{server.url}/predict", bodies, args.concurrency, args.warmup, None))
+    uvloop.run(_load(f"{server.url}/predict", bodies, concurrency, seconds, None))
 
 
 def measure(server: Server, bodies: list[bytes], concurrency: int, seconds: float, result: Result) -> None:
@@ -379,6 +395,134 @@ def in_process(booster_file: Path, frames: list, per: int, payload: str, seconds
     return result
 
 
+def _timed(call, repeat: int) -> float:
+    """Median seconds of ``call()`` over ``repeat`` calls, after a tenth as many unmeasured."""
+    for _ in range(max(repeat // 10, 3)):
+        call()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def per_request_cost(booster_file: Path, model_version: str, app: dict, log_dir: Path, repeat: int) -> list[tuple]:
+    """One application through the service's own code in-process, stage by stage, against the booster's floor.
+
+    The service object is made without BentoML's runner (``ModelService.inner``), with the same attributes
+    ``__init__`` gives it (metrics in a private Prometheus registry); ``predict`` is the API method's body.
+    Returns (stage, seconds) rows: the floor first, then the stages, then the whole path.
+    """
+    os.environ.setdefault("LOOPLINE_SERVICE_MODEL_DIR", str(PROJECT_ROOT / "models" / MODEL))
+    import lightgbm as lgb
+    import pandas as pd
+    import prometheus_client as prom
+
+    from loopline.core.features import build_features
+    from loopline.serving import bento_service
+    from loopline.serving.auth import CLIENT_FIELD
+    from loopline.serving.online import RoutedScorer
+    from loopline.serving.request_schema import answers
+
+    spec, cls = bento_service.SPEC, bento_service.ModelService.inner
+    booster = lgb.Booster(model_file=str(booster_file))
+    svc = object.__new__(cls)
+    svc.settings = dataclasses.replace(bento_service.get_settings(), prediction_log_dir=log_dir)
+    svc.scorer = RoutedScorer(spec, load=None, state=None, pinned_version=model_version, pinned_booster=booster)
+    svc.secret = svc.settings.pseudonym_secret
+    registry = prom.CollectorRegistry()
+    labels = ["model_version", "arm"]
+    svc.predictions = prom.Counter("p", "p", [*labels, "decision"], registry=registry)
+    svc.errors = prom.Counter("e", "e", ["model_version"], registry=registry)
+    svc.latency = prom.Histogram("l", "l", ["model_version"], registry=registry)
+    svc.scores = prom.Histogram("s", "s", ["model_version"], buckets=[i / 20 for i in range(1, 21)], registry=registry)
+    svc.weights = prom.Gauge("w", "w", labels, registry=registry)
+    svc._weights_revision, svc._weight_series = None, set()
+    api = getattr(cls.predict, "func", cls.predict)
+
+    application = bento_service.Application
+    validated = [application.model_validate(app)]
+    raw = pd.DataFrame([a.model_dump(exclude={CLIENT_FIELD}) for a in validated])
+    features = build_features(raw, spec)
+    row = features.to_numpy(dtype=float)
+    result = svc.scorer.score(raw)
+    request_ids = [uuid.uuid4().hex]
+
+    def floor() -> None:
+        booster.predict(row, num_threads=1)
+        booster.predict(row, pred_contrib=True, num_threads=1)
+
+    stages = [
+        ("floor: booster predict + pred_contrib (numpy row)", floor),
+        ("request validation (pydantic)", lambda: application.model_validate(app)),
+        ("DataFrame from the request", lambda: pd.DataFrame([a.model_dump(exclude={CLIENT_FIELD}) for a in validated])),
+        ("features (build_features)", lambda: build_features(raw, spec)),
+        ("routing + features + scoring + reasons", lambda: svc.scorer.score(raw)),
+        ("Prometheus bookkeeping (_observe)", lambda: svc._observe(result)),
+        ("prediction log (_log)", lambda: svc._log(raw, result.frame, request_ids, [0.001], ["anonymous"])),
+        ("answer rows", lambda: answers(result.frame, request_ids, spec, bento_service.Prediction)),
+        ("whole path: validation + predict()", lambda: api(svc, [application.model_validate(app)])),
+    ]
+    return [(name, _timed(call, repeat)) for name, call in stages]
+
+
+def report_per_request(rows: list[tuple]) -> None:
+    floor, whole = rows[0][1], rows[-1][1]
+    print("\nper-request cost in-process, one application (median of repeated calls, one thread):")
+    for name, seconds in rows:
+        print(f"  {name:<52}{seconds * 1e6:>9.0f} us{seconds / floor:>8.2f}x floor")
+    print(f"platform path / floor: {whole / floor:.2f}x (target <= 1.50: {_verdict(whole / floor <= 1.5)})")
+
+
+def batch_file(rows: int, work: Path) -> tuple[dict, float]:
+    """score_file on a generated ``rows``-row parquet file vs in-process booster.predict on the same rows."""
+    import lightgbm as lgb
+    import mlflow.lightgbm
+
+    from loopline.core.features import build_features
+    from loopline.core.settings import get_settings
+    from loopline.core.spec import load_spec
+    from loopline.serving.batch_scoring import resolve_model, score_file
+    from tests.generators import credit_risk as datagen
+
+    settings = get_settings()
+    spec = load_spec(MODEL, settings.models_dir)
+    began = time.monotonic()
+    frame = datagen.make_batch(41, n_rows=rows, seed=7).drop(columns=["defaulted"])
+    path = work / f"score-{rows}.parquet"
+    frame.to_parquet(path, index=False)
+    made = time.monotonic() - began
+    t0 = time.perf_counter()
+    result = score_file(MODEL, str(path), "champion", work / "scores", settings)
+    platform = time.perf_counter() - t0
+    assert result.rows == rows
+    _, uri = resolve_model(MODEL, "champion", settings)
+    booster: lgb.Booster = mlflow.lightgbm.load_model(uri)
+    features = build_features(frame, spec).to_numpy(dtype=float)
+    t0 = time.perf_counter()
+    booster.predict(features, num_threads=0)
+    predict = time.perf_counter() - t0
+    sample = features[:CONTRIB_SAMPLE]  # pred_contrib is linear in rows and slow: its rate from a sample
+    t0 = time.perf_counter()
+    booster.predict(sample, pred_contrib=True, num_threads=0)
+    contrib = (time.perf_counter() - t0) * rows / len(sample)
+    return {"rows": rows, "platform": platform, "predict": predict, "contrib": contrib}, made
+
+
+def report_batch(b: dict) -> None:
+    rows = b["rows"]
+    platform, predict, both = rows / b["platform"], rows / b["predict"], rows / (b["predict"] + b["contrib"])
+    print(f"\nbatch scoring of a {rows:,}-row parquet file (all cores):")
+    print(f"  score_file (read, features, predict, reasons, write parquet + lineage): {platform:>12,.0f} rows/s")
+    print(f"  in-process booster.predict on the prepared rows:                       {predict:>12,.0f} rows/s")
+    print(
+        f"  in-process booster.predict + pred_contrib (the reason codes' part):    {both:>12,.0f} rows/s"
+        f" (pred_contrib's rate on {min(rows, CONTRIB_SAMPLE):,} rows)"
+    )
+    print(f"score_file / predict: {platform / predict:.2f}x; / (predict + pred_contrib): {platform / both:.2f}x")
+
+
 def _same_scores(service: Server, bare: Server, apps: list[dict]) -> float:
     """Largest score difference between the two servers on the same applications (expected 0)."""
     body = json.dumps({"applications": apps}).encode()
@@ -400,40 +544,79 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
-def report(rows: dict[str, list[Result]], args: argparse.Namespace) -> None:
-    for payload, results in rows.items():
+RATIO_HEADER = (
+    f"{'payload':<10}{'conns':>6}{'service req/s':>15}{'bare req/s':>12}{'throughput':>12}"
+    f"{'service p99':>13}{'bare p99':>10}{'p99':>8}  verdict (throughput >= 1.00x, p99 <= 1.00x)"
+)
+
+
+def ratio_rows(rows: dict[tuple[str, int], list[Result]]) -> list[str]:
+    """One line per (payload, connections): the service against bare FastAPI, as ratios."""
+    lines = [RATIO_HEADER]
+    for (payload, concurrency), results in rows.items():
+        service, bare = results[0], results[1]
+        throughput = service.rps / bare.rps if bare.rps else float("nan")
+        p99 = service.pct(0.99) / bare.pct(0.99) if bare.latencies else float("nan")
+        verdict = f"{_verdict(throughput >= 1)}, {_verdict(p99 <= 1)}"
+        lines.append(
+            f"{payload:<10}{concurrency:>6}{service.rps:>15.1f}{bare.rps:>12.1f}{throughput:>11.2f}x"
+            f"{service.pct(0.99):>10.1f} ms{bare.pct(0.99):>7.1f} ms{p99:>7.2f}x  {verdict}"
+        )
+    return lines
+
+
+def report(rows: dict[tuple[str, int], list[Result]], args: argparse.Namespace) -> None:
+    for (payload, concurrency), results in rows.items():
         per = results[0].apps_per_request
-        print(f"\n{payload}: {per} application(s) per request, {args.concurrency} concurrent connections")
+        print(f"\n{payload}: {per} application(s) per request, {concurrency} concurrent connections")
         print(HEADER)
         for result in results:
             print(result.row())
         service, bare = results[0], results[1]
-        throughput = service.rps / bare.rps if bare.rps else float("nan")
-        p99 = service.pct(0.99) / bare.pct(0.99)
-        print(
-            f"service / bare FastAPI: throughput {throughput:.2f}x (target >= 1.00: {_verdict(throughput >= 1)}), "
-            f"p99 {p99:.2f}x (target <= 2.00: {_verdict(p99 <= 2)})"
-        )
         if service.cpu_per_request and bare.cpu_per_request:
             extra = service.cpu_per_request - bare.cpu_per_request
             print(
                 f"server CPU per request: service {extra * 1000:+.2f} ms over bare FastAPI "
                 f"({service.cpu_per_request / bare.cpu_per_request:.2f}x)"
             )
+    print("\nHTTP, the service / bare FastAPI:")
+    print("\n".join(ratio_rows(rows)))
 
 
-def main() -> None:
+def _counts(text: str) -> list[int]:
+    values = [int(v) for v in text.split(",") if v.strip()]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"connections must be positive integers, comma separated: {text!r}")
+    return values
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds per target and payload")
-    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds per server and payload")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating slices the measured seconds are cut into")
-    parser.add_argument("--concurrency", type=int, default=8, help="concurrent keep-alive connections")
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per target, payload, concurrency")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per server, payload, concurrency")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating slices the measured seconds are cut into")
+    parser.add_argument(
+        "--concurrency", type=_counts, default=[1, 8, 64], help="concurrent keep-alive connections (default 1,8,64)"
+    )
     parser.add_argument("--no-batch", action="store_true", help="skip the batch-of-50 scenario")
+    parser.add_argument("--batch-rows", type=int, default=1_000_000, help="rows of the file batch-scored (0: skip)")
+    parser.add_argument("--repeat", type=int, default=2000, help="calls per stage of the in-process per-request cost")
     parser.add_argument(
         "--bare-one-thread", action="store_true", help="also a bare FastAPI limited to one thread (BentoML's default)"
     )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 s slices, 1 round, 100k-row file, 200 calls per stage"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary LOOPLINE_HOME")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.warmup, args.rounds = 1.0, 0.5, 1
+        args.batch_rows, args.repeat = min(args.batch_rows, 100_000), 200
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
 
     began = time.monotonic()
     home = Path(tempfile.mkdtemp(prefix="loopline-serve-bench-"))
@@ -461,34 +644,45 @@ def main() -> None:
         apps = applications(5000)
         diff = _same_scores(service, bare, apps[:200])
         print(f"  same model: max |score difference| between the servers on 200 applications = {diff:.1e}")
+        print(f"  in-process per-request cost, {args.repeat} calls per stage ...", flush=True)
+        version, booster_file = prepared.model_version, prepared.booster_file
+        parts = per_request_cost(booster_file, version, apps[0], home / "parts-log", args.repeat)
         logged_before = _logged_rows(prepared.prediction_log_dir)
 
         import pandas as pd
 
         scenarios: list[tuple[str, int]] = [("single", 1)] + ([] if args.no_batch else [("batch-50", BATCH)])
-        rows: dict[str, list[Result]] = {}
+        rows: dict[tuple[str, int], list[Result]] = {}
         for payload, per in scenarios:
             groups = [apps[i : i + per] for i in range(0, len(apps) - per + 1, per)]
             bodies = [json.dumps({"applications": g}).encode() for g in groups]
-            results = [Result(server.name, payload, per, 0.0) for server in servers]
-            for server in servers:
-                warm_up(server, bodies, args)
-            print(
-                f"  {payload}: {args.rounds} rounds of {args.seconds / args.rounds:.1f} s per server, "
-                "order alternating ...",
-                flush=True,
-            )
-            for k in range(args.rounds):  # alternate, so a neighbour's burst of load hits both sides alike
-                order = list(zip(servers, results, strict=True))
-                for server, result in order if k % 2 == 0 else order[::-1]:
-                    measure(server, bodies, args.concurrency, args.seconds / args.rounds, result)
             in_seconds = min(args.seconds, 5.0)  # one thread, no network: steady after a few seconds
-            print(f"  in-process score_frame ({payload}) for {in_seconds:.0f} s ...", flush=True)
             frames = [pd.DataFrame(g) for g in groups[:500]]
-            results.append(in_process(prepared.booster_file, frames, per, payload, in_seconds))
-            rows[payload] = results
+            floor = in_process(prepared.booster_file, frames, per, payload, in_seconds)
+            for concurrency in args.concurrency:
+                results = [Result(server.name, payload, per, 0.0) for server in servers]
+                for server in servers:
+                    uvloop_load(server, bodies, concurrency, args.warmup)
+                print(
+                    f"  {payload}, {concurrency} connections: {args.rounds} rounds of "
+                    f"{args.seconds / args.rounds:.1f} s per server, order alternating ...",
+                    flush=True,
+                )
+                for k in range(args.rounds):  # alternate, so a neighbour's burst of load hits both sides alike
+                    order = list(zip(servers, results, strict=True))
+                    for server, result in order if k % 2 == 0 else order[::-1]:
+                        measure(server, bodies, concurrency, args.seconds / args.rounds, result)
+                rows[(payload, concurrency)] = [*results, floor]
         served = sum(len(r[0].latencies) * r[0].apps_per_request for r in rows.values())
         logged = _logged_rows(prepared.prediction_log_dir) - logged_before
+        processes = (service.processes(), bare.processes())
+        for server in servers:  # the file is scored with all cores, alone on the machine
+            server.stop()
+        batch = None
+        if args.batch_rows:
+            print(f"  batch scoring a {args.batch_rows:,}-row file ...", flush=True)
+            batch, made = batch_file(args.batch_rows, home)
+            print(f"    (file generated in {made:.0f} s)", flush=True)
 
         import psutil
 
@@ -497,12 +691,15 @@ def main() -> None:
             f"server under load (the others idle); load average at the end {os.getloadavg()[0]:.1f}."
         )
         print(
-            f"service: `bentoml serve` = {service.processes()} processes (supervisor + API worker); bare: uvicorn, "
-            f"{bare.processes()} process. 'srv/client/other cores' = CPU seconds per wall second of the server, "
+            f"service: `bentoml serve` = {processes[0]} processes (supervisor + API worker); bare: uvicorn, "
+            f"{processes[1]} process. 'srv/client/other cores' = CPU seconds per wall second of the server, "
             "the load generator and everything else."
         )
         print(f"service prediction log: {logged} rows written for >= {served} measured applications (+ warm-ups).")
+        report_per_request(parts)
         report(rows, args)
+        if batch:
+            report_batch(batch)
         busiest = max(r.other_cores for results in rows.values() for r in results)
         if busiest > 0.25:
             print(

@@ -16,13 +16,15 @@ CREATE DATABASE airflow OWNER airflow;
 -- MLflow backend store (runs, registry); artifacts live in MinIO
 CREATE ROLE mlflow LOGIN PASSWORD :'mlflow_password';
 CREATE DATABASE mlflow OWNER mlflow;
+-- MLflow's authentication (users, roles, grants; mlflow server --app-name basic-auth)
+CREATE DATABASE mlflow_auth OWNER mlflow;
 -- Loopline state: serving routes, audit trail, rollouts, drift checks, outcomes
 CREATE ROLE loopline LOGIN PASSWORD :'loopline_password';
 CREATE DATABASE loopline OWNER loopline;
 -- Grafana reads the Loopline state, nothing else, and never writes
 CREATE ROLE grafana_reader LOGIN PASSWORD :'grafana_password';
 
-REVOKE ALL ON DATABASE airflow, mlflow, loopline FROM PUBLIC;
+REVOKE ALL ON DATABASE airflow, mlflow, mlflow_auth, loopline FROM PUBLIC;
 GRANT CONNECT ON DATABASE loopline TO grafana_reader;
 
 \connect loopline

@@ -41,7 +41,8 @@ from tests.deploy.stack import (
     variables_used,
 )
 
-ONE_SHOT = {"minio-init", "airflow-init", "airflow-cli"}  # jobs that run and exit; everything else stays up
+# jobs that run and exit; everything else stays up
+ONE_SHOT = {"minio-init", "mlflow-init", "airflow-init", "airflow-cli"}
 AIRFLOW_COMPONENTS = ["api-server", "scheduler", "dag-processor", "triggerer", "celery worker"]
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET|JWT|TOKEN|ACCESS_KEY(?!_ID)|PRIVATE_KEY|CREDENTIAL", re.IGNORECASE)
 REQUIRED_VAR = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]*\}")
@@ -108,7 +109,7 @@ def test_compose_refuses_to_start_without_the_secrets_from_env():
 
 
 def test_the_stack_has_every_station():
-    expected = {"postgres", "redis", "minio", "minio-init", "mlflow", "credit-risk", "statsd-exporter",
+    expected = {"postgres", "redis", "minio", "minio-init", "mlflow", "mlflow-init", "credit-risk", "statsd-exporter",
                 "prometheus", "grafana", "airflow-init", "airflow-apiserver", "airflow-scheduler",
                 "airflow-dag-processor", "airflow-triggerer", "airflow-worker"}  # fmt: skip
     assert expected <= set(services())
@@ -361,6 +362,10 @@ def test_mlflow_artifacts_are_proxied_by_the_tracking_server():
     assert "://" in env["LOOPLINE_MLFLOW_ARTIFACT_ROOT"]
     assert (root.scheme, root.netloc) == ("mlflow-artifacts", tracking.netloc)
     assert tracking.scheme == "http" and tracking.port == 5000 and "5000" in mlflow["command"]
+    # Loopline leaves proxied experiments at the server's default location (tracking.experiment_id),
+    # which must be the same root
+    server_root = mlflow["command"][mlflow["command"].index("--default-artifact-root") + 1]
+    assert server_root == env["LOOPLINE_MLFLOW_ARTIFACT_ROOT"]
 
 
 # --- volumes ---------------------------------------------------------------------------------------------
@@ -400,11 +405,12 @@ def test_postgres_init_creates_every_database_and_role_the_stack_connects_with()
     for text in _strings(compose()):
         for user, password, db in re.findall(r"postgresql\+psycopg2://(\w+):(\$\{[^}]+\})@postgres:5432/(\w+)", text):
             connections.add((user, variables_used(password).popitem()[0], db))
-    assert {db for _, _, db in connections} == {"airflow", "mlflow", "loopline"}
+    assert {db for _, _, db in connections} == {"airflow", "mlflow", "mlflow_auth", "loopline"}
     for user, variable, db in connections:
         assert re.search(rf"-v {user}_password=\"\${variable}\"", script), f"{user}'s password must be ${variable}"
-        assert f"CREATE ROLE {user} LOGIN PASSWORD :'{user}_password';" in script
-        assert f"CREATE DATABASE {db} OWNER {user};" in script
+        assert f"CREATE ROLE {user} LOGIN PASSWORD :'{user}_password';" in script, user
+        assert f"CREATE DATABASE {db} OWNER {user};" in script, db
+        assert re.search(rf"REVOKE ALL ON DATABASE [^;]*\b{db}\b[^;]*FROM PUBLIC;", script), db
         assert variable in environment(postgres), f"the postgres service must pass {variable} to the init script"
 
 
@@ -446,3 +452,65 @@ def test_init_env_writes_a_complete_env_with_fresh_secrets(tmp_path):
     assert doc["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"] == env["POSTGRES_PASSWORD"]
     again = subprocess.run(["bash", str(DEPLOY / "init-env.sh"), str(ENV_EXAMPLE), str(dest)], capture_output=True)
     assert again.returncode != 0 and parse_dotenv(dest.read_text()) == env, "an existing .env must be kept"
+
+
+# --- MLflow's own authentication -------------------------------------------------------------------
+
+
+def test_mlflow_server_runs_with_basic_auth_and_read_as_the_default_permission():
+    mlflow = services()["mlflow"]
+    script = command_text(mlflow).split()[1]
+    assert script == "/opt/loopline/deploy/mlflow/serve.sh"
+    text = (DEPLOY / "mlflow" / "serve.sh").read_text()
+    assert 'exec mlflow server --app-name basic-auth "$@"' in text
+    assert "python -m loopline.ops.mlflow_auth config" in text and "MLFLOW_AUTH_CONFIG_PATH" in text
+    env = environment(_interpolated()["services"]["mlflow"])
+    assert env["MLFLOW_AUTH_DEFAULT_PERMISSION"] == "READ"
+    auth_db = urlsplit(env["MLFLOW_AUTH_DATABASE_URI"])
+    assert (auth_db.hostname, auth_db.path) == ("postgres", "/mlflow_auth")
+    for key in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert env[key], key
+    # the health check is the one route basic auth leaves open
+    assert healthcheck_test(mlflow)[-1].endswith("/health")
+
+
+def test_every_mlflow_client_logs_in_as_the_service_account_the_init_job_creates():
+    interpolated = _interpolated()["services"]
+    init = environment(interpolated["mlflow-init"])
+    assert command_text(services()["mlflow-init"]) == "python -m loopline.ops.mlflow_auth service-account"
+    assert services()["mlflow-init"]["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    account = (init["MLFLOW_TRACKING_USERNAME"], init["MLFLOW_TRACKING_PASSWORD"])
+    assert account[0] != init["MLFLOW_AUTH_ADMIN_USERNAME"], "the service account is not the admin"
+    assert init["MLFLOW_AUTH_ADMIN_PASSWORD"] == environment(interpolated["mlflow"])["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    clients = [name for name, svc in services().items() if "LOOPLINE_MLFLOW_TRACKING_URI" in environment(svc)]
+    assert set(_airflow_services()) | {"credit-risk"} <= set(clients)
+    for name in clients:
+        env = environment(interpolated[name])
+        assert (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]) == account, name
+        if name not in ONE_SHOT:
+            depends_on = services()[name]["depends_on"]
+            assert depends_on["mlflow-init"]["condition"] == "service_completed_successfully", name
+    assert "MLFLOW_TRACKING_PASSWORD" not in environment(services()["mlflow"]), "the server needs no client login"
+
+
+def test_mlflow_auth_config_is_what_the_server_reads(tmp_path):
+    import configparser
+
+    from mlflow.server.auth.config import read_auth_config
+
+    from loopline.ops.mlflow_auth import write_auth_config
+
+    path = write_auth_config(
+        tmp_path / "auth" / "basic_auth.ini", "postgresql+psycopg2://mlflow:p%40ss@postgres:5432/mlflow_auth"
+    )
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    parsed = configparser.ConfigParser()
+    parsed.read(path)
+    assert "admin_password" not in parsed["mlflow"], "the admin's password stays in the environment"
+    os.environ["MLFLOW_AUTH_CONFIG_PATH"] = str(path)
+    try:
+        config = read_auth_config()
+    finally:
+        del os.environ["MLFLOW_AUTH_CONFIG_PATH"]
+    assert config.default_permission == "READ"
+    assert config.database_uri == "postgresql+psycopg2://mlflow:p%40ss@postgres:5432/mlflow_auth"

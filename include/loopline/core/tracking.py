@@ -42,11 +42,22 @@ def experiment_id(client: MlflowClient, model_name: str, settings: Settings) -> 
     if existing is not None:
         return existing.experiment_id
     root = settings.mlflow_artifact_root
-    location = f"{root.rstrip('/')}/{model_name}" if "://" in root else (Path(root) / model_name).as_uri()
+    if root.startswith("mlflow-artifacts:"):
+        # Artifacts proxied by the tracking server (the full stack): the server's own default location,
+        # <its --default-artifact-root>/<experiment id>. MLflow's auth reads the experiment from the first
+        # segment of a proxied artifact path, so a folder named after the model would be nobody's to write.
+        location = None
+    elif "://" in root:
+        location = f"{root.rstrip('/')}/{model_name}"
+    else:
+        location = (Path(root) / model_name).as_uri()
     try:
         return client.create_experiment(model_name, artifact_location=location)
-    except MlflowException:  # created concurrently by another task
-        return client.get_experiment_by_name(model_name).experiment_id
+    except MlflowException:  # created concurrently by another task, or refused (then that error)
+        created = client.get_experiment_by_name(model_name)
+        if created is None:
+            raise
+        return created.experiment_id
 
 
 def find_runs(client: MlflowClient, exp_id: str, **tags: str) -> list[Run]:
