@@ -310,9 +310,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:28}" + "".join(f"{v:>22.3f}" for v in r))
     print(f"{'ratio Loopline / Evidently':28}" + "".join(f"{_ratio(a, b):>22}" for a, b in zip(lr, er, strict=True)))
     print(
-        "\nLoopline: drift confirmed if FDR-significant features with PSI >= "
-        f"{spec.monitoring.min_psi} carry >= {spec.monitoring.drift_share} of the model's importance,"
-        f" or the score moved (p < {spec.monitoring.p_value}, PSI >= {spec.monitoring.score_psi})."
+        "\nLoopline: feature_drift (the inputs' verdict) if any feature is FDR-significant with PSI >= "
+        f"{spec.monitoring.min_psi} (p < {spec.monitoring.p_value}); whether it puts the model at risk is"
+        " judged apart (monitoring.impact), not here."
         "\nEvidently: dataset drift if >= 50% of columns drift (Wasserstein/Jensen-Shannon > 0.1 on >1000 rows)."
         f"\ntotal bench time {total:.0f}s; load average {os.getloadavg()[0]:.1f}\n{bar}"
     )
