@@ -115,7 +115,8 @@ def test_shifted_traffic_triggers_one_retrain_with_its_report_and_an_alert(run_d
     [queued] = queued_train_runs()
     assert queued.conf["drift_report"] == latest.report_uri and "drift" in queued.conf["reason"]
     risk_alerts = [a for a in webhook[alerts_before:] if "performance_risk" in json.dumps(a)]
-    assert len(risk_alerts) == 1 and "annual_income" in json.dumps(risk_alerts[0]), webhook[alerts_before:]
+    assert len(risk_alerts) == 1, webhook[alerts_before:]
+    assert any(name in json.dumps(risk_alerts[0]) for name in drifted), "the alert names the inputs that moved"
     # The report is in MLflow, against the champion's version.
     import mlflow
 
