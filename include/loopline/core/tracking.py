@@ -29,11 +29,16 @@ MODEL_ARTIFACT = "model"
 INPUTS_ARTIFACT = "lineage/inputs.json"
 
 
+def use_store(settings: Settings) -> None:
+    """Point this process's MLflow (runs and the registry that ``models:/`` loads read) at the settings' store."""
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+
+
 def client_for(settings: Settings) -> MlflowClient:
     apply_library_env(settings)
     ensure_dirs(settings)
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+    use_store(settings)
     return MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
 
 

@@ -83,6 +83,7 @@ def reference_of(spec: ModelSpec, champion: Champion, settings: Settings) -> Ref
     """The champion's splits of its exact data version and the champion booster."""
     import mlflow.lightgbm
 
+    from loopline.core import tracking
     from loopline.serving.scoring import score_frame
     from loopline.training import trainer as training
     from loopline.training.train_flow import load_dataset, registry_for
@@ -93,8 +94,7 @@ def reference_of(spec: ModelSpec, champion: Champion, settings: Settings) -> Ref
     train_rows = split.train
     if len(train_rows) > REFERENCE_ROWS:
         train_rows = train_rows.sample(REFERENCE_ROWS, random_state=0)
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    mlflow.set_registry_uri(settings.mlflow_tracking_uri)  # models:/ loads read the registry
+    tracking.use_store(settings)
     booster = mlflow.lightgbm.load_model(f"models:/{model}/{champion.version}")
 
     def answered(rows: pd.DataFrame) -> pd.DataFrame:
@@ -169,9 +169,10 @@ def check(
     state = MonitoringState(settings.state_db_uri)
     history = [c for c in state.latest(model, limit=200) if c.dag_run != dag_run and c.at <= window_end]
     wanted, why = verdicts.wants_retrain(verdict, history, policy)
-    past = state.triggers_since(model, window_end - timedelta(days=7))
-    decision = retrain_policy.decide_trigger(wanted, window_end, past, policy)
-    if not wanted:
+    if wanted:  # the storm guard decides whether it may start now
+        past = state.triggers_since(model, window_end - timedelta(days=7))
+        decision = retrain_policy.decide_trigger(True, window_end, past, policy)
+    else:
         decision = retrain_policy.TriggerDecision(False, why)
     alert = verdicts.decide_alert(verdict, window_end, history, policy)
     impact_record = {**effect.to_dict(), "realised": concept.live, "realised_n": concept.n, "alert": alert.reason}

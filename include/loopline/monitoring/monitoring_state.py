@@ -37,9 +37,11 @@ from sqlalchemy import (
 
 from loopline.core.clock import as_utc
 from loopline.core.errors import LooplineError
+from loopline.core.store_schema import add_missing_columns
 
 # The graded verdicts (loopline.monitoring.verdicts); "drift" / "no_drift" are older checks' and stay readable.
 VERDICTS = ("insufficient", "stable", "feature_drift", "performance_risk", "concept_drift")
+_ADDED_COLUMNS = {"alerted": "BOOLEAN", "impact": "JSON"}  # after the first release: added to older stores
 metadata = MetaData()  # its own: create_all only ever touches this module's table
 
 drift_checks = Table(
@@ -114,7 +116,7 @@ class MonitoringState:
     def __init__(self, url: str) -> None:
         self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True)
         metadata.create_all(self.engine)  # checkfirst: idempotent, safe from every task and process
-        _add_missing_columns(self.engine)
+        add_missing_columns(self.engine, {drift_checks.name: _ADDED_COLUMNS})
 
     def record(
         self,
@@ -199,23 +201,3 @@ class MonitoringState:
         )
         with self.engine.connect() as conn:
             return [as_utc(at) for at in conn.execute(query).scalars().all()]
-
-
-_ADDED_COLUMNS = {"alerted": "BOOLEAN", "impact": "JSON"}  # after the first release: added to older stores
-
-
-def _add_missing_columns(engine: Engine) -> None:
-    """Bring a store created by an earlier release up to date: add the (nullable) columns it lacks."""
-    from sqlalchemy import inspect, text
-    from sqlalchemy.exc import DBAPIError
-
-    table = drift_checks.name
-    for name, kind in _ADDED_COLUMNS.items():
-        if name in {c["name"] for c in inspect(engine).get_columns(table)}:
-            continue
-        try:
-            with engine.begin() as conn:
-                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {kind}"))
-        except DBAPIError:  # another process added it first
-            if name not in {c["name"] for c in inspect(engine).get_columns(table)}:
-                raise

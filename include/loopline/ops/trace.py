@@ -126,8 +126,7 @@ def trace(model: str, request_id: str, settings: Settings) -> Trace:
         **{k: tags.get(f"loopline.{k}", "?") for k in ("data_version", "data_md5", "feature_version", "code_commit")},
     }
     inputs = {k: _present(v) for k, v in row.items() if k not in NOT_INPUTS}
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    mlflow.set_registry_uri(settings.mlflow_tracking_uri)  # models:/ loads read the registry
+    tracking.use_store(settings)
     booster = mlflow.lightgbm.load_model(f"models:/{model}/{version}")
     again = score_frame(booster, pd.DataFrame([{name: inputs.get(name) for name in spec.features.names}]), spec)
     first = again.iloc[0]

@@ -127,6 +127,15 @@ def increase(before: dict[str, float], now: dict[str, float], version: str) -> f
 # --- gates ----------------------------------------------------------------------------------------
 
 
+def _share_status(bad: float, total: float, limit: float, min_samples: int) -> str:
+    """A share-of-bad gate: judged once ``min_samples`` are in, or failed early when no remainder can save it."""
+    if total >= min_samples:
+        return FAIL if bad / total > limit else PASS
+    if bad > limit * min_samples:  # fails whatever the remaining calls of the sample do
+        return FAIL
+    return PENDING
+
+
 def error_gate(
     before: dict | None, now: dict | None, canary: str, champion: str, gates: CanaryGates, arm: str = "canary"
 ) -> GateResult:
@@ -139,12 +148,7 @@ def error_gate(
     rate = errors / calls if calls else 0.0
     champ_rate = champ_errors / champ_calls if champ_calls else 0.0
     limit = gates.max_error_rate
-    if calls >= gates.min_samples:
-        status = FAIL if rate > limit else PASS
-    elif errors > limit * gates.min_samples:  # fails whatever the remaining calls of the sample do
-        status = FAIL
-    else:
-        status = PENDING
+    status = _share_status(errors, calls, limit, gates.min_samples)
     detail = f"{errors:.0f}/{calls:.0f} {arm} calls failed"
     return GateResult("error_rate", status, rate, champ_rate, limit, detail)
 
@@ -161,12 +165,7 @@ def disagreement_gate(
     differ = increase(before.get("shadow_disagreements", {}), now.get("shadow_disagreements", {}), shadow)
     rate = differ / compared if compared else 0.0
     limit = gates.max_disagreement
-    if compared >= gates.min_samples:
-        status = FAIL if rate > limit else PASS
-    elif differ > limit * gates.min_samples:  # fails whatever the remaining rows of the sample do
-        status = FAIL
-    else:
-        status = PENDING
+    status = _share_status(differ, compared, limit, gates.min_samples)
     detail = f"{differ:.0f}/{compared:.0f} decisions differ from the champion's ({rate:.1%})"
     return GateResult("disagreement", status, rate, 0.0, limit, detail)
 

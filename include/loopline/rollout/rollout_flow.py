@@ -243,6 +243,11 @@ def shadow_step(rollout_id: int, actor: str, settings: Settings, expected_score_
         spec=spec,
         expected_score_psi=expected_score_psi,
     )
+    return _recorded(state, rollout, verdict, actor)
+
+
+def _recorded(state: ServingState, rollout, verdict: canary.StepVerdict, actor: str) -> canary.StepVerdict:
+    """A judged poke: logged, its gates stored once decided, and a failure stops the rollout."""
     log.info("%s", verdict.summary())
     if verdict.status != canary.WAIT:
         state.add_gate_result(rollout.id, verdict.to_dict())
@@ -288,12 +293,7 @@ def canary_step(
         outcomes=_outcomes(rollout.model, settings),
         expected_score_psi=expected_score_psi,
     )
-    log.info("%s", verdict.summary())
-    if verdict.status != canary.WAIT:
-        state.add_gate_result(rollout.id, verdict.to_dict())
-    if verdict.status == canary.FAIL:
-        _stop(state, rollout, verdict, actor)
-    return verdict
+    return _recorded(state, rollout, verdict, actor)
 
 
 def promote(rollout_id: int, actor: str, settings: Settings) -> dict[str, Any]:
@@ -326,6 +326,7 @@ def pre_switch_check(rollout_id: int, settings: Settings, expected_score_psi: fl
     """Score the champion's recent traffic with the candidate offline: it must not fail or shift scores."""
     import mlflow.lightgbm
 
+    from loopline.core import tracking
     from loopline.serving.scoring import score_frame
 
     state = _state(settings)
@@ -339,8 +340,7 @@ def pre_switch_check(rollout_id: int, settings: Settings, expected_score_psi: fl
     if len(recent) < gates.min_samples:
         results.append(canary.GateResult("recent_traffic", canary.FAIL, detail=f"{len(recent)} rows logged"))
     else:
-        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-        mlflow.set_registry_uri(settings.mlflow_tracking_uri)  # models:/ loads read the registry
+        tracking.use_store(settings)
         try:
             booster = mlflow.lightgbm.load_model(f"models:/{rollout.model}/{rollout.candidate_version}")
             shadow = score_frame(booster, recent[spec_all.features.names], spec_all)

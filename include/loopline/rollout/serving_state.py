@@ -38,6 +38,7 @@ from sqlalchemy.exc import IntegrityError
 
 from loopline.core.clock import as_utc
 from loopline.core.errors import LooplineError, RetryableError
+from loopline.core.store_schema import add_missing_columns
 
 MODES = ("canary", "bluegreen")
 metadata = MetaData()
@@ -212,7 +213,7 @@ class ServingState:
     def __init__(self, url: str) -> None:
         self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True)
         metadata.create_all(self.engine)
-        _add_missing_columns(self.engine)
+        add_missing_columns(self.engine, _ADDED_COLUMNS)
 
     def route(self, model: str) -> Route:
         with self.engine.connect() as conn:
@@ -395,20 +396,3 @@ class ServingState:
         for key in ("step_started_at", "started_at", "finished_at"):
             data[key] = as_utc(data[key]) if data[key] is not None else None
         return Rollout(**data)
-
-
-def _add_missing_columns(engine: Engine) -> None:
-    """Bring a store created by an earlier release up to date: add the (nullable) columns it lacks."""
-    from sqlalchemy import inspect, text
-    from sqlalchemy.exc import DBAPIError
-
-    for table, columns in _ADDED_COLUMNS.items():
-        for name, kind in columns.items():
-            if name in {c["name"] for c in inspect(engine).get_columns(table)}:
-                continue
-            try:
-                with engine.begin() as conn:
-                    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {kind}"))
-            except DBAPIError:  # another process added it first
-                if name not in {c["name"] for c in inspect(engine).get_columns(table)}:
-                    raise

@@ -79,13 +79,13 @@ class ModelService:
         import mlflow.lightgbm
         import prometheus_client as prom  # after BentoML has set up multiprocess metrics
 
+        from loopline.core import tracking
         from loopline.rollout.serving_state import ServingState
         from loopline.serving.online import RoutedScorer
 
         settings = get_settings()
         self.settings = settings
-        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-        mlflow.set_registry_uri(settings.mlflow_tracking_uri)  # models:/ loads read the registry
+        tracking.use_store(settings)
         pinned_version = self.bento_model.info.labels.get("mlflow_model_version", "unknown")
         pinned = mlflow.lightgbm.load_model(self.bento_model.path_of("mlflow_model"))
         self.scorer = RoutedScorer(
