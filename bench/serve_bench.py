@@ -416,13 +416,12 @@ def per_request_cost(booster_file: Path, model_version: str, app: dict, log_dir:
     """
     os.environ.setdefault("LOOPLINE_SERVICE_MODEL_DIR", str(PROJECT_ROOT / "models" / MODEL))
     import lightgbm as lgb
-    import pandas as pd
+    import numpy as np
     import prometheus_client as prom
 
-    from loopline.core.features import build_features
+    from loopline.core.features import feature_set
     from loopline.serving import bento_service
-    from loopline.serving.auth import CLIENT_FIELD
-    from loopline.serving.online import RoutedScorer
+    from loopline.serving.online import RoutedScorer, Rows
     from loopline.serving.request_schema import answers
 
     spec, cls = bento_service.SPEC, bento_service.ModelService.inner
@@ -434,19 +433,25 @@ def per_request_cost(booster_file: Path, model_version: str, app: dict, log_dir:
     registry = prom.CollectorRegistry()
     labels = ["model_version", "arm"]
     svc.predictions = prom.Counter("p", "p", [*labels, "decision"], registry=registry)
-    svc.errors = prom.Counter("e", "e", ["model_version"], registry=registry)
-    svc.latency = prom.Histogram("l", "l", ["model_version"], registry=registry)
-    svc.scores = prom.Histogram("s", "s", ["model_version"], buckets=[i / 20 for i in range(1, 21)], registry=registry)
+    svc.errors = prom.Counter("e", "e", labels, registry=registry)
+    svc.latency = prom.Histogram("l", "l", labels, registry=registry)
+    svc.scores = prom.Histogram("s", "s", labels, buckets=[i / 20 for i in range(1, 21)], registry=registry)
     svc.weights = prom.Gauge("w", "w", labels, registry=registry)
     svc._weights_revision, svc._weight_series = None, set()
     api = getattr(cls.predict, "func", cls.predict)
 
     application = bento_service.Application
     validated = [application.model_validate(app)]
-    raw = pd.DataFrame([a.model_dump(exclude={CLIENT_FIELD}) for a in validated])
-    features = build_features(raw, spec)
-    row = features.to_numpy(dtype=float)
-    result = svc.scorer.score(raw)
+    names = spec.features.names
+
+    def columns() -> Rows:
+        values = {name: [getattr(a, name) for a in validated] for name in names}
+        return Rows.from_values(values, [getattr(a, spec.dataset.entity_id) for a in validated], spec)
+
+    rows = columns()
+    features = feature_set(spec)
+    row = np.column_stack([features.build_arrays(rows.columns)[c] for c in features.columns])
+    result = svc.scorer.score(rows)
     request_ids = [uuid.uuid4().hex]
 
     def floor() -> None:
@@ -456,12 +461,12 @@ def per_request_cost(booster_file: Path, model_version: str, app: dict, log_dir:
     stages = [
         ("floor: booster predict + pred_contrib (numpy row)", floor),
         ("request validation (pydantic)", lambda: application.model_validate(app)),
-        ("DataFrame from the request", lambda: pd.DataFrame([a.model_dump(exclude={CLIENT_FIELD}) for a in validated])),
-        ("features (build_features)", lambda: build_features(raw, spec)),
-        ("routing + features + scoring + reasons", lambda: svc.scorer.score(raw)),
+        ("column arrays from the request", columns),
+        ("features (FeatureSet.build_arrays)", lambda: features.build_arrays(rows.columns)),
+        ("routing + features + scoring + reasons", lambda: svc.scorer.score(rows)),
         ("Prometheus bookkeeping (_observe)", lambda: svc._observe(result)),
-        ("prediction log (_log)", lambda: svc._log(raw, result.frame, request_ids, [0.001], ["anonymous"])),
-        ("answer rows", lambda: answers(result.frame, request_ids, spec, bento_service.Prediction)),
+        ("prediction log (_log)", lambda: svc._log(result, request_ids, [0.001], ["anonymous"])),
+        ("answer rows", lambda: answers(result, request_ids, spec, bento_service.Prediction)),
         ("whole path: validation + predict()", lambda: api(svc, [application.model_validate(app)])),
     ]
     return [(name, _timed(call, repeat)) for name, call in stages]

@@ -125,10 +125,10 @@ def test_a_shadow_scores_a_copy_and_the_champion_answers_every_row(setup):
     assert set(answered.frame["model_version"]) == {"1"} and set(answered.frame["arm"]) == {"champion"}
     shadowed = scorer.shadow(frame, answered)
     assert shadowed.version == "2" and shadowed.error == ""
-    assert list(shadowed.frame.index) == list(frame.index)
-    assert set(shadowed.frame["arm"]) == {"shadow"} and set(shadowed.frame["model_version"]) == {"2"}
+    assert list(shadowed.scored.frame.index) == list(frame.index)
+    assert set(shadowed.scored.frame["arm"]) == {"shadow"} and set(shadowed.scored.frame["model_version"]) == {"2"}
     expected = score_frame_of(scorer, "2", frame)
-    assert (shadowed.frame["score"] == expected["score"]).all()
+    assert (shadowed.scored.frame["score"] == expected["score"]).all()
     differ = (expected["decision"] != answered.frame["decision"]).sum()
     assert shadowed.compared == 300 and shadowed.disagreements == differ
 
@@ -148,7 +148,7 @@ def test_a_failing_shadow_never_touches_the_answer(setup):
     answered = scorer.score(frame)
     before = answered.frame.copy()
     shadowed = scorer.shadow(frame, answered)  # the broken model raises inside: reported, not raised
-    assert shadowed.frame is None and "LightGBMError" in shadowed.error and shadowed.compared == 0
+    assert shadowed.scored is None and "LightGBMError" in shadowed.error and shadowed.compared == 0
     pd.testing.assert_frame_equal(answered.frame, before)
     assert answered.failed == {} and set(answered.frame["model_version"]) == {"1"}
 

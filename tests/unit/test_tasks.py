@@ -11,6 +11,7 @@ from loopline.core.spec import load_spec
 from loopline.core.tasks import TASKS, LabelError, categorical_psi, smape
 from loopline.ops.demo_data import load_generator
 from loopline.ops.onboarding import onboard
+from loopline.serving.online import RoutedScorer
 from loopline.serving.request_schema import answer_model, answers
 from loopline.serving.scoring import score_frame
 from loopline.training import trainer
@@ -68,8 +69,11 @@ def test_a_regression_answer_is_the_prediction_with_reasons_in_either_direction(
                 by_raw[source] += value / len(sources)
         assert set(reasons) <= set(raw) and len(reasons) == 3
         assert reasons == sorted(by_raw, key=lambda k: -by_raw[k])[:3]
-    rows = answers(scored.assign(model_version="1"), [f"r{i}" for i in range(20)], DELIVERY, answer_model(DELIVERY))
+    served = RoutedScorer(DELIVERY, None, None, "1", model.booster).score(frame.head(20))
+    rows = answers(served, [f"r{i}" for i in range(20)], DELIVERY, answer_model(DELIVERY))
     assert set(rows[0].model_dump()) == {"request_id", "prediction", "model_version", "reasons"}
+    for r in rows:  # built without validation: each must still be what the schema accepts
+        assert answer_model(DELIVERY).model_validate(r.model_dump()).model_dump() == r.model_dump()
 
 
 def test_a_multiclass_model_answers_a_class_with_probabilities(tickets):
@@ -82,8 +86,11 @@ def test_a_multiclass_model_answers_a_class_with_probabilities(tickets):
         assert list(probabilities) == spec.dataset.classes and abs(sum(probabilities.values()) - 1) < 1e-9
         assert row["decision"] == max(probabilities, key=probabilities.get)
         assert row["score"] == pytest.approx(probabilities[row["decision"]])
-    body = answers(scored.assign(model_version="3"), [f"r{i}" for i in range(50)], spec, answer_model(spec))[0]
+    served = RoutedScorer(spec, None, None, "3", model.booster).score(table.tail(50))
+    assert served.frame[["score", "decision"]].equals(scored[["score", "decision"]])  # one path, one answer
+    body = answers(served, [f"r{i}" for i in range(50)], spec, answer_model(spec))[0]
     assert set(body.model_dump()) == {"request_id", "predicted_class", "probabilities", "model_version", "reasons"}
+    assert answer_model(spec).model_validate(body.model_dump()).model_dump() == body.model_dump()  # built unvalidated
 
 
 def test_multiclass_reasons_explain_the_predicted_class(tickets):

@@ -33,6 +33,7 @@ changes what the model sees.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -129,7 +130,15 @@ class FeatureSet:
     def _where(self, d: Derived) -> str:
         return f"{self.path or 'feature code'}, function {d.fn.__name__}()"
 
-    @property
+    @functools.cached_property
+    def level_codes(self) -> dict[str, dict[str, float]]:
+        """Categorical feature -> level -> its code (the level's position in the spec's list)."""
+        return {
+            name: {lv: float(i) for i, lv in enumerate(levels)}
+            for name, levels in self.spec.features.categorical.items()
+        }
+
+    @functools.cached_property
     def columns(self) -> list[str]:
         """Model input columns, in the order the booster sees them."""
         f = self.spec.features
@@ -161,6 +170,20 @@ class FeatureSet:
             cols[name] = raw[name].map(codes).to_numpy(dtype="float64", na_value=np.nan)
         return cols
 
+    def value_arrays(self, values: Mapping[str, list]) -> dict[str, np.ndarray]:
+        """Raw columns from validated request values (``None`` = missing) as ``raw_arrays`` makes them, without pandas.
+
+        For the online path: a few applications' python values straight into float64 arrays,
+        categoricals as the spec's codes (an unknown level is missing, as in ``raw_arrays``).
+        """
+        f = self.spec.features
+        cols = {
+            name: np.array([np.nan if v is None else v for v in values[name]], dtype="float64") for name in f.numeric
+        }
+        for name, codes in self.level_codes.items():
+            cols[name] = np.array([codes.get(v, np.nan) for v in values[name]], dtype="float64")
+        return cols
+
     def build_arrays(self, cols: Columns) -> dict[str, np.ndarray]:
         """All model inputs from raw column arrays (numeric values, categorical codes), in column order.
 
@@ -173,7 +196,7 @@ class FeatureSet:
             inputs = {s: np.asarray(cols[s], dtype="float64") for s in d.sources}
             n = len(next(iter(inputs.values()))) if n is None else n
             try:
-                with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # 0/0 is NaN, not a warning
                     value = d.fn(inputs)
             except KeyError as err:
                 raise FeatureCodeError(
@@ -211,8 +234,17 @@ def load_feature_code(model_dir: Path, spec: ModelSpec) -> FeatureSet:
         return FeatureSet(spec)
     if not stat.S_ISREG(st.st_mode):
         return FeatureSet(spec)
-    resolved = _resolved(path)
-    return FeatureSet(spec, _load_module_derived(str(resolved), st.st_mtime_ns), resolved)
+    key = (id(spec), path, st.st_mtime_ns)
+    cached = _SETS.get(key)
+    if cached is None or cached[0] is not spec:  # validated once per spec and file version, not per request
+        if len(_SETS) > 256:
+            _SETS.clear()
+        resolved = _resolved(path)
+        cached = _SETS[key] = (spec, FeatureSet(spec, _load_module_derived(str(resolved), st.st_mtime_ns), resolved))
+    return cached[1]
+
+
+_SETS: dict[tuple, tuple[Any, FeatureSet]] = {}
 
 
 @lru_cache(maxsize=64)

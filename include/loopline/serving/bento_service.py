@@ -35,6 +35,7 @@ import os
 import threading
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -42,11 +43,10 @@ import bentoml
 from pydantic import Field
 
 with bentoml.importing():
-    import pandas as pd
-
     from loopline.core.settings import get_settings
     from loopline.core.spec import ModelSpec, load_spec_file
     from loopline.serving.auth import CLIENT_FIELD, OPEN_CLIENT
+    from loopline.serving.online import Rows
     from loopline.serving.prediction_log import monitor_name
     from loopline.serving.request_schema import answer_model, answers, application_model
     from loopline.serving.routing import pseudonym
@@ -66,6 +66,7 @@ SHADOW_BACKLOG = 8  # batches waiting for the shadow beyond this are not shadowe
 log = logging.getLogger(__name__)
 
 Application = application_model(SPEC)
+ENTITY = SPEC.dataset.entity_id
 
 
 Prediction = answer_model(SPEC)  # the task's answer: score + decision | prediction | class + probabilities
@@ -141,32 +142,35 @@ class ModelService:
         joins a batch. Merging pays the per-call cost of features and ``pred_contrib``
         once for many requests; each row is still routed by its own entity id.
         """
-        raw = pd.DataFrame([a.model_dump(exclude={CLIENT_FIELD}) for a in applications])
+        rows = Rows.from_values(
+            {name: [getattr(a, name) for a in applications] for name in SPEC.features.names},
+            [getattr(a, ENTITY) for a in applications],
+            SPEC,
+        )  # column arrays straight from the validated models: no DataFrame per request
         clients = [getattr(a, CLIENT_FIELD) or OPEN_CLIENT for a in applications]
         route = self.scorer.route
         try:
-            result = self.scorer.score(raw)
+            result = self.scorer.score(rows)
         except Exception:
-            self.errors.labels(model_version=str(route.champion_version), arm="champion").inc(len(raw))
+            self.errors.labels(model_version=str(route.champion_version), arm="champion").inc(len(rows))
             raise
-        scored = result.frame
         self._observe(result)
-        request_ids = [uuid.uuid4().hex for _ in range(len(raw))]
-        self._log(raw, scored, request_ids, [result.seconds[v] for v in scored["model_version"]], clients)
+        request_ids = [uuid.uuid4().hex for _ in range(len(rows))]
+        self._log(result, request_ids, [result.seconds[v] for v in result.versions], clients)
         if result.route.shadow_version:
-            self._shadow_later(raw, result, request_ids, clients)
-        return answers(scored, request_ids, SPEC, Prediction)
+            self._shadow_later(rows, result, request_ids, clients)
+        return answers(result, request_ids, SPEC, Prediction)
 
-    def _shadow_later(self, raw: pd.DataFrame, result, request_ids: list[str], clients: list[str]) -> None:
+    def _shadow_later(self, rows, result, request_ids: list[str], clients: list[str]) -> None:
         """Hand the answered rows to the shadow thread; the answer does not wait for it."""
         version = str(result.route.shadow_version)
         if not self._shadow_slots.acquire(blocking=False):
-            self.shadow_skipped.labels(model_version=version).inc(len(raw))
+            self.shadow_skipped.labels(model_version=version).inc(len(rows))
             return
 
         def run() -> None:
             try:
-                self._shadow(raw, result, request_ids, clients)
+                self._shadow(rows, result, request_ids, clients)
             except Exception:  # the shadow's bookkeeping must not take the worker down either
                 log.exception("shadow v%s: bookkeeping failed", version)
             finally:
@@ -174,19 +178,19 @@ class ModelService:
 
         self._shadow_pool.submit(run)
 
-    def _shadow(self, raw: pd.DataFrame, result, request_ids: list[str], clients: list[str]) -> None:
-        shadowed = self.scorer.shadow(raw, result)
+    def _shadow(self, rows, result, request_ids: list[str], clients: list[str]) -> None:
+        shadowed = self.scorer.shadow(rows, result)
         if shadowed is None:
             return
         version, arm = shadowed.version, "shadow"
         self.latency.labels(model_version=version, arm=arm).observe(shadowed.seconds)
-        if shadowed.frame is None:
-            self.errors.labels(model_version=version, arm=arm).inc(len(raw))
+        if shadowed.scored is None:
+            self.errors.labels(model_version=version, arm=arm).inc(len(rows))
             return
-        self._count(shadowed.frame)
+        self._count(shadowed.scored)
         self.shadow_compared.labels(model_version=version).inc(shadowed.compared)
         self.shadow_disagreements.labels(model_version=version).inc(shadowed.disagreements)
-        self._log(raw, shadowed.frame, request_ids, [shadowed.seconds] * len(raw), clients)
+        self._log(shadowed.scored, request_ids, [shadowed.seconds] * len(rows), clients)
 
     def _observe(self, result) -> None:
         """Prometheus, per model version and arm: what the rollout gates and the dashboards read."""
@@ -196,17 +200,22 @@ class ModelService:
             self.errors.labels(model_version=version, arm="canary").inc(failed)
         for version, seconds in result.seconds.items():
             self.latency.labels(model_version=version, arm=arm_of.get(version, "champion")).observe(seconds)
-        self._count(result.frame)
+        self._count(result)
         self._publish_route(route)
 
-    def _count(self, frame: pd.DataFrame) -> None:
-        decisions = frame.assign(decision=frame["decision"].fillna(""))  # regression has no decision
-        for (version, arm, decision), count in decisions.groupby(["model_version", "arm", "decision"]).size().items():
-            self.predictions.labels(model_version=version, arm=arm, decision=decision).inc(int(count))
-        for (version, arm), scores in frame.groupby(["model_version", "arm"])["score"]:
-            histogram = self.scores.labels(model_version=version, arm=arm)
-            for score in scores:
-                histogram.observe(score)
+    def _count(self, result) -> None:
+        """Answers per (version, arm, decision) and the score histogram: plain loops, cheap for one row."""
+        decisions = ("" if d is None else str(d) for d in result.answers.decision)  # regression has no decision
+        for (version, arm, decision), count in Counter(
+            zip(result.versions, result.arms, decisions, strict=True)
+        ).items():
+            self.predictions.labels(model_version=version, arm=arm, decision=decision).inc(count)
+        histograms: dict = {}
+        for version, arm, score in zip(result.versions, result.arms, result.answers.score.tolist(), strict=True):
+            histogram = histograms.get((version, arm))
+            if histogram is None:
+                histogram = histograms[(version, arm)] = self.scores.labels(model_version=version, arm=arm)
+            histogram.observe(score)
 
     def _publish_route(self, route) -> None:
         """The traffic-weight gauge shows the route this worker serves (from start, not from the first answer)."""
@@ -223,28 +232,24 @@ class ModelService:
             self._weight_series |= shares.keys()
             self._weights_revision = route.revision
 
-    def _log(
-        self, raw: pd.DataFrame, scored: pd.DataFrame, request_ids: list[str], seconds: list[float], clients: list[str]
-    ) -> None:
+    def _log(self, result, request_ids: list[str], seconds: list[float], clients: list[str]) -> None:
         """One prediction-log row per application (BentoML monitoring, JSON lines), with the API client's name."""
-        entity = SPEC.dataset.entity_id
+        rows, answered = result.rows, result.answers
         options = {"log_path": str(self.settings.prediction_log_dir)}
         with bentoml.monitor(monitor_name(SPEC.name), monitor_class="default", monitor_options=options) as mon:
             mon.log_batch(request_ids, "prediction_id", "feature", "categorical")  # BentoML has no such role
-            mon.log_batch(
-                [pseudonym(str(e), self.secret) for e in raw[entity]], "entity_hash", "feature", "categorical"
-            )
+            mon.log_batch([pseudonym(e, self.secret) for e in rows.entities], "entity_hash", "feature", "categorical")
             for name in SPEC.features.names:
                 kind = "categorical" if name in SPEC.features.categorical else "numerical"
-                mon.log_batch(raw[name].tolist(), name, "feature", kind)
-            mon.log_batch(scored["model_version"].tolist(), "model_version", "feature", "categorical")
-            mon.log_batch(scored["arm"].tolist(), "arm", "feature", "categorical")
-            mon.log_batch(scored["score"].tolist(), "score", "prediction", "numerical")
-            mon.log_batch(scored["decision"].tolist(), "decision", "prediction", "categorical")
-            mon.log_batch([",".join(r) for r in scored["reasons"]], "reasons", "prediction", "categorical")
+                mon.log_batch(rows.values[name], name, "feature", kind)
+            mon.log_batch(result.versions, "model_version", "feature", "categorical")
+            mon.log_batch(result.arms, "arm", "feature", "categorical")
+            mon.log_batch(answered.score.tolist(), "score", "prediction", "numerical")
+            mon.log_batch(answered.decision.tolist(), "decision", "prediction", "categorical")
+            mon.log_batch([",".join(r) for r in answered.reasons], "reasons", "prediction", "categorical")
             mon.log_batch(seconds, "latency_seconds", "feature", "numerical")  # its model version's scoring time
             mon.log_batch(clients, "client", "feature", "categorical")  # whose API key sent it (never the key)
-            mon.log_batch([time.time()] * len(raw), "logged_at", "feature", "numerical")  # UTC epoch: windows
+            mon.log_batch([time.time()] * len(rows), "logged_at", "feature", "numerical")  # UTC epoch: windows
 
     @bentoml.api(route="/ready")
     def ready(self) -> dict:

@@ -111,14 +111,21 @@ def answer_model(spec: ModelSpec, name: str = "Prediction") -> type[BaseModel]:
 
 
 def answers(scored, request_ids: list[str], spec: ModelSpec, model: type[BaseModel]) -> list[BaseModel]:
-    """Answer rows from ``score_frame``'s output (plus model_version), in the task's shape."""
+    """Answer rows from a ``Scored`` (``loopline.serving.online``), in the task's shape.
+
+    Built with ``model_construct``: the values come from the platform's own scoring, not from a
+    client, so validating them again would only cost time (BentoML serialises them as they are).
+    """
+    a = scored.answers
     rows = []
-    for rid, r in zip(request_ids, scored.itertuples(), strict=True):
-        common = {"request_id": rid, "model_version": r.model_version, "reasons": r.reasons}
+    for i, rid in enumerate(request_ids):
+        common = {"request_id": rid, "model_version": scored.versions[i], "reasons": a.reasons[i]}
         if spec.task == "binary":
-            rows.append(model(**common, score=r.score, decision=r.decision))
+            rows.append(model.model_construct(**common, score=float(a.score[i]), decision=a.decision[i]))
         elif spec.task == "regression":
-            rows.append(model(**common, prediction=r.score))
+            rows.append(model.model_construct(**common, prediction=float(a.score[i])))
         else:
-            rows.append(model(**common, predicted_class=r.decision, probabilities=r.probabilities))
+            rows.append(
+                model.model_construct(**common, predicted_class=a.decision[i], probabilities=a.probabilities[i])
+            )
     return rows
