@@ -168,11 +168,6 @@ def register(run: TrainRun, settings: Settings) -> TrainRun:
 
     client = tracking.client_for(settings)
     version, created = tracking.register(client, run.model_name, run.run_id)
-    from loopline.monitoring.calibration import TAG
-
-    calibration = client.get_run(run.run_id).data.tags.get(TAG)
-    if calibration:  # the version says how its scores read as probabilities (the run holds the map)
-        client.set_model_version_tag(run.model_name, version, TAG, calibration)
     log.info("model %s version %s (%s)", run.model_name, version, "new" if created else "already registered")
     run.model_version = version
     return run
