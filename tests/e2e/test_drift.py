@@ -206,3 +206,11 @@ def test_outcomes_give_live_auc_catch_concept_drift_and_bad_files_are_quarantine
     latest = monitoring().latest(MODEL, 1)[0]
     assert latest.verdict == "concept_drift" and latest.confirmed
     assert not latest.triggered  # a retrain ran within the cooldown: the storm guard holds
+    # This window's labels are in: its realised AUC beside the label-free estimate, and the estimate's error,
+    # the estimate made with the calibration the champion recorded at training time.
+    impact = latest.impact
+    assert impact["window_realised_n"] == 1200
+    assert impact["estimate_error"] == pytest.approx(impact["estimated"] - impact["window_realised"])
+    run = mlflow_client().get_run(mlflow_client().get_model_version(MODEL, champion).run_id)
+    assert "holdout_ece" in run.data.metrics
+    assert impact["calibration"] == f"{run.data.tags['loopline.calibration']}, recorded at training"

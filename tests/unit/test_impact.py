@@ -99,7 +99,8 @@ def test_a_poorly_calibrated_champion_is_calibrated_first_and_says_so(line):
     window = squash(_window(line, gen.make_batch(6, 3_000, seed=63)))
     realised = roc_auc_score(window["outcome"], window["score"])
     assert estimator.estimate(window)["auc"] == pytest.approx(realised, abs=0.03)
-    assert "calibrated first" in " ".join(impact.judge(estimator, holdout, window, SPEC, POLICY).reasons(POLICY))
+    reasons = " ".join(impact.judge(estimator, holdout, window, SPEC, POLICY).reasons(POLICY))
+    assert "calibration: isotonic on validation (holdout ECE" in reasons and "fitted at check time" in reasons
 
 
 def test_dle_estimates_live_smape_of_a_regressor_within_0_02():

@@ -153,6 +153,9 @@ class TrainingSpec(_Strict):
     seed: int
     early_stopping_rounds: int = Field(ge=1)
     params: dict[str, Any]
+    # Classifiers: holdout expected calibration error above which an isotonic map is fitted on the
+    # validation split for the label-free quality estimate (served scores are never changed).
+    max_calibration_error: float = Field(0.05, gt=0, lt=1)
 
 
 class CanaryGates(_Strict):

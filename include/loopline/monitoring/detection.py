@@ -446,11 +446,12 @@ class DriftReport:
         context: Mapping[str, Any] | None = None,
         verdict: str | None = None,
         impact: Any = None,
+        history: Any = None,
     ) -> str:
         """A self-contained page: inline CSS and SVG, no scripts, no external assets."""
         from loopline.monitoring.report_page import render_html
 
-        return render_html(self, title or f"Drift report: {self.model}", context or {}, verdict, impact)
+        return render_html(self, title or f"Drift report: {self.model}", context or {}, verdict, impact, history)
 
 
 def jsonable(value: Any) -> Any:

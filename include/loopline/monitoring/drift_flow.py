@@ -41,6 +41,7 @@ class Champion:
     data_version: str
     holdout_quality: float  # the task's live metric on the champion's holdout
     importances: dict[str, float]
+    calibration: Any = None  # calibration.Calibration recorded at training; None: an older champion
 
 
 def champion_of(spec: ModelSpec, settings: Settings) -> Champion:
@@ -63,7 +64,20 @@ def champion_of(spec: ModelSpec, settings: Settings) -> Champion:
         data_version=run.data.tags["loopline.data_version"],
         holdout_quality=float(run.data.metrics[f"holdout.{task_of(spec).live_metric}"]),
         importances=importances,
+        calibration=_recorded_calibration(run),
     )
+
+
+def _recorded_calibration(run: Any):
+    """The calibration the champion's training run recorded (``calibration.json``); None for older runs."""
+    import mlflow
+
+    from loopline.monitoring import calibration
+
+    if calibration.TAG not in run.data.tags:
+        return None
+    data = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/{calibration.ARTIFACT}")
+    return calibration.Calibration.from_dict(data)
 
 
 @dataclass(frozen=True)
@@ -107,20 +121,25 @@ def reference_of(spec: ModelSpec, champion: Champion, settings: Settings) -> Ref
     return Reference(train_rows.reset_index(drop=True), answered(split.valid), answered(split.holdout), booster)
 
 
-def labelled_live(model: str, version: str, settings: Settings, logged: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Every logged prediction of ``version`` whose outcome has arrived (score, decision, outcome, model_version).
+def labelled_live(
+    model: str, version: str | None, settings: Settings, logged: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Every logged prediction of ``version`` whose outcome has arrived (score, decision, outcome, model_version,
+    logged_at).
 
-    ``logged``: the whole prediction log when the caller has read it already.
+    ``logged``: the whole prediction log when the caller has read it already; ``version`` None: all versions.
     """
     from loopline.monitoring import outcomes
     from loopline.serving.prediction_log import read_window
 
     known = outcomes.read(settings, model)
     rows = logged if logged is not None else read_window(settings.prediction_log_dir, model).rows
-    columns = ["score", "decision", "outcome", "model_version"]
+    columns = ["score", "decision", "outcome", "model_version", "logged_at"]
     if known is None or rows.empty:
         return pd.DataFrame(columns=columns)
-    rows = rows[rows["model_version"] == version].drop_duplicates("entity_hash", keep="last")
+    if version is not None:  # None: every version's answers (each its last per entity)
+        rows = rows[rows["model_version"] == version]
+    rows = rows.drop_duplicates(["model_version", "entity_hash"], keep="last")
     return rows.merge(known[["entity_hash", "outcome"]], on="entity_hash")[columns]
 
 
@@ -135,7 +154,7 @@ def check(
     from loopline.core import tracking
     from loopline.core.spec import load_spec
     from loopline.monitoring import concept as concept_drift
-    from loopline.monitoring import detection, impact, retrain_policy, verdicts
+    from loopline.monitoring import detection, estimate_error, impact, retrain_policy, verdicts
     from loopline.monitoring.monitoring_state import MonitoringState
     from loopline.serving.prediction_log import read_window
 
@@ -160,13 +179,21 @@ def check(
         detector, reference, current_features, spec, champion.importances, unseen["score"].to_numpy(), cur_scores,
         policy,
     )  # fmt: skip
-    estimator = impact.fit_estimator(spec, ref.valid, ref.holdout)
+    estimator = impact.fit_estimator(spec, ref.valid, ref.holdout, champion.calibration)
     effect = impact.judge(estimator, unseen, current, spec, policy)
-    quality = concept_drift.live_quality(labelled_live(model, champion.version, settings, logged), spec)
+    labelled = labelled_live(model, champion.version, settings, logged)
+    quality = concept_drift.live_quality(labelled, spec)
     concept = concept_drift.concept_verdict(quality.get(champion.version), champion.holdout_quality, policy, spec)
     verdict = verdicts.grade(report, effect, concept)
 
     state = MonitoringState(settings.state_db_uri)
+    # The earlier windows whose labels have arrived since: their realised quality beside their estimate.
+    earlier = [c for c in state.latest(model, limit=estimate_error.LOOK_BACK) if c.dag_run != dag_run]
+    every_version = labelled_live(model, None, settings, logged) if earlier else labelled
+    for check_id, updated in estimate_error.window_realised(
+        earlier, every_version, spec, policy.window_hours, policy.min_labelled
+    ).items():
+        state.update_impact(check_id, updated)
     history = [c for c in state.latest(model, limit=200) if c.dag_run != dag_run and c.at <= window_end]
     wanted, why = verdicts.wants_retrain(verdict, history, policy)
     if wanted:  # the storm guard decides whether it may start now
@@ -175,8 +202,17 @@ def check(
     else:
         decision = retrain_policy.TriggerDecision(False, why)
     alert = verdicts.decide_alert(verdict, window_end, history, policy)
-    impact_record = {**effect.to_dict(), "realised": concept.live, "realised_n": concept.n, "alert": alert.reason}
-    report_uri = _log_report(model, champion, report, effect, concept, verdict, decision, window_end, dag_run, settings)
+    impact_record = {
+        **effect.to_dict(), "realised": concept.live, "realised_n": concept.n, "alert": alert.reason,
+        "window_start": since.isoformat(), "window_end": window_end.isoformat(),
+    }  # fmt: skip
+    own = estimate_error.realised_in_window(labelled, champion.version, since, window_end, spec, policy.min_labelled)
+    impact_record = estimate_error.with_realised(impact_record, own)
+    errors = estimate_error.history([{"at": window_end.isoformat(), "champion_version": champion.version,
+                                      "impact": impact_record}, *(c.to_dict() for c in history)])  # fmt: skip
+    report_uri = _log_report(
+        model, champion, report, effect, concept, verdict, decision, window_end, dag_run, settings, errors
+    )
     record = state.record(
         at=window_end, model=model, champion_version=champion.version, n_rows=len(current), verdict=verdict,
         confirmed=wanted, triggered=decision.trigger, trigger_reason=decision.reason,
@@ -222,7 +258,9 @@ def explain(verdict, report, effect, concept, decision, policy) -> str:
     return "\n".join(lines)
 
 
-def _log_report(model, champion, report, effect, concept, verdict, decision, window_end, dag_run, settings) -> str:
+def _log_report(
+    model, champion, report, effect, concept, verdict, decision, window_end, dag_run, settings, errors=None
+) -> str:
     """Report JSON + HTML: a file under monitoring_dir and an MLflow run tagged with the champion version."""
     from loopline.core import tracking
 
@@ -237,12 +275,18 @@ def _log_report(model, champion, report, effect, concept, verdict, decision, win
         "concept": concept.to_dict(),
         "decision": decision.to_dict(),
         "champion_version": champion.version,
+        "calibration": effect.calibration,
+        "estimate_history": errors,
         "window_end": window_end.isoformat(),
         "dag_run": dag_run,
     }
     (folder / "drift_report.json").write_text(json.dumps(payload, indent=2, default=str))
     context = {"model": model, "champion": f"v{champion.version}", "window end": window_end.isoformat()}
-    html = report.to_html(title=f"Drift: {model} v{champion.version}", context=context, verdict=verdict, impact=effect)
+    if effect.calibration:
+        context["calibration (estimate)"] = effect.calibration
+    html = report.to_html(
+        title=f"Drift: {model} v{champion.version}", context=context, verdict=verdict, impact=effect, history=errors
+    )
     (folder / "drift_report.html").write_text(html)
     client = tracking.client_for(settings)
     exp_id = tracking.experiment_id(client, f"{model}-monitoring", settings)

@@ -15,10 +15,12 @@ Estimated quality, per task (``fit_estimator`` then ``QualityEstimator.estimate`
   per-row sMAPE term, fitted on its validation rows from the inputs and the prediction,
   averaged over the window.
 
-Calibration is measured on the holdout (expected calibration error over ten equal-count
-bins); above ``CALIBRATION_LIMIT`` an isotonic map fitted on the validation split turns
-scores into probabilities, and the estimate says so. The same estimator is applied to
-the reference rows, and what counts is the *drop* between the two estimates, so the
+Calibration (``loopline.monitoring.calibration``) is measured on the holdout at training time
+(expected calibration error over ten equal-count bins) and recorded with the model version;
+above the limit an isotonic map fitted on the validation split turns scores into
+probabilities, and the estimate says which calibration it used. A champion trained before
+calibration was recorded gets the same measurement at check time (limit ``CALIBRATION_LIMIT``).
+The same estimator is applied to the reference rows, and what counts is the *drop* between the two estimates, so the
 estimator's own bias cancels out.
 
 Output mix (``output_mix``): the share of each decision (binary) or answered class
@@ -40,10 +42,11 @@ import pandas as pd
 
 from loopline.core.spec import DriftPolicy, ModelSpec
 from loopline.core.tasks import task_of
+from loopline.monitoring import calibration as calib
+from loopline.monitoring.calibration import calibration_error  # noqa: F401 (re-exported)
 from loopline.monitoring.detection import encode, jsonable, reference_medians
 
-CALIBRATION_LIMIT = 0.05  # expected calibration error above which the estimator calibrates first
-CALIBRATION_BINS = 10
+CALIBRATION_LIMIT = calib.DEFAULT_LIMIT  # older champions (no recorded calibration): the check-time limit
 QUANTILES = (0.1, 0.5, 0.9)
 MIN_SHARE_CHANGE = 0.01  # below this a share "moved" by rounding, whatever the test says
 DLE_PARAMS = {
@@ -57,19 +60,6 @@ DLE_PARAMS = {
     "verbose": -1,
 }
 DLE_ROUNDS = 150
-
-
-def calibration_error(probabilities: np.ndarray, outcomes: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
-    """Expected calibration error: the row-weighted mean |mean probability - observed rate| over equal-count bins."""
-    p, y = np.asarray(probabilities, float), np.asarray(outcomes, float)
-    if len(p) == 0:
-        return float("nan")
-    order = np.argsort(p, kind="mergesort")
-    error = 0.0
-    for chunk in np.array_split(order, min(bins, len(p))):
-        if len(chunk):
-            error += len(chunk) * abs(float(p[chunk].mean()) - float(y[chunk].mean()))
-    return error / len(p)
 
 
 def expected_auc(scores: np.ndarray, probabilities: np.ndarray) -> float | None:
@@ -101,12 +91,6 @@ def expected_confusion(scores: np.ndarray, probabilities: np.ndarray, threshold:
     }
 
 
-def _isotonic(scores: np.ndarray, outcomes: np.ndarray):
-    from sklearn.isotonic import IsotonicRegression
-
-    return IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(scores, outcomes)
-
-
 def smape_terms(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     """Per row 2|y - ŷ| / (|y| + |ŷ|) (0 where both are 0): the mean of these is the sMAPE."""
     truth, predicted = np.asarray(truth, float), np.asarray(predicted, float)
@@ -123,13 +107,13 @@ class QualityEstimator:
     calibration_error: float | None  # on the holdout, before any calibration (classifiers)
     calibrated: bool
     reference_quality: float = float("nan")  # the estimate on the reference rows
-    _calibrator: Any = field(default=None, repr=False)
+    calibration: calib.Calibration | None = None  # classifiers: which calibration the estimate uses
     _loss_model: Any = field(default=None, repr=False)
     _medians: dict[str, float] = field(default_factory=dict, repr=False)
 
     def probabilities(self, scores: np.ndarray) -> np.ndarray:
         scores = np.asarray(scores, float)
-        return self._calibrator.predict(scores) if self._calibrator is not None else scores
+        return self.calibration.probabilities(scores) if self.calibration is not None else scores
 
     def estimate(self, window: pd.DataFrame) -> dict[str, float]:
         """The task's live metric (and, for a binary model, precision/recall at the threshold), expected on ``window``.
@@ -150,11 +134,15 @@ class QualityEstimator:
         return {task.live_metric: float(q.mean()) if len(q) else float("nan")}
 
 
-def fit_estimator(spec: ModelSpec, valid: pd.DataFrame, holdout: pd.DataFrame) -> QualityEstimator:
-    """Fit on the champion's validation answers, measure calibration on its holdout, estimate both as reference.
+def fit_estimator(
+    spec: ModelSpec, valid: pd.DataFrame, holdout: pd.DataFrame, calibration: calib.Calibration | None = None
+) -> QualityEstimator:
+    """Fit on the champion's validation answers, estimate on both unseen splits as the reference.
 
     ``valid`` / ``holdout``: the raw rows with the champion's answers (``score``, ``decision``) and the
     task's label as ``outcome`` (0/1, a number, or a class index into ``dataset.classes``).
+    ``calibration``: the one recorded with the champion at training time; without it (an older
+    champion) it is measured here the same way (holdout ECE, isotonic on validation above the limit).
     """
     task = task_of(spec)
     reference = pd.concat([valid, holdout], ignore_index=True)
@@ -167,25 +155,14 @@ def fit_estimator(spec: ModelSpec, valid: pd.DataFrame, holdout: pd.DataFrame) -
         booster = lgb.train(DLE_PARAMS, lgb.Dataset(x, y), num_boost_round=DLE_ROUNDS)
         estimator = QualityEstimator(spec, "DLE", None, False, _loss_model=booster, _medians=medians)
     else:
-        hit_valid, hit_holdout = _hits(valid, spec), _hits(holdout, spec)
-        error = calibration_error(holdout["score"].to_numpy(float), hit_holdout)
-        calibrator = None
-        if error > CALIBRATION_LIMIT and len(np.unique(hit_valid)) == 2:
-            calibrator = _isotonic(valid["score"].to_numpy(float), hit_valid)
+        if calibration is None:
+            calibration = calib.measure(spec, valid, holdout, CALIBRATION_LIMIT, source="fitted at check time")
         method = "CBPE" if task.name == "binary" else "expected accuracy"
-        estimator = QualityEstimator(spec, method, error, calibrator is not None, _calibrator=calibrator)
+        estimator = QualityEstimator(
+            spec, method, calibration.holdout_ece, calibration.calibrated, calibration=calibration
+        )
     estimator.reference_quality = estimator.estimate(reference)[task.live_metric]
     return estimator
-
-
-def _hits(rows: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
-    """What the score is the probability of: a positive outcome (binary), the answered class being right."""
-    outcome = rows["outcome"].to_numpy(float)
-    if spec.task == "binary":
-        return outcome
-    classes = np.array(spec.dataset.classes, dtype=object)
-    truth = classes[outcome.astype(int)]
-    return (truth == rows["decision"].to_numpy(dtype=object)).astype(float)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,6 +250,7 @@ class Impact:
     mix: tuple[MixChange, ...]
     quality_at_risk: bool
     mix_moved: bool
+    calibration: str | None = None  # which calibration the estimate uses, in words, and where it comes from
 
     @property
     def at_risk(self) -> bool:
@@ -283,11 +261,7 @@ class Impact:
         out = []
         if self.estimated is not None:
             how = "worse" if (self.drop or 0) > 0 else "better"
-            calibration = (
-                f"; scores calibrated first (holdout calibration error {self.calibration_error:.3f})"
-                if self.calibrated
-                else ""
-            )
+            calibration = f"; calibration: {self.calibration}" if self.calibration else ""
             out.append(
                 f"estimated {label} ({self.method}, no labels needed) {self.estimated:.3f} against {self.reference:.3f}"
                 f" on the champion's unseen rows: {abs(self.drop or 0):.3f} {how}"
@@ -330,4 +304,9 @@ def judge(
         mix=mix,
         quality_at_risk=bool(drop is not None and drop > policy.max_estimated_drop),
         mix_moved=any(c.moved for c in mix),
+        calibration=_calibration_text(estimator.calibration),
     )
+
+
+def _calibration_text(calibration: calib.Calibration | None) -> str | None:
+    return None if calibration is None else f"{calibration.describe()}, {calibration.source}"

@@ -178,6 +178,12 @@ class MonitoringState:
             row = conn.execute(select(drift_checks).where(drift_checks.c.id == row_id)).mappings().one()
         return _row(row)
 
+    def update_impact(self, check_id: int, impact: Any) -> None:
+        """Replace one check's impact record (its window's realised quality arrived with the labels)."""
+        value = json.loads(json.dumps(impact, default=str))
+        with self.engine.begin() as conn:
+            conn.execute(update(drift_checks).where(drift_checks.c.id == int(check_id)).values(impact=value))
+
     def latest(self, model: str, limit: int = 20) -> list[DriftCheck]:
         """The most recent checks of a model, newest first (by check time, then insertion)."""
         query = (

@@ -66,10 +66,45 @@ def _svg_histogram(hist: Histogram, width: int = 320, height: int = 130) -> str:
     return "".join(parts)
 
 
+def history_html(history: Mapping[str, Any] | None) -> str:
+    """The estimate against what each window's labels showed: a table and the mean absolute error (or "")."""
+    if not history or not history.get("windows"):
+        return ""
+    e = html.escape
+
+    def num(value: Any, fmt: str = ".3f") -> str:
+        return "-" if value is None else e(format(value, fmt))
+
+    rows = "".join(
+        f"<tr><td>{e(str(w.get('at') or '-')[:16])}</td><td>v{e(str(w.get('champion_version')))}</td>"
+        f"<td>{num(w.get('estimated'))}</td><td>{num(w.get('realised'))}</td><td>{num(w.get('error'), '+.3f')}</td>"
+        f"<td>{e(str(w.get('labelled') or 0))}</td></tr>"
+        for w in history["windows"]
+    )
+    metric = str(history["windows"][0].get("metric") or "").upper()
+    mae = history.get("mean_absolute_error")
+    summary = (
+        f"mean absolute error {mae:.3f} over the last {history.get('judged')} windows with labels"
+        if mae is not None
+        else "no window has enough labels yet to judge the estimate"
+    )
+    return (
+        f'<table class="history"><thead><tr><th>window end</th><th>champion</th><th>estimated {e(metric)}</th>'
+        f"<th>realised</th><th>error (est. − real.)</th><th>labelled</th></tr></thead><tbody>{rows}</tbody></table>"
+        f'<p class="muted">{e(summary)}</p>'
+    )
+
+
 def render_html(
-    report: DriftReport, title: str, context: Mapping[str, Any], verdict: str | None = None, impact: Any = None
+    report: DriftReport,
+    title: str,
+    context: Mapping[str, Any],
+    verdict: str | None = None,
+    impact: Any = None,
+    history: Mapping[str, Any] | None = None,
 ) -> str:
-    """``verdict``: the check's graded verdict (default: the inputs' own); ``impact``: its ``impact.Impact``."""
+    """``verdict``: the check's graded verdict (default: the inputs' own); ``impact``: its ``impact.Impact``;
+    ``history``: ``estimate_error.history`` (this window and the earlier ones)."""
     from loopline.monitoring.verdicts import HEADLINES
 
     e = html.escape
@@ -126,6 +161,8 @@ def render_html(
                 else ""
             )
         )
+    if history and history.get("windows"):
+        impact_html += "<h2>Estimated against realised quality</h2>" + history_html(history)
     score_line = (
         f"score PSI {report.score.psi:.3f} (K-S p={fmt_p(report.score.p_value)})" if report.score else "score: n/a"
     )

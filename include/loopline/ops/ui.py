@@ -671,7 +671,14 @@ def _estimated_vs_realised(impact: Any) -> str:
     text = f"{metric} {est:.3f} est." if est is not None else f"{metric} est. n/a"
     if ref is not None:
         text += f" ({ref:.3f} unseen)"
-    text += f" / {real:.3f} live" if real is not None else " / no labels yet"
+    window, error = impact.get("window_realised"), impact.get("estimate_error")
+    if window is not None:  # this window's own labels have arrived
+        text += f" / {window:.3f} realised on {impact.get('window_realised_n')} labels"
+        text += f" (error {error:+.3f})" if error is not None else ""
+    else:
+        text += f" / {real:.3f} live (all labels so far)" if real is not None else " / no labels yet"
+    if impact.get("calibration"):
+        text += f"; calibration: {impact['calibration']}"
     moved = [m.get("text") for m in impact.get("mix") or [] if m.get("moved")]
     return text + (f"; {'; '.join(moved)}" if moved else "")
 
@@ -698,6 +705,14 @@ def _drift_html(items: list[dict[str, Any]]) -> str:
     headers += ["quality: estimated / realised", "score PSI", "alert", "retrain"]
     headers += ["DAG run", "report"]
     return _table(headers, rows, "No drift checks recorded yet.", "drift")
+
+
+def _estimate_history_html(drift: list[dict[str, Any]]) -> str:
+    """Per window: the label-free estimate, what its labels later showed, the error; the MAE over the last ones."""
+    from loopline.monitoring.estimate_error import history
+    from loopline.monitoring.report_page import history_html
+
+    return history_html(history(drift)) or '<p class="empty">No estimates recorded yet.</p>'
 
 
 def _audit_html(items: list[dict[str, Any]]) -> str:
@@ -804,6 +819,7 @@ def _model_html(model: ModelOverview, now: str) -> str:
         f'<h3>Registered versions</h3><p class="meta">aliases: {aliases}</p>{_versions_html(model)}'
         f"<h3>Rollouts</h3>{_rollouts_html(model.rollouts)}"
         f"<h3>Drift checks</h3>{_drift_html(model.drift)}"
+        f"<h3>Estimated vs realised quality</h3>{_estimate_history_html(model.drift)}"
         f"<h3>Audit trail</h3>{_audit_html(model.audit)}"
         "</section>"
     )

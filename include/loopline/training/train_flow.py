@@ -122,7 +122,7 @@ def validate_data(run: TrainRun, settings: Settings) -> dict[str, Any]:
 
 
 def train_and_evaluate(run: TrainRun, settings: Settings) -> TrainRun:
-    """Features → LightGBM → holdout metrics → MLflow (params, metrics, importances, model)."""
+    """Features → LightGBM → holdout metrics → MLflow (params, metrics, importances, calibration, model)."""
     if run.reused:
         log.info("MLflow run %s already holds a model for these exact inputs; not retraining", run.run_id)
         return run
@@ -139,6 +139,7 @@ def train_and_evaluate(run: TrainRun, settings: Settings) -> TrainRun:
     model = training.train(split, spec, tracking.recorded_params(client, run.run_id))
     metrics = training.evaluate(model.booster, split.holdout, spec)
     valid_metrics = training.evaluate(model.booster, split.valid, spec)
+    calibration = training.calibration_of(model.booster, split, spec)
     features = build_features(split.holdout.head(200), spec)
     signature = infer_signature(features, model.booster.predict(features))
     with mlflow.start_run(run_id=run.run_id):
@@ -147,6 +148,14 @@ def train_and_evaluate(run: TrainRun, settings: Settings) -> TrainRun:
         mlflow.log_metrics({f"holdout.{k}": v for k, v in metrics.items()})
         mlflow.log_metrics({f"valid.{k}": v for k, v in valid_metrics.items()})
         mlflow.log_dict(training.feature_importance(model.booster), "feature_importance.json")
+        if calibration is not None:  # classifiers: measured on the holdout, the map (if any) fitted on validation
+            from loopline.monitoring.calibration import ARTIFACT, TAG
+
+            mlflow.log_metric("holdout_ece", calibration.holdout_ece)
+            if calibration.calibrated_ece is not None:
+                mlflow.log_metric("holdout_ece_calibrated", calibration.calibrated_ece)
+            mlflow.log_dict(calibration.to_dict(), ARTIFACT)
+            mlflow.set_tag(TAG, calibration.describe())
         info = mlflow.lightgbm.log_model(
             model.booster, name=tracking.MODEL_ARTIFACT, signature=signature, input_example=features.head(5)
         )

@@ -146,3 +146,21 @@ def fit_and_evaluate(
     split = time_split(labelled(frame, spec), spec)
     model = train(split, spec, params)
     return model, evaluate(model.booster, split.holdout, spec)
+
+
+def answers(booster: lgb.Booster, frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    """The model's answers on labelled rows as the drift check sees them: score, decision and the label as outcome."""
+    out = task_of(spec).outputs(predict_scores(booster, frame, spec), spec)
+    decision = out.decision if out.decision is not None else np.full(len(frame), None, dtype=object)
+    return pd.DataFrame({"score": out.score, "decision": decision, "outcome": target(frame, spec).astype(float)})
+
+
+def calibration_of(booster: lgb.Booster, split: Split, spec: ModelSpec):
+    """The classifier's calibration (``loopline.monitoring.calibration``): ECE on the holdout, isotonic on validation
+    above ``training.max_calibration_error``; None for a regressor."""
+    from loopline.monitoring.calibration import measure
+
+    if spec.task == "regression":
+        return None
+    valid, holdout = answers(booster, split.valid, spec), answers(booster, split.holdout, spec)
+    return measure(spec, valid, holdout, spec.training.max_calibration_error)
