@@ -174,8 +174,9 @@ class CanaryGates(_Strict):
     min_labelled: int = Field(200, ge=1)  # labelled predictions per arm before the AUC gate counts
     # Shadow phase: the share of compared rows whose decision (binary: approve/decline; multiclass:
     # the class) differs from the champion's answer on the same row. A retrained model rightly decides
-    # some borderline rows differently; far more than this is a wrong model, not a better one.
-    max_disagreement: float = Field(0.1, ge=0, le=1)
+    # some borderline rows differently (after the shift in `make simulate`, about 12 %); a broken or
+    # inverted model disagrees on a third of the rows or more: that is what this bound stops.
+    max_disagreement: float = Field(0.25, ge=0, le=1)
 
 
 class RolloutSpec(_Strict):
