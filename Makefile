@@ -22,6 +22,8 @@ help:
 	@echo "make clean  - remove all embedded state (.loopline/)"
 	@echo "make up     - start Airflow (:8080), the MLflow UI (:5000) and the credit_risk Bento (:3000) in the background"
 	@echo "make down   - stop everything make up started"
+	@echo "make engine - podman + runc, a local Debian base image and a Docker-API socket (no daemon, no registry needed)"
+	@echo "make image  - build the project image with podman on that base (tag loopline:local)"
 
 # uv lives inside .venv, so the whole toolchain comes from this Makefile and PyPI alone.
 $(STAMP): requirements.txt pyproject.toml
@@ -80,3 +82,15 @@ simulate: $(STAMP)
 	export LOOPLINE_HOME="$(abspath .loopline-simulation)" && rm -rf "$$LOOPLINE_HOME" && \
 	eval "$$($(BIN)/loopline env)" && $(BIN)/airflow db migrate >/dev/null && $(BIN)/loopline init && \
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/loopline simulate --model $(MODEL)
+
+# A container engine without a Docker daemon or a registry: podman (runc), a debootstrapped bookworm base,
+# podman's Docker-compatible socket. Idempotent; the container tests (tests/containers) use it.
+ENGINE_SOCKET ?= /run/loopline-podman/podman.sock
+BASE_IMAGE ?= localhost/loopline-bookworm-base:latest
+.PHONY: engine image
+engine:
+	LOOPLINE_PODMAN_SOCKET=$(ENGINE_SOCKET) LOOPLINE_BASE_IMAGE=$(BASE_IMAGE) bash scripts/container-engine.sh up
+
+image: engine
+	podman build --network=host --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+		--build-arg LOOPLINE_GIT_COMMIT=$$(git rev-parse HEAD) -t loopline:local .
