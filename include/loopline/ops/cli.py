@@ -338,6 +338,23 @@ def reproduce(
         raise typer.Exit(1)
 
 
+@app.command("bento-image")
+def bento_image(
+    version: str = typer.Argument(..., help="Registered model version whose Bento to containerise, e.g. 3."),
+    base_image: str = typer.Option("loopline:local", help="The project image (`make image`): same Python and pins."),
+    engine: str = typer.Option("podman", help="Container engine CLI: podman or docker."),
+    model: str = MODEL_OPTION,
+) -> None:
+    """An OCI image of a version's Bento (loopline-<model>:v<version>), recorded on the MLflow version."""
+    from loopline.serving.bento_image import BentoImageError, build_bento_image
+
+    try:
+        typer.echo(build_bento_image(model, version, _settings(), base_image, engine))
+    except BentoImageError as err:
+        typer.secho(str(err), fg="red", err=True)
+        raise typer.Exit(1) from None
+
+
 @app.command("pull-data")
 def pull_data(
     version: str = typer.Option("latest", help="'latest', 'vNNNN' or a data-registry commit."),

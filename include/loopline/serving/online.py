@@ -148,13 +148,15 @@ class RoutedScorer:
         live = self._live
         if not version or live.route.revision != route.revision or version not in live.boosters:
             return None  # no shadow, or the route moved on since the answer (its booster may be gone)
-        started = time.perf_counter()
+        # One thread, timed in CPU seconds: behind the answer the shadow waits for the GIL and the
+        # cores, and its wall time would measure that wait, not the model's cost as a future canary.
+        started = time.thread_time()
         try:
-            answers = score_arrays(live.boosters[version], rows.columns, self.spec)
+            answers = score_arrays(live.boosters[version], rows.columns, self.spec, num_threads=1)
         except Exception as err:
             log.warning("shadow v%s failed on %d rows: %s", version, len(rows), err)
-            return Shadowed(version, None, time.perf_counter() - started, f"{type(err).__name__}: {err}", 0, 0)
-        seconds = time.perf_counter() - started
+            return Shadowed(version, None, time.thread_time() - started, f"{type(err).__name__}: {err}", 0, 0)
+        seconds = time.thread_time() - started
         n = len(answers)
         scored = Scored(answers, [version] * n, ["shadow"] * n, rows, route, {version: seconds}, {})
         mine, theirs = answers.decision, answered.answers.decision
@@ -218,7 +220,7 @@ class Shadowed:
 
     version: str
     scored: Scored | None  # its answers, arm "shadow" (None: it raised)
-    seconds: float  # its scoring time for these rows
+    seconds: float  # its scoring CPU time for these rows (one thread)
     error: str  # why it raised ("" when it scored)
     compared: int  # rows with a decision from both (0 for regression)
     disagreements: int  # of those, rows whose decision differs from the answer's
