@@ -1,169 +1,245 @@
-"""Benchmark: Loopline's drift check against Evidently's DataDriftPreset, on the same data in the same run.
+"""Benchmark: Loopline's drift check against Evidently and NannyML, side by side on the same windows.
 
-Not a test: it measures and prints, it asserts nothing. Two parts:
+Not a test: it measures and prints, it asserts nothing. For each demo model (``credit_risk``,
+binary; ``delivery_time``, regression) one run:
 
-1. **Speed.** A reference and a current set of ``--rows`` rows (default 1M) and
-   ``--features`` columns (default 30): the generator's 15 credit features
-   (``models/credit_risk/generator.py``) plus ``features - 15`` extra generated columns, two
-   numeric for every categorical one: numeric ones cycle through normal, log-normal,
-   uniform, Poisson counts and gamma draws (5% missing), categorical ones have 3 to 8 levels
-   with Zipf-like shares (1% missing). The extra columns carry no signal about the label,
-   like the many weak columns of a real wide table. Both tools get the same pandas frames
-   plus the model's ``score`` column, and are timed from those frames to a verdict:
-   Loopline ``fit_detector`` + ``check`` (which compares a seeded 20k-row sample of the
-   reference, by design; see ``loopline.monitoring.detection.REFERENCE_MAX_ROWS``), Evidently
-   ``Report([DataDriftPreset()]).run`` (which uses every reference row).
-2. **Detection at default settings.** ``--pairs`` stable pairs (reference sample vs a sample
-   of another draw from the same distribution) and ``--pairs`` shifted pairs (the same, with a
-   subtle shift: +``--shift-sd`` standard deviations in debt_to_income, credit_utilization
-   and interest_rate, about PSI 0.1 each), ``--pair-rows`` rows per side. Each tool's
-   dataset-level verdict with its default settings: Loopline's ``DriftReport.confirmed``
-   under the spec's drift policy, Evidently's dataset drift (share of drifted columns >=
-   0.5). Printed: false-alarm rate, power, and the column-level view (shifted columns
-   flagged, unshifted columns flagged). The pairs run in two forked worker processes (both tools
-   alike; each timing is measured inside its worker).
+1. **Champion.** Six generated weekly batches (``models/<name>/generator.py``), trained the
+   platform's way (``loopline.training.trainer``: time split train | valid | holdout, the spec's
+   LightGBM parameters, early stopping). As in ``drift_flow.reference_of``: the training rows
+   (at most 20k) are the inputs' reference, the validation + holdout rows scored by the
+   champion the answers' reference and the estimators' fitting data (Loopline's and NannyML's).
+2. **Windows.** ``--stable`` windows of fresh batches from the same distribution, and
+   ``--repeats`` windows per scenario: +size reference SDs (``--sizes``) in the most important
+   numeric input (``one``), the two most important (``two``), the five most important
+   (``many``), and in the least important one (``insensitive``: the model barely uses it; the
+   largest two sizes). Shifted windows are relabelled with the generator's own label relation
+   (a covariate shift, no concept drift), so the realised metric is what the model really scores.
+3. **The tools**, each timed per window from the same frames to its answer (fits are once per
+   champion and not in the per-window time): Loopline ``detection.check`` + ``impact.judge`` +
+   ``verdicts.grade`` (the spec's drift policy); Evidently ``DataDriftPreset`` with its defaults
+   on the inputs against the same reference rows (per-column verdicts and its dataset drift:
+   half the columns or more); NannyML CBPE (classifier: ROC AUC, precision, recall) or DLE
+   (regressor: MAE), in a venv of its own (``NANNYML_PINS`` conflict with the pinned stack),
+   run in a subprocess on the windows written to parquet.
 
-The champion is stood in for by a small LightGBM trained on the reference (its gain
-importances weight Loopline's verdict; its scores are the ``score`` column).
+Printed: per scenario the share of windows with each Loopline verdict, the share of the shifted
+columns each tool flags, Evidently's dataset-drift rate, the false alarms on the stable
+windows, the estimators' absolute error against the realised metric, wall time per window, and
+the issue's targets met or missed. Loopline's regressor estimate is sMAPE (the task's live
+metric), NannyML's DLE has no sMAPE: both errors are also given relative to the realised value.
 
-Usage: ``python -m bench.drift_bench [--rows 1000000] [--features 30] [--pairs 20] [--pair-rows 5000]``
+Usage: ``python -m bench.drift_bench [--quick] [--models credit_risk,delivery_time] [--no-nannyml]``
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
-from multiprocessing import get_context
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
-BASE_FEATURES = 15
-SHIFTED = ("debt_to_income", "credit_utilization", "interest_rate")
+ROOT = Path(__file__).resolve().parents[1]
+MODELS_DIR = ROOT / "models"
+NANNYML_VENV = ROOT / ".venv-nannyml"
+NANNYML_PINS = ("nannyml==0.13.1", "pandas==2.2.3", "statsmodels==0.14.5")  # pandas 3 breaks NannyML 0.13.1
+NANNYML_WORKER = Path(__file__).resolve().parent / "nannyml_worker.py"
+TRAIN_WEEKS = 6  # 4 train + 1 valid + 1 holdout (the demo specs' split)
+MANY = 5
+NO_CONCEPT = SimpleNamespace(confirmed=False)  # no labels in the window: the concept channel stays quiet
 
 
-def _extra_columns(n_rows: int, n_extra: int, seed: int) -> tuple[pd.DataFrame, dict[str, list[str]]]:
-    """Extra generated columns (see the module docstring); returns the frame and the categorical levels."""
-    rng = np.random.default_rng([seed, 99])
-    columns: dict[str, np.ndarray] = {}
-    levels: dict[str, list[str]] = {}
-    for i in range(n_extra):
-        if i % 3 == 2:
-            k = 3 + (i // 3) % 6
-            names = [f"l{j}" for j in range(k)]
-            share = 1 / np.arange(1, k + 1)
-            values = rng.choice(np.array(names, dtype=object), n_rows, p=share / share.sum())
-            values[rng.uniform(size=n_rows) < 0.01] = None
-            name = f"x_cat_{i:02d}"
-            levels[name] = names
-        else:
-            kind = i % 5
-            if kind == 0:
-                values = rng.normal(0, 1, n_rows)
-            elif kind == 1:
-                values = rng.lognormal(3, 0.8, n_rows)
-            elif kind == 2:
-                values = rng.uniform(0, 100, n_rows)
-            elif kind == 3:
-                values = rng.poisson(3, n_rows).astype("float64")
-            else:
-                values = rng.gamma(2, 2, n_rows)
-            values[rng.uniform(size=n_rows) < 0.05] = np.nan
-            name = f"x_num_{i:02d}"
-        columns[name] = values
-    return pd.DataFrame(columns), levels
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small and short: a smoke run while developing")
+    parser.add_argument("--models", default="credit_risk,delivery_time")
+    parser.add_argument("--week-rows", type=int, default=5_000, help="rows per generated training week")
+    parser.add_argument("--window-rows", type=int, default=2_000)
+    parser.add_argument("--stable", type=int, default=50, help="stable windows")
+    parser.add_argument("--repeats", type=int, default=10, help="windows per shifted scenario")
+    parser.add_argument("--sizes", default="0.1,0.25,0.5,1.0", help="shift sizes in reference SDs")
+    parser.add_argument("--no-nannyml", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.week_rows, args.window_rows, args.stable, args.repeats = 1_500, 1_000, 5, 2
+    args.models = [m for m in args.models.split(",") if m]
+    args.sizes = [float(s) for s in args.sizes.split(",") if s]
+    if not args.sizes or min(args.sizes) <= 0 or args.stable < 1 or args.repeats < 1:
+        parser.error("--sizes must be positive numbers; --stable and --repeats at least 1")
+    return args
 
 
-def make_set(n_rows: int, n_features: int, week: int, seed: int) -> tuple[pd.DataFrame, dict[str, list[str]]]:
-    from tests.generators import credit_risk as _generator
-
-    make_batch = _generator.make_batch
-
-    base = make_batch(week, n_rows, seed=seed).drop(columns=["applicant_id", "applied_at"])
-    extra, levels = _extra_columns(n_rows, n_features - BASE_FEATURES, seed)
-    return pd.concat([base, extra], axis=1), levels
+# -- scenarios ---------------------------------------------------------------------------------------
 
 
-def shift(frame: pd.DataFrame, sds: dict[str, float], size: float) -> pd.DataFrame:
-    """The subtle shift: +size standard deviations (of the reference) in each SHIFTED column."""
-    out = frame.copy()
-    for column in SHIFTED:
-        out[column] = out[column] + size * sds[column]
+@dataclass(frozen=True)
+class Scenario:
+    name: str  # "stable", "one +0.25sd", ...
+    kind: str  # stable | one | two | many | insensitive
+    columns: tuple[str, ...]
+    size: float
+
+
+def scenarios(ranked_numeric: list[str], sizes: list[float]) -> list[Scenario]:
+    """Stable, then the one/two/many most important inputs at each size, the least important at the largest two."""
+    out = [Scenario("stable", "stable", (), 0.0)]
+    groups = {"one": ranked_numeric[:1], "two": ranked_numeric[:2], "many": ranked_numeric[:MANY]}
+    for kind, columns in groups.items():
+        out += [Scenario(f"{kind} +{s:g}sd", kind, tuple(columns), s) for s in sizes]
+    out += [Scenario(f"insensitive +{s:g}sd", "insensitive", (ranked_numeric[-1],), s) for s in sorted(sizes)[-2:]]
     return out
 
 
-def bench_spec(levels: dict[str, list[str]], extra_numeric: list[str]):
-    """The credit_risk spec with the extra columns added as features."""
-    from loopline.core.spec import ModelSpec, load_spec
+def apply_shift(frame: pd.DataFrame, scenario: Scenario, sds: dict[str, float]) -> pd.DataFrame:
+    out = frame.copy()
+    for column in scenario.columns:
+        out[column] = out[column] + scenario.size * sds[column]
+    return out
 
-    base = load_spec("credit_risk", MODELS_DIR).model_dump()
-    base["features"]["numeric"].update({n: {"min": -1e9, "max": 1e9} for n in extra_numeric})
-    base["features"]["categorical"].update(levels)
-    return ModelSpec.model_validate(base).in_folder(MODELS_DIR / "credit_risk")  # keeps its features.py
+
+# -- the champion, the way the platform trains it ------------------------------------------------------
 
 
 @dataclass
-class Champion:
+class Bench:
+    name: str
+    spec: object
+    generator: object
     booster: object
-    importances: dict[str, float]
-    medians: dict[str, float]
+    importances: dict[str, float]  # per raw input (detection.feature_weights)
+    train: pd.DataFrame  # the inputs' reference
+    unseen: pd.DataFrame  # valid + holdout with score, decision, outcome
+    valid: pd.DataFrame
+    holdout: pd.DataFrame
+    ranked_numeric: list[str] = field(default_factory=list)
 
-    def scores(self, frame: pd.DataFrame, spec) -> np.ndarray:
-        from loopline.monitoring import detection as drift
+    @property
+    def task(self) -> str:
+        return self.spec.task
 
-        return self.booster.predict(drift.encode(frame, spec, self.medians))
+    def answered(self, rows: pd.DataFrame) -> pd.DataFrame:
+        from loopline.serving.scoring import score_frame
+        from loopline.training import trainer
+
+        scored = score_frame(self.booster, rows[self.spec.features.names], self.spec, num_threads=0)
+        return rows.reset_index(drop=True).assign(
+            score=scored["score"].to_numpy(), decision=scored["decision"].to_numpy(),
+            outcome=trainer.target(rows, self.spec),
+        )  # fmt: skip
+
+    def relabel(self, rows: pd.DataFrame, seed: int) -> pd.DataFrame:
+        """Labels drawn from the generator's own relation for (shifted) inputs: covariate shift only."""
+        rng = np.random.default_rng([seed, 77])
+        target = self.spec.dataset.target
+        if self.task == "binary":
+            p = 1 / (1 + np.exp(-self.generator.true_default_logit(rows)))
+            labels = (rng.uniform(size=len(rows)) < p).astype("int64")
+        else:
+            labels = np.clip(self.generator.true_minutes(rows) + rng.normal(0, 4, len(rows)), 5, 300).round(1)
+        return rows.assign(**{target: labels})
 
 
-def train_champion(reference: pd.DataFrame, spec) -> Champion:
-    import lightgbm as lgb
+def build(name: str, week_rows: int) -> Bench:
+    from loopline.core.spec import load_spec
+    from loopline.monitoring import detection
+    from loopline.ops.demo_data import load_generator
+    from loopline.training import trainer
+    from loopline.training.hyperparams import merge_params
 
-    from loopline.monitoring import detection as drift
-
-    sample = reference.sample(min(len(reference), 50_000), random_state=1)
-    medians = drift.reference_medians(sample, spec)
-    names = spec.features.names
-    data = lgb.Dataset(
-        drift.encode(sample, spec, medians),
-        label=sample["defaulted"].to_numpy(),
-        feature_name=names,
-        categorical_feature=[names.index(c) for c in spec.features.categorical],
-    )
-    params = {"objective": "binary", "learning_rate": 0.1, "num_leaves": 15, "min_child_samples": 40, "seed": 1}
-    booster = lgb.train({**params, "verbosity": -1, "num_threads": 2, "deterministic": True}, data, 100)
-    gains = booster.feature_importance(importance_type="gain")
-    importances = {n: float(g) / float(gains.sum()) for n, g in zip(names, gains, strict=True)}
-    return Champion(booster, importances, medians)
+    spec = load_spec(name, MODELS_DIR)
+    generator = load_generator(MODELS_DIR / name)
+    frame = pd.concat([generator.make_batch(w, week_rows, seed=1) for w in range(TRAIN_WEEKS)], ignore_index=True)
+    split = trainer.time_split(trainer.labelled(frame, spec), spec)
+    params = {**merge_params(spec.training.params, {}), "seed": spec.training.seed}
+    booster = trainer.train(split, spec, params).booster
+    train = split.train.sample(min(len(split.train), 20_000), random_state=0).reset_index(drop=True)
+    importances = detection.feature_weights(trainer.feature_importance(booster), spec)
+    bench = Bench(name, spec, generator, booster, importances, train, pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
+    bench.valid, bench.holdout = bench.answered(split.valid), bench.answered(split.holdout)
+    bench.unseen = pd.concat([bench.valid, bench.holdout], ignore_index=True)
+    numeric = list(spec.features.numeric)
+    bench.ranked_numeric = sorted(numeric, key=lambda c: -importances[c])
+    return bench
 
 
-def run_loopline(reference, current, spec, champion, ref_scores, cur_scores):
-    from loopline.monitoring import detection as drift
+def windows(bench: Bench, plan: list[Scenario], args: argparse.Namespace) -> list[tuple[Scenario, pd.DataFrame]]:
+    """Every window of the run, answered by the champion (stable: fresh batches; shifted: shifted and relabelled)."""
+    sds = {c: float(bench.train[c].std()) for c in bench.spec.features.numeric}
+    out = []
+    for i, scenario in enumerate(plan):
+        count = args.stable if scenario.kind == "stable" else args.repeats
+        for k in range(count):
+            seed = 1_000 * (i + 1) + k
+            rows = bench.generator.make_batch(TRAIN_WEEKS + k, args.window_rows, seed=seed)
+            if scenario.kind != "stable":
+                rows = bench.relabel(apply_shift(rows, scenario, sds), seed)
+            out.append((scenario, bench.answered(rows)))
+    return out
 
-    detector = drift.fit_detector(reference, spec, spec.monitoring.p_value)
-    return drift.check(
-        detector, reference, current, spec, champion.importances, ref_scores, cur_scores, spec.monitoring
-    )
+
+# -- the tools -----------------------------------------------------------------------------------------
+
+
+def realised(bench: Bench, window: pd.DataFrame) -> dict[str, float]:
+    from sklearn.metrics import mean_absolute_error, roc_auc_score
+
+    from loopline.monitoring.impact import smape_terms
+
+    y, s = window["outcome"].to_numpy(float), window["score"].to_numpy(float)
+    if bench.task == "binary":
+        flagged = s >= bench.spec.training.decision_threshold
+        tp = float((flagged & (y == 1)).sum())
+        return {
+            "auc": float(roc_auc_score(y, s)),
+            "precision": tp / max(float(flagged.sum()), 1.0),
+            "recall": tp / max(float((y == 1).sum()), 1.0),
+        }
+    return {"smape": float(smape_terms(y, s).mean()), "mae": float(mean_absolute_error(y, s))}
+
+
+def run_loopline(bench: Bench, detector, estimator, window: pd.DataFrame) -> dict:
+    from loopline.monitoring import detection, impact, verdicts
+
+    policy = bench.spec.monitoring
+    t = time.perf_counter()
+    effect = impact.judge(estimator, bench.unseen, window, bench.spec, policy)
+    estimate_seconds = time.perf_counter() - t  # the part NannyML does (estimation), timed apart
+    report = detection.check(
+        detector, bench.train, window, bench.spec, bench.importances, bench.unseen["score"].to_numpy(),
+        window["score"].to_numpy(float), policy,
+    )  # fmt: skip
+    return {
+        "estimate_seconds": estimate_seconds,
+        "verdict": verdicts.grade(report, effect, NO_CONCEPT),
+        "flagged": set(report.drifted_features),
+        "estimate": effect.estimated,
+        **effect.extra,
+    }
 
 
 def run_evidently(reference: pd.DataFrame, current: pd.DataFrame, spec) -> dict:
-    """Evidently 0.7, default DataDriftPreset; returns the dataset verdict and the per-column verdicts."""
+    """Evidently 0.7, default DataDriftPreset on the inputs; the dataset verdict and the per-column verdicts."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
     definition = DataDefinition(
-        numerical_columns=[*spec.features.numeric, "score"], categorical_columns=list(spec.features.categorical)
+        numerical_columns=list(spec.features.numeric), categorical_columns=list(spec.features.categorical)
     )
-    columns = [*spec.features.names, "score"]
+    columns = spec.features.names
     result = Report([DataDriftPreset()]).run(
         Dataset.from_pandas(current[columns], data_definition=definition),
         Dataset.from_pandas(reference[columns], data_definition=definition),
     )
-    share, drifted = None, {}
+    share, threshold, drifted = None, 0.5, {}
     for metric in result.dict()["metrics"]:
         config = metric["config"]
         if config["type"].endswith(":DriftedColumnsCount"):
@@ -175,146 +251,273 @@ def run_evidently(reference: pd.DataFrame, current: pd.DataFrame, spec) -> dict:
             drifted[config["column"]] = value < limit if "p_value" in config["method"] else value >= limit
     if share is None:
         raise RuntimeError("Evidently's result has no DriftedColumnsCount")
-    return {"dataset_drift": share >= threshold, "share": share, "drifted": drifted}
+    return {"dataset_drift": share >= threshold, "flagged": {c for c, d in drifted.items() if d}}
 
 
-_PAIR_CONTEXT: dict = {}
+def nannyml_python(venv: Path = NANNYML_VENV) -> tuple[Path | None, str]:
+    """The NannyML venv's Python, made on first use with ``NANNYML_PINS``; (None, why) when it cannot be had."""
+    python = venv / "bin" / "python"
+    want = NANNYML_PINS[0].split("==")[1]
+    probe = [str(python), "-c", "import nannyml; print(nannyml.__version__)"]
+    env = {**os.environ, "NML_DISABLE_USAGE_LOGGING": "1"}
+    if python.exists():
+        done = subprocess.run(probe, capture_output=True, text=True, env=env)
+        if done.returncode == 0 and done.stdout.strip() == want:
+            return python, f"nannyml {want} in {venv.name}"
+    uv = Path(sys.executable).parent / "uv"
+    steps = [
+        [str(uv), "venv", "-q", "--allow-existing", str(venv), "--python", sys.executable],
+        [str(uv), "pip", "install", "-q", "--python", str(python), *NANNYML_PINS],
+        probe,
+    ]
+    for step in steps:
+        try:
+            done = subprocess.run(step, capture_output=True, text=True, env=env, timeout=900)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            return None, f"NannyML unavailable ({' '.join(step[:3])}: {err})"
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            return None, f"NannyML unavailable ({' '.join(step[:3])} failed: {tail[0]})"
+    return python, f"nannyml {want} in {venv.name} (installed now)"
 
 
-def _pair(job: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> dict[str, dict]:
-    """One stable and one shifted comparison with both tools (runs in a worker process)."""
-    warnings.filterwarnings("ignore")
-    ref, stable, shifted = job
-    spec, unshifted = _PAIR_CONTEXT["spec"], _PAIR_CONTEXT["unshifted"]
-    champion = Champion(None, _PAIR_CONTEXT["importances"], {})
-    out: dict[str, dict] = {"L": {"seconds": 0.0}, "E": {"seconds": 0.0}}
-    for kind, cur in (("stable", stable), ("shifted", shifted)):
+def run_nannyml(python: Path, bench: Bench, answered: list[pd.DataFrame], folder: Path) -> dict:
+    """NannyML's estimates and per-window seconds, computed in its own venv on the same rows (written to parquet)."""
+    features = bench.spec.features.names
+    threshold = bench.spec.training.decision_threshold if bench.task == "binary" else None
+
+    def table(frame: pd.DataFrame) -> pd.DataFrame:
+        out = frame[features].copy()
+        out["score"] = frame["score"].to_numpy(float)
+        if threshold is not None:
+            out["pred"] = (out["score"] >= threshold).astype("int64")
+        out["outcome"] = frame["outcome"].to_numpy(float)
+        return out
+
+    table(bench.unseen).to_parquet(folder / "reference.parquet")
+    parts = [table(w).assign(window=str(i)) for i, w in enumerate(answered)]
+    pd.concat(parts, ignore_index=True).to_parquet(folder / "windows.parquet")
+    job = {
+        "task": bench.task, "features": features, "window_rows": len(answered[0]),
+        "reference": str(folder / "reference.parquet"), "windows": str(folder / "windows.parquet"),
+        "out": str(folder / "nannyml.json"),
+    }  # fmt: skip
+    (folder / "job.json").write_text(json.dumps(job))
+    env = {**os.environ, "NML_DISABLE_USAGE_LOGGING": "1"}
+    done = subprocess.run(
+        [str(python), str(NANNYML_WORKER), str(folder / "job.json")], capture_output=True, text=True, env=env
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"NannyML worker failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads((folder / "nannyml.json").read_text())
+
+
+# -- the table ------------------------------------------------------------------------------------------
+
+
+def format_table(header: list[str], rows: list[list[object]]) -> list[str]:
+    """Fixed-width text table: the first column left-aligned, floats with 3 decimals, None as 'n/a'."""
+
+    def cell(value: object) -> str:
+        if value is None or (isinstance(value, float) and not np.isfinite(value)):
+            return "n/a"
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    cells = [[cell(v) for v in row] for row in [header, *rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        for r in cells
+    ]
+
+
+def ratio(slow: float | None, fast: float | None) -> str:
+    if slow is None or fast is None or not fast:
+        return "n/a"
+    return f"{slow / fast:.1f}x"
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(values)) if values else None
+
+
+def summarise(plan: list[Scenario], records: list[dict]) -> list[list[object]]:
+    """One row per scenario from the per-window records (see ``compare``)."""
+    rows = []
+    for scenario in plan:
+        mine = [r for r in records if r["scenario"] == scenario.name]
+        shifted = set(scenario.columns)
+
+        def hit(tool: str, mine=mine, shifted=shifted) -> float | None:
+            if not shifted:  # stable: the share of all columns flagged (per-column false alarms)
+                return _mean([len(r[tool]) / r["n_columns"] for r in mine])
+            return _mean([len(r[tool] & shifted) / len(shifted) for r in mine])
+
+        rows.append([
+            scenario.name, len(mine),
+            _mean([r["verdict"] == "feature_drift" for r in mine]),
+            _mean([r["verdict"] == "performance_risk" for r in mine]),
+            hit("L_flagged"), hit("E_flagged"),
+            _mean([r["E_dataset"] for r in mine]),
+            _mean([r["realised"] for r in mine]),
+            _mean([abs(r["L_est"] - r["realised"]) if r["L_est"] is not None else None for r in mine]),
+            _mean([abs(r["N_est"] - r["N_realised"]) if r["N_est"] is not None else None for r in mine]),
+        ])  # fmt: skip
+    return rows
+
+
+HEADER = [
+    "scenario", "n", "L feature_drift", "L perf_risk", "L cols hit", "E cols hit", "E dataset drift",
+    "realised", "L est |err|", "N est |err|",
+]  # fmt: skip
+
+
+def compare(bench: Bench, args: argparse.Namespace, python: Path | None, folder: Path) -> dict:
+    from loopline.monitoring import detection, impact
+
+    policy = bench.spec.monitoring
+    plan = scenarios(bench.ranked_numeric, args.sizes)
+    todo = windows(bench, plan, args)
+    detector = detection.fit_detector(bench.train, bench.spec, policy.p_value)
+    estimator = impact.fit_estimator(bench.spec, bench.valid, bench.holdout)
+    run_loopline(bench, detector, estimator, todo[0][1])  # warm-ups: first-call costs stay outside the timings
+    run_evidently(bench.train, todo[0][1], bench.spec)
+    live = "auc" if bench.task == "binary" else "smape"
+    nml_metric = "roc_auc" if bench.task == "binary" else "mae"
+    records, seconds = [], {"L": 0.0, "L_est": 0.0, "E": 0.0, "N": None}
+    for k, (scenario, window) in enumerate(todo):
         t = time.perf_counter()
-        report = run_loopline(ref, cur, spec, champion, ref["score"], cur["score"])
-        report.to_html()
-        out["L"]["seconds"] += time.perf_counter() - t
+        loop = run_loopline(bench, detector, estimator, window)
+        seconds["L"] += time.perf_counter() - t
+        seconds["L_est"] += loop["estimate_seconds"]
         t = time.perf_counter()
-        ev = run_evidently(ref, cur, spec)
-        out["E"]["seconds"] += time.perf_counter() - t
-        out["L"][kind], out["E"][kind] = report.confirmed, ev["dataset_drift"]
-        flagged = {
-            "L": set(report.drifted_features),
-            "E": {c for c, drifted in ev["drifted"].items() if drifted and c != "score"},
-        }
-        for tool, columns in flagged.items():
-            if kind == "shifted":
-                out[tool]["hits"] = len(columns & set(SHIFTED)) / len(SHIFTED)
-            else:
-                out[tool]["false_cols"] = len(columns & set(unshifted)) / len(unshifted)
-    return out
+        ev = run_evidently(bench.train, window, bench.spec)
+        seconds["E"] += time.perf_counter() - t
+        truth = realised(bench, window)
+        records.append({
+            "scenario": scenario.name, "verdict": loop["verdict"], "L_flagged": loop["flagged"],
+            "E_flagged": ev["flagged"], "E_dataset": ev["dataset_drift"], "n_columns": len(bench.spec.features.names),
+            "realised": truth[live], "L_est": loop["estimate"], "N_est": None,
+            "N_realised": truth["auc" if bench.task == "binary" else "mae"], "truth": truth, "L_extra": loop,
+        })  # fmt: skip
+        if (k + 1) % 25 == 0:
+            print(f"  {bench.name}: {k + 1}/{len(todo)} windows", flush=True)
+    nannyml_note = "not run (--no-nannyml)" if args.no_nannyml else "unavailable"
+    if python is not None:
+        try:
+            result = run_nannyml(python, bench, [w for _, w in todo], folder)
+            for i, record in enumerate(records):
+                got = result["windows"][str(i)]
+                record["N_est"], record["N_extra"] = got[nml_metric], got
+            seconds["N"] = sum(w["seconds"] for w in result["windows"].values())
+            nannyml_note = f"nannyml {result['version']}, fit {result['fit_seconds']:.2f}s"
+        except (RuntimeError, KeyError, OSError) as err:
+            nannyml_note = f"NannyML failed, continuing without it: {err}"
+    per_window = {tool: (s / len(todo) if s is not None else None) for tool, s in seconds.items()}
+    return {"plan": plan, "records": records, "per_window": per_window, "nannyml": nannyml_note, "live": live}
 
 
-def _ratio(a: float, b: float) -> str:
-    if b == 0:
-        return "n/a (÷0)" if a else "1.00x (both 0)"
-    return f"{a / b:.2f}x"
+def verdict_lines(bench: Bench, outcome: dict) -> list[str]:
+    """The issue's targets, met or missed, from one model's records."""
+    records, per_window = outcome["records"], outcome["per_window"]
+    stable = [r for r in records if r["scenario"] == "stable"]
+    shifted = [r for r in records if r["scenario"] != "stable"]
+    n_cols = stable[0]["n_columns"]
+    plan = {s.name: s for s in outcome["plan"]}
+
+    def hits(tool: str) -> float:
+        return float(
+            np.mean(
+                [len(r[tool] & set(plan[r["scenario"]].columns)) / len(plan[r["scenario"]].columns) for r in shifted]
+            )
+        )
+
+    def false_cols(tool: str) -> float:
+        return float(np.mean([len(r[tool]) / n_cols for r in stable]))
+
+    l_alarm = float(np.mean([r["verdict"] not in ("stable", "insufficient") for r in stable]))
+    e_alarm = float(np.mean([r["E_dataset"] for r in stable]))
+    lh, eh, lf, ef = hits("L_flagged"), hits("E_flagged"), false_cols("L_flagged"), false_cols("E_flagged")
+    met = "met" if lh >= eh and lf <= ef else "MISSED"
+    lines = [
+        f"false alarms on {len(stable)} stable windows: Loopline any verdict but stable {l_alarm:.3f},"
+        f" Evidently dataset drift {e_alarm:.3f}; per-column false flags Loopline {lf:.3f}, Evidently {ef:.3f}",
+        f"per-column detection over all shifted windows: Loopline {lh:.3f}, Evidently {eh:.3f}"
+        f" (target: at least Evidently's at no more false flags): {met}",
+    ]
+    l_err = _mean([abs(r["L_est"] - r["realised"]) if r["L_est"] is not None else None for r in records])
+    n_err = _mean([abs(r["N_est"] - r["N_realised"]) if r["N_est"] is not None else None for r in records])
+    if bench.task == "binary":
+        if n_err is None:
+            lines.append(f"estimation |error| of ROC AUC: Loopline {l_err:.4f}; NannyML {outcome['nannyml']}")
+        else:
+            lines.append(
+                f"estimation |error| of ROC AUC, all windows: Loopline CBPE-style {l_err:.4f}, NannyML CBPE {n_err:.4f}"
+                f" (target: no worse): {'met' if l_err <= n_err else 'MISSED'}"
+            )
+        for extra in ("precision", "recall"):
+            key = f"{extra}_at_threshold"
+            le = _mean([abs(r["L_extra"].get(key, np.nan) - r["truth"][extra]) for r in records])
+            ne = _mean([abs(r["N_extra"][extra] - r["truth"][extra]) for r in records if r["N_est"] is not None])
+            lines.append(f"  {extra} at the decision threshold |error|: Loopline {_fmt(le)}, NannyML {_fmt(ne)}")
+    else:
+        l_rel = _mean([abs(r["L_est"] - r["realised"]) / r["realised"] for r in records if r["L_est"] is not None])
+        n_rel = _mean([abs(r["N_est"] - r["N_realised"]) / r["N_realised"] for r in records if r["N_est"] is not None])
+        if n_rel is None:
+            lines.append(f"estimation: Loopline DLE-style sMAPE |error| {l_err:.4f}; NannyML {outcome['nannyml']}")
+        else:
+            lines.append(
+                f"estimation, all windows: Loopline DLE-style sMAPE |error| {l_err:.4f} ({l_rel:.1%} of realised),"
+                f" NannyML DLE MAE |error| {n_err:.3f} min ({n_rel:.1%} of realised); different metrics, compared"
+                f" relative: {'met' if l_rel <= n_rel else 'MISSED'}"
+            )
+    full, est, ev, nml = per_window["L"], per_window["L_est"], per_window["E"], per_window["N"]
+    lines.append(
+        f"seconds per window: Loopline whole check {full:.4f} (its estimator alone {est:.4f}), Evidently {ev:.4f},"
+        f" NannyML estimator {_fmt(nml)}; Evidently / Loopline check {ratio(ev, full)}, NannyML / Loopline estimator"
+        f" {ratio(nml, est)}, NannyML / Loopline whole check {ratio(nml, full)} (target >= 5x):"
+        f" {'met' if ev >= 5 * full and (nml is None or nml >= 5 * est) else 'MISSED'}"
+    )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--features", type=int, default=30)
-    parser.add_argument("--pairs", type=int, default=20)
-    parser.add_argument("--pair-rows", type=int, default=5_000)
-    parser.add_argument("--shift-sd", type=float, default=0.3)
-    args = parser.parse_args(argv)
-    if args.features < BASE_FEATURES:
-        parser.error(f"--features must be at least {BASE_FEATURES} (the generator's own)")
+    args = parse_args(argv)
     warnings.filterwarnings("ignore")
     started = time.perf_counter()
-
-    print(f"drift bench: {args.rows:,} rows x {args.features} features; {os.cpu_count()} CPUs", flush=True)
-    t = time.perf_counter()
-    reference, levels = make_set(args.rows, args.features, week=0, seed=1)
-    stable, _ = make_set(args.rows, args.features, week=1, seed=2)
-    extra_numeric = [c for c in reference.columns if c.startswith("x_num_")]
-    spec = bench_spec(levels, extra_numeric)
-    sds = {c: float(reference[c].std()) for c in SHIFTED}
-    shifted = shift(stable, sds, args.shift_sd)
-    champion = train_champion(reference, spec)
-    for frame in (reference, stable, shifted):
-        frame["score"] = champion.scores(frame, spec)
-    print(f"data + stand-in champion ready in {time.perf_counter() - t:.1f}s", flush=True)
-
-    # -- part 1: speed on the full sets ------------------------------------------------------------
-    # warm-ups: imports (seconds for both libraries) and first-call costs stay outside the timings
-    run_loopline(reference.head(2_000), shifted.head(2_000), spec, champion, None, None)
-    run_evidently(reference.head(2_000), shifted.head(2_000), spec)
-    t = time.perf_counter()
-    report = run_loopline(reference, shifted, spec, champion, reference["score"], shifted["score"])
-    report.to_html()  # Evidently renders its report inside run(); time Loopline's page too
-    loopline_s = time.perf_counter() - t
-    print(f"loopline fit + check + HTML: {loopline_s:.1f}s -> {report.summary()}", flush=True)
-    t = time.perf_counter()
-    ev = run_evidently(reference, shifted, spec)
-    evidently_s = time.perf_counter() - t
+    print(f"drift bench: models {', '.join(args.models)}; {os.cpu_count()} CPUs; {'quick' if args.quick else 'full'}")
+    python, note = (None, "NannyML not run (--no-nannyml)") if args.no_nannyml else nannyml_python()
+    print(note, flush=True)
+    bar = "=" * 110
+    out = []
+    with tempfile.TemporaryDirectory(prefix="drift-bench-") as tmp:
+        for name in args.models:
+            t = time.perf_counter()
+            bench = build(name, args.week_rows)
+            ranked = ", ".join(f"{c} {bench.importances[c]:.3f}" for c in bench.ranked_numeric)
+            print(
+                f"{name}: champion trained in {time.perf_counter() - t:.1f}s; inputs by importance: {ranked}",
+                flush=True,
+            )
+            folder = Path(tmp) / name
+            folder.mkdir()
+            outcome = compare(bench, args, python, folder)
+            out.append(f"\n{bar}\n{name} ({bench.task}): {args.window_rows:,} rows a window; estimated metric"
+                       f" Loopline {outcome['live']}, NannyML {'roc_auc' if bench.task == 'binary' else 'mae'}"
+                       f" ({outcome['nannyml']})")  # fmt: skip
+            out += format_table(HEADER, summarise(outcome["plan"], outcome["records"]))
+            out += verdict_lines(bench, outcome)
+    print("\n".join(out))
     print(
-        f"evidently DataDriftPreset: {evidently_s:.1f}s -> dataset drift {ev['dataset_drift']}"
-        f" (drifted column share {ev['share']:.2f})",
-        flush=True,
-    )
-
-    # -- part 2: false alarms and power on small pairs (two worker processes, forked: warm imports) --
-    n = min(args.pair_rows, args.rows)
-    unshifted = [c for c in spec.features.names if c not in SHIFTED]
-    _PAIR_CONTEXT.update(spec=spec, importances=champion.importances, unshifted=unshifted)
-    jobs = []
-    for k in range(args.pairs):
-        rows = stable.sample(n, random_state=10_000 + k).index
-        jobs.append((reference.sample(n, random_state=k), stable.loc[rows], shifted.loc[rows]))
-    results = {tool: {"stable": [], "shifted": [], "hits": [], "false_cols": [], "seconds": 0.0} for tool in ("L", "E")}
-    with ProcessPoolExecutor(max_workers=min(2, os.cpu_count() or 1), mp_context=get_context("fork")) as pool:
-        for k, outcome in enumerate(pool.map(_pair, jobs), start=1):
-            for tool, values in outcome.items():
-                for key, value in values.items():
-                    if key == "seconds":
-                        results[tool]["seconds"] += value
-                    else:
-                        results[tool][key].append(value)
-            print(f"  pair {k}/{args.pairs} done", flush=True)
-
-    def rates(r: dict) -> tuple[float, float, float, float, float]:
-        pairs = 2 * args.pairs
-        return (
-            float(np.mean(r["stable"])),
-            float(np.mean(r["shifted"])),
-            float(np.mean(r["hits"])),
-            float(np.mean(r["false_cols"])),
-            r["seconds"] / pairs,
-        )
-
-    lr, er = rates(results["L"]), rates(results["E"])
-    total = time.perf_counter() - started
-    bar = "=" * 100
-    print(f"\n{bar}\nPart 1 - speed: {args.rows:,} rows x {args.features} features (+ score), same frames, this run")
-    print(f"{'':34}{'seconds':>10}  verdict")
-    print(f"{'Loopline fit + check + HTML':34}{loopline_s:>10.1f}  {report.verdict} (share {report.drift_share:.2f})")
-    print(
-        f"{'Evidently DataDriftPreset':34}{evidently_s:>10.1f}  "
-        f"{'drift' if ev['dataset_drift'] else 'no_drift'} (column share {ev['share']:.2f})"
-    )
-    print(f"{'ratio Loopline / Evidently':34}{_ratio(loopline_s, evidently_s):>10}")
-    print(
-        f"\nPart 2 - detection at default settings: {args.pairs} stable + {args.pairs} shifted pairs of {n:,} rows;"
-        f"\n  shift: +{args.shift_sd} SD in {', '.join(SHIFTED)} (importance share in the stand-in champion"
-        f" {sum(champion.importances[c] for c in SHIFTED):.2f})"
-    )
-    head = ("false-alarm rate", "power", "shifted cols flagged", "other cols flagged", "s / comparison")
-    print(f"{'':28}" + "".join(f"{h:>22}" for h in head))
-    for name, r in (("Loopline", lr), ("Evidently", er)):
-        print(f"{name:28}" + "".join(f"{v:>22.3f}" for v in r))
-    print(f"{'ratio Loopline / Evidently':28}" + "".join(f"{_ratio(a, b):>22}" for a, b in zip(lr, er, strict=True)))
-    print(
-        "\nLoopline: feature_drift (the inputs' verdict) if any feature is FDR-significant with PSI >= "
-        f"{spec.monitoring.min_psi} (p < {spec.monitoring.p_value}); whether it puts the model at risk is"
-        " judged apart (monitoring.impact), not here."
-        "\nEvidently: dataset drift if >= 50% of columns drift (Wasserstein/Jensen-Shannon > 0.1 on >1000 rows)."
-        f"\ntotal bench time {total:.0f}s; load average {os.getloadavg()[0]:.1f}\n{bar}"
+        f"\n{bar}\nL = Loopline (verdict shares; 'cols hit' = share of the shifted inputs flagged, stable row: share of"
+        " all inputs flagged), E = Evidently DataDriftPreset defaults, N = NannyML. |err| = mean absolute error of the"
+        f" estimate against the realised metric.\ntotal {time.perf_counter() - started:.0f}s;"
+        f" load average {os.getloadavg()[0]:.1f}\n{bar}"
     )
 
 

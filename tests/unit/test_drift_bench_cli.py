@@ -1,0 +1,90 @@
+"""bench.drift_bench's arguments, scenarios, table and the NannyML-unavailable path (no comparison, no timing)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench import drift_bench as bench
+
+
+def test_defaults_are_the_full_run_and_quick_shrinks_it():
+    args = bench.parse_args([])
+    assert (args.stable, args.repeats, args.window_rows) == (50, 10, 2_000)
+    assert args.sizes == [0.1, 0.25, 0.5, 1.0] and args.models == ["credit_risk", "delivery_time"]
+    quick = bench.parse_args(["--quick", "--models", "credit_risk"])
+    assert (quick.stable, quick.repeats) == (5, 2) and quick.models == ["credit_risk"]
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--sizes", "0"])
+
+
+def test_scenarios_shift_one_two_many_and_the_least_important_input():
+    ranked = ["a", "b", "c", "d", "e", "f", "z"]
+    plan = bench.scenarios(ranked, [0.1, 0.5, 1.0])
+    assert plan[0] == bench.Scenario("stable", "stable", (), 0.0)
+    by_kind = {kind: [s for s in plan if s.kind == kind] for kind in ("one", "two", "many", "insensitive")}
+    assert [s.size for s in by_kind["one"]] == [0.1, 0.5, 1.0] and by_kind["one"][0].columns == ("a",)
+    assert by_kind["two"][0].columns == ("a", "b") and by_kind["many"][0].columns == ("a", "b", "c", "d", "e")
+    assert [(s.columns, s.size) for s in by_kind["insensitive"]] == [(("z",), 0.5), (("z",), 1.0)]
+
+
+def test_apply_shift_moves_only_the_scenarios_columns_by_size_sds():
+    frame = pd.DataFrame({"a": [1.0, 2.0], "b": [5.0, 6.0]})
+    out = bench.apply_shift(frame, bench.Scenario("one +0.5sd", "one", ("a",), 0.5), {"a": 2.0, "b": 1.0})
+    assert out["a"].tolist() == [2.0, 3.0] and out["b"].tolist() == [5.0, 6.0]
+    assert frame["a"].tolist() == [1.0, 2.0]  # the input is untouched
+
+
+def test_table_aligns_columns_and_prints_missing_values_as_na():
+    lines = bench.format_table(["scenario", "rate"], [["stable", 0.05], ["one +1sd", None], ["x", float("nan")]])
+    assert len({len(line) for line in lines}) == 1
+    assert lines[1].startswith("stable") and lines[1].endswith("0.050") and lines[2].endswith("n/a")
+    assert bench.ratio(10.0, 2.0) == "5.0x" and bench.ratio(None, 1.0) == "n/a" and bench.ratio(1.0, 0.0) == "n/a"
+
+
+def _records(n_est):
+    stable = dict(scenario="stable", verdict="stable", L_flagged=set(), E_flagged={"b"}, E_dataset=False)
+    shifted = dict(scenario="one +1sd", verdict="feature_drift", L_flagged={"a"}, E_flagged={"a"}, E_dataset=False)
+    truth = {"auc": 0.8, "precision": 0.5, "recall": 0.6}
+    common = dict(n_columns=4, realised=0.8, L_est=0.78, N_est=n_est, N_realised=0.8, truth=truth)
+    extra = {"precision_at_threshold": 0.5, "recall_at_threshold": 0.6}
+    return [
+        {**r, **common, "L_extra": extra, "N_extra": {"roc_auc": n_est, "precision": 0.5, "recall": 0.6}}
+        for r in (stable, shifted)
+    ]
+
+
+def test_summary_and_target_lines_from_records_including_no_nannyml():
+    plan = [bench.Scenario("stable", "stable", (), 0.0), bench.Scenario("one +1sd", "one", ("a",), 1.0)]
+    rows = bench.summarise(plan, _records(0.75))
+    assert rows[0][:2] == ["stable", 1] and rows[0][5] == 0.25  # Evidently flagged 1 of 4 stable inputs
+    assert rows[1][4] == 1.0 and rows[1][2] == 1.0
+    spec = SimpleNamespace(task="binary")
+    outcome = {"plan": plan, "records": _records(0.75), "nannyml": "nannyml 0.13.1", "live": "auc"}
+    outcome["per_window"] = {"L": 0.01, "L_est": 0.002, "E": 1.0, "N": 0.02}
+    lines = bench.verdict_lines(SimpleNamespace(task="binary", spec=spec), outcome)
+    assert "per-column detection over all shifted windows: Loopline 1.000, Evidently 1.000" in lines[1]
+    assert lines[1].endswith("met") and "MISSED" not in lines[2]  # 0.02 < 0.05
+    assert lines[-1].endswith("met") and "100.0x" in lines[-1]
+    unavailable = {**outcome, "records": _records(None), "nannyml": "unavailable"}
+    unavailable["per_window"] = {**outcome["per_window"], "N": None}
+    lines = bench.verdict_lines(SimpleNamespace(task="binary", spec=spec), unavailable)
+    assert "NannyML unavailable" in lines[2] and "NannyML estimator n/a" in lines[-1]
+
+
+def test_a_missing_uv_says_nannyml_is_unavailable_and_does_not_raise(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench.sys, "executable", str(tmp_path / "no-python-here"))
+    python, why = bench.nannyml_python(tmp_path / "venv")
+    assert python is None and why.startswith("NannyML unavailable")
+
+
+def test_realised_metrics_come_from_the_windows_labels():
+    spec = SimpleNamespace(task="binary", training=SimpleNamespace(decision_threshold=0.5))
+    window = pd.DataFrame({"outcome": [0, 0, 1, 1], "score": [0.1, 0.6, 0.4, 0.9]})
+    got = bench.realised(SimpleNamespace(task="binary", spec=spec), window)
+    assert got == {"auc": 0.75, "precision": 0.5, "recall": 0.5}
+    reg = bench.realised(SimpleNamespace(task="regression", spec=spec), window.assign(outcome=[1.0, 2.0, 3.0, 4.0]))
+    assert np.isclose(reg["mae"], np.mean(np.abs(np.array([1, 2, 3, 4]) - window["score"].to_numpy())))
