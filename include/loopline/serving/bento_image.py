@@ -38,7 +38,7 @@ FROM {base_image}
 # The image's own state folder (its user owns it); BentoML's store inside it, as `loopline env` derives.
 ENV LOOPLINE_HOME=/opt/loopline/state BENTOML_HOME=/opt/loopline/state/bentoml
 COPY {EXPORT_NAME} /tmp/{EXPORT_NAME}
-RUN bentoml import /tmp/{EXPORT_NAME} && rm -f /tmp/{EXPORT_NAME}
+RUN bentoml import /tmp/{EXPORT_NAME}
 LABEL org.opencontainers.image.title="{bento_tag}" ai.loopline.bento="{bento_tag}"
 ENV LOOPLINE_SERVE_PORT=3000
 CMD ["sh", "-c", "exec bentoml serve {bento_tag} --host 127.0.0.1 --port $LOOPLINE_SERVE_PORT"]
