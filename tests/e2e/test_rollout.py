@@ -293,14 +293,25 @@ def test_metrics_and_audit_read_with_their_own_clients(service):
     from prometheus_client.parser import text_string_to_metric_families
 
     server, load = service
-    families = {f.name: f for f in text_string_to_metric_families(requests.get(f"{server.url}/metrics").text)}
+
+    def scrape() -> dict:
+        return {f.name: f for f in text_string_to_metric_families(requests.get(f"{server.url}/metrics").text)}
+
+    def weights_of(families) -> dict:
+        samples = families["loopline_traffic_weight"].samples
+        return {(s.labels["model_version"], s.labels["arm"]): s.value for s in samples}
+
+    # The previous test's abort reaches the service at its next route poll, and the gauge with it.
+    deadline = time.monotonic() + 60
+    families = scrape()
+    while weights_of(families).get(("1", "champion")) != 1.0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        families = scrape()
     served = Counter()
     for sample in families["loopline_predictions"].samples:
         served[sample.labels["model_version"]] += sample.value
     assert served["1"] > 0 and served["2"] > 0
-    weights = {
-        (s.labels["model_version"], s.labels["arm"]): s.value for s in families["loopline_traffic_weight"].samples
-    }
+    weights = weights_of(families)
     assert weights.get(("1", "champion")) == 1.0
     # Every version that served earlier in this module has left the route: its share shows 0, not a stale one.
     assert len(weights) > 1 and all(v == 0 for k, v in weights.items() if k != ("1", "champion")), weights

@@ -97,7 +97,6 @@ class ModelService:
             pinned_booster=pinned,
         )
         self.scorer.refresh()
-        self.scorer.watch(settings.route_poll_seconds)
         self.secret = settings.pseudonym_secret
         labels = ["model_version", "arm"]  # arm: champion | canary | fallback | shadow (answered nothing)
         self.predictions = prom.Counter("loopline_predictions_total", "Scored applications", [*labels, "decision"])
@@ -133,6 +132,8 @@ class ModelService:
         self._weights_revision: int | None = None
         self._weight_series: set[tuple[str, str]] = set()  # (model_version, arm) pairs ever exported
         self._publish_route(self.scorer.route)
+        # From here on only the watcher thread changes the route, and it republishes the gauge as it adopts one.
+        self.scorer.watch(settings.route_poll_seconds, on_change=self._publish_route)
 
     @bentoml.api(batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=MAX_LATENCY_MS)
     def predict(self, applications: list[Application] = Field(min_length=1, max_length=MAX_BATCH)) -> list[Prediction]:  # type: ignore[valid-type]
@@ -201,7 +202,6 @@ class ModelService:
         for version, seconds in result.seconds.items():
             self.latency.labels(model_version=version, arm=arm_of.get(version, "champion")).observe(seconds)
         self._count(result)
-        self._publish_route(route)
 
     def _count(self, result) -> None:
         """Answers per (version, arm, decision) and the score histogram: plain loops, cheap for one row."""

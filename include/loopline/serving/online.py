@@ -75,11 +75,14 @@ class RoutedScorer:
         log.info("serving route revision %s: %s", route.revision, route.to_dict())
         return True
 
-    def watch(self, every_seconds: float) -> threading.Thread:
+    def watch(self, every_seconds: float, on_change: Callable[[Route], None] | None = None) -> threading.Thread:
+        """Poll the store every ``every_seconds``; ``on_change(route)`` runs on this thread after each swap."""
+
         def loop() -> None:
             while not self._stop.wait(every_seconds):
                 try:
-                    self.refresh()
+                    if self.refresh() and on_change is not None:
+                        on_change(self._live.route)
                 except Exception:  # a store or registry hiccup must never stop serving the current route
                     log.exception("route refresh failed; keeping revision %s", self._live.route.revision)
 
