@@ -165,8 +165,7 @@ class FeatureSet:
         if missing:
             raise KeyError(f"raw data lacks feature columns: {missing}")
         cols = {name: pd.to_numeric(raw[name], errors="coerce").to_numpy(dtype="float64") for name in f.numeric}
-        for name, levels in f.categorical.items():
-            codes = {level: float(i) for i, level in enumerate(levels)}
+        for name, codes in self.level_codes.items():
             cols[name] = raw[name].map(codes).to_numpy(dtype="float64", na_value=np.nan)
         return cols
 

@@ -120,10 +120,11 @@ class RoutedScorer:
             groups.setdefault(version, []).append(i)
         parts, seconds, failed = [], {}, {}
         for version, positions in groups.items():
-            subset = rows.take(positions)
+            idx = np.asarray(positions)
+            subset = {name: column[idx] for name, column in rows.columns.items()}  # scoring needs the columns only
             started = time.perf_counter()
             try:
-                answers = score_arrays(live.boosters[version], subset.columns, self.spec)
+                answers = score_arrays(live.boosters[version], subset, self.spec)
             except Exception:
                 if version == champion:
                     raise
@@ -133,9 +134,9 @@ class RoutedScorer:
                     arms[i], versions[i] = "fallback", champion
                 version = champion
                 started = time.perf_counter()
-                answers = score_arrays(live.boosters[version], subset.columns, self.spec)
+                answers = score_arrays(live.boosters[version], subset, self.spec)
             seconds[version] = seconds.get(version, 0.0) + time.perf_counter() - started
-            parts.append((np.asarray(positions), answers))
+            parts.append((idx, answers))
         return Scored(Answers.merge(len(rows), parts), versions, arms, rows, route, seconds, failed)
 
     def shadow(self, rows: Rows | pd.DataFrame, answered: Scored) -> Shadowed | None:
@@ -193,12 +194,6 @@ class Rows:
         entities = [str(e) for e in raw[entity]] if entity in raw.columns else [str(i) for i in raw.index]
         values = {name: raw[name].tolist() for name in spec.features.names if name in raw.columns}
         return cls(feature_set(spec).raw_arrays(raw), entities, values, raw.index)
-
-    def take(self, positions: list[int]) -> Rows:
-        idx = np.asarray(positions)
-        values = {k: [v[i] for i in positions] for k, v in self.values.items()}
-        index = None if self.index is None else self.index[idx]
-        return Rows({k: v[idx] for k, v in self.columns.items()}, [self.entities[i] for i in positions], values, index)
 
 
 @dataclass(frozen=True)
