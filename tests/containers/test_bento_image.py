@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from tests.containers.test_image_line import _free_port, _logs
+from tests.containers.serving import free_port, wait_until_serving
 from tests.deploy.stack import ROOT
 from tests.generators import credit_risk as datagen
 
@@ -63,25 +62,14 @@ def test_a_versions_bento_image_is_built_recorded_and_answers(engine, project_im
     )
     assert label.stdout.strip() == version.tags["loopline.bento_tag"]  # the image says which Bento it holds
 
-    port, name = _free_port(), f"loopline-bento-{uuid.uuid4().hex[:8]}"
+    port, name = free_port(), f"loopline-bento-{uuid.uuid4().hex[:8]}"
     subprocess.run(
         [engine, "run", "-d", "--name", name, "--network=host", "-e", f"LOOPLINE_SERVE_PORT={port}", tag],
         check=True, capture_output=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        while True:  # no timing threshold: until it serves or the container stops
-            running = subprocess.run(
-                [engine, "inspect", "-f", "{{.State.Running}}", name], capture_output=True, text=True
-            )
-            if running.stdout.strip() != "true":
-                pytest.fail(f"the Bento image stopped before serving:\n{_logs(engine, name)}")
-            try:
-                if requests.get(f"{url}/readyz", timeout=30).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(2)
+        wait_until_serving(engine, name, url)
         batch = datagen.make_batch(30, n_rows=2, seed=9).drop(columns=["applied_at", "defaulted"])
         answer = requests.post(f"{url}/predict", json={"applications": json.loads(batch.to_json(orient="records"))})
         assert answer.status_code == 200, answer.text

@@ -6,14 +6,13 @@ champion answers a prediction over HTTP from the image's BentoML service, asked 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import time
 import uuid
 
 import pytest
 import requests
 
+from tests.containers.serving import free_port, logs, wait_until_serving
 from tests.generators import credit_risk as datagen
 
 pytestmark = pytest.mark.slow
@@ -38,18 +37,8 @@ LOOPLINE_SERVICE_MODEL_DIR=/opt/loopline/models/credit_risk \
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _logs(engine, name) -> str:
-    return subprocess.run([engine, "logs", name], capture_output=True, text=True).stdout[-6000:]
-
-
 def test_the_image_runs_the_line_and_its_bento_answers_over_http(engine, project_image):
-    port = _free_port()
+    port = free_port()
     name = f"loopline-line-{uuid.uuid4().hex[:8]}"
     subprocess.run(
         [engine, "run", "-d", "--name", name, "--network=host", "-e", f"PORT={port}", project_image]
@@ -59,20 +48,9 @@ def test_the_image_runs_the_line_and_its_bento_answers_over_http(engine, project
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        while True:  # no timing threshold: until the service is ready or the container has stopped
-            state = subprocess.run(
-                [engine, "inspect", "-f", "{{.State.Running}}", name], capture_output=True, text=True
-            ).stdout.strip()
-            if state != "true":
-                pytest.fail(f"the container stopped before serving:\n{_logs(engine, name)}")
-            try:
-                if requests.get(f"{url}/readyz", timeout=30).status_code == 200:
-                    break
-            except requests.RequestException:  # not listening yet, or busy starting: ask again
-                pass
-            time.sleep(2)
-        logs = _logs(engine, name)
-        assert "credit_risk_ingest: success" in logs and "credit_risk_train: success" in logs, logs
+        wait_until_serving(engine, name, url)
+        output = logs(engine, name)
+        assert "credit_risk_ingest: success" in output and "credit_risk_train: success" in output, output
         batch = datagen.make_batch(30, n_rows=3, seed=5).drop(columns=["applied_at", "defaulted"])
         applications = json.loads(batch.to_json(orient="records"))
         answer = requests.post(f"{url}/predict", json={"applications": applications}, timeout=60)
