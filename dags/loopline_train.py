@@ -59,11 +59,12 @@ def build(spec: ModelSpec) -> None:
         @task
         def start_run() -> dict:
             """Resolve the exact data version; open (or reuse) the MLflow run with the full lineage."""
+            from loopline.core.actor import run_type_name
             from loopline.training.train_flow import start
             from loopline.training.train_form import check_train
 
             context = get_current_context()
-            params = check_train(dict(context["params"]), str(context["dag_run"].run_type))
+            params = check_train(dict(context["params"]), run_type_name(context["dag_run"].run_type))
             run_tags = {
                 "airflow.dag_id": context["dag"].dag_id,
                 "airflow.dag_run_id": context["run_id"],

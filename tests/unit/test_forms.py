@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loopline.core.actor import actor, is_automatic, run_starter
+from loopline.core.actor import actor, is_automatic, run_starter, run_type_name
 from loopline.core.forms import FormError
 from loopline.rollout.forms import CONTROL_FIELDS, ROLLOUT_FIELDS, check_control, check_rollout
 from loopline.training.train_form import TRAIN_FIELDS, check_train
@@ -89,3 +89,12 @@ def test_the_audit_actor_names_the_person_or_what_started_the_run():
     assert run_starter("scheduled", None) == "scheduler" and run_starter("asset_triggered", "") == "asset"
     assert run_starter("manual", None) == "unknown user"
     assert is_automatic("asset_triggered") and is_automatic("scheduled") and not is_automatic("manual")
+
+
+def test_a_celery_workers_run_type_enum_reads_as_its_value():
+    # what a task gets on a Celery worker: the Task SDK's generated enum, whose str() is "DagRunType.SCHEDULED"
+    from airflow.sdk.api.datamodels._generated import DagRunType
+
+    assert run_type_name(DagRunType.SCHEDULED) == "scheduled" and is_automatic(DagRunType.ASSET_TRIGGERED)
+    assert run_starter(DagRunType.SCHEDULED, None) == "scheduler"
+    assert check_train({}, run_type_name(DagRunType.SCHEDULED))["reason"] == "scheduled"
