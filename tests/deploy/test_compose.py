@@ -403,7 +403,9 @@ def test_postgres_init_creates_every_database_and_role_the_stack_connects_with()
     )
     connections = set()
     for text in _strings(compose()):
-        for user, password, db in re.findall(r"postgresql\+psycopg2://(\w+):(\$\{[^}]+\})@postgres:5432/(\w+)", text):
+        for user, password, db in re.findall(
+            r"postgresql\+psycopg2://(\w+):(\$\{[^}]+\})@postgres:\$\{POSTGRES_PORT:-5432\}/(\w+)", text
+        ):
             connections.add((user, variables_used(password).popitem()[0], db))
     assert {db for _, _, db in connections} == {"airflow", "mlflow", "mlflow_auth", "loopline"}
     for user, variable, db in connections:
