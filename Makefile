@@ -25,6 +25,7 @@ help:
 	@echo "make down   - stop everything make up started"
 	@echo "make engine - podman + runc, a local Debian base image and a Docker-API socket (no daemon, no registry needed)"
 	@echo "make image  - build the project image with podman on that base (tag loopline:local)"
+	@echo "make stack-up / stack-down - docker-compose.yaml for real on podman, no registry (deploy/podman overlay)"
 
 # uv lives inside .venv, so the whole toolchain comes from this Makefile and PyPI alone.
 $(STAMP): requirements.txt pyproject.toml
@@ -100,3 +101,13 @@ engine:
 image: engine
 	podman build --network=host --build-arg BASE_IMAGE=$(BASE_IMAGE) \
 		--build-arg LOOPLINE_GIT_COMMIT=$$(git rev-parse HEAD) -t loopline:local .
+
+# docker-compose.yaml started for real on podman without a registry: the deploy/podman overlay (host networking,
+# Debian's packages for the third-party images), Docker's compose client on podman's socket; waits for health.
+.PHONY: stack-up stack-down stack-status
+stack-up:
+	bash scripts/podman-stack.sh up
+stack-down:
+	bash scripts/podman-stack.sh down
+stack-status:
+	bash scripts/podman-stack.sh status
