@@ -39,6 +39,10 @@ def _succeeded(done: subprocess.CompletedProcess, dag_id: str) -> str:
     return out
 
 
+def score(line: IsolatedLine, path: Path) -> None:
+    _succeeded(line.dag_test(f"{MODEL}_batch_score", {"input_path": str(path), "model": "1"}), f"{MODEL}_batch_score")
+
+
 def _name_image(line: IsolatedLine, image: str | None) -> None:
     path = line.models / MODEL / "spec.yaml"
     raw = yaml.safe_load(path.read_text())
@@ -48,9 +52,7 @@ def _name_image(line: IsolatedLine, image: str | None) -> None:
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
-def test_a_model_trains_and_scores_in_its_runtime_image_exactly_as_in_process(
-    engine, engine_url, project_image, tmp_path
-):
+def test_a_model_trains_and_scores_in_its_image_exactly_as_in_process(engine, engine_url, project_image, tmp_path):
     line = IsolatedLine(tmp_path, LOOPLINE_DOCKER_URL=engine_url)
     shutil.copytree(PROJECT / "models" / MODEL, line.models / MODEL, ignore=shutil.ignore_patterns("__pycache__"))
     line.expectations.mkdir()
@@ -64,11 +66,11 @@ def test_a_model_trains_and_scores_in_its_runtime_image_exactly_as_in_process(
     conf = {"data_version": "v0001"}
 
     _succeeded(line.dag_test(f"{MODEL}_train", {**conf, "reason": "in-process"}), f"{MODEL}_train")
-    _succeeded(line.dag_test(f"{MODEL}_batch_score", {"input_path": str(inbox / "apps.csv"), "model": "1"}), "score")
+    score(line, inbox / "apps.csv")
     _name_image(line, project_image)
     boxed_log = _succeeded(line.dag_test(f"{MODEL}_train", {**conf, "reason": "in the image"}), f"{MODEL}_train")
     assert f"Starting docker container from image {project_image}" in boxed_log
-    _succeeded(line.dag_test(f"{MODEL}_batch_score", {"input_path": str(inbox / "apps.csv"), "model": "1"}), "score")
+    score(line, inbox / "apps.csv")
 
     image_id = subprocess.run(
         [engine, "image", "inspect", "-f", "{{.Id}}", project_image], capture_output=True, text=True, check=True
@@ -97,7 +99,8 @@ def test_a_model_trains_and_scores_in_its_runtime_image_exactly_as_in_process(
     assert recorded[0] == recorded[1]
     import mlflow.lightgbm
 
-    boosters = [mlflow.lightgbm.load_model(r.data.tags["loopline.model_uri"]) for r in (local, boxed)]
+    boosters = [mlflow.lightgbm.load_model(client.get_logged_model(r.data.tags["loopline.model_id"]).artifact_location)
+                for r in (local, boxed)]  # fmt: skip
     assert boosters[0].model_to_string() == boosters[1].model_to_string()
 
     # downstream unchanged: registered, gated against the champion (identical: passes), packaged

@@ -67,9 +67,14 @@ STEPS: dict[str, tuple[Callable[[dict[str, Any], Settings, str | None], dict[str
 }
 
 
+def input_keys(step: str) -> tuple[str, ...]:
+    """The payload keys of ``step`` that name files it reads (outside the settings' folders)."""
+    return _step(step)[1]
+
+
 def input_files(step: str, payload: dict[str, Any]) -> list[Path]:
     """The files outside the settings' folders that ``step`` reads (what a container must also see)."""
-    return [Path(str(payload[key])) for key in _step(step)[1] if payload.get(key)]
+    return [Path(str(payload[key])) for key in input_keys(step) if payload.get(key)]
 
 
 def _step(name: str):

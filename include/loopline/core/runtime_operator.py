@@ -33,7 +33,7 @@ from airflow.providers.docker.operators.docker import DockerOperator
 from docker.types import Mount
 
 from loopline.core.errors import LooplineError
-from loopline.core.runtime import ERROR_MARK, input_files, result_of, step_command
+from loopline.core.runtime import ERROR_MARK, input_files, input_keys, result_of, step_command
 from loopline.core.settings import Settings
 from loopline.core.spec import ModelSpec
 
@@ -94,7 +94,7 @@ class StepInImage(DockerOperator):
 
     def prepare(self, settings: Settings, payload: dict[str, Any], image_id: str) -> None:
         """Command, environment, mounts, user and engine for this run (no engine is contacted here)."""
-        for key in ("input_path",):  # a relative file is the worker's: the container's cwd is another
+        for key in input_keys(self.step):  # a relative file is the worker's: the container's cwd is another
             if payload.get(key):
                 payload[key] = str(Path(str(payload[key])).absolute())
         plain, secret = settings.container_env()
