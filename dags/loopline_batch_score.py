@@ -45,16 +45,22 @@ def build(spec: ModelSpec) -> None:
         doc_md=__doc__,
     )
     def loopline_batch_score():
+        if spec.runtime is not None:  # same step, same settings, in the spec's image (loopline.core.runtime_operator)
+            from loopline.core.runtime_operator import step_in_image
+
+            payload = {"model": model, "input_path": "{{ params.input_path }}", "model_ref": "{{ params.model }}"}
+            step_in_image(spec, "score", {**payload, "run_id": "{{ run_id }}"})
+            return
+
         @task
         def score() -> dict:
+            from loopline.core.runtime import run_step
             from loopline.core.settings import get_settings
-            from loopline.serving.batch_scoring import score_file
 
             context = get_current_context()
-            settings = get_settings()
-            out_dir = settings.scores_dir / model / context["run_id"].replace(":", "_").replace("+", "_")
-            result = score_file(model, context["params"]["input_path"], context["params"]["model"], out_dir, settings)
-            return result.to_dict()
+            params = context["params"]
+            payload = {"model": model, "input_path": params["input_path"], "model_ref": params["model"]}
+            return run_step("score", {**payload, "run_id": context["run_id"]}, get_settings())
 
         score()
 

@@ -84,11 +84,24 @@ def build(spec: ModelSpec) -> None:
 
             return validate_data(TrainRun(**run), _settings())
 
-        @task
-        def train_and_evaluate(run: dict) -> dict:
-            from loopline.training.train_flow import TrainRun, train_and_evaluate
+        def train_and_evaluate(run):
+            """Features → LightGBM → holdout metrics → MLflow: in-process, or in the spec's runtime image."""
+            if spec.runtime is not None:  # same step, same settings, in a container (loopline.core.runtime_operator)
+                from loopline.core.runtime_operator import step_in_image
 
-            return train_and_evaluate(TrainRun(**run), _settings()).to_dict()
+                in_image = step_in_image(
+                    spec, "train_and_evaluate", "{{ ti.xcom_pull(task_ids='start_run') | tojson }}"
+                )
+                run >> in_image
+                return in_image.output
+
+            @task(task_id="train_and_evaluate")
+            def in_process(run: dict) -> dict:
+                from loopline.core.runtime import run_step
+
+                return run_step("train_and_evaluate", run, _settings())
+
+            return in_process(run)
 
         @task
         def register_model(run: dict) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +33,15 @@ def engine() -> str:
     if subprocess.run([podman, "info"], capture_output=True).returncode != 0:
         _no_engine("`podman info` fails")
     return podman
+
+
+@pytest.fixture(scope="session")
+def engine_url(engine) -> str:
+    """The engine's Docker-compatible API (what the Docker provider talks to): `make engine`'s podman socket."""
+    socket = Path(os.environ.get("LOOPLINE_PODMAN_SOCKET", "/run/loopline-podman/podman.sock"))
+    if not socket.is_socket():
+        _no_engine(f"no Docker-API socket at {socket}")
+    return f"unix://{socket}"
 
 
 @pytest.fixture(scope="session")

@@ -243,3 +243,26 @@ def test_a_broken_model_folder_names_itself_and_hides_no_other_dag(tmp_path, mon
     assert path.endswith("loopline_model_folders.py")
     assert "models/broken" in error and "training.valid_weeks" in error and "greater than or equal to 1" in error
     assert "credit_risk_train" in bag.dags and not any(d.startswith("broken_") for d in bag.dags)
+
+
+def test_a_model_with_a_runtime_image_trains_and_scores_in_it_and_the_rest_is_unchanged(tmp_path, monkeypatch):
+    from airflow.providers.docker.operators.docker import DockerOperator
+
+    _copy_model(tmp_path, "credit_risk")
+    _copy_model(tmp_path, "boxed", lambda raw: raw.update(runtime={"image": "loopline:local"}))
+    bag = _bag_for(tmp_path, monkeypatch)
+    assert not bag.import_errors
+    plain, boxed = bag.dags["credit_risk_train"], bag.dags["boxed_train"]
+    assert not isinstance(plain.get_task("train_and_evaluate"), DockerOperator)  # the embedded default: in-process
+    step = boxed.get_task("train_and_evaluate")
+    assert isinstance(step, DockerOperator) and step.image == "loopline:local"
+    assert step.network_mode == "host" and step.retry_policy is PERMANENT_ERRORS and step.retries >= 2
+    # the same graph around it: the downstream tasks read its XCom as they read the in-process task's
+    for dag in (plain, boxed):
+        task = dag.get_task("train_and_evaluate")
+        assert task.upstream_task_ids == {"start_run", "validate_data"}, dag.dag_id
+        assert task.downstream_task_ids == {"register_model"}, dag.dag_id
+    assert {t.task_id for t in plain.tasks} == {t.task_id for t in boxed.tasks}
+    score = bag.dags["boxed_batch_score"].get_task("score")
+    assert isinstance(score, DockerOperator) and score.image == "loopline:local"
+    assert not isinstance(bag.dags["credit_risk_batch_score"].get_task("score"), DockerOperator)

@@ -33,6 +33,7 @@ LINEAGE_TAGS = {
     "loopline.code_commit",
     "loopline.code_dirty",
     "loopline.fingerprint",
+    "loopline.runtime",
     "mlflow.source.git.commit",
 }
 
@@ -77,8 +78,21 @@ def test_fingerprint_ignores_param_order():
         {"params": {"learning_rate": 0.06, "num_leaves": 31, "seed": 42}},
         {"params": {"learning_rate": 0.05, "num_leaves": 31, "seed": 43}},
         {"params": {"learning_rate": 0.05, "num_leaves": 31, "seed": 42, "max_depth": 6}},
+        {"runtime": "image loopline:local"},
     ],
-    ids=["model", "data_version", "data_rev", "data_md5", "features", "commit", "dirty", "lr", "seed", "new-param"],
+    ids=[
+        "model",
+        "data_version",
+        "data_rev",
+        "data_md5",
+        "features",
+        "commit",
+        "dirty",
+        "lr",
+        "seed",
+        "new-param",
+        "runtime",
+    ],  # fmt: skip
 )
 def test_fingerprint_changes_when_any_input_changes(change):
     assert replace(INPUTS, **change).fingerprint() != INPUTS.fingerprint()
@@ -94,10 +108,17 @@ def test_every_field_takes_part_in_the_fingerprint():
         "code_commit": "x",
         "code_dirty": True,
         "params": {},
+        "runtime": "image x",
     }
     assert set(changed) == {f.name for f in fields(TrainingInputs)}  # a new field must be added here too
     prints = {replace(INPUTS, **{name: value}).fingerprint() for name, value in changed.items()}
     assert len(prints) == len(changed) and INPUTS.fingerprint() not in prints
+
+
+def test_an_in_process_run_keeps_the_fingerprint_it_had_before_runtimes_were_recorded():
+    # the known-across-processes key above is built without a runtime: in-process is the default
+    assert INPUTS.runtime == "in-process"
+    assert replace(INPUTS, runtime="image loopline:local").fingerprint() != INPUTS.fingerprint()
 
 
 # --- tags ---------------------------------------------------------------------------------------
@@ -106,6 +127,8 @@ def test_every_field_takes_part_in_the_fingerprint():
 def test_tags_carry_the_whole_lineage():
     tags = INPUTS.tags()
     assert set(tags) == LINEAGE_TAGS
+    assert tags["loopline.runtime"] == "in-process"
+    assert replace(INPUTS, runtime="image loopline:local").tags()["loopline.runtime"] == "image loopline:local"
     assert tags["loopline.model"] == "credit_risk"
     assert tags["loopline.data_version"] == "v0001" and tags["loopline.data_rev"] == "abc123"
     assert tags["loopline.data_md5"] == INPUTS.data_md5 and tags["loopline.feature_version"] == "1"

@@ -354,3 +354,40 @@ def test_a_shadow_phase_longer_than_a_step_may_last_is_an_error(tmp_path):
 
     with pytest.raises(SpecError, match=r"rollout: shadow_seconds \(7200\) must be <= max_step_seconds \(3600\)"):
         load_spec("credit_risk", models_with(tmp_path, edit))
+
+
+# --- runtime image ------------------------------------------------------------------------------
+
+
+def test_without_a_runtime_section_the_model_runs_in_process():
+    assert load_spec("credit_risk", MODELS).runtime is None
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["loopline:local", "localhost/loopline:local", "registry.example:5000/team/loopline:1.4", "loopline",
+     f"localhost/loopline@sha256:{'a' * 64}", "my-org/loop_line__x:v1.2-rc"],
+)  # fmt: skip
+def test_a_runtime_image_reference_loads(tmp_path, image):
+    spec = load_spec("credit_risk", models_with(tmp_path, lambda r: r.update(runtime={"image": image})))
+    assert spec.runtime is not None and spec.runtime.image == image
+
+
+@pytest.mark.parametrize(
+    "runtime,message",
+    [
+        ({"image": "Loopline Local"}, "runtime.image: 'Loopline Local' is not an image reference"),
+        ({"image": "loopline:"}, "runtime.image: 'loopline:' is not an image reference"),
+        ({"image": "loopline:local; rm -rf /"}, "is not an image reference"),
+        ({"image": ""}, "runtime.image: '' is not an image reference"),
+        ({}, "runtime.image: Field required"),
+        ({"image": "loopline:local", "pull": True}, "runtime.pull: unknown key; allowed here: image"),
+        ("loopline:local", "runtime: Input should be a valid dictionary"),
+    ],
+)
+def test_a_bad_runtime_section_is_named_with_what_is_allowed(tmp_path, runtime, message):
+    models = models_with(tmp_path, lambda r: r.update(runtime=runtime))
+    with pytest.raises(SpecError) as err:
+        load_spec("credit_risk", models)
+    assert message in str(err.value)
+    assert str(models / "credit_risk" / "spec.yaml") in str(err.value)

@@ -52,9 +52,15 @@ class TrainingInputs:
     code_commit: str
     code_dirty: bool
     params: dict[str, Any]
+    # Where the model is trained: "in-process" (the worker's own environment) or "image <reference>"
+    # (the spec's runtime image). Part of the fingerprint: another environment may train another model.
+    runtime: str = "in-process"
 
     def fingerprint(self) -> str:
-        payload = json.dumps(asdict(self), sort_keys=True, default=str)
+        inputs = asdict(self)
+        if self.runtime == "in-process":  # as before runtimes were recorded: earlier runs keep their fingerprint
+            del inputs["runtime"]
+        payload = json.dumps(inputs, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def tags(self) -> dict[str, str]:
@@ -67,6 +73,7 @@ class TrainingInputs:
             "loopline.feature_version": self.feature_version,
             "loopline.code_commit": self.code_commit,
             "loopline.code_dirty": str(self.code_dirty).lower(),
+            "loopline.runtime": self.runtime,
             "loopline.fingerprint": self.fingerprint(),
             "mlflow.source.git.commit": self.code_commit,
         }

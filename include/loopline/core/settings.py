@@ -34,6 +34,13 @@ SCHEDULER_ENV = {
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "10",
     "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "60",
 }
+# A task run in a model's runtime image (loopline.core.runtime) gets these settings as environment, plus
+# these variables of this process: the stack's credentials for MLflow and the S3 stores. Names with one
+# of the words below are secrets: handed over apart (never templated, never shown in the UI).
+CONTAINER_ENV_PREFIXES = ("LOOPLINE_", "MLFLOW_", "AWS_")
+_SECRET_WORDS = ("SECRET", "PASSWORD", "TOKEN", "API_KEYS", "ACCESS_KEY")
+# The Docker-API socket `make engine` serves (podman); LOOPLINE_DOCKER_URL or DOCKER_HOST override it.
+PODMAN_SOCKET_URL = "unix:///run/loopline-podman/podman.sock"
 
 
 class SettingsError(LooplineError, ValueError):
@@ -78,6 +85,7 @@ class Settings:
     # The prediction API's keys, (client, SHA-256 hex of the key) pairs (loopline.serving.auth); none: open.
     api_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     require_api_keys: bool = False  # refuse to start the service without keys (the full stack)
+    docker_url: str = PODMAN_SOCKET_URL  # the container engine a model's runtime image runs on
 
     def service_url_for(self, model: str) -> str:
         """Where ``model``'s prediction service answers (its ``/metrics`` are what the rollout gates read).
@@ -135,6 +143,54 @@ class Settings:
             **SCHEDULER_ENV,
             **self._celery_env(),
         }
+
+    def container_env(self, environ: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, str]]:
+        """(plain, secret) environment that gives a process in a runtime image exactly these settings.
+
+        The image's own defaults differ (its project root is /opt/loopline), so the folders every
+        default derives from are passed resolved, beside this process's LOOPLINE_*, MLFLOW_* and
+        AWS_* variables and the library variables of ``loopline env`` (not Airflow's: the container
+        runs a Loopline step, not Airflow). Paths stay valid because ``local_paths`` are mounted at
+        the same place.
+        """
+        environ = dict(os.environ if environ is None else environ)
+        env = {k: v for k, v in environ.items() if k.startswith(CONTAINER_ENV_PREFIXES)}
+        env.update({k: v for k, v in self.as_env().items() if not k.startswith("AIRFLOW")})
+        env.update(
+            LOOPLINE_PROJECT_ROOT=str(self.project_root),
+            LOOPLINE_HOME=str(self.home),
+            LOOPLINE_MODELS_DIR=str(self.models_dir),
+            LOOPLINE_EXPECTATIONS_DIR=str(self.expectations_dir),
+        )
+        secret = {k: v for k, v in env.items() if any(word in k for word in _SECRET_WORDS)}
+        return {k: v for k, v in env.items() if k not in secret}, secret
+
+    def local_paths(self) -> list[tuple[Path, bool]]:
+        """The host folders these settings read or write, (path, writable), outermost only.
+
+        What a runtime image mounts at the same paths: the state folder and every store given as a
+        local path or a SQLite file outside it (writable), the project, models and expectations
+        (read only). Stores behind a URL (Postgres, S3, an MLflow server) need no mount.
+        """
+        writable: list[Path] = []
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name in ("project_root", "models_dir", "expectations_dir"):
+                continue
+            if isinstance(value, Path):
+                writable.append(value)
+            elif isinstance(value, str) and value.startswith("sqlite:///"):
+                writable.append(Path(value.removeprefix("sqlite:///")).parent)
+            elif item.name in ("dvc_remote_url", "mlflow_artifact_root") and "://" not in value:
+                writable.append(Path(value))
+        read_only = [self.project_root, self.models_dir, self.expectations_dir]
+        chosen: list[tuple[Path, bool]] = []
+        candidates = sorted(((p.resolve(), True) for p in writable), key=lambda pair: len(pair[0].parts))
+        for path, rw in [*candidates, *((p.resolve(), False) for p in read_only)]:
+            if any(path.is_relative_to(done) and done_rw >= rw for done, done_rw in chosen):
+                continue  # inside a folder already mounted (at least as writable)
+            chosen.append((path, rw))
+        return sorted(chosen, key=lambda pair: (len(pair[0].parts), str(pair[0])))
 
     def _celery_env(self) -> dict[str, str]:
         if self.airflow_executor != "CeleryExecutor":
@@ -251,6 +307,7 @@ def get_settings() -> Settings:
         ),
         api_keys=_api_keys("LOOPLINE_API_KEYS"),
         require_api_keys=_flag("LOOPLINE_REQUIRE_API_KEYS", False),
+        docker_url=_text("LOOPLINE_DOCKER_URL", _text("DOCKER_HOST", PODMAN_SOCKET_URL)),
     )
     _check(settings)
     return settings

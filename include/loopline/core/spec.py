@@ -6,6 +6,7 @@ instead of silently falling back to a default.
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
@@ -211,6 +212,34 @@ class RolloutSpec(_Strict):
         return self.bake_seconds if self.shadow_seconds is None else self.shadow_seconds
 
 
+# An OCI image reference: [registry[:port]/]path[:tag][@sha256:digest], lower-case path components.
+_IMAGE_REF = re.compile(
+    r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]+)?/)?"
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+)
+
+
+class RuntimeSpec(_Strict):
+    """Where the model's heavy tasks run: an image on the container engine (loopline.core.runtime).
+
+    Without a ``runtime`` section they run in the Airflow worker's own process (the embedded default).
+    The image must already be on the engine (``make image``): Loopline never pulls one.
+    """
+
+    image: str  # e.g. loopline:local (make image), localhost/loopline:local, registry:5000/team/loopline:1.4
+
+    @field_validator("image")
+    @classmethod
+    def _reference(cls, value: str) -> str:
+        if not _IMAGE_REF.match(value) or len(value) > 255:
+            raise ValueError(
+                f"{value!r} is not an image reference; use [registry[:port]/]name[:tag][@sha256:digest] with a"
+                " lower-case name, e.g. loopline:local or localhost/loopline:local"
+            )
+        return value
+
+
 AlertingVerdict = Literal["feature_drift", "performance_risk", "concept_drift"]
 
 
@@ -269,6 +298,8 @@ class ModelSpec(_Strict):
     quality_gate: dict[str, float]
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     monitoring: DriftPolicy = Field(default_factory=DriftPolicy)
+    # An image to run training (and batch scoring) in, through the Docker provider; None: in-process.
+    runtime: RuntimeSpec | None = None
     # The folder the spec was read from: the model's own code (features.py) lives beside it.
     _model_dir: Path | None = PrivateAttr(None)
 

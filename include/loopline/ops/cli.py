@@ -355,6 +355,24 @@ def bento_image(
         raise typer.Exit(1) from None
 
 
+@app.command()
+def step(
+    name: str = typer.Argument(..., help="A heavy step: train_and_evaluate or score (loopline.core.runtime.STEPS)."),
+    input_json: str = typer.Option(..., "--input", help="The step's input as JSON (what XCom carries)."),
+    image_id: str = typer.Option("", help="The runtime image this runs in, recorded in the lineage."),
+) -> None:
+    """Run one heavy step as a DAG task does; its result is the last line (what a runtime image runs)."""
+    from loopline.core.errors import LooplineError
+    from loopline.core.runtime import ERROR_MARK, PERMANENT_EXIT, RESULT_MARK, run_step
+
+    try:
+        result = run_step(name, json.loads(input_json), _settings(), image_id or None)
+    except LooplineError as err:  # permanent: the operator fails the task without retrying
+        print(f"{ERROR_MARK}{type(err).__name__}: {err}", flush=True)
+        raise typer.Exit(PERMANENT_EXIT) from None
+    print(RESULT_MARK + json.dumps(result, default=str), flush=True)
+
+
 @app.command("pull-data")
 def pull_data(
     version: str = typer.Option("latest", help="'latest', 'vNNNN' or a data-registry commit."),

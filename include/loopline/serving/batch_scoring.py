@@ -46,7 +46,10 @@ def resolve_model(model_name: str, model_ref: str, settings: Settings) -> tuple[
     return version, f"models:/{model_name}/{version}"
 
 
-def score_file(model_name: str, input_path: str, model_ref: str, out_dir: Path, settings: Settings) -> ScoringResult:
+def score_file(
+    model_name: str, input_path: str, model_ref: str, out_dir: Path, settings: Settings, runtime: str = "in-process"
+) -> ScoringResult:
+    """Score a file with one version; ``runtime``: where this ran (lineage's ``scored_in``)."""
     import mlflow.lightgbm
 
     from loopline.core import tracking
@@ -81,6 +84,7 @@ def score_file(model_name: str, input_path: str, model_ref: str, out_dir: Path, 
         "input": str(path),
         "input_sha256": sha256_of(path),
         "rows": len(result),
+        "scored_in": runtime,
         **{k: v for k, v in model_tags.items() if k.startswith("loopline.")},
     }
     lineage_path = out_dir / "lineage.json"

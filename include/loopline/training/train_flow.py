@@ -17,6 +17,8 @@ import pandas as pd
 from loopline.core.errors import LooplineError
 from loopline.core.features import build_features
 from loopline.core.lineage import TrainingInputs, code_version
+from loopline.core.runtime import IMAGE_ID_TAG
+from loopline.core.runtime import describe as describe_runtime
 from loopline.core.settings import Settings
 from loopline.core.spec import ModelSpec, load_spec
 from loopline.core.tasks import task_of
@@ -87,6 +89,7 @@ def start(
         code_commit=code.commit,
         code_dirty=code.dirty,
         params={**merge_params(spec.training.params, overrides), "seed": spec.training.seed},
+        runtime=describe_runtime(spec),
     )
     client = tracking.client_for(settings)
     exp_id = tracking.experiment_id(client, model_name, settings)
@@ -121,8 +124,11 @@ def validate_data(run: TrainRun, settings: Settings) -> dict[str, Any]:
     return {"success": True, "rows": len(frame), "summary": report.summary()}
 
 
-def train_and_evaluate(run: TrainRun, settings: Settings) -> TrainRun:
-    """Features → LightGBM → holdout metrics → MLflow (params, metrics, importances, calibration, model)."""
+def train_and_evaluate(run: TrainRun, settings: Settings, image_id: str | None = None) -> TrainRun:
+    """Features → LightGBM → holdout metrics → MLflow (params, metrics, importances, calibration, model).
+
+    ``image_id``: the runtime image this runs in (recorded on the run), None in-process.
+    """
     if run.reused:
         log.info("MLflow run %s already holds a model for these exact inputs; not retraining", run.run_id)
         return run
@@ -160,6 +166,8 @@ def train_and_evaluate(run: TrainRun, settings: Settings) -> TrainRun:
             model.booster, name=tracking.MODEL_ARTIFACT, signature=signature, input_example=features.head(5)
         )
         mlflow.set_tags({"loopline.model_uri": info.model_uri, "loopline.model_id": info.model_id or ""})
+        if image_id:
+            mlflow.set_tag(IMAGE_ID_TAG, image_id)
     return run
 
 
