@@ -169,3 +169,33 @@ def test_stored_targets_keep_missing_outcomes_and_pass_a_type_check(tmp_path):
     assert classes.tolist()[0] == "1" and classes.isna().tolist() == [False, True, False]
     labels = TASKS["multiclass"].stored_target(pd.Series(["high", "low"], dtype=object))  # none missing
     assert labels.tolist() == ["high", "low"] and str(labels.dtype) == "string"
+
+
+@pytest.mark.parametrize(
+    ("params", "transform"),
+    [
+        ({"objective": "binary"}, "sigmoid"),
+        ({"objective": "binary", "sigmoid": 2.0}, "sigmoid"),
+        ({"objective": "regression"}, "identity"),
+        ({"objective": "huber"}, "identity"),
+        ({"objective": "multiclass", "num_class": 3}, "softmax"),
+        ({"objective": "poisson"}, None),  # exp of the raw score: predict is asked, not derived
+        ({"objective": "binary", "boosting": "rf", "bagging_freq": 1, "bagging_fraction": 0.8}, None),
+    ],
+)
+def test_the_prediction_from_contributions_is_what_predict_answers(params, transform, tmp_path):
+    import lightgbm as lgb
+
+    from loopline.serving.scoring import _output_of_raw, _predicted
+
+    rng = np.random.default_rng(3)
+    x = rng.random((600, 5))
+    y = {"multiclass": (x[:, 0] * 3).astype(int), "binary": (x[:, 0] + x[:, 1] > 1).astype(int)}.get(
+        params["objective"], np.exp(x[:, 0])
+    )
+    trained = lgb.train({**params, "verbose": -1}, lgb.Dataset(x, y), 30)
+    trained.save_model(tmp_path / "model.txt")
+    for booster in (trained, lgb.Booster(model_file=str(tmp_path / "model.txt"))):  # in memory and as served
+        assert (_output_of_raw(booster) or (None,))[0] == transform
+        contributions = booster.predict(x, pred_contrib=True)
+        np.testing.assert_allclose(_predicted(booster, x, contributions, None, 1), booster.predict(x), atol=1e-12)

@@ -47,6 +47,47 @@ def _reason_matrix(
 
 PARALLEL_ROWS = 100  # from this many rows in one call, LightGBM's threads pay for their start-up
 
+# Objectives whose prediction is a known function of the raw score (the row sum of ``pred_contrib``).
+_IDENTITY = frozenset({"regression", "regression_l1", "huber", "fair", "quantile", "mape"})
+
+
+@lru_cache(maxsize=32)
+def _output_of_raw(booster: lgb.Booster) -> tuple[str, float] | None:
+    """How this booster turns its raw score into ``predict``'s output, or None where it is not known here.
+
+    ``pred_contrib`` sums, per row (and class), to the raw score: TreeSHAP's contributions plus the bias
+    add up to the model's output. So one ``pred_contrib`` call gives the prediction too, and the online
+    path makes one booster call instead of two. Only gbdt with these objectives; anything else (rf's
+    averaging, poisson's exp, custom objectives) keeps the second ``predict`` call.
+    """
+    params = booster.params or {}
+    objective = str(params.get("objective", "")).split()[0] if params.get("objective") else ""
+    if str(params.get("boosting", "gbdt")) != "gbdt":
+        return None
+    if objective == "binary":
+        return "sigmoid", float(params.get("sigmoid", 1.0))
+    if objective == "multiclass":
+        return "softmax", 1.0
+    if objective in _IDENTITY:
+        return "identity", 1.0
+    return None
+
+
+def _predicted(
+    booster: lgb.Booster, matrix: np.ndarray, contributions: np.ndarray, iteration: int | None, num_threads: int
+) -> np.ndarray:
+    """``booster.predict(matrix)``, from the contributions where the objective allows (see ``_output_of_raw``)."""
+    transform = _output_of_raw(booster)
+    if transform is None:
+        return booster.predict(matrix, num_iteration=iteration, num_threads=num_threads)
+    kind, scale = transform
+    if kind == "softmax":
+        raw = contributions.reshape(len(matrix), booster.num_model_per_iteration(), -1).sum(axis=2)
+        raw = np.exp(raw - raw.max(axis=1, keepdims=True))
+        return raw / raw.sum(axis=1, keepdims=True)
+    raw = contributions.sum(axis=1)
+    return 1.0 / (1.0 + np.exp(-scale * raw)) if kind == "sigmoid" else raw
+
 
 @dataclass(frozen=True)
 class Answers:
@@ -90,7 +131,8 @@ def score_arrays(
 
     ``cols`` maps each raw feature to a float64 array (categoricals as the spec's codes:
     ``FeatureSet.raw_arrays``, or ``FeatureSet.codes`` per request). No DataFrame on this
-    path: one online application costs little more than the booster's own two calls.
+    path: one online application costs little more than the booster's ``pred_contrib`` call, which gives
+    the prediction too (``_predicted``).
     What score and decision mean depends on the model's task (``loopline.core.tasks``).
 
     By default the row count picks the threads: one below ``PARALLEL_ROWS`` (an online
@@ -107,8 +149,8 @@ def score_arrays(
         num_threads = 0 if n >= PARALLEL_ROWS else 1
     task = task_of(spec)
     iteration = booster.best_iteration or None
-    predicted = booster.predict(matrix, num_iteration=iteration, num_threads=num_threads)
     contributions = booster.predict(matrix, num_iteration=iteration, pred_contrib=True, num_threads=num_threads)
+    predicted = _predicted(booster, matrix, contributions, iteration, num_threads)
     explained = task.explained(contributions, predicted, spec)
     to_raw, raw_names = _reason_matrix(tuple(names), tuple(sorted(features.sources.items())))
     top_idx = np.argsort(-(explained @ to_raw), axis=1, kind="stable")[:, :top]
