@@ -271,7 +271,7 @@ def test_the_report_serialises_and_renders_a_self_contained_page(detector, refer
     assert all(ElementTree.fromstring(svg).tag.endswith("svg") for svg in svgs)  # well-formed inline SVG
     for name in SPEC.features.names:
         assert f"<td>{name}</td>" in page
-    assert "FEATURE DRIFT" in page and "champion" in page and "effect size (PSI)" in page
+    assert "FEATURE DRIFT" in page and "champion" in page and "effect size (floor)" in page
     assert "<script" not in page and "src=" not in page and "href=" not in page and "@import" not in page
 
 
@@ -354,3 +354,46 @@ def test_a_large_window_is_compared_as_a_bounded_sample(detector, reference, mon
     assert any("compared as a seeded sample of 1,000" in r for r in report.reasons)
     again = detection.check(detector, reference, window, SPEC, {}, scores, scores, POLICY)
     assert again.to_dict() == report.to_dict()  # seeded: the same window gives the same report
+
+
+# --- the effect-size floor that knows the window's size ------------------------------------------
+
+
+def test_the_expected_null_shift_is_what_sampling_noise_gives():
+    rng = np.random.default_rng(3)
+    for n in (200, 2_000):
+        pairs = [(rng.gamma(2.0, 1.5, 5_000), rng.gamma(2.0, 1.5, n)) for _ in range(200)]  # both sides sampled
+        simulated = np.mean([detection.normalised_wasserstein(ref, cur) for ref, cur in pairs])
+        expected = np.mean([detection.expected_null_shift(ref, n) for ref, _ in pairs])
+        assert abs(expected / simulated - 1) < 0.1
+    reference = rng.gamma(2.0, 1.5, 5_000)
+    assert detection.normalised_wasserstein(reference, reference + 0.3 * reference.std()) == pytest.approx(0.3)
+    assert detection.expected_null_shift(np.ones(100), 50) == 0.0  # a constant reference has no noise to scale
+
+
+def test_the_floor_is_noise_for_small_windows_and_min_shift_for_big_ones():
+    policy = DriftPolicy()
+    rng = np.random.default_rng(4)
+    reference = rng.normal(size=20_000)
+    floors = [
+        detection.effect_floor("numeric", policy, 20_000, n, detection.expected_null_shift(reference, n))
+        for n in (200, 2_000, 1_000_000)
+    ]
+    assert floors[0] > 0.2 > floors[1] > 0.06 and floors[2] == policy.min_shift  # 3x noise; noise ~ 1/sqrt(n)
+    assert detection.effect_floor("categorical", policy, 20_000, 2_000, levels=4) == policy.min_psi
+    assert detection.effect_floor("categorical", policy, 20_000, 20, levels=4) > 0.4  # 3 x 3 x (1/20 + 1/20000)
+    with pytest.raises(ValueError):
+        DriftPolicy(noise_multiple=0.5)  # below the noise itself: the floor would let noise through
+    with pytest.raises(ValueError):
+        DriftPolicy(min_shift=0)
+
+
+def test_a_small_move_of_one_input_is_caught_in_a_big_window_and_only_that_input(detector, reference, champion):
+    window = make_batch(5, 2_000, seed=61)
+    window["age"] = window["age"] + 0.15 * reference["age"].std()  # 0.15 SD: PSI about 0.02, far below 0.1
+    report = _check(detector, reference, champion, window)
+    assert report.drifted_features == ["age"] and report.verdict == "feature_drift"
+    age = next(f for f in report.features if f.name == "age")
+    assert age.shift == pytest.approx(0.15, abs=0.03) and age.effect_floor < 0.1 and age.psi < POLICY.min_psi
+    assert "age (shift 0.1" in report.reasons[0]
+    assert {"shift", "effect_floor"} <= set(report.feature_rows()[0])

@@ -265,7 +265,13 @@ class DriftPolicy(_Strict):
     window_hours: float = Field(24, gt=0)  # recent prediction-log window compared with the reference
     min_window: int = Field(500, ge=10)  # fewer live rows than this: no verdict
     p_value: float = Field(0.05, gt=0, lt=1)  # FDR level across features (TabularDrift, correction='fdr')
-    min_psi: float = Field(0.1, gt=0)  # effect size a feature must also reach to count as drifted
+    # A significant input counts as drifted only with an effect size beyond a floor that knows the window's size
+    # (loopline.monitoring.detection): numeric, the shift in reference SDs (normalised Wasserstein distance) must
+    # reach min_shift and noise_multiple x what sampling noise gives at this window size; categorical, the PSI
+    # over the levels must reach min_psi and noise_multiple x PSI's expectation under no shift.
+    min_shift: float = Field(0.05, gt=0)  # numeric inputs: a move below this many SDs is never worth an alert
+    min_psi: float = Field(0.1, gt=0)  # categorical inputs: the PSI a significant change must also reach
+    noise_multiple: float = Field(3.0, ge=1)  # effect sizes must also be this many times their no-shift expectation
     score_psi: float = Field(0.2, gt=0)  # score-distribution PSI that confirms on its own (with p < p_value)
     min_labelled: int = Field(300, ge=10)  # labelled live rows before live quality is judged
     # Live quality worse than the holdout's by more than this: concept drift (the task's live metric:

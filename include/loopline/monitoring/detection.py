@@ -4,10 +4,26 @@ The live window of the prediction log against the champion's training data
 (``fit_detector`` / ``load_or_fit`` / ``check``). Per feature, alibi-detect's
 ``TabularDrift`` runs a two-sample K-S test (numeric) or a chi-squared test (categorical),
 with the Benjamini-Hochberg FDR correction across features. Statistical significance
-alone is not enough: on large windows a K-S test finds differences nobody cares about,
-so a feature counts as *drifted* only if it is significant **and** its population
-stability index reaches ``policy.min_psi``. One drifted feature makes the verdict
-``feature_drift``; the report says how much of the model's importance the drifted features
+alone is not enough: on large windows a test finds differences nobody cares about, so a
+feature counts as *drifted* only if it is significant **and** its effect size reaches a floor
+that knows the window's size (``effect_floor``):
+
+- numeric inputs: the normalised Wasserstein distance, i.e. how far the values moved in
+  reference standard deviations (a mean shift of 0.2 SD scores 0.2; Evidently's default for
+  reference samples over 1,000 rows). Floor: ``policy.min_shift`` (what is worth telling anyone
+  however many rows show it) or ``policy.noise_multiple`` times the distance sampling noise
+  alone gives, on average, between a reference of m rows and a window of n, whichever is
+  larger. That noise is known in closed form: the two empirical CDFs differ by
+  sqrt(1/n + 1/m) times a Brownian bridge B(F(x)), and E|B(t)| = sqrt(2/pi) sqrt(t(1-t)), so
+  E[W1] = sqrt(2/pi) sqrt(1/n + 1/m) integral sqrt(F(1-F)) dx, read off the reference sample
+  (``expected_null_shift``). A 2,000-row window against 20,000 reference rows has noise about
+  0.025 SD, so three times that (0.075 SD) is the floor there: a 0.1 SD move is caught, noise is
+  not; a 200-row window needs 0.25 SD; a million rows need ``min_shift``.
+- categorical inputs: the PSI over the levels, with the same rule: ``policy.min_psi`` or
+  ``noise_multiple`` times PSI's expectation under no shift, (k - 1)(1/n + 1/m) for k levels.
+
+One drifted feature makes the verdict ``feature_drift``; the report says how much of the
+model's importance the drifted features
 carry. The score distribution is compared too (K-S p < ``policy.p_value`` and PSI >=
 ``policy.score_psi`` = *shifted*): the score is the task's (``loopline.core.tasks``): a
 probability, a predicted value, or the predicted class's probability.
@@ -342,6 +358,53 @@ def _fmt_num(x: float) -> str:
     return f"{x:.3g}"
 
 
+def expected_null_shift(reference: np.ndarray, n: int) -> float:
+    """E[normalised Wasserstein distance] between ``reference`` and an n-row sample of the same distribution.
+
+    sqrt(2/pi) sqrt(1/n + 1/m) integral sqrt(F(1-F)) dx / sd (see the module docstring), with F the
+    reference's empirical CDF and m its size: what sampling noise alone makes the distance, on average.
+    """
+    ref = np.sort(np.asarray(reference, dtype="float64"))
+    ref = ref[~np.isnan(ref)]
+    m = len(ref)
+    sd = float(ref.std()) if m else 0.0
+    if m < 2 or n < 1 or sd == 0:
+        return 0.0
+    f = np.arange(1, m) / m
+    spread = float(np.sum(np.sqrt(f * (1 - f)) * np.diff(ref)))
+    return math.sqrt(2 / math.pi) * math.sqrt(1 / n + 1 / m) * spread / sd
+
+
+def normalised_wasserstein(reference: np.ndarray, current: np.ndarray) -> float:
+    """Wasserstein-1 distance between the samples in reference SDs (inf if only the reference is constant)."""
+    from scipy.stats import wasserstein_distance
+
+    ref, cur = np.asarray(reference, dtype="float64"), np.asarray(current, dtype="float64")
+    ref, cur = ref[~np.isnan(ref)], cur[~np.isnan(cur)]
+    if not len(ref) or not len(cur):
+        return 0.0
+    distance = float(wasserstein_distance(ref, cur))
+    sd = float(ref.std())
+    if sd == 0:
+        return 0.0 if distance == 0 else math.inf
+    return distance / sd
+
+
+def effect_floor(
+    kind: str, policy: DriftPolicy, n_reference: int, n_current: int, null_shift: float = 0.0, levels: int = 2
+) -> float:
+    """The effect size a significant input must reach to count as drifted, for this window's size.
+
+    Numeric (``null_shift``: ``expected_null_shift`` for this window): max(``min_shift``,
+    ``noise_multiple`` x null_shift). Categorical with ``levels`` categories: max(``min_psi``,
+    ``noise_multiple`` x (levels - 1)(1/n + 1/m)), PSI's expectation under no shift.
+    """
+    if kind == "numeric":
+        return max(policy.min_shift, policy.noise_multiple * null_shift)
+    noise = max(levels - 1, 1) * (1 / max(n_current, 1) + 1 / max(n_reference, 1))
+    return max(policy.min_psi, policy.noise_multiple * noise)
+
+
 def bh_adjusted(p_values: np.ndarray) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values (q-values), for display next to the detector's decision."""
     p = np.asarray(p_values, dtype="float64")
@@ -371,8 +434,10 @@ class FeatureDrift:
     p_value: float  # the test's own p-value
     q_value: float  # Benjamini-Hochberg adjusted p-value (display)
     significant: bool  # the detector's FDR decision at policy.p_value
-    psi: float  # effect size
-    drifted: bool  # significant and psi >= policy.min_psi
+    psi: float  # population stability index (the effect size of a categorical input; shown for all)
+    shift: float | None  # numeric: normalised Wasserstein distance, in reference SDs (the effect size); else None
+    effect_floor: float  # the effect size (shift, or PSI for a categorical) needed here: see effect_floor()
+    drifted: bool  # significant and the effect size >= effect_floor
     missing_reference: float  # share of missing (numeric) or missing/unknown (categorical) values
     missing_current: float
     histogram: Histogram = field(repr=False)
@@ -418,7 +483,10 @@ class DriftReport:
 
     def feature_rows(self) -> list[dict[str, Any]]:
         """The per-feature table without histograms (compact; for ``loopline_drift_checks.features``)."""
-        keep = ("name", "kind", "importance", "statistic", "p_value", "q_value", "significant", "psi", "drifted")
+        keep = (
+            "name", "kind", "importance", "statistic", "p_value", "q_value", "significant", "psi", "shift",
+            "effect_floor", "drifted",
+        )  # fmt: skip
         return [jsonable({k: getattr(f, k) for k in keep}) for f in self.features]
 
     def summary(self) -> str:
@@ -568,6 +636,10 @@ def check(
         ref_col, cur_col = x_ref[:, i], x_cur[:, i]
         if numeric:
             effect = psi(ref_col, cur_col)
+            shift = normalised_wasserstein(ref_col, cur_col)
+            floor = effect_floor(
+                "numeric", policy, len(ref_col), len(cur_col), expected_null_shift(ref_col, len(cur_col))
+            )
             ref_raw = pd.to_numeric(sample[name], errors="coerce").to_numpy(dtype="float64")
             cur_raw = pd.to_numeric(current[name], errors="coerce").to_numpy(dtype="float64")
             missing_ref, missing_cur = float(np.isnan(ref_raw).mean()), float(np.isnan(cur_raw).mean())
@@ -575,10 +647,14 @@ def check(
         else:
             levels = spec.features.categorical[name]
             effect = categorical_psi(ref_col, cur_col)
+            shift = None
+            seen = len(np.union1d(np.unique(ref_col), np.unique(cur_col)))
+            floor = effect_floor("categorical", policy, len(ref_col), len(cur_col), levels=seen)
             missing_ref = float(np.mean(ref_col == len(levels)))
             missing_cur = float(np.mean(cur_col == len(levels)))
             histogram = _categorical_histogram(ref_col, cur_col, levels)
         significant = threshold is not None and bool(p_values[i] < threshold)
+        size = shift if shift is not None else effect
         features.append(
             FeatureDrift(
                 name=name,
@@ -590,7 +666,9 @@ def check(
                 q_value=float(q_values[i]),
                 significant=significant,
                 psi=effect,
-                drifted=bool(significant and effect >= policy.min_psi),
+                shift=shift,
+                effect_floor=floor,
+                drifted=bool(significant and size >= floor),
                 missing_reference=missing_ref,
                 missing_current=missing_cur,
                 histogram=histogram,
@@ -645,19 +723,23 @@ def _reasons(
             " before it judges (the statistics below are for information)"
         )
     drifted = sorted((f for f in features if f.drifted), key=lambda f: -f.importance)
+    rule = (
+        f"FDR q < {policy.p_value} and an effect beyond both min_shift {policy.min_shift} SD (numeric) or"
+        f" min_psi {policy.min_psi} (categorical) and {policy.noise_multiple:g}x what noise gives at this window size"
+    )
     if drifted:
-        listed = ", ".join(f"{f.name} (PSI {f.psi:.2f}, importance {f.importance:.2f})" for f in drifted)
+        listed = ", ".join(f"{f.name} ({effect_text(f)}, importance {f.importance:.2f})" for f in drifted)
         reasons.append(
-            f"{len(drifted)} of {len(features)} features drifted (FDR q < {policy.p_value} and PSI >= "
-            f"{policy.min_psi}): {listed}; they carry {drift_share:.2f} of the model's importance"
+            f"{len(drifted)} of {len(features)} features drifted ({rule}): {listed};"
+            f" they carry {drift_share:.2f} of the model's importance"
         )
     else:
-        reasons.append(f"no feature drifted (FDR q < {policy.p_value} and PSI >= {policy.min_psi})")
-    small = [f.name for f in features if f.significant and not f.drifted]
+        reasons.append(f"no feature drifted ({rule})")
+    small = [f for f in features if f.significant and not f.drifted]
     if small:
         reasons.append(
-            f"{len(small)} feature(s) differ significantly but with an effect below PSI {policy.min_psi}"
-            f" (not counted): {', '.join(small)}"
+            f"{len(small)} feature(s) differ significantly but with an effect below the floor (not counted): "
+            + ", ".join(f"{f.name} ({effect_text(f)})" for f in small)
         )
     if score is None:
         reasons.append("score drift not checked: no scores given for both the reference and the window")
@@ -672,3 +754,10 @@ def _reasons(
             f" (confirms at p < {policy.p_value} and PSI >= {policy.score_psi})"
         )
     return reasons
+
+
+def effect_text(feature: FeatureDrift) -> str:
+    """A feature's effect size against its floor, in words: "shift 0.12 SD >= 0.07" or "PSI 0.15 >= 0.10"."""
+    if feature.shift is not None:
+        return f"shift {feature.shift:.3f} SD, floor {feature.effect_floor:.3f}"
+    return f"PSI {feature.psi:.3f}, floor {feature.effect_floor:.3f}"

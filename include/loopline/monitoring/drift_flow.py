@@ -241,6 +241,7 @@ def check(
 
 def explain(verdict, report, effect, concept, decision, policy) -> str:
     """The check in words a person can act on: the verdict, what moved and how much it matters, what happens."""
+    from loopline.monitoring.detection import effect_text
     from loopline.monitoring.verdicts import HEADLINES
 
     lines = [HEADLINES[verdict]]
@@ -248,7 +249,7 @@ def explain(verdict, report, effect, concept, decision, policy) -> str:
     if drifted:
         lines.append(
             "inputs that moved: "
-            + ", ".join(f"{f.name} (PSI {f.psi:.2f}, {f.importance:.0%} of the model's importance)" for f in drifted)
+            + ", ".join(f"{f.name} ({effect_text(f)}, {f.importance:.0%} of the model's importance)" for f in drifted)
         )
     if report.score is not None and report.score.shifted:
         lines.append(f"the score distribution moved (PSI {report.score.psi:.3f} >= {policy.score_psi})")

@@ -115,13 +115,13 @@ def render_html(
         rows.append(
             f'<tr class="{"drifted" if f.drifted else ""}"><td>{e(f.name)}</td><td>{e(f.kind)}</td>'
             f"<td>{f.importance:.3f}</td><td>{e(f.test)} {f.statistic:.3g}</td><td>{fmt_p(f.p_value)}</td>"
-            f"<td>{fmt_p(f.q_value)}</td><td>{f.psi:.3f}</td>"
+            f"<td>{fmt_p(f.q_value)}</td><td>{_effect_cell(f)}</td>"
             f"<td>{f.missing_reference:.1%} → {f.missing_current:.1%}</td>"
             f"<td>{'yes' if f.significant else 'no'}</td><td>{'DRIFTED' if f.drifted else 'no'}</td></tr>"
         )
     table = (
         '<table class="features"><thead><tr><th>feature</th><th>kind</th><th>importance</th><th>statistic</th>'
-        "<th>p-value</th><th>q-value (FDR)</th><th>effect size (PSI)</th><th>missing ref → live</th>"
+        "<th>p-value</th><th>q-value (FDR)</th><th>effect size (floor)</th><th>missing ref → live</th>"
         "<th>significant</th><th>drifted</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
         if rows
         else '<p class="muted">no live rows: nothing to compare</p>'
@@ -179,8 +179,12 @@ def render_html(
 <ul>{"".join(f"<li>{e(r)}</li>" for r in report.reasons)}</ul>
 <h2>Features</h2>
 <p class="muted">A feature drifted if the FDR-corrected test is significant at q &lt; {policy["p_value"]}
-and its PSI is at least {policy["min_psi"]}. Numeric: two-sample K-S; categorical: chi-squared over the
-spec's levels plus one code for missing/unknown. Missing numeric values are compared as the reference median.</p>
+and its effect size reaches the floor for this window's size: numeric, the shift in reference SDs
+(normalised Wasserstein distance) at least {policy.get("min_shift", 0.05)} and
+{policy.get("noise_multiple", 3.0)}&times; what sampling noise alone gives; categorical, the PSI at least
+{policy["min_psi"]} and {policy.get("noise_multiple", 3.0)}&times; its no-shift expectation. Numeric: two-sample
+K-S; categorical: chi-squared over the spec's levels plus one code for missing/unknown. Missing numeric values
+are compared as the reference median.</p>
 {table}
 <h2>Distributions</h2>
 <p class="legend"><span style="background:{_REF_COLOUR}"></span>reference (champion's training data)
@@ -189,6 +193,13 @@ spec's levels plus one code for missing/unknown. Missing numeric values are comp
 <p class="muted">Policy: {e(", ".join(f"{k}={v}" for k, v in policy.items()))}</p>
 </body></html>
 """
+
+
+def _effect_cell(feature: Any) -> str:
+    shift = getattr(feature, "shift", None)
+    floor = getattr(feature, "effect_floor", None)
+    size = f"shift {shift:.3f} SD" if shift is not None else f"PSI {feature.psi:.3f}"
+    return size if floor is None else f"{size} ({floor:.3f})"
 
 
 def _policy(policy: Mapping[str, Any]):

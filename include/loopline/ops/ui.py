@@ -659,7 +659,11 @@ def _number(value: Any, fmt: str) -> str:
 def _moved_inputs(features: Any) -> str:
     """'age (PSI 0.31, 12%), ...' for the drifted inputs of a check, most important first; '-' for none."""
     moved = sorted((f for f in features or [] if f.get("drifted")), key=lambda f: -(f.get("importance") or 0))
-    return ", ".join(f"{f['name']} (PSI {f['psi']:.2f}, {f['importance']:.0%})" for f in moved) or "-"
+
+    def size(f: dict) -> str:
+        return f"shift {f['shift']:.2f} SD" if f.get("shift") is not None else f"PSI {f['psi']:.2f}"
+
+    return ", ".join(f"{f['name']} ({size(f)}, {f['importance']:.0%})" for f in moved) or "-"
 
 
 def _estimated_vs_realised(impact: Any) -> str:
