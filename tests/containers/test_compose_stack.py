@@ -86,6 +86,7 @@ def stack_env(engine, project_image, tmp_path):
         LOOPLINE_STACK_ENV_FILE=str(env_file),
         COMPOSE_PROJECT_NAME=PROJECT,
         LOOPLINE_IMAGE_TAG=project_image.rsplit(":", 1)[1],
+        LOOPLINE_STACK_WAIT_SECONDS="1800",  # bounds a stuck start only: two busy cores take minutes
     )
     yield env, env_file, api_key
     down = _stack(env, "down", "--volumes", check=False)
