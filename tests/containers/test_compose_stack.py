@@ -65,7 +65,7 @@ def _diagnose(engine: str, env: dict[str, str]) -> str:
     status = _stack(env, "compose", "run", "--rm", "airflow-cli", "loopline", "status", check=False)
     logs = {
         service: subprocess.run([engine, "logs", "--tail", "40", f"{PROJECT}_{service}_1"], capture_output=True,
-                                text=True).stdout + ""
+                                text=True).stdout
         for service in ("airflow-worker", "airflow-scheduler", "credit-risk")
     }  # fmt: skip
     return f"states: {_states(engine)}\nloopline status:\n{status.stdout[-3000:]}\n" + "\n".join(

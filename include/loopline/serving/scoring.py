@@ -61,7 +61,7 @@ def _output_of_raw(booster: lgb.Booster) -> tuple[str, float] | None:
     averaging, poisson's exp, custom objectives) keeps the second ``predict`` call.
     """
     params = booster.params or {}
-    objective = str(params.get("objective", "")).split()[0] if params.get("objective") else ""
+    objective = str(params.get("objective") or "").partition(" ")[0]  # "binary sigmoid:1" in a model file
     if str(params.get("boosting", "gbdt")) != "gbdt":
         return None
     if objective == "binary":
