@@ -10,11 +10,11 @@ Standard library only; the podman socket is mounted at $PODMAN_SOCKET.
 
 import http.client
 import json
-from concurrent.futures import ThreadPoolExecutor
 import os
 import socket
 import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 
 SOCKET = os.environ.get("PODMAN_SOCKET", "/run/podman/podman.sock")
 TICK_SECONDS = 1.0
@@ -42,30 +42,38 @@ def api(path: str):
         connection.close()
 
 
-def running_with_healthcheck() -> dict[str, float]:
+def interval_of(container_id: str, known: dict[str, float | None]) -> float | None:
+    """A container's check interval in seconds (None: it has no check); a container's config never changes."""
+    if container_id not in known:
+        status, info = api(f"/containers/{container_id}/json")
+        if status != 200:
+            return None  # gone between the listing and now: asked again if it shows up again
+        check = (info or {}).get("Config", {}).get("Healthcheck")
+        has_check = bool(check and check.get("Test") and check["Test"][0] != "NONE")
+        known[container_id] = max((check.get("Interval") or 30_000_000_000) / 1e9, 1.0) if has_check else None
+    return known[container_id]
+
+
+def running_with_healthcheck(known: dict[str, float | None]) -> dict[str, float]:
     """Container id -> its check interval in seconds, for every running container that has a check."""
     status, containers = api("/containers/json?" + urllib.parse.urlencode({"filters": '{"status":["running"]}'}))
     if status != 200:
         raise RuntimeError(f"podman API: listing containers answered {status}")
-    due = {}
-    for container in containers or []:
-        status, info = api(f"/containers/{container['Id']}/json")
-        check = (info or {}).get("Config", {}).get("Healthcheck") if status == 200 else None
-        if check and check.get("Test") and check["Test"][0] != "NONE":
-            due[container["Id"]] = max((check.get("Interval") or 30_000_000_000) / 1e9, 1.0)
-    return due
+    intervals = {container["Id"]: interval_of(container["Id"], known) for container in containers or []}
+    return {container_id: interval for container_id, interval in intervals.items() if interval is not None}
 
 
 def main() -> None:
     last_run: dict[str, float] = {}
     in_flight: dict[str, object] = {}
+    known: dict[str, float | None] = {}
     print(f"running health checks through {SOCKET}", flush=True)
     # checks run in parallel (an `airflow jobs check` takes seconds), one at a time per container
     with ThreadPoolExecutor(max_workers=16) as pool:
         while True:
             now = time.monotonic()
             try:
-                for container_id, interval in running_with_healthcheck().items():
+                for container_id, interval in running_with_healthcheck(known).items():
                     # like a timer: the first check one interval after the container is first seen
                     last = last_run.setdefault(container_id, now)
                     busy = container_id in in_flight and not in_flight[container_id].done()
