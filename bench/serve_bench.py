@@ -421,7 +421,9 @@ def per_request_cost(booster_file: Path, model_version: str, app: dict, log_dir:
 
     from loopline.core.features import feature_set
     from loopline.serving import bento_service
+    from loopline.serving.log_monitor import PredictionLogMonitor
     from loopline.serving.online import RoutedScorer, Rows
+    from loopline.serving.prediction_log import monitor_name
     from loopline.serving.request_schema import answers
 
     spec, cls = bento_service.SPEC, bento_service.ModelService.inner
@@ -430,6 +432,7 @@ def per_request_cost(booster_file: Path, model_version: str, app: dict, log_dir:
     svc.settings = dataclasses.replace(bento_service.get_settings(), prediction_log_dir=log_dir)
     svc.scorer = RoutedScorer(spec, load=None, state=None, pinned_version=model_version, pinned_booster=booster)
     svc.secret = svc.settings.pseudonym_secret
+    svc.prediction_log = PredictionLogMonitor(monitor_name(spec.name), str(log_dir))
     registry = prom.CollectorRegistry()
     labels = ["model_version", "arm"]
     svc.predictions = prom.Counter("p", "p", [*labels, "decision"], registry=registry)
@@ -438,6 +441,7 @@ def per_request_cost(booster_file: Path, model_version: str, app: dict, log_dir:
     svc.scores = prom.Histogram("s", "s", labels, buckets=[i / 20 for i in range(1, 21)], registry=registry)
     svc.weights = prom.Gauge("w", "w", labels, registry=registry)
     svc._weights_revision, svc._weight_series = None, set()
+    svc._label_series = {}
     api = getattr(cls.predict, "func", cls.predict)
 
     application = bento_service.Application

@@ -183,3 +183,51 @@ def test_readers_of_the_prediction_log_get_answers_unless_they_ask_for_the_shado
     assert list(answers["arm"]) == ["champion"] and list(answers["model_version"]) == ["1"]
     both = read_window(tmp_path, "credit_risk", shadow=True).rows
     assert list(both["arm"]) == ["champion", "shadow"]
+
+
+def test_the_prediction_log_monitor_writes_what_readers_and_bentoml_expect(tmp_path):
+    """PredictionLogMonitor: BentoML's default monitor's files and lines, through ``write`` and ``bentoml.monitor``."""
+    import json
+    import time
+
+    import bentoml
+
+    from loopline.serving.log_monitor import PredictionLogMonitor
+    from loopline.serving.prediction_log import monitor_name, read_window
+
+    name = monitor_name("credit_risk")
+    monitor = PredictionLogMonitor(name, str(tmp_path))
+    now = time.time()
+    columns = [
+        ("prediction_id", ["a", "b"], "feature", "categorical"),
+        ("age", [41.0, None], "feature", "numerical"),
+        ("region", ["nörth", "west"], "feature", "categorical"),  # not ASCII: written as UTF-8
+        ("model_version", ["1", "1"], "feature", "categorical"),
+        ("arm", ["champion", "champion"], "feature", "categorical"),
+        ("score", [0.25, 0.75], "prediction", "numerical"),
+        ("logged_at", [now, now], "feature", "numerical"),
+    ]
+    monitor.write(columns)
+    monitor.write([(n, v[:1], r, t) for n, v, r, t in columns])  # a second record: one row
+    with bentoml.monitor(
+        name, monitor_class=PredictionLogMonitor, monitor_options={"log_path": str(tmp_path / "b")}
+    ) as mon:
+        for column, values, role, kind in columns:
+            mon.log_batch(values, column, role, kind)
+
+    for root in (tmp_path, tmp_path / "b"):
+        data = (root / name / "data" / "data.0.log").read_text(encoding="utf-8").splitlines()
+        lines = [json.loads(line) for line in data]
+        assert [line["prediction_id"] for line in lines] == (["a", "b", "a"] if root == tmp_path else ["a", "b"])
+        assert list(lines[0]) == [c[0] for c in columns] + ["timestamp", "request_id", "trace_id"]  # the default's
+        assert lines[1]["age"] is None and lines[0]["region"] == "nörth" and lines[1]["score"] == 0.75
+        schema = (root / name / "schema" / "schema.0.log").read_text().splitlines()
+        assert len(schema) == 1, "the schema is written once per process"
+        assert json.loads(schema[0])["columns"][1] == {"name": "age", "role": "feature", "type": "numerical"}
+    window = read_window(tmp_path, "credit_risk").rows
+    assert list(window["prediction_id"]) == ["a", "b", "a"] and list(window["score"]) == [0.25, 0.75, 0.25]
+
+    monitor._data_file.rolloverAt = 0  # a day has passed: the file rotates as the default's does, nothing is lost
+    monitor.write([(n, v[1:], r, t) for n, v, r, t in columns])
+    assert len(list((tmp_path / name / "data").glob("data.0.log.*"))) == 1
+    assert sorted(read_window(tmp_path, "credit_risk").rows["prediction_id"]) == ["a", "a", "b", "b"]

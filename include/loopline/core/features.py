@@ -148,6 +148,11 @@ class FeatureSet:
     def categorical(self) -> list[str]:
         return list(self.spec.features.categorical)
 
+    @functools.cached_property
+    def reason_key(self) -> tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]:
+        """(columns, derived sources) as hashable tuples: what reason codes are mapped by (scoring)."""
+        return tuple(self.columns), tuple(sorted(self.sources.items()))
+
     @property
     def sources(self) -> dict[str, tuple[str, ...]]:
         """Derived input -> the raw features it is computed from (drift shares importance among them)."""
@@ -176,9 +181,10 @@ class FeatureSet:
         categoricals as the spec's codes (an unknown level is missing, as in ``raw_arrays``).
         """
         f = self.spec.features
-        cols = {
-            name: np.array([np.nan if v is None else v for v in values[name]], dtype="float64") for name in f.numeric
-        }
+        numeric = np.array(  # one array for all numeric columns (rows of it are the columns): one call, not one each
+            [[np.nan if v is None else v for v in values[name]] for name in f.numeric], dtype="float64", ndmin=2
+        )
+        cols = dict(zip(f.numeric, numeric, strict=False))
         for name, codes in self.level_codes.items():
             cols[name] = np.array([codes.get(v, np.nan) for v in values[name]], dtype="float64")
         return cols
@@ -191,28 +197,32 @@ class FeatureSet:
         f = self.spec.features
         out = {name: np.asarray(cols[name], dtype="float64") for name in f.numeric}
         n = len(next(iter(out.values()))) if out else None
-        for d in self.derived:
-            inputs = {s: np.asarray(cols[s], dtype="float64") for s in d.sources}
-            n = len(next(iter(inputs.values()))) if n is None else n
-            try:
-                with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # 0/0 is NaN, not a warning
-                    value = d.fn(inputs)
-            except KeyError as err:
-                raise FeatureCodeError(
-                    f"{self._where(d)} reads column {err} it does not declare in sources={d.sources}"
-                ) from err
-            except Exception as err:
-                raise FeatureCodeError(f"{self._where(d)} raised {type(err).__name__}: {err}") from err
-            if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
-                kind = type(value).__name__ if not isinstance(value, np.ndarray) else f"array of {value.dtype}"
-                raise FeatureCodeError(f"{self._where(d)} returned {kind}, expected a numeric numpy array")
-            if value.shape != (n,):
-                raise FeatureCodeError(f"{self._where(d)} returned shape {value.shape}, expected ({n},): one per row")
-            value = value.astype("float64", copy=False)
-            out[d.name] = np.where(np.isfinite(value), value, np.nan)  # NaN (missing), never inf
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # 0/0 is NaN, not a warning
+            for d in self.derived:
+                out[d.name] = self._derive(d, cols, n)
         for name in f.categorical:
             out[name] = np.asarray(cols[name], dtype="float64")
         return out
+
+    def _derive(self, d: Derived, cols: Columns, n: int | None) -> np.ndarray:
+        """One derived input, checked: a numeric array of one finite value or NaN per row."""
+        inputs = {s: np.asarray(cols[s], dtype="float64") for s in d.sources}
+        n = len(next(iter(inputs.values()))) if n is None else n
+        try:
+            value = d.fn(inputs)
+        except KeyError as err:
+            raise FeatureCodeError(
+                f"{self._where(d)} reads column {err} it does not declare in sources={d.sources}"
+            ) from err
+        except Exception as err:
+            raise FeatureCodeError(f"{self._where(d)} raised {type(err).__name__}: {err}") from err
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
+            kind = type(value).__name__ if not isinstance(value, np.ndarray) else f"array of {value.dtype}"
+            raise FeatureCodeError(f"{self._where(d)} returned {kind}, expected a numeric numpy array")
+        if value.shape != (n,):
+            raise FeatureCodeError(f"{self._where(d)} returned shape {value.shape}, expected ({n},): one per row")
+        value = value.astype("float64", copy=False)
+        return np.where(np.isfinite(value), value, np.nan)  # NaN (missing), never inf
 
     def build(self, raw: pd.DataFrame) -> pd.DataFrame:
         """Turn raw rows into the float matrix the model takes (a DataFrame with the raw index)."""

@@ -46,6 +46,7 @@ with bentoml.importing():
     from loopline.core.settings import get_settings
     from loopline.core.spec import ModelSpec, load_spec_file
     from loopline.serving.auth import CLIENT_FIELD, OPEN_CLIENT
+    from loopline.serving.log_monitor import PredictionLogMonitor
     from loopline.serving.online import Rows
     from loopline.serving.prediction_log import monitor_name
     from loopline.serving.request_schema import answer_model, answers, application_model
@@ -67,6 +68,7 @@ log = logging.getLogger(__name__)
 
 Application = application_model(SPEC)
 ENTITY = SPEC.dataset.entity_id
+NAMES, CATEGORICAL = SPEC.features.names, frozenset(SPEC.features.categorical)
 
 
 Prediction = answer_model(SPEC)  # the task's answer: score + decision | prediction | class + probabilities
@@ -98,6 +100,7 @@ class ModelService:
         )
         self.scorer.refresh()
         self.secret = settings.pseudonym_secret
+        self.prediction_log = PredictionLogMonitor(monitor_name(SPEC.name), str(settings.prediction_log_dir))
         labels = ["model_version", "arm"]  # arm: champion | canary | fallback | shadow (answered nothing)
         self.predictions = prom.Counter("loopline_predictions_total", "Scored applications", [*labels, "decision"])
         self.errors = prom.Counter("loopline_prediction_errors_total", "Failed scoring calls", labels)
@@ -121,6 +124,7 @@ class ModelService:
         self.shadow_skipped = prom.Counter(
             "loopline_shadow_skipped_total", "Rows not shadowed: the shadow was behind", ["model_version"]
         )
+        self._label_series: dict[tuple, object] = {}  # (metric, *label values) -> its series (``_series``)
         self._shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopline-shadow")
         self._shadow_slots = threading.BoundedSemaphore(SHADOW_BACKLOG)
         self.weights = prom.Gauge(
@@ -147,6 +151,7 @@ class ModelService:
             {name: [getattr(a, name) for a in applications] for name in SPEC.features.names},
             [getattr(a, ENTITY) for a in applications],
             SPEC,
+            self.scorer.features,
         )  # column arrays straight from the validated models: no DataFrame per request
         clients = [getattr(a, CLIENT_FIELD) or OPEN_CLIENT for a in applications]
         route = self.scorer.route
@@ -200,7 +205,7 @@ class ModelService:
         for version, failed in result.failed.items():
             self.errors.labels(model_version=version, arm="canary").inc(failed)
         for version, seconds in result.seconds.items():
-            self.latency.labels(model_version=version, arm=arm_of.get(version, "champion")).observe(seconds)
+            self._series(self.latency, version, arm_of.get(version, "champion")).observe(seconds)
         self._count(result)
 
     def _count(self, result) -> None:
@@ -209,13 +214,17 @@ class ModelService:
         for (version, arm, decision), count in Counter(
             zip(result.versions, result.arms, decisions, strict=True)
         ).items():
-            self.predictions.labels(model_version=version, arm=arm, decision=decision).inc(count)
-        histograms: dict = {}
+            self._series(self.predictions, version, arm, decision).inc(count)
         for version, arm, score in zip(result.versions, result.arms, result.answers.score.tolist(), strict=True):
-            histogram = histograms.get((version, arm))
-            if histogram is None:
-                histogram = histograms[(version, arm)] = self.scores.labels(model_version=version, arm=arm)
-            histogram.observe(score)
+            self._series(self.scores, version, arm).observe(score)
+
+    def _series(self, metric, *label_values: str):
+        """``metric.labels(*label_values)``, kept: the hot path skips prometheus_client's lookup and lock."""
+        key = (metric, *label_values)
+        series = self._label_series.get(key)
+        if series is None:
+            series = self._label_series[key] = metric.labels(*label_values)
+        return series
 
     def _publish_route(self, route) -> None:
         """The traffic-weight gauge shows the route this worker serves (from start, not from the first answer)."""
@@ -233,23 +242,23 @@ class ModelService:
             self._weights_revision = route.revision
 
     def _log(self, result, request_ids: list[str], seconds: list[float], clients: list[str]) -> None:
-        """One prediction-log row per application (BentoML monitoring, JSON lines), with the API client's name."""
+        """One prediction-log row per application (a BentoML monitor, JSON lines), with the API client's name."""
         rows, answered = result.rows, result.answers
-        options = {"log_path": str(self.settings.prediction_log_dir)}
-        with bentoml.monitor(monitor_name(SPEC.name), monitor_class="default", monitor_options=options) as mon:
-            mon.log_batch(request_ids, "prediction_id", "feature", "categorical")  # BentoML has no such role
-            mon.log_batch([pseudonym(e, self.secret) for e in rows.entities], "entity_hash", "feature", "categorical")
-            for name in SPEC.features.names:
-                kind = "categorical" if name in SPEC.features.categorical else "numerical"
-                mon.log_batch(rows.values[name], name, "feature", kind)
-            mon.log_batch(result.versions, "model_version", "feature", "categorical")
-            mon.log_batch(result.arms, "arm", "feature", "categorical")
-            mon.log_batch(answered.score.tolist(), "score", "prediction", "numerical")
-            mon.log_batch(answered.decision.tolist(), "decision", "prediction", "categorical")
-            mon.log_batch([",".join(r) for r in answered.reasons], "reasons", "prediction", "categorical")
-            mon.log_batch(seconds, "latency_seconds", "feature", "numerical")  # its model version's scoring time
-            mon.log_batch(clients, "client", "feature", "categorical")  # whose API key sent it (never the key)
-            mon.log_batch([time.time()] * len(rows), "logged_at", "feature", "numerical")  # UTC epoch: windows
+        feature, prediction, categorical, numerical = "feature", "prediction", "categorical", "numerical"
+        columns = [  # (name, values, role, type), as BentoML's monitors take them
+            ("prediction_id", request_ids, feature, categorical),  # BentoML has no such role
+            ("entity_hash", [pseudonym(e, self.secret) for e in rows.entities], feature, categorical),
+            *((name, rows.values[name], feature, categorical if name in CATEGORICAL else numerical) for name in NAMES),
+            ("model_version", result.versions, feature, categorical),
+            ("arm", result.arms, feature, categorical),
+            ("score", answered.score.tolist(), prediction, numerical),
+            ("decision", answered.decision.tolist(), prediction, categorical),
+            ("reasons", [",".join(r) for r in answered.reasons], prediction, categorical),
+            ("latency_seconds", seconds, feature, numerical),  # its model version's scoring time
+            ("client", clients, feature, categorical),  # whose API key sent it (never the key)
+            ("logged_at", [time.time()] * len(rows), feature, numerical),  # UTC epoch: what windows select on
+        ]
+        self.prediction_log.write(columns)
 
     @bentoml.api(route="/ready")
     def ready(self) -> dict:

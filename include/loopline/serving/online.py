@@ -25,7 +25,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from loopline.core.features import feature_set
+from loopline.core.features import FeatureSet, feature_set
 from loopline.core.spec import ModelSpec
 from loopline.rollout.serving_state import Route, ServingState
 from loopline.serving.routing import choose_version
@@ -51,6 +51,7 @@ class RoutedScorer:
         pinned_booster: lgb.Booster,
     ) -> None:
         self.spec = spec
+        self.features = feature_set(spec)  # the served code is fixed for the process: looked up once, not per request
         self.load = load
         self.state = state
         fallback = Route(spec.name, champion_version=pinned_version, revision=-1)
@@ -107,7 +108,7 @@ class RoutedScorer:
         champion = str(route.champion_version)
         if not route.canary_version:  # fast path: one version, no per-row assignment
             started = time.perf_counter()
-            answers = score_arrays(live.boosters[champion], rows.columns, self.spec)
+            answers = score_arrays(live.boosters[champion], rows.columns, self.spec, features=self.features)
             n = len(answers)
             return Scored(
                 answers, [champion] * n, ["champion"] * n, rows, route, {champion: time.perf_counter() - started}, {}
@@ -124,7 +125,7 @@ class RoutedScorer:
             subset = {name: column[idx] for name, column in rows.columns.items()}  # scoring needs the columns only
             started = time.perf_counter()
             try:
-                answers = score_arrays(live.boosters[version], subset, self.spec)
+                answers = score_arrays(live.boosters[version], subset, self.spec, features=self.features)
             except Exception:
                 if version == champion:
                     raise
@@ -134,7 +135,7 @@ class RoutedScorer:
                     arms[i], versions[i] = "fallback", champion
                 version = champion
                 started = time.perf_counter()
-                answers = score_arrays(live.boosters[version], subset, self.spec)
+                answers = score_arrays(live.boosters[version], subset, self.spec, features=self.features)
             seconds[version] = seconds.get(version, 0.0) + time.perf_counter() - started
             parts.append((idx, answers))
         return Scored(Answers.merge(len(rows), parts), versions, arms, rows, route, seconds, failed)
@@ -156,7 +157,9 @@ class RoutedScorer:
         # cores, and its wall time would measure that wait, not the model's cost as a future canary.
         started = time.thread_time()
         try:
-            answers = score_arrays(live.boosters[version], rows.columns, self.spec, num_threads=1)
+            answers = score_arrays(
+                live.boosters[version], rows.columns, self.spec, num_threads=1, features=self.features
+            )
         except Exception as err:
             log.warning("shadow v%s failed on %d rows: %s", version, len(rows), err)
             return Shadowed(version, None, time.thread_time() - started, f"{type(err).__name__}: {err}", 0, 0)
@@ -185,8 +188,11 @@ class Rows:
         return len(self.entities)
 
     @classmethod
-    def from_values(cls, values: dict[str, list], entities: list[str], spec: ModelSpec) -> Rows:
-        return cls(feature_set(spec).value_arrays(values), [str(e) for e in entities], values)
+    def from_values(
+        cls, values: dict[str, list], entities: list[str], spec: ModelSpec, features: FeatureSet | None = None
+    ) -> Rows:
+        """Validated request values (``None`` = missing); ``features``: the spec's feature set, if already at hand."""
+        return cls((features or feature_set(spec)).value_arrays(values), [str(e) for e in entities], values)
 
     @classmethod
     def from_frame(cls, raw: pd.DataFrame, spec: ModelSpec) -> Rows:

@@ -1,5 +1,7 @@
-"""Read the service's prediction log (BentoML's default monitor: JSON lines, one row per scored application).
+"""The service's prediction log: BentoML's monitoring files, JSON lines, one row per scored application.
 
+The service writes it through ``loopline.serving.log_monitor.PredictionLogMonitor`` (BentoML's
+default monitor's files and lines, written without a logging record per row).
 Canary analysis and drift monitoring both read it. Files live under
 ``<prediction_log_dir>/<model>_predictions/data/data.<worker>.log`` (rotated daily
 to ``...log.<date>``). A line cut short by a crash is skipped and counted, never
