@@ -19,7 +19,8 @@ from loopline.core.settings import Settings, apply_library_env
 
 # Packages the service needs at run time, pinned like requirements.txt (a test keeps them in step).
 SERVICE_PACKAGES = (
-    "lightgbm", "mlflow", "numpy", "pandas", "prometheus-client", "pydantic", "pyyaml", "scikit-learn", "sqlalchemy",
+    "lightgbm", "mlflow", "numpy", "orjson", "pandas", "prometheus-client", "pydantic", "pyyaml", "scikit-learn",
+    "sqlalchemy",
 )  # fmt: skip
 BENTO_TAG = "loopline.bento_tag"
 MODEL_PIN_FILE = "bento_model.json"
