@@ -6,8 +6,8 @@ same model (one booster file) and the same feature/scoring code:
 - **service**: ``bentoml serve <bento tag>`` of a Bento built by ``loopline.serving.packaging``,
   exactly as in production: champion/canary routing from the serving state store (route
   polled every ``LOOPLINE_ROUTE_POLL_SECONDS``), Prometheus metrics, the prediction log,
-  BentoML's middlewares and access log, one worker, and adaptive batching of concurrent
-  requests (the service's own settings: no ``workers``/``threads`` given = 1 and 1);
+  BentoML's middlewares and access log, one worker, and natural batching of concurrent
+  requests (``loopline.serving.batching``; the service's own settings: one worker);
 - **bare FastAPI**: ``uvicorn bench.bare_fastapi:app``, one worker, the same pydantic
   validation, request/response JSON and ``score_frame``, nothing else; a plain ``def``
   endpoint on Starlette's thread pool (see that module's docstring). With
@@ -31,7 +31,7 @@ alias ``champion``, the first-champion route in the serving state store → Bent
 
 Before the HTTP runs, the **per-request cost in-process** for one application: the floor is the
 booster's own ``predict`` + ``predict(pred_contrib=True)`` on a prepared numpy row; the platform's
-path is the service's own code (request validation, the ``predict`` API method's body: DataFrame,
+path is the service's own code (request validation, one scoring call of the ``predict`` API: column arrays,
 routing, features, scoring, reason codes, Prometheus bookkeeping, the prediction log, the answer
 rows) called on a service object outside BentoML, printed stage by stage and as a ratio. After
 them, **batch scoring** of a generated file (1M rows) through ``loopline.serving.batch_scoring.score_file``
@@ -411,7 +411,8 @@ def per_request_cost(booster_file: Path, model_version: str, app: dict, log_dir:
     """One application through the service's own code in-process, stage by stage, against the booster's floor.
 
     The service object is made without BentoML's runner (``ModelService.inner``), with the same attributes
-    ``__init__`` gives it (metrics in a private Prometheus registry); ``predict`` is the API method's body.
+    ``__init__`` gives it (metrics in a private Prometheus registry); ``_score`` is one scoring call, what
+    the ``predict`` API hands its batcher (the batcher's hand-over to its thread is HTTP-side, not counted).
     Returns (stage, seconds) rows: the floor first, then the stages, then the whole path.
     """
     os.environ.setdefault("LOOPLINE_SERVICE_MODEL_DIR", str(PROJECT_ROOT / "models" / MODEL))
@@ -442,7 +443,6 @@ def per_request_cost(booster_file: Path, model_version: str, app: dict, log_dir:
     svc.weights = prom.Gauge("w", "w", labels, registry=registry)
     svc._weights_revision, svc._weight_series = None, set()
     svc._label_series = {}
-    api = getattr(cls.predict, "func", cls.predict)
 
     application = bento_service.Application
     validated = [application.model_validate(app)]
@@ -471,7 +471,7 @@ def per_request_cost(booster_file: Path, model_version: str, app: dict, log_dir:
         ("Prometheus bookkeeping (_observe)", lambda: svc._observe(result)),
         ("prediction log (_log)", lambda: svc._log(result, request_ids, [0.001], ["anonymous"])),
         ("answer rows", lambda: answers(result, request_ids, spec, bento_service.Prediction)),
-        ("whole path: validation + predict()", lambda: api(svc, [application.model_validate(app)])),
+        ("whole path: validation + one scoring call", lambda: svc._score([application.model_validate(app)])),
     ]
     return [(name, _timed(call, repeat)) for name, call in stages]
 

@@ -13,8 +13,9 @@ without one), and the client's name goes into the prediction log with each row.
 
 Scoring is ``loopline.serving.online.RoutedScorer``: the versions and traffic weights
 come from the serving state store and change without a restart. Requests
-that arrive together are scored in one call (BentoML adaptive batching), which is
-what lets the platform out-serve a bare endpoint on the same model. Every
+that arrive while the model is busy are scored together in the next call
+(``loopline.serving.batching``: natural batching), which is what lets the platform
+out-serve a bare endpoint on the same model, without holding a lone request back. Every
 prediction goes to the BentoML prediction log with its model version and reason
 codes, under a pseudonym of the applicant id, never the id itself.
 
@@ -40,12 +41,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import bentoml
+from bentoml.exceptions import ServiceUnavailable
 from pydantic import Field
 
 with bentoml.importing():
     from loopline.core.settings import get_settings
     from loopline.core.spec import ModelSpec, load_spec_file
     from loopline.serving.auth import CLIENT_FIELD, OPEN_CLIENT
+    from loopline.serving.batching import NaturalBatcher, Overloaded
     from loopline.serving.log_monitor import PredictionLogMonitor
     from loopline.serving.online import Rows
     from loopline.serving.prediction_log import monitor_name
@@ -62,7 +65,7 @@ _PIN = Path(__file__).with_name("bento_model.json")  # written by loopline.servi
 _DEV_TAG = os.environ.get("LOOPLINE_BENTO_MODEL", f"{SPEC.name}:latest")  # `bentoml serve` from the repo
 MODEL_TAG = json.loads(_PIN.read_text())["tag"] if _PIN.exists() else _DEV_TAG
 MAX_BATCH = 1000
-MAX_LATENCY_MS = 10_000  # the traffic timeout: a request queued longer is shed with a 503, not left hanging
+MAX_WAIT_SECONDS = 10  # the traffic timeout: a request queued longer is shed with a 503, not left hanging
 SHADOW_BACKLOG = 8  # batches waiting for the shadow beyond this are not shadowed (loopline_shadow_skipped_total)
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,7 @@ NAMES, CATEGORICAL = SPEC.features.names, frozenset(SPEC.features.categorical)
 Prediction = answer_model(SPEC)  # the task's answer: score + decision | prediction | class + probabilities
 
 
-@bentoml.service(name=f"{SPEC.name.replace('_', '-')}", traffic={"timeout": 10})
+@bentoml.service(name=f"{SPEC.name.replace('_', '-')}", traffic={"timeout": MAX_WAIT_SECONDS})
 class ModelService:
     bento_model = bentoml.models.BentoModel(MODEL_TAG)
 
@@ -135,18 +138,29 @@ class ModelService:
         )
         self._weights_revision: int | None = None
         self._weight_series: set[tuple[str, str]] = set()  # (model_version, arm) pairs ever exported
+        self.batcher = NaturalBatcher(self._score, max_items=MAX_BATCH, max_wait_seconds=MAX_WAIT_SECONDS)
         self._publish_route(self.scorer.route)
         # From here on only the watcher thread changes the route, and it republishes the gauge as it adopts one.
         self.scorer.watch(settings.route_poll_seconds, on_change=self._publish_route)
 
-    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=MAX_LATENCY_MS)
-    def predict(self, applications: list[Application] = Field(min_length=1, max_length=MAX_BATCH)) -> list[Prediction]:  # type: ignore[valid-type]
-        """Score applications; concurrent requests are merged into one call (BentoML adaptive batching).
+    @bentoml.api
+    async def predict(
+        self, applications: list[Application] = Field(min_length=1, max_length=MAX_BATCH)
+    ) -> list[Prediction]:  # type: ignore[valid-type]
+        """Score applications; requests that arrive while the model is busy are scored in one call.
 
-        Each request is validated on its own first, so a bad one gets its 4xx and never
-        joins a batch. Merging pays the per-call cost of features and ``pred_contrib``
-        once for many requests; each row is still routed by its own entity id.
+        Each request is validated on its own first, so a bad one gets its 4xx and never joins
+        a call. Merging (``loopline.serving.batching``: natural batching, no timer) pays the
+        per-call cost of features and ``pred_contrib`` once for many requests; each row is
+        still routed by its own entity id.
         """
+        try:
+            return await self.batcher.submit(applications)
+        except Overloaded as err:
+            raise ServiceUnavailable(str(err)) from err
+
+    def _score(self, applications: list) -> list:
+        """One call: the applications of every merged request, answered in their order."""
         rows = Rows.from_values(
             {name: [getattr(a, name) for a in applications] for name in SPEC.features.names},
             [getattr(a, ENTITY) for a in applications],

@@ -143,7 +143,7 @@ def score_arrays(
     By default the row count picks the threads: one below ``PARALLEL_ROWS`` (an online
     request, where OpenMP's thread start-up and spin-waiting cost more than they save:
     measured 3x slower on a busy 2-core host), all cores from there on (requests merged
-    by adaptive batching, files). ``num_threads`` overrides it (0: all cores). ``features``: the
+    into one call, files). ``num_threads`` overrides it (0: all cores). ``features``: the
     spec's feature set when the caller holds it already (the service: looked up once, not per request).
     """
     features = features or feature_set(spec)

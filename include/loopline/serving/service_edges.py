@@ -24,7 +24,7 @@ With API keys configured (``loopline.serving.auth``), every guarded route but th
 ``open_paths`` (``/ready``) first needs a valid key: 401 without one, before a byte of
 the body is read. The key's client name is then written into each row of the
 request (the reserved row key ``loopline_client``, which a client may not send itself),
-so it survives adaptive batching and reaches the prediction log.
+so it survives the merging of requests into one call and reaches the prediction log.
 
 The extra cost on a good request is one standard-library JSON parse of the body
 (tens of microseconds for one row, a few milliseconds for a full batch), needed
