@@ -194,13 +194,13 @@ def output_mix(reference: pd.DataFrame, current: pd.DataFrame, spec: ModelSpec, 
         return []
     if spec.task == "regression":
         return _quantile_changes(reference["score"].to_numpy(float), current["score"].to_numpy(float), policy)
-    ref = reference["decision"].astype(str)
-    cur = current["decision"].astype(str)
-    levels = sorted(set(ref) | set(cur))
+    ref = reference["decision"].astype(str).value_counts(normalize=True)
+    cur = current["decision"].astype(str).value_counts(normalize=True)
+    levels = sorted(set(ref.index) | set(cur.index))
     changes = []
     for level in levels:
-        a, b = float((ref == level).mean()), float((cur == level).mean())
-        p = _two_proportion_p(a, len(ref), b, len(cur))
+        a, b = float(ref.get(level, 0.0)), float(cur.get(level, 0.0))
+        p = _two_proportion_p(a, len(reference), b, len(current))
         moved = abs(b - a) > max(policy.max_mix_shift, MIN_SHARE_CHANGE) and p < policy.p_value / len(levels)
         label = f"{level} share" if spec.task == "binary" else f"class {level} share"
         changes.append(MixChange(label, a, b, p, bool(moved)))
@@ -221,12 +221,14 @@ def _quantile_changes(ref: np.ndarray, cur: np.ndarray, policy: DriftPolicy) -> 
     ref, cur = ref[np.isfinite(ref)], cur[np.isfinite(cur)]
     if not len(ref) or not len(cur):
         return []
-    p = float(ks_2samp(ref, cur).pvalue)
-    lo, hi = np.quantile(ref, [0.1, 0.9])
-    spread = float(hi - lo) or 1.0
+    # Asymptotic: scipy's default computes the exact distribution up to 10,000 rows a side, which costs tens of
+    # milliseconds at 2,000 against 10,000 rows and differs from the asymptotic p-value by about 1%.
+    p = float(ks_2samp(ref, cur, method="asymp").pvalue)
+    ref_q, cur_q = np.quantile(ref, [0.1, 0.9, *QUANTILES]), np.quantile(cur, QUANTILES)
+    spread = float(ref_q[1] - ref_q[0]) or 1.0
     out = []
-    for q in QUANTILES:
-        a, b = float(np.quantile(ref, q)), float(np.quantile(cur, q))
+    for q, a, b in zip(QUANTILES, ref_q[2:], cur_q, strict=True):
+        a, b = float(a), float(b)
         moved = abs(b - a) / spread > policy.max_quantile_shift and p < policy.p_value
         out.append(MixChange(f"prediction p{round(q * 100)}", a, b, p, bool(moved)))
     return out
