@@ -321,6 +321,17 @@ def test_encoding_uses_spec_level_order_an_extra_code_and_the_reference_median()
     assert x[:, names.index("age")].tolist() == [30, 41.5, 50, 40, 41.5]
 
 
+def test_encoding_coerces_text_numbers_nullable_integers_and_categorical_dtypes():
+    assert detection.numeric_values(pd.Series(["1.5", "x", None]), 9.0).tolist() == [1.5, 9.0, 9.0]
+    assert detection.numeric_values(pd.Series([2, pd.NA], dtype="Int64"), 9.0).tolist() == [2.0, 9.0]
+    assert detection.numeric_values(pd.Series([1.0, np.inf]), 9.0).tolist() == [1.0, np.inf]  # only missing filled
+    levels = ["a", "b"]
+    assert detection.category_codes(pd.Series(["b", "z", None, np.nan]), levels).tolist() == [1, 2, 2, 2]
+    as_category = pd.Series(pd.Categorical(["a", None, "b"], categories=["b", "a"]))  # spec order, not the dtype's
+    assert detection.category_codes(as_category, levels).tolist() == [0, 2, 1]
+    assert detection.category_codes(pd.Series([1, 2]), ["1", "2"]).tolist() == [2, 2]  # a number is not its text
+
+
 def test_categorical_psi():
     ref = ["a"] * 50 + ["b"] * 50
     assert detection.categorical_psi(ref, ref) == 0

@@ -49,7 +49,7 @@ def _records(n_est):
     stable = dict(scenario="stable", verdict="stable", L_flagged=set(), E_flagged={"b"}, E_dataset=False)
     shifted = dict(scenario="one +1sd", verdict="feature_drift", L_flagged={"a"}, E_flagged={"a"}, E_dataset=False)
     truth = {"auc": 0.8, "precision": 0.5, "recall": 0.6}
-    common = dict(n_columns=4, realised=0.8, L_est=0.78, N_est=n_est, N_realised=0.8, truth=truth)
+    common = dict(n_columns=4, realised=0.8, L_est=0.78, N_est=n_est, truth=truth, live_realised=0.8, L_live_est=0.78)
     extra = {"precision_at_threshold": 0.5, "recall_at_threshold": 0.6}
     return [
         {**r, **common, "L_extra": extra, "N_extra": {"roc_auc": n_est, "precision": 0.5, "recall": 0.6}}
@@ -73,6 +73,20 @@ def test_summary_and_target_lines_from_records_including_no_nannyml():
     unavailable["per_window"] = {**outcome["per_window"], "N": None}
     lines = bench.verdict_lines(SimpleNamespace(task="binary", spec=spec), unavailable)
     assert "NannyML unavailable" in lines[2] and "NannyML estimator n/a" in lines[-1]
+
+
+def test_a_regressors_estimates_are_compared_on_the_mae_and_its_smape_error_is_shown():
+    plan = [bench.Scenario("stable", "stable", (), 0.0), bench.Scenario("one +1sd", "one", ("a",), 1.0)]
+    records = [
+        {**r, "realised": 3.0, "L_est": 3.1, "N_est": 3.3, "live_realised": 0.1, "L_live_est": 0.102}
+        for r in _records(0.0)
+    ]
+    outcome = {"plan": plan, "records": records, "nannyml": "nannyml 0.13.1", "live": "smape", "compared": "mae"}
+    outcome["per_window"] = {"L": 0.05, "L_est": 0.002, "L_judge": 0.003, "E": 1.0, "N": 0.02}
+    lines = bench.verdict_lines(SimpleNamespace(task="regression", spec=SimpleNamespace(task="regression")), outcome)
+    assert "MAE (minutes), all windows: Loopline DLE-style 0.1000, NannyML DLE 0.3000" in lines[2]
+    assert lines[2].endswith("met") and "sMAPE" in lines[3] and "2.0% of realised" in lines[3]
+    assert "NannyML / Loopline estimator 10.0x" in lines[-1] and "0.0030: 6.7x faster" in lines[-1]
 
 
 def test_a_missing_uv_says_nannyml_is_unavailable_and_does_not_raise(tmp_path, monkeypatch):

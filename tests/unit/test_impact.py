@@ -21,6 +21,7 @@ from loopline.core.spec import DriftPolicy, SpecError, load_spec
 from loopline.core.tasks import smape
 from loopline.monitoring import concept, detection, impact, verdicts
 from loopline.monitoring.monitoring_state import DriftCheck
+from loopline.ops import ui
 from loopline.ops.demo_data import load_generator
 from loopline.serving.scoring import score_frame
 from loopline.training.trainer import feature_importance
@@ -103,7 +104,7 @@ def test_a_poorly_calibrated_champion_is_calibrated_first_and_says_so(line):
     assert "calibration: isotonic on validation (holdout ECE" in reasons and "fitted at check time" in reasons
 
 
-def test_dle_estimates_live_smape_of_a_regressor_within_0_02():
+def test_dle_estimates_live_smape_and_mae_of_a_regressor():
     spec = load_spec("delivery_time", MODELS)
     generator = load_generator(MODELS / "delivery_time")
     target = spec.dataset.target
@@ -117,7 +118,26 @@ def test_dle_estimates_live_smape_of_a_regressor_within_0_02():
     assert estimator.method == "DLE"
     window = _answered(booster, generator.make_batch(6, 3_000, seed=61), spec, target)
     realised = smape(window["outcome"], window["score"])
-    assert estimator.estimate(window)["smape"] == pytest.approx(realised, abs=0.02)
+    estimated = estimator.estimate(window)
+    assert estimated["smape"] == pytest.approx(realised, abs=0.02)
+    mae = float(np.mean(np.abs(window["outcome"] - window["score"])))
+    assert estimated["mae"] == pytest.approx(mae, rel=0.05)  # minutes: what NannyML's DLE estimates
+    assert set(estimator.reference_estimates) == {"smape", "mae"}
+    effect = impact.judge(estimator, pd.concat([valid, holdout]), window, spec, spec.monitoring)
+    assert effect.metric == "smape" and effect.extra == {"mae": estimated["mae"]}  # the verdict judges the sMAPE
+    assert f"estimated MAE {estimated['mae']:.3g} against" in " ".join(effect.reasons(spec.monitoring))
+    shown = ui._estimated_vs_realised(effect.to_dict())
+    assert shown.startswith("SMAPE") and f"MAE {estimated['mae']:.3g} est." in shown
+    empty = estimator.estimate(window.iloc[:0])
+    assert set(empty) == {"smape", "mae"} and all(np.isnan(v) for v in empty.values())
+
+
+def test_the_loss_terms_average_to_their_metric():
+    truth, predicted = np.array([10.0, 20.0, 0.0]), np.array([12.0, 15.0, 0.0])
+    assert impact.loss_terms("mae", truth, predicted).mean() == pytest.approx(7 / 3)
+    assert impact.loss_terms("smape", truth, predicted).mean() == pytest.approx(smape(truth, predicted))
+    with pytest.raises(ValueError, match="no per-row loss"):
+        impact.loss_terms("r2", truth, predicted)
 
 
 # --- one scenario per verdict ----------------------------------------------------------------------

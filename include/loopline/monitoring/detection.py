@@ -126,8 +126,17 @@ def reference_medians(reference: pd.DataFrame, spec: ModelSpec) -> dict[str, flo
 
 def category_codes(values: pd.Series, levels: Sequence[str]) -> np.ndarray:
     """Codes in the spec's level order; unknown levels and missing values get ``len(levels)``."""
-    codes = pd.Categorical(values.astype("object").where(values.notna(), None), categories=list(levels)).codes
+    codes = pd.Index(list(levels), dtype=object).get_indexer(values.to_numpy(dtype=object))
     return np.where(codes < 0, len(levels), codes).astype("float64")
+
+
+def numeric_values(values: pd.Series, fill: float) -> np.ndarray:
+    """The column as float64, anything not a number (or missing) as ``fill``; no pandas round trip for numbers."""
+    if pd.api.types.is_numeric_dtype(values.dtype):
+        out = values.to_numpy(dtype="float64", na_value=np.nan)
+    else:
+        out = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    return np.where(np.isnan(out), fill, out)
 
 
 def encode(frame: pd.DataFrame, spec: ModelSpec, medians: Mapping[str, float]) -> np.ndarray:
@@ -135,8 +144,7 @@ def encode(frame: pd.DataFrame, spec: ModelSpec, medians: Mapping[str, float]) -
     _require_columns(frame, spec.features.names, "the data to encode")
     columns = []
     for name in spec.features.numeric:
-        values = pd.to_numeric(frame[name], errors="coerce").astype("float64")
-        columns.append(values.fillna(medians[name]).to_numpy())
+        columns.append(numeric_values(frame[name], medians[name]))
     for name, levels in spec.features.categorical.items():
         columns.append(category_codes(frame[name], levels))
     if not columns:

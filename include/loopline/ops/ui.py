@@ -681,6 +681,9 @@ def _estimated_vs_realised(impact: Any) -> str:
         text += f" (error {error:+.3f})" if error is not None else ""
     else:
         text += f" / {real:.3f} live (all labels so far)" if real is not None else " / no labels yet"
+    mae = (impact.get("extra") or {}).get("mae")
+    if mae is not None:  # a regressor's estimated MAE (checks since it was estimated), in the target's units
+        text += f"; MAE {mae:.3g} est."
     if impact.get("calibration"):
         text += f"; calibration: {impact['calibration']}"
     moved = [m.get("text") for m in impact.get("mix") or [] if m.get("moved")]
