@@ -422,6 +422,7 @@ def per_request_cost(booster_file: Path, model_version: str, app: dict, log_dir:
 
     from loopline.core.features import feature_set
     from loopline.serving import bento_service
+    from loopline.serving.batching import NaturalBatcher
     from loopline.serving.log_monitor import PredictionLogMonitor
     from loopline.serving.online import RoutedScorer, Rows
     from loopline.serving.prediction_log import monitor_name
@@ -443,6 +444,7 @@ def per_request_cost(booster_file: Path, model_version: str, app: dict, log_dir:
     svc.weights = prom.Gauge("w", "w", labels, registry=registry)
     svc._weights_revision, svc._weight_series = None, set()
     svc._label_series = {}
+    svc.batcher = NaturalBatcher(svc._score, bento_service.MAX_BATCH, bento_service.MAX_WAIT_SECONDS)  # idle
 
     application = bento_service.Application
     validated = [application.model_validate(app)]

@@ -130,3 +130,28 @@ def test_a_request_whose_client_went_away_is_not_scored():
 
     assert asyncio.run(run()) == ([2], [6])
     assert scorer.calls == [[1], [3]]
+
+
+def test_with_free_call_slots_a_request_does_not_wait_for_a_running_call_and_calls_know_they_are_not_alone():
+    release, seen = threading.Event(), []
+    batcher: NaturalBatcher[int, int]
+
+    def call(items: list[int]) -> list[int]:
+        seen.append((list(items), batcher.in_flight))
+        if items == [1]:
+            release.wait(10)  # the first call holds its slot
+        return items
+
+    batcher = NaturalBatcher(call, max_items=100, max_wait_seconds=10, max_calls=2)
+
+    async def run():
+        first = asyncio.ensure_future(batcher.submit([1]))
+        while not seen:
+            await asyncio.sleep(0.001)
+        second = await asyncio.wait_for(batcher.submit([2]), 5)  # scored while the first still runs
+        release.set()
+        return await first, second
+
+    assert asyncio.run(run()) == ([1], [2])
+    assert seen == [([1], 1), ([2], 2)], "the second call ran beside the first, and knew it"
+    assert batcher.in_flight == 0

@@ -3,7 +3,7 @@
 A request finds the scorer idle and is scored at once, alone; requests that arrive while a call
 is running queue up and go, merged, into the next call, as soon as the running one returns.
 Under light load nothing is ever held back; under heavy load calls grow to ``max_items`` rows
-and pay the per-call cost (features, ``pred_contrib``'s set-up) once for many requests.
+and pay the per-call cost (features, the prediction log, the answer) once for many requests.
 
 Why not BentoML's adaptive batching (``@bentoml.api(batchable=True)``): its dispatcher holds a
 request back for the *average wait of the last 50 calls*, and that average is made of its own
@@ -12,9 +12,12 @@ the burst's waits dominate the average: measured here, one connection sending ba
 a 64-connection phase got 0.3x a bare endpoint's throughput, each request held about 100 ms
 while its scoring took 30. This batcher has no timer and no estimate to go stale.
 
+Up to ``max_calls`` calls run at once, each on its own worker thread (LightGBM releases the GIL,
+so one call's booster work runs beside another's Python work). ``in_flight`` tells the call how
+many run, so it can give its booster all the cores when it runs alone and one when it does not.
+
 A request that has waited longer than ``max_wait_seconds`` when its turn comes is refused with
-``Overloaded`` (the service answers 503) instead of being scored for a client that gave up. One
-call runs at a time, on one worker thread, so a call's LightGBM threads have the cores to themselves.
+``Overloaded`` (the service answers 503) instead of being scored for a client that gave up.
 """
 
 from __future__ import annotations
@@ -51,13 +54,21 @@ class NaturalBatcher(Generic[T, R]):
     request of that call gets the exception. Use from one event loop (BentoML's worker has one).
     """
 
-    def __init__(self, call: Callable[[list[T]], Sequence[R]], max_items: int, max_wait_seconds: float) -> None:
+    def __init__(
+        self,
+        call: Callable[[list[T]], Sequence[R]],
+        max_items: int,
+        max_wait_seconds: float,
+        max_calls: int = 1,
+    ) -> None:
         self._call = call
         self.max_items = max_items
         self.max_wait_seconds = max_wait_seconds
+        self.max_calls = max_calls
         self._queue: deque[_Job[T, R]] = deque()
-        self._drainer: asyncio.Task | None = None
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopline-score")
+        self._drainers: set[asyncio.Task] = set()
+        self._threads = ThreadPoolExecutor(max_workers=max_calls, thread_name_prefix="loopline-score")
+        self.in_flight = 0  # calls running now (read by the call itself, on its thread)
         self.calls = 0  # calls made, and the largest one: for tests and curious operators
         self.largest_call = 0
 
@@ -65,41 +76,43 @@ class NaturalBatcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         job: _Job[T, R] = _Job(items, loop.create_future())
         self._queue.append(job)
-        if self._drainer is None:
-            self._drainer = loop.create_task(self._drain())
+        if len(self._drainers) < self.max_calls:  # a free slot: this request goes now
+            drainer = loop.create_task(self._drain())
+            self._drainers.add(drainer)
+            drainer.add_done_callback(self._drainers.discard)
         return await job.future
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
-        try:
-            while self._queue:
-                jobs = self._take()
-                if not jobs:
-                    continue
-                merged = [item for job in jobs for item in job.items]
-                self.calls += 1
-                self.largest_call = max(self.largest_call, len(merged))
-                try:
-                    results = await loop.run_in_executor(self._thread, self._call, merged)
-                except Exception as err:  # every request of the call learns why
-                    for job in jobs:
-                        if not job.future.done():
-                            job.future.set_exception(err)
-                    continue
-                if len(results) != len(merged):
-                    error = RuntimeError(f"scoring returned {len(results)} results for {len(merged)} items")
-                    for job in jobs:
-                        if not job.future.done():
-                            job.future.set_exception(error)
-                    continue
-                start = 0
+        while self._queue:
+            jobs = self._take()
+            if not jobs:
+                continue
+            merged = [item for job in jobs for item in job.items]
+            self.calls += 1
+            self.largest_call = max(self.largest_call, len(merged))
+            self.in_flight += 1
+            try:
+                results = await loop.run_in_executor(self._threads, self._call, merged)
+            except Exception as err:  # every request of the call learns why
                 for job in jobs:
-                    end = start + len(job.items)
-                    if not job.future.done():  # a client that went away cancelled its future
-                        job.future.set_result(list(results[start:end]))
-                    start = end
-        finally:
-            self._drainer = None
+                    if not job.future.done():
+                        job.future.set_exception(err)
+                continue
+            finally:
+                self.in_flight -= 1
+            if len(results) != len(merged):
+                error = RuntimeError(f"scoring returned {len(results)} results for {len(merged)} items")
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(error)
+                continue
+            start = 0
+            for job in jobs:
+                end = start + len(job.items)
+                if not job.future.done():  # a client that went away cancelled its future
+                    job.future.set_result(list(results[start:end]))
+                start = end
 
     def _take(self) -> list[_Job[T, R]]:
         """The queued requests for the next call: oldest first, up to ``max_items`` (one request at least)."""
@@ -125,7 +138,7 @@ class NaturalBatcher(Generic[T, R]):
         return jobs
 
     def close(self) -> None:
-        self._thread.shutdown(wait=False, cancel_futures=True)
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
     def __repr__(self) -> str:
         return f"NaturalBatcher(max_items={self.max_items}, calls={self.calls}, queued={len(self._queue)})"

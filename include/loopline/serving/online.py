@@ -94,8 +94,8 @@ class RoutedScorer:
     def stop(self) -> None:
         self._stop.set()
 
-    def score(self, rows: Rows | pd.DataFrame) -> Scored:
-        """Score each row with its assigned version, in the input order.
+    def score(self, rows: Rows | pd.DataFrame, num_threads: int | None = None) -> Scored:
+        """Score each row with its assigned version, in the input order (``num_threads``: as ``score_arrays``).
 
         A canary that raises does not fail the request: its rows are scored by the
         champion instead (arm ``fallback``) and counted in ``failed``, which the
@@ -108,7 +108,7 @@ class RoutedScorer:
         champion = str(route.champion_version)
         if not route.canary_version:  # fast path: one version, no per-row assignment
             started = time.perf_counter()
-            answers = score_arrays(live.boosters[champion], rows.columns, self.spec, features=self.features)
+            answers = score_arrays(live.boosters[champion], rows.columns, self.spec, None, num_threads, self.features)
             n = len(answers)
             return Scored(
                 answers, [champion] * n, ["champion"] * n, rows, route, {champion: time.perf_counter() - started}, {}
@@ -125,7 +125,7 @@ class RoutedScorer:
             subset = {name: column[idx] for name, column in rows.columns.items()}  # scoring needs the columns only
             started = time.perf_counter()
             try:
-                answers = score_arrays(live.boosters[version], subset, self.spec, features=self.features)
+                answers = score_arrays(live.boosters[version], subset, self.spec, None, num_threads, self.features)
             except Exception:
                 if version == champion:
                     raise
@@ -135,7 +135,7 @@ class RoutedScorer:
                     arms[i], versions[i] = "fallback", champion
                 version = champion
                 started = time.perf_counter()
-                answers = score_arrays(live.boosters[version], subset, self.spec, features=self.features)
+                answers = score_arrays(live.boosters[version], subset, self.spec, None, num_threads, self.features)
             seconds[version] = seconds.get(version, 0.0) + time.perf_counter() - started
             parts.append((idx, answers))
         return Scored(Answers.merge(len(rows), parts), versions, arms, rows, route, seconds, failed)
