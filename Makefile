@@ -16,7 +16,7 @@ help:
 	@echo "make test   - create .venv, then run unit, data, model, DAG integrity, deploy and the end-to-end spine (~15 min)"
 	@echo "make test-all - every test, with the long end-to-end runs (crashes, rollouts, drift, task types, ...): CI"
 	@echo "make bench  - benchmarks (train DAG on 1M rows vs a bare script)"
-	@echo "make bench-serve - per-request cost vs the booster floor, the Bento service vs bare FastAPI at 1/8/64 connections, a 1M-row file batch-scored (~12 min; --quick: python -m bench.serve_bench --quick)"
+	@echo "make bench-serve - per-request cost vs the booster floor, the Bento service vs bare FastAPI at 1/8/64 connections, a 1M-row file batch-scored (~9 min; --quick: python -m bench.serve_bench --quick)"
 	@echo "make bench-drift - drift check vs Evidently DataDriftPreset and NannyML CBPE/DLE: detection, false alarms, estimation error, time per window (~3 min on 2 quiet cores, 27 min at load 15-20; --quick: python -m bench.drift_bench --quick)"
 	@echo "make bench-dags - DAG-file parse and task start-up time with 1, 10 and 50 model folders (~5 min)"
 	@echo "make simulate - weeks of compressed time through the real DAGs: drift, retrain, rollout (~5 min)"
