@@ -115,7 +115,7 @@ class ModelService:
         self.errors = prom.Counter("loopline_prediction_errors_total", "Failed scoring calls", labels)
         self.latency = prom.Histogram(
             "loopline_predict_latency_seconds",
-            "Scoring time per call (a request, or several merged by adaptive batching)",
+            "Scoring time per call (a request, or several merged into one call)",
             labels,
         )
         # binary and multiclass: a probability in [0, 1]; regression: the prediction (Prometheus' default buckets)
