@@ -164,8 +164,7 @@ def test_ingest_runs_on_celery_workers_against_postgres(tmp_path, database):
     assert len(list((home / "archive" / "credit_risk").iterdir())) == 1  # the batch is in exactly one place
 
 
-def assert_ran_on_celery(db: str, run_id: str, queue: str, worker_log: Path) -> None:
-    """Every task instance went through Celery: a Celery task id, our worker's log and its SUCCESS result row."""
+def _task_rows(db: str, run_id: str) -> list[tuple]:
     conn = psycopg2.connect(dbname=db, **PG)
     try:
         with conn.cursor() as cur:
@@ -175,9 +174,24 @@ def assert_ran_on_celery(db: str, run_id: str, queue: str, worker_log: Path) -> 
                 " WHERE ti.dag_id = 'credit_risk_ingest' AND ti.run_id = %s",
                 (run_id,),
             )
-            rows = cur.fetchall()
+            return cur.fetchall()
     finally:
         conn.close()
+
+
+def assert_ran_on_celery(db: str, run_id: str, queue: str, worker_log: Path) -> None:
+    """Every task instance went through Celery: a Celery task id, our worker's log and its SUCCESS result row.
+
+    The worker stores a task's Celery result after the task has told Airflow it succeeded, so the
+    run can be "success" a moment before the last result row says so: the rows get a few seconds.
+    """
+    deadline = time.monotonic() + 30
+    rows = _task_rows(db, run_id)
+    while any(state != "skipped" and result != "SUCCESS" for _, state, _, _, result in rows):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+        rows = _task_rows(db, run_id)
     assert {task for task, *_ in rows} >= {"wait_for_batches", "claim_batches", "validate_batch", "version_accepted"}
     log = worker_log.read_text()
     for task, state, ti_queue, celery_id, result in rows:
