@@ -108,7 +108,7 @@ class RoutedScorer:
         champion = str(route.champion_version)
         if not route.canary_version:  # fast path: one version, no per-row assignment
             started = time.perf_counter()
-            answers = score_arrays(live.boosters[champion], rows.columns, self.spec, None, num_threads, self.features)
+            answers = self._answers(live.boosters[champion], rows.columns, num_threads)
             n = len(answers)
             return Scored(
                 answers, [champion] * n, ["champion"] * n, rows, route, {champion: time.perf_counter() - started}, {}
@@ -125,7 +125,7 @@ class RoutedScorer:
             subset = {name: column[idx] for name, column in rows.columns.items()}  # scoring needs the columns only
             started = time.perf_counter()
             try:
-                answers = score_arrays(live.boosters[version], subset, self.spec, None, num_threads, self.features)
+                answers = self._answers(live.boosters[version], subset, num_threads)
             except Exception:
                 if version == champion:
                     raise
@@ -135,10 +135,13 @@ class RoutedScorer:
                     arms[i], versions[i] = "fallback", champion
                 version = champion
                 started = time.perf_counter()
-                answers = score_arrays(live.boosters[version], subset, self.spec, None, num_threads, self.features)
+                answers = self._answers(live.boosters[version], subset, num_threads)
             seconds[version] = seconds.get(version, 0.0) + time.perf_counter() - started
             parts.append((idx, answers))
         return Scored(Answers.merge(len(rows), parts), versions, arms, rows, route, seconds, failed)
+
+    def _answers(self, booster: lgb.Booster, columns: dict[str, np.ndarray], num_threads: int | None) -> Answers:
+        return score_arrays(booster, columns, self.spec, num_threads=num_threads, features=self.features)
 
     def shadow(self, rows: Rows | pd.DataFrame, answered: Scored) -> Shadowed | None:
         """The route's shadow version scores the rows ``answered`` answered; None when it has no shadow.
@@ -157,9 +160,7 @@ class RoutedScorer:
         # cores, and its wall time would measure that wait, not the model's cost as a future canary.
         started = time.thread_time()
         try:
-            answers = score_arrays(
-                live.boosters[version], rows.columns, self.spec, num_threads=1, features=self.features
-            )
+            answers = self._answers(live.boosters[version], rows.columns, num_threads=1)
         except Exception as err:
             log.warning("shadow v%s failed on %d rows: %s", version, len(rows), err)
             return Shadowed(version, None, time.thread_time() - started, f"{type(err).__name__}: {err}", 0, 0)

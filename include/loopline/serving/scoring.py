@@ -128,7 +128,7 @@ def score_arrays(
     booster: lgb.Booster,
     cols: Columns,
     spec: ModelSpec,
-    top: int | None = TOP_REASONS,
+    top: int = TOP_REASONS,
     num_threads: int | None = None,
     features: FeatureSet | None = None,
 ) -> Answers:
@@ -161,7 +161,7 @@ def score_arrays(
     predicted = _predicted(booster, matrix, contributions, iteration, num_threads)
     explained = task.explained(contributions, predicted, spec)
     to_raw, raw_names = _reason_matrix(*features.reason_key)
-    top_idx = np.argsort(-(explained @ to_raw), axis=1, kind="stable")[:, : top or TOP_REASONS]
+    top_idx = np.argsort(-(explained @ to_raw), axis=1, kind="stable")[:, :top]
     out = task.outputs(predicted, spec)
     decision = np.array(out.decision.tolist() if out.decision is not None else [None] * n, dtype=object)
     probabilities = None
