@@ -42,19 +42,30 @@ def test_a_lone_request_is_scored_at_once_and_alone():
     assert scorer.calls == [[1, 2, 3]]
 
 
+def behind_a_running_call(batcher, scorer, first, queued, hold=0.01, meanwhile=None):
+    """``first`` starts a call that blocks; ``queued`` requests arrive behind it; ``hold`` s later it returns.
+
+    ``meanwhile(futures)`` runs on the queued requests' futures before the release. Returns the first
+    request's answer and each queued request's outcome (answer or exception), in order.
+    """
+
+    async def run():
+        running = asyncio.ensure_future(batcher.submit(first))
+        await _when_running(scorer)
+        futures = [asyncio.ensure_future(batcher.submit(items)) for items in queued]
+        await asyncio.sleep(hold)
+        if meanwhile is not None:
+            meanwhile(futures)
+        scorer.release.set()
+        return await running, await asyncio.gather(*futures, return_exceptions=True)
+
+    return asyncio.run(run())
+
+
 def test_requests_that_queue_behind_a_running_call_share_the_next_call_and_get_their_own_answers():
     scorer = Scorer()
     batcher = NaturalBatcher(scorer, max_items=100, max_wait_seconds=10)
-
-    async def run():
-        first = asyncio.ensure_future(batcher.submit([1]))
-        await _when_running(scorer)
-        queued = [asyncio.ensure_future(batcher.submit([10 * k, 10 * k + 1])) for k in range(1, 4)]
-        await asyncio.sleep(0.01)
-        scorer.release.set()
-        return await first, await asyncio.gather(*queued)
-
-    first, queued = asyncio.run(run())
+    first, queued = behind_a_running_call(batcher, scorer, [1], [[10 * k, 10 * k + 1] for k in range(1, 4)])
     assert first == [2]
     assert queued == [[20, 22], [40, 42], [60, 62]]
     assert scorer.calls == [[1], [10, 11, 20, 21, 30, 31]], "the three queued requests went in one call"
@@ -63,72 +74,35 @@ def test_requests_that_queue_behind_a_running_call_share_the_next_call_and_get_t
 def test_a_call_takes_at_most_max_items_but_never_splits_a_request():
     scorer = Scorer()
     batcher = NaturalBatcher(scorer, max_items=4, max_wait_seconds=10)
-
-    async def run():
-        first = asyncio.ensure_future(batcher.submit([0]))
-        await _when_running(scorer)
-        queued = [asyncio.ensure_future(batcher.submit(items)) for items in ([1, 2, 3], [4, 5], [6], [7, 8, 9, 10, 11])]
-        await asyncio.sleep(0.01)
-        scorer.release.set()
-        return await asyncio.gather(first, *queued)
-
-    results = asyncio.run(run())
-    assert results[-1] == [14, 16, 18, 20, 22]
+    _, queued = behind_a_running_call(batcher, scorer, [0], [[1, 2, 3], [4, 5], [6], [7, 8, 9, 10, 11]])
+    assert queued[-1] == [14, 16, 18, 20, 22]
     assert scorer.calls == [[0], [1, 2, 3], [4, 5, 6], [7, 8, 9, 10, 11]], "an oversized request goes alone"
 
 
 def test_a_failing_call_fails_its_requests_only_and_the_batcher_keeps_serving():
     scorer = Scorer(fail_on=13)
     batcher = NaturalBatcher(scorer, max_items=100, max_wait_seconds=10)
-
-    async def run():
-        first = asyncio.ensure_future(batcher.submit([1]))
-        await _when_running(scorer)
-        doomed = [asyncio.ensure_future(batcher.submit([13])), asyncio.ensure_future(batcher.submit([2]))]
-        await asyncio.sleep(0.01)
-        scorer.release.set()
-        outcomes = await asyncio.gather(first, *doomed, return_exceptions=True)
-        return outcomes, await batcher.submit([5])
-
-    (first, bad, merged_with_bad), later = asyncio.run(run())
-    assert first == [2] and later == [10]
+    first, (bad, merged_with_bad) = behind_a_running_call(batcher, scorer, [1], [[13], [2]])
+    assert first == [2] and asyncio.run(batcher.submit([5])) == [10]
     assert isinstance(bad, ValueError) and isinstance(merged_with_bad, ValueError)
 
 
 def test_a_request_that_waited_past_the_traffic_timeout_is_refused_not_scored():
     scorer = Scorer()
     batcher = NaturalBatcher(scorer, max_items=100, max_wait_seconds=0.05)
-
-    async def run():
-        first = asyncio.ensure_future(batcher.submit([1]))
-        await _when_running(scorer)
-        late = asyncio.ensure_future(batcher.submit([2]))
-        await asyncio.sleep(0.2)  # the running call holds the model longer than the late request may wait
-        scorer.release.set()
-        return await first, late
-
-    first, late = asyncio.run(run())
+    # The running call holds the model longer than the late request may wait.
+    first, (late,) = behind_a_running_call(batcher, scorer, [1], [[2]], hold=0.2)
     assert first == [2]
     with pytest.raises(Overloaded, match="limit 0.05 s"):
-        late.result()
+        raise late
     assert scorer.calls == [[1]]
 
 
 def test_a_request_whose_client_went_away_is_not_scored():
     scorer = Scorer()
     batcher = NaturalBatcher(scorer, max_items=100, max_wait_seconds=10)
-
-    async def run():
-        first = asyncio.ensure_future(batcher.submit([1]))
-        await _when_running(scorer)
-        gone = asyncio.ensure_future(batcher.submit([2]))
-        kept = asyncio.ensure_future(batcher.submit([3]))
-        await asyncio.sleep(0.01)
-        gone.cancel()
-        scorer.release.set()
-        return await first, await kept
-
-    assert asyncio.run(run()) == ([2], [6])
+    first, (gone, kept) = behind_a_running_call(batcher, scorer, [1], [[2], [3]], meanwhile=lambda f: f[0].cancel())
+    assert first == [2] and kept == [6] and isinstance(gone, asyncio.CancelledError)
     assert scorer.calls == [[1], [3]]
 
 
