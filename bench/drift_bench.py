@@ -236,7 +236,7 @@ def run_loopline(bench: Bench, detector, estimator, window: pd.DataFrame) -> dic
     estimator.estimate(window)
     estimate_seconds = time.perf_counter() - t  # the part NannyML does (estimation), timed apart
     t = time.perf_counter()
-    effect = impact.judge(estimator, bench.unseen, window, bench.spec, policy)
+    effect = impact.judge(estimator, bench.unseen, window, bench.spec, policy, answer=bench.answered)
     judge_seconds = time.perf_counter() - t  # the estimate again, plus the output mix
     report = detection.check(
         detector, bench.train, window, bench.spec, bench.importances, bench.unseen["score"].to_numpy(),

@@ -104,7 +104,9 @@ def test_a_poorly_calibrated_champion_is_calibrated_first_and_says_so(line):
     assert "calibration: isotonic on validation (holdout ECE" in reasons and "fitted at check time" in reasons
 
 
-def test_dle_estimates_live_smape_and_mae_of_a_regressor():
+@pytest.fixture(scope="module")
+def regressor():
+    """A delivery_time champion and its DLE estimator, from the model folder's own generator."""
     spec = load_spec("delivery_time", MODELS)
     generator = load_generator(MODELS / "delivery_time")
     target = spec.dataset.target
@@ -114,7 +116,17 @@ def test_dle_estimates_live_smape_and_mae_of_a_regressor():
     booster = lgb.train(params, data, 80)
     valid = _answered(booster, generator.make_batch(3, 3_000, seed=30), spec, target)
     holdout = _answered(booster, generator.make_batch(4, 3_000, seed=40), spec, target)
-    estimator = impact.fit_estimator(spec, valid, holdout)
+    return {
+        "spec": spec, "generator": generator, "booster": booster, "valid": valid, "holdout": holdout,
+        "estimator": impact.fit_estimator(spec, valid, holdout),
+        "answer": lambda rows: _answered(booster, rows, spec, target),
+    }  # fmt: skip
+
+
+def test_dle_estimates_live_smape_and_mae_of_a_regressor(regressor):
+    spec, generator, booster = regressor["spec"], regressor["generator"], regressor["booster"]
+    valid, holdout, estimator = regressor["valid"], regressor["holdout"], regressor["estimator"]
+    target = spec.dataset.target
     assert estimator.method == "DLE"
     window = _answered(booster, generator.make_batch(6, 3_000, seed=61), spec, target)
     realised = smape(window["outcome"], window["score"])
@@ -130,6 +142,46 @@ def test_dle_estimates_live_smape_and_mae_of_a_regressor():
     assert shown.startswith("SMAPE") and f"MAE {estimated['mae']:.3g} est." in shown
     empty = estimator.estimate(window.iloc[:0])
     assert set(empty) == {"smape", "mae"} and all(np.isnan(v) for v in empty.values())
+
+
+def _blank(rows: pd.DataFrame, column: str, share: float, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return rows.assign(**{column: rows[column].where(rng.uniform(size=len(rows)) >= share)})
+
+
+def test_an_input_gone_missing_is_costed_on_the_unseen_rows_where_the_estimators_cannot_see_it(regressor):
+    spec, policy, generator = regressor["spec"], regressor["spec"].monitoring, regressor["generator"]
+    unseen = pd.concat([regressor["valid"], regressor["holdout"]], ignore_index=True)
+    importance = feature_importance(regressor["booster"])
+    top = max(spec.features.numeric, key=lambda c: importance.get(c, 0.0))
+    # Labels follow the inputs as they were; then the upstream system stops sending 40% of the top input.
+    window = regressor["answer"](_blank(generator.make_batch(6, 2_000, seed=62), top, 0.4, seed=1))
+    realised_drop = smape(window["outcome"], window["score"]) - smape(unseen["outcome"], unseen["score"])
+    effect = impact.judge(regressor["estimator"], unseen, window, spec, policy, answer=regressor["answer"])
+    assert set(effect.missing.shares) == {top}
+    assert effect.missing.shares[top][1] == pytest.approx(0.4, abs=0.03)
+    assert effect.missing.drop == pytest.approx(realised_drop, abs=0.03)  # measured, not estimated
+    assert effect.drop < effect.missing.drop / 2, "the DLE alone misses most of it (why the what-if exists)"
+    assert effect.quality_at_risk and effect.missing.drop > policy.max_estimated_drop
+    reasons = " ".join(effect.reasons(policy))
+    assert f"{top} 40% missing against 0%" in reasons and "beyond the" in reasons and "re-scored" in reasons
+    assert f"with {top} 40% missing: SMAPE" in ui._estimated_vs_realised(effect.to_dict())
+    # Without the champion to re-score with, the judgement is the estimators' alone (as before).
+    assert impact.judge(regressor["estimator"], unseen, window, spec, policy).missing is None
+
+
+def test_a_missing_input_the_model_barely_uses_costs_nothing_and_unknown_levels_count_as_missing(line):
+    answer = lambda rows: _window(line, rows)  # noqa: E731
+    batch = gen.make_batch(6, 1_000, seed=74)
+    batch["region"] = np.where(np.arange(len(batch)) % 3 == 0, "central", batch["region"])  # not a level in the spec
+    window = _window(line, _blank(batch, "num_open_accounts", 0.3, seed=2))
+    effect = impact.judge(line["estimator"], line["unseen"], window, SPEC, POLICY, answer=answer)
+    assert set(effect.missing.shares) == {"region", "num_open_accounts"}
+    assert effect.missing.shares["region"][1] == pytest.approx(1 / 3, abs=0.01)
+    assert abs(effect.missing.drop) < 0.02 and not effect.quality_at_risk
+    stable = impact.judge(line["estimator"], line["unseen"], _window(line, gen.make_batch(6, 1_000, seed=75)), SPEC,
+                          POLICY, answer=answer)  # fmt: skip
+    assert stable.missing is None, "no input is missing more often: nothing is re-scored"
 
 
 def test_the_loss_terms_average_to_their_metric():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -86,6 +87,7 @@ class Reference:
     valid: pd.DataFrame  # its validation rows, with its answers (score, decision) and the label as outcome
     holdout: pd.DataFrame  # its holdout rows, likewise
     booster: Any
+    answer: Callable[[pd.DataFrame], pd.DataFrame]  # raw rows -> with the champion's answers and the outcome
 
     @property
     def unseen(self) -> pd.DataFrame:
@@ -118,7 +120,9 @@ def reference_of(spec: ModelSpec, champion: Champion, settings: Settings) -> Ref
             outcome=training.target(rows, spec),
         )  # fmt: skip
 
-    return Reference(train_rows.reset_index(drop=True), answered(split.valid), answered(split.holdout), booster)
+    return Reference(
+        train_rows.reset_index(drop=True), answered(split.valid), answered(split.holdout), booster, answered
+    )
 
 
 def labelled_live(
@@ -180,7 +184,7 @@ def check(
         policy,
     )  # fmt: skip
     estimator = impact.fit_estimator(spec, ref.valid, ref.holdout, champion.calibration)
-    effect = impact.judge(estimator, unseen, current, spec, policy)
+    effect = impact.judge(estimator, unseen, current, spec, policy, answer=ref.answer)
     labelled = labelled_live(model, champion.version, settings, logged)
     quality = concept_drift.live_quality(labelled, spec)
     concept = concept_drift.concept_verdict(quality.get(champion.version), champion.holdout_quality, policy, spec)

@@ -24,6 +24,14 @@ calibration was recorded gets the same measurement at check time (limit ``CALIBR
 The same estimator is applied to the reference rows, and what counts is the *drop* between the two estimates, so the
 estimator's own bias cancels out.
 
+Missing inputs (``missing_what_if``): neither estimator sees what a missing input costs. The
+champion never met a row without it, so its scores for such rows are not calibrated, and the DLE's
+loss model never saw one either (measured: 30 % of a regressor's second input blanked, its sMAPE
+rose 0.06 while the DLE estimate rose 0.01). So where an input is missing significantly more often
+in the window than on the unseen rows, the cost is measured instead of estimated: the unseen rows,
+whose labels are known, get the window's share of missing values (the extra rows blanked at random),
+are re-scored by the champion, and their live metric is compared with theirs as they are.
+
 Output mix (``output_mix``): the share of each decision (binary) or answered class
 (multiclass), or the 10/50/90 % quantiles of the prediction (regression), against the
 reference. A share has moved when it changed by more than ``max_mix_shift`` (absolute)
@@ -35,6 +43,7 @@ shares); a quantile when it moved by more than ``max_quantile_shift`` of the ref
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -63,6 +72,8 @@ DLE_PARAMS = {
     "verbose": -1,
 }
 DLE_ROUNDS = 30
+MIN_MISSING_RISE = 0.02  # a missing share rising less than this (absolute) is not re-scored
+WHAT_IF_SEED = 11  # the blanked rows are drawn the same way at every check
 DLE_LOSSES = ("smape", "mae")  # what the regressor's estimate holds: the live metric, then the MAE
 
 
@@ -266,6 +277,81 @@ def _quantile_changes(ref: np.ndarray, cur: np.ndarray, policy: DriftPolicy) -> 
 
 
 # ---------------------------------------------------------------------------------------------
+# Missing inputs: measured on the labelled unseen rows
+# ---------------------------------------------------------------------------------------------
+
+Answerer = Callable[[pd.DataFrame], pd.DataFrame]  # raw rows -> the rows with the champion's answers and outcome
+
+
+@dataclass(frozen=True)
+class MissingWhatIf:
+    shares: dict[str, tuple[float, float]]  # input -> (missing share on the unseen rows, in the window)
+    quality: float  # the live metric on the unseen rows with the window's missing shares, re-scored
+    reference: float  # ... on the unseen rows as they are
+    drop: float  # how much worse (positive = worse)
+
+    def describe(self, label: str, tolerance: float) -> str:
+        inputs = ", ".join(f"{name} {w:.0%} missing against {r:.0%}" for name, (r, w) in self.shares.items())
+        how = "worse" if self.drop > 0 else "better"
+        return (
+            f"with the window's missing values ({inputs}) the champion's {label} on its labelled unseen rows"
+            f" is {self.quality:.3f} against {self.reference:.3f}: {abs(self.drop):.3f} {how}"
+            f" ({'beyond' if self.drop > tolerance else 'within'} the {tolerance} tolerated; the same shares"
+            " blanked there and re-scored)"
+        )
+
+
+def missing_shares(
+    reference: pd.DataFrame, window: pd.DataFrame, spec: ModelSpec, policy: DriftPolicy
+) -> dict[str, tuple[float, float]]:
+    """Inputs missing significantly more often in the window: (share on the reference, in the window).
+
+    A categorical level the spec does not know counts as missing: the champion scores it as one.
+    """
+    names = spec.features.names
+    out = {}
+    for name in names:
+        ref = float(_missing(reference, name, spec).mean())
+        cur = float(_missing(window, name, spec).mean()) if name in window.columns else 1.0
+        p = _two_proportion_p(ref, len(reference), cur, len(window))
+        if cur - ref > MIN_MISSING_RISE and p < policy.p_value / len(names):
+            out[name] = (ref, cur)
+    return out
+
+
+def _missing(frame: pd.DataFrame, name: str, spec: ModelSpec) -> np.ndarray:
+    values = frame[name]
+    levels = spec.features.categorical.get(name)
+    missing = values.isna().to_numpy()
+    return missing if levels is None else missing | ~values.isin(levels).to_numpy()
+
+
+def missing_what_if(
+    reference: pd.DataFrame, window: pd.DataFrame, spec: ModelSpec, policy: DriftPolicy, answer: Answerer
+) -> MissingWhatIf | None:
+    """The champion's live metric on ``reference`` (labelled, answered) with ``window``'s extra missing values.
+
+    None when no input is missing more often, or the metric cannot be computed on the reference.
+    """
+    if window.empty or reference.empty:
+        return None
+    shares = missing_shares(reference, window, spec, policy)
+    if not shares:
+        return None
+    task = task_of(spec)
+    rng = np.random.default_rng(WHAT_IF_SEED)
+    blanked = reference.copy()
+    for name, (ref, cur) in shares.items():
+        present = ~_missing(blanked, name, spec)
+        extra = present & (rng.uniform(size=len(blanked)) < (cur - ref) / (1 - ref))
+        blanked[name] = blanked[name].where(~extra)
+    before, after = task.live_quality(reference, spec), task.live_quality(answer(blanked), spec)
+    if before is None or after is None:
+        return None
+    return MissingWhatIf(shares, float(after), float(before), float(task.quality_drop(after, before)))
+
+
+# ---------------------------------------------------------------------------------------------
 # The impact judgement
 # ---------------------------------------------------------------------------------------------
 
@@ -285,6 +371,7 @@ class Impact:
     mix_moved: bool
     calibration: str | None = None  # which calibration the estimate uses, in words, and where it comes from
     extra_reference: dict[str, float] = field(default_factory=dict)  # ``extra``'s estimates on the reference
+    missing: MissingWhatIf | None = None  # inputs missing more often than on the unseen rows: what that costs
 
     @property
     def at_risk(self) -> bool:
@@ -296,16 +383,18 @@ class Impact:
         if self.estimated is not None:
             how = "worse" if (self.drop or 0) > 0 else "better"
             calibration = f"; calibration: {self.calibration}" if self.calibration else ""
+            beyond = "beyond" if (self.drop or 0) > policy.max_estimated_drop else "within"
             out.append(
                 f"estimated {label} ({self.method}, no labels needed) {self.estimated:.3f} against {self.reference:.3f}"
                 f" on the champion's unseen rows: {abs(self.drop or 0):.3f} {how}"
-                f" ({'beyond' if self.quality_at_risk else 'within'} the {policy.max_estimated_drop} tolerated)"
-                f"{calibration}"
+                f" ({beyond} the {policy.max_estimated_drop} tolerated){calibration}"
             )
         if self.extra.get("mae") is not None and math.isfinite(self.extra["mae"]):
             ref = self.extra_reference.get("mae")
             against = f" against {ref:.3g} on the unseen rows" if ref is not None else ""
             out.append(f"estimated MAE {self.extra['mae']:.3g}{against} (in the target's units; not judged)")
+        if self.missing is not None:
+            out.append(self.missing.describe(label, policy.max_estimated_drop))
         moved = [c for c in self.mix if c.moved]
         if moved:
             out.append("the answers' mix moved: " + "; ".join(c.describe() for c in moved))
@@ -321,15 +410,26 @@ class Impact:
 
 
 def judge(
-    estimator: QualityEstimator, reference: pd.DataFrame, window: pd.DataFrame, spec: ModelSpec, policy: DriftPolicy
+    estimator: QualityEstimator,
+    reference: pd.DataFrame,
+    window: pd.DataFrame,
+    spec: ModelSpec,
+    policy: DriftPolicy,
+    answer: Answerer | None = None,
 ) -> Impact:
-    """The estimated quality and the output mix of ``window`` against the reference answers."""
+    """The estimated quality and the output mix of ``window`` against the reference answers.
+
+    ``answer``: the champion's answers for raw rows (``Reference.answered``); with it, inputs missing more
+    often in the window are costed on the reference rows (``missing_what_if``).
+    """
     task = task_of(spec)
     estimates = estimator.estimate(window) if not window.empty else {}
     value = estimates.get(task.live_metric)
     estimated = None if value is None or not math.isfinite(value) else float(value)
     drop = None if estimated is None else task.quality_drop(estimated, estimator.reference_quality)
     mix = tuple(output_mix(reference, window, spec, policy))
+    missing = missing_what_if(reference, window, spec, policy, answer) if answer is not None else None
+    estimated_risk = drop is not None and drop > policy.max_estimated_drop
     return Impact(
         metric=task.live_metric,
         method=estimator.method,
@@ -340,10 +440,11 @@ def judge(
         calibration_error=estimator.calibration_error,
         calibrated=estimator.calibrated,
         mix=mix,
-        quality_at_risk=bool(drop is not None and drop > policy.max_estimated_drop),
+        quality_at_risk=bool(estimated_risk or (missing is not None and missing.drop > policy.max_estimated_drop)),
         mix_moved=any(c.moved for c in mix),
         calibration=_calibration_text(estimator.calibration),
         extra_reference={k: v for k, v in estimator.reference_estimates.items() if k != task.live_metric},
+        missing=missing,
     )
 
 

@@ -686,6 +686,10 @@ def _estimated_vs_realised(impact: Any) -> str:
         text += f"; MAE {mae:.3g} est."
     if impact.get("calibration"):
         text += f"; calibration: {impact['calibration']}"
+    missing = impact.get("missing")
+    if missing:  # inputs missing more often than on the unseen rows: what that cost there, re-scored
+        inputs = ", ".join(f"{name} {w:.0%} missing" for name, (_, w) in missing["shares"].items())
+        text += f"; with {inputs}: {metric} {missing['quality']:.3f} (re-scored on the unseen rows)"
     moved = [m.get("text") for m in impact.get("mix") or [] if m.get("moved")]
     return text + (f"; {'; '.join(moved)}" if moved else "")
 
