@@ -214,3 +214,24 @@ def test_outcomes_give_live_auc_catch_concept_drift_and_bad_files_are_quarantine
     run = mlflow_client().get_run(mlflow_client().get_model_version(MODEL, champion).run_id)
     assert "holdout_ece" in run.data.metrics
     assert impact["calibration"] == f"{run.data.tags['loopline.calibration']}, recorded at training"
+
+
+def test_an_input_that_stops_arriving_is_costed_by_re_scoring_the_champions_unseen_rows(run_dag, service):
+    """Half the applications arrive without their most important input: the DAG measures what that costs."""
+    from loopline.core import tracking
+
+    since = datetime.now(UTC)
+    serving(service, tracking.alias_version(mlflow_client(), MODEL, "champion"))
+    applicants = datagen.make_batch(10, n_rows=1000, seed=25)
+    applicants.loc[applicants.index % 2 == 0, "interest_rate"] = None
+    send(service, applicants)
+    assert drift_run(run_dag, since).state == "success"
+    latest = monitoring().latest(MODEL, 1)[0]
+    missing = latest.impact["missing"]
+    assert missing["shares"]["interest_rate"][1] == pytest.approx(0.5, abs=0.01)
+    assert missing["reference"] - missing["quality"] == pytest.approx(missing["drop"])  # AUC: lower is worse
+    assert latest.impact["mix_moved"]  # most declines vanish with the rate: the model is at risk ...
+    assert latest.verdict == "concept_drift"  # ... though the last test's labels, more serious, still speak first
+    import mlflow
+
+    assert "interest_rate 50% missing against" in mlflow.artifacts.load_text(latest.report_uri)  # the report says so

@@ -251,8 +251,25 @@ def test_an_episode_alerts_when_it_starts_then_only_a_daily_reminder():
     assert [h for h, _ in sent] == [1, 25], sent
     assert "starts after stable" in sent[0][1] and sent[1][1].startswith("reminder")
     changed = verdicts.decide_alert("concept_drift", T0 + timedelta(hours=49), list(reversed(history)), POLICY)
-    assert changed.alert and "after performance_risk" in changed.reason  # a new verdict is a new episode
+    assert changed.alert and "after performance_risk" in changed.reason  # worse than anything the episode alerted
     assert not verdicts.decide_alert("stable", T0 + timedelta(hours=50), list(reversed(history)), POLICY).alert
+
+
+def test_a_window_flipping_between_two_verdicts_alerts_when_it_gets_worse_not_at_every_flip():
+    history: list[DriftCheck] = [_check(0, "stable")]
+    sent = []
+    for hour in range(1, 21):  # near a tolerance: feature_drift, performance_risk, feature_drift, ...
+        verdict = "feature_drift" if hour % 2 else "performance_risk"
+        decision = verdicts.decide_alert(verdict, T0 + timedelta(hours=hour), list(reversed(history)), POLICY)
+        sent += [(hour, decision.reason)] if decision.alert else []
+        history.append(_check(hour, verdict, decision.alert))
+    assert [h for h, _ in sent] == [1, 2], sent  # the episode starts, then gets worse; the flips are not news
+    assert "worse since" in sent[1][1] and "alerted so far: feature_drift" in sent[1][1]
+    quiet = verdicts.decide_alert("feature_drift", T0 + timedelta(hours=21), list(reversed(history)), POLICY)
+    assert not quiet.alert and "alerted performance_risk" in quiet.reason and "next reminder" in quiet.reason
+    history.append(_check(21, "stable"))  # the episode ends; the next moved window is a new one
+    again = verdicts.decide_alert("feature_drift", T0 + timedelta(hours=22), list(reversed(history)), POLICY)
+    assert again.alert and "starts after stable" in again.reason
 
 
 def test_a_retrain_waits_for_min_consecutive_windows():

@@ -297,7 +297,7 @@ class MissingWhatIf:
             f"with the window's missing values ({inputs}) the champion's {label} on its labelled unseen rows"
             f" is {self.quality:.3f} against {self.reference:.3f}: {abs(self.drop):.3f} {how}"
             f" ({'beyond' if self.drop > tolerance else 'within'} the {tolerance} tolerated; the same shares"
-            " blanked there and re-scored)"
+            " blanked there and re-scored): check the systems that send these inputs"
         )
 
 

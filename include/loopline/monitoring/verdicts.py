@@ -12,13 +12,17 @@ Verdicts, most serious first:
 
 The policy (``monitoring`` in the spec) says which verdicts alert (``alert_on``) and which
 retrain (``retrain_on``, after ``min_consecutive_windows`` such checks in a row and within the
-storm guard). An *episode* is a run of checks with the same verdict (``insufficient``
-checks in between, a quiet night, neither end nor extend it): it alerts when it starts,
-then at most every ``reminder_hours``, never at every check.
+storm guard). An *episode* is a run of checks that are not ``stable`` (``insufficient``
+checks in between, a quiet night, neither end nor extend it): it alerts when it starts, when
+its verdict becomes more serious than anything it has alerted (``feature_drift`` <
+``performance_risk`` < ``concept_drift``), and otherwise at most every ``reminder_hours``;
+never at every check, and not when a window near a tolerance flips back and forth between two
+verdicts.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -54,6 +58,9 @@ def grade(report: DriftReport, impact: Impact | None, concept: ConceptVerdict) -
     return "feature_drift" if report.verdict == "feature_drift" else "stable"
 
 
+SEVERITY = {"feature_drift": 1, "performance_risk": 2, "concept_drift": 3}  # an episode alerts when it gets worse
+
+
 def _judged(history: Sequence[DriftCheck]) -> list[DriftCheck]:
     return [c for c in history if c.verdict != "insufficient"]
 
@@ -65,30 +72,32 @@ class AlertDecision:
 
 
 def decide_alert(verdict: str, now: datetime, history: Sequence[DriftCheck], policy: DriftPolicy) -> AlertDecision:
-    """Alert at an episode's start and then every ``reminder_hours``; ``history``: earlier checks, newest first."""
+    """Alert when an episode starts or gets worse, else every ``reminder_hours``; ``history``: newest first."""
     if verdict not in policy.alert_on:
         return AlertDecision(False, f"{verdict} does not alert (monitoring.alert_on: {', '.join(policy.alert_on)})")
     now = as_utc(now)
-    episode = []
-    for check in _judged(history):
-        if check.verdict != verdict:
-            break
-        episode.append(check)
+    judged = _judged(history)
+    episode = list(itertools.takewhile(lambda c: c.verdict != "stable", judged))
+    before = judged[0] if judged else None
     if not episode:
-        before = next(iter(_judged(history)), None)
         since = f" after {before.verdict} at {before.at:%Y-%m-%d %H:%M} UTC" if before else ""
         return AlertDecision(True, f"{verdict} starts{since}")
     started = episode[-1].at
-    last = next((c for c in episode if c.alerted), None)
+    alerted = [c for c in episode if c.alerted]
+    worst = max(alerted, key=lambda c: SEVERITY.get(c.verdict, 0), default=None)
+    if worst is None or SEVERITY.get(verdict, 0) > SEVERITY.get(worst.verdict, 0):
+        was = f"; alerted so far: {worst.verdict}" if worst else ""
+        return AlertDecision(True, f"{verdict} after {before.verdict}: worse since {started:%Y-%m-%d %H:%M} UTC{was}")
+    last = alerted[0]
     remind_after = timedelta(hours=policy.reminder_hours)
-    if last is None or now - last.at >= remind_after:
+    if now - last.at >= remind_after:
         return AlertDecision(
             True, f"reminder: {verdict} since {started:%Y-%m-%d %H:%M} UTC ({len(episode) + 1} checks in a row)"
         )
     return AlertDecision(
         False,
-        f"{verdict} since {started:%Y-%m-%d %H:%M} UTC, alerted at {last.at:%Y-%m-%d %H:%M} UTC;"
-        f" next reminder from {last.at + remind_after:%Y-%m-%d %H:%M} UTC",
+        f"{verdict} in an episode since {started:%Y-%m-%d %H:%M} UTC that alerted {last.verdict} at"
+        f" {last.at:%Y-%m-%d %H:%M} UTC; next reminder from {last.at + remind_after:%Y-%m-%d %H:%M} UTC",
     )
 
 
