@@ -18,7 +18,7 @@ from sklearn.metrics import roc_auc_score
 
 from loopline.core.features import build_features, categorical_columns
 from loopline.core.spec import DriftPolicy, SpecError, load_spec
-from loopline.core.tasks import smape
+from loopline.core.tasks import smape, task_of
 from loopline.monitoring import concept, detection, impact, verdicts
 from loopline.monitoring.monitoring_state import DriftCheck
 from loopline.ops import ui
@@ -26,6 +26,7 @@ from loopline.ops.demo_data import load_generator
 from loopline.serving.scoring import score_frame
 from loopline.training.trainer import feature_importance
 from tests.generators import credit_risk as gen
+from tests.unit.test_tasks import tickets  # noqa: F401 (the multiclass fixture)
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 SPEC = load_spec("credit_risk", MODELS)
@@ -182,6 +183,25 @@ def test_a_missing_input_the_model_barely_uses_costs_nothing_and_unknown_levels_
     stable = impact.judge(line["estimator"], line["unseen"], _window(line, gen.make_batch(6, 1_000, seed=75)), SPEC,
                           POLICY, answer=answer)  # fmt: skip
     assert stable.missing is None, "no input is missing more often: nothing is re-scored"
+
+
+def test_a_multiclass_champion_is_costed_by_its_accuracy(tickets):  # noqa: F811
+    from loopline.training import trainer
+
+    spec, table, model, _ = tickets
+    split = trainer.time_split(trainer.labelled(table, spec), spec)
+    answer = lambda rows: rows.reset_index(drop=True).assign(**trainer.answers(model.booster, rows, spec))  # noqa: E731
+    unseen = answer(pd.concat([split.valid, split.holdout]))
+    weights = detection.feature_weights(feature_importance(model.booster), spec)
+    top = max(spec.features.names, key=lambda c: weights[c])
+    window = answer(_blank(pd.concat([split.valid, split.holdout]), top, 0.5, seed=3))
+    estimator = impact.fit_estimator(spec, answer(split.valid), answer(split.holdout))
+    effect = impact.judge(estimator, unseen, window, spec, spec.monitoring, answer=answer)
+    assert effect.metric == "accuracy" and set(effect.missing.shares) == {top}
+    realised = task_of(spec).quality_drop(
+        task_of(spec).live_quality(window, spec), task_of(spec).live_quality(unseen, spec)
+    )
+    assert effect.missing.drop > 0 and effect.missing.drop == pytest.approx(realised, abs=0.05)
 
 
 def test_the_loss_terms_average_to_their_metric():

@@ -100,7 +100,6 @@ def reference_of(spec: ModelSpec, champion: Champion, settings: Settings) -> Ref
     import mlflow.lightgbm
 
     from loopline.core import tracking
-    from loopline.serving.scoring import score_frame
     from loopline.training import trainer as training
     from loopline.training.train_flow import load_dataset, registry_for
 
@@ -113,12 +112,8 @@ def reference_of(spec: ModelSpec, champion: Champion, settings: Settings) -> Ref
     tracking.use_store(settings)
     booster = mlflow.lightgbm.load_model(f"models:/{model}/{champion.version}")
 
-    def answered(rows: pd.DataFrame) -> pd.DataFrame:
-        scored = score_frame(booster, rows[spec.features.names], spec, num_threads=0)
-        return rows.reset_index(drop=True).assign(
-            score=scored["score"].to_numpy(), decision=scored["decision"].to_numpy(),
-            outcome=training.target(rows, spec),
-        )  # fmt: skip
+    def answered(rows: pd.DataFrame) -> pd.DataFrame:  # no reason codes: nothing here reads them
+        return rows.reset_index(drop=True).assign(**training.answers(booster, rows, spec))
 
     return Reference(
         train_rows.reset_index(drop=True), answered(split.valid), answered(split.holdout), booster, answered
