@@ -14,6 +14,9 @@ binary; ``delivery_time``, regression) one run:
    (``many``), and in the least important one (``insensitive``: the model barely uses it; the
    largest two sizes). Shifted windows are relabelled with the generator's own label relation
    (a covariate shift, no concept drift), so the realised metric is what the model really scores.
+   Apart from those, ``missing``: the most important input stops arriving for 30 % and 60 % of
+   the rows (labelled from the values before they were blanked); scored in lines of their own,
+   not in the per-column or estimation totals, since no tool compared estimates missing inputs.
 3. **The tools**, each timed per window from the same frames to its answer (fits are once per
    champion and not in the per-window time): Loopline ``detection.check`` + ``impact.judge`` +
    ``verdicts.grade`` (the spec's drift policy); Evidently ``DataDriftPreset`` with its defaults
@@ -57,6 +60,7 @@ NANNYML_PINS = ("nannyml==0.13.1", "pandas==2.2.3", "statsmodels==0.14.5")  # pa
 NANNYML_WORKER = Path(__file__).resolve().parent / "nannyml_worker.py"
 TRAIN_WEEKS = 6  # 4 train + 1 valid + 1 holdout (the demo specs' split)
 MANY = 5
+MISSING_SHARES = (0.3, 0.6)  # the "missing" scenarios: share of rows without the most important input
 NO_CONCEPT = SimpleNamespace(confirmed=False)  # no labels in the window: the concept channel stays quiet
 
 
@@ -91,7 +95,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @dataclass(frozen=True)
 class Scenario:
     name: str  # "stable", "one +0.25sd", ...
-    kind: str  # stable | one | two | many | insensitive
+    kind: str  # stable | one | two | many | insensitive | missing (size: the share of rows blanked)
     columns: tuple[str, ...]
     size: float
 
@@ -103,7 +107,14 @@ def scenarios(ranked_numeric: list[str], sizes: list[float]) -> list[Scenario]:
     for kind, columns in groups.items():
         out += [Scenario(f"{kind} +{s:g}sd", kind, tuple(columns), s) for s in sizes]
     out += [Scenario(f"insensitive +{s:g}sd", "insensitive", (ranked_numeric[-1],), s) for s in sorted(sizes)[-2:]]
+    out += [Scenario(f"missing {s:.0%}", "missing", tuple(ranked_numeric[:1]), s) for s in MISSING_SHARES]
     return out
+
+
+def blank(frame: pd.DataFrame, scenario: Scenario, seed: int) -> pd.DataFrame:
+    """The scenario's columns missing (NaN) in a random ``size`` share of the rows."""
+    gone = np.random.default_rng([seed, 78]).uniform(size=len(frame)) < scenario.size
+    return frame.assign(**{c: frame[c].where(~gone) for c in scenario.columns})
 
 
 def apply_shift(frame: pd.DataFrame, scenario: Scenario, sds: dict[str, float]) -> pd.DataFrame:
@@ -202,7 +213,9 @@ def windows(bench: Bench, plan: list[Scenario], args: argparse.Namespace) -> lis
         for k in range(count):
             seed = 1_000 * (i + 1) + k
             rows = bench.generator.make_batch(TRAIN_WEEKS + k, args.window_rows, seed=seed)
-            if scenario.kind != "stable":
+            if scenario.kind == "missing":
+                rows = blank(bench.relabel(rows, seed), scenario, seed)
+            elif scenario.kind != "stable":
                 rows = bench.relabel(apply_shift(rows, scenario, sds), seed)
             out.append((scenario, bench.answered(rows)))
     return out
@@ -248,6 +261,7 @@ def run_loopline(bench: Bench, detector, estimator, window: pd.DataFrame) -> dic
         "verdict": verdicts.grade(report, effect, NO_CONCEPT),
         "flagged": set(report.drifted_features),
         "estimate": effect.estimated,
+        "missing_quality": effect.missing.quality if effect.missing is not None else None,
         **effect.extra,
     }
 
@@ -487,21 +501,24 @@ def compare(bench: Bench, args: argparse.Namespace, python: Path | None, folder:
         except (RuntimeError, KeyError, OSError) as err:
             nannyml_note = f"NannyML failed, continuing without it: {err}"
     per_window = {tool: (s / len(todo) if s is not None else None) for tool, s in seconds.items()}
+    reference_realised = realised(bench, bench.unseen)[live]
     per_window["E"] = seconds["E"] / len(timed)
     return {
         "plan": plan, "records": records, "per_window": per_window, "nannyml": nannyml_note, "live": live,
         "compared": compared,
-        "evidently_timed": len(timed),
+        "evidently_timed": len(timed), "reference_realised": reference_realised,
     }  # fmt: skip
 
 
 def verdict_lines(bench: Bench, outcome: dict) -> list[str]:
     """The issue's targets, met or missed, from one model's records."""
     records, per_window = outcome["records"], outcome["per_window"]
+    plan = {s.name: s for s in outcome["plan"]}
+    gone = [r for r in records if plan[r["scenario"]].kind == "missing"]  # scored apart (missing_lines)
+    records = [r for r in records if plan[r["scenario"]].kind != "missing"]
     stable = [r for r in records if r["scenario"] == "stable"]
     shifted = [r for r in records if r["scenario"] != "stable"]
     n_cols = stable[0]["n_columns"]
-    plan = {s.name: s for s in outcome["plan"]}
 
     def hits(tool: str) -> float:
         return float(
@@ -569,6 +586,31 @@ def verdict_lines(bench: Bench, outcome: dict) -> list[str]:
         lines.append(
             f"  Evidently's per-column stattests alone (no report) {tests:.4f} s per window:"
             f" {ratio(tests, full)} Loopline's whole check"
+        )
+    return lines + missing_lines(bench, outcome, gone)
+
+
+def missing_lines(bench: Bench, outcome: dict, records: list[dict]) -> list[str]:
+    """The top input gone missing: the verdicts, and each estimate of the window's realised metric."""
+    if not records:
+        return []
+    live, policy = outcome["live"], bench.spec.monitoring
+    before = outcome["reference_realised"]
+    scenarios = [s for s in outcome["plan"] if s.kind == "missing"]
+    lines = [f"inputs gone missing ({', '.join(scenarios[0].columns)} blanked; labels from the values before):"]
+    for scenario in scenarios:
+        mine = [r for r in records if r["scenario"] == scenario.name]
+        real = _mean([r["live_realised"] for r in mine])
+        risk = sum(r["verdict"] == "performance_risk" for r in mine)
+        what_if = _mean([abs(r["L_extra"]["missing_quality"] - r["live_realised"]) for r in mine
+                         if r["L_extra"]["missing_quality"] is not None])  # fmt: skip
+        estimator = _mean([abs(r["L_live_est"] - r["live_realised"]) for r in mine])
+        nml = _mean([abs(r["N_est"] - r["realised"]) for r in mine if r["N_est"] is not None])
+        nml_text = f", NannyML ({outcome['compared'].upper()}) {_fmt(nml)}" if nml is not None else ""
+        lines.append(
+            f"  {scenario.name}: performance_risk {risk}/{len(mine)}; realised {live.upper()} {before:.3f} on the"
+            f" unseen rows -> {_fmt(real)} (tolerance {policy.max_estimated_drop}); |error| of the estimate:"
+            f" Loopline's what-if {_fmt(what_if)}, Loopline's label-free estimator {_fmt(estimator)}{nml_text}"
         )
     return lines
 

@@ -29,6 +29,17 @@ def test_scenarios_shift_one_two_many_and_the_least_important_input():
     assert [s.size for s in by_kind["one"]] == [0.1, 0.5, 1.0] and by_kind["one"][0].columns == ("a",)
     assert by_kind["two"][0].columns == ("a", "b") and by_kind["many"][0].columns == ("a", "b", "c", "d", "e")
     assert [(s.columns, s.size) for s in by_kind["insensitive"]] == [(("z",), 0.5), (("z",), 1.0)]
+    assert [(s.name, s.columns) for s in plan if s.kind == "missing"] == [
+        ("missing 30%", ("a",)),
+        ("missing 60%", ("a",)),
+    ]
+
+
+def test_blank_empties_the_scenarios_columns_in_its_share_of_rows():
+    frame = pd.DataFrame({"a": np.arange(4_000, dtype=float), "b": 1.0})
+    out = bench.blank(frame, bench.Scenario("missing 30%", "missing", ("a",), 0.3), seed=1)
+    assert out["a"].isna().mean() == pytest.approx(0.3, abs=0.03) and out["b"].notna().all()
+    assert frame["a"].notna().all()  # the input is untouched
 
 
 def test_apply_shift_moves_only_the_scenarios_columns_by_size_sds():
@@ -87,6 +98,23 @@ def test_a_regressors_estimates_are_compared_on_the_mae_and_its_smape_error_is_s
     assert "MAE (minutes), all windows: Loopline DLE-style 0.1000, NannyML DLE 0.3000" in lines[2]
     assert lines[2].endswith("met") and "sMAPE" in lines[3] and "2.0% of realised" in lines[3]
     assert "NannyML / Loopline estimator 10.0x" in lines[-1] and "0.0030: 6.7x faster" in lines[-1]
+
+
+def test_missing_inputs_are_scored_in_lines_of_their_own_not_in_the_totals():
+    gone = bench.Scenario("missing 30%", "missing", ("a",), 0.3)
+    plan = [bench.Scenario("stable", "stable", (), 0.0), bench.Scenario("one +1sd", "one", ("a",), 1.0), gone]
+    blanked = {**_records(0.75)[1], "scenario": gone.name, "verdict": "performance_risk", "L_flagged": set()}
+    blanked.update(live_realised=0.70, L_live_est=0.78, realised=0.70, N_est=0.79)
+    blanked["L_extra"] = {**blanked["L_extra"], "missing_quality": 0.72}
+    records = [*_records(0.75), blanked]
+    outcome = {"plan": plan, "records": records, "nannyml": "nannyml 0.13.1", "live": "auc", "compared": "auc"}
+    outcome.update(per_window={"L": 0.01, "L_est": 0.002, "E": 1.0, "N": 0.02}, reference_realised=0.8)
+    spec = SimpleNamespace(task="binary", monitoring=SimpleNamespace(max_estimated_drop=0.05))
+    lines = bench.verdict_lines(SimpleNamespace(task="binary", spec=spec), outcome)
+    assert "Loopline 1.000, Evidently 1.000" in lines[1]  # the blanked window, unflagged, is not in the total
+    assert lines[-2] == "inputs gone missing (a blanked; labels from the values before):"
+    assert "missing 30%: performance_risk 1/1; realised AUC 0.800 on the unseen rows -> 0.7000" in lines[-1]
+    assert "what-if 0.0200, Loopline's label-free estimator 0.0800, NannyML (AUC) 0.0900" in lines[-1]
 
 
 def test_a_missing_uv_says_nannyml_is_unavailable_and_does_not_raise(tmp_path, monkeypatch):
