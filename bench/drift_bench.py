@@ -458,22 +458,23 @@ def compare(bench: Bench, args: argparse.Namespace, python: Path | None, folder:
     live = "auc" if bench.task == "binary" else "smape"  # what Loopline's verdict judges
     compared = "auc" if bench.task == "binary" else "mae"  # what both tools estimate (NannyML's DLE has no sMAPE)
     nml_metric = "roc_auc" if bench.task == "binary" else "mae"
-    records, seconds = [], {"L": 0.0, "L_est": 0.0, "L_judge": 0.0, "E": 0.0, "E_tests": 0.0, "N": None}
-    timed = set(np.linspace(0, len(todo) - 1, min(args.evidently_timed, len(todo))).round().astype(int).tolist())
+    records = []
+    # Timed: the windows every tool answers alike (the missing-input ones add Loopline's re-scoring what-if).
+    comparable = [k for k, (scenario, _) in enumerate(todo) if scenario.kind != "missing"]
+    picks = np.linspace(0, len(comparable) - 1, min(args.evidently_timed, len(comparable))).round().astype(int)
+    timed = {comparable[i] for i in picks.tolist()}
     agree = 0
     for k, (scenario, window) in enumerate(todo):
         t = time.perf_counter()
         loop = run_loopline(bench, detector, estimator, window)
-        seconds["L"] += time.perf_counter() - t
-        seconds["L_est"] += loop["estimate_seconds"]
-        seconds["L_judge"] += loop["judge_seconds"]
+        took = {"L": time.perf_counter() - t, "L_est": loop["estimate_seconds"], "L_judge": loop["judge_seconds"]}
         t = time.perf_counter()
         ev = evidently_columns(bench.train, window, bench.spec)
-        seconds["E_tests"] += time.perf_counter() - t
+        took["E_tests"] = time.perf_counter() - t
         if k in timed:
             t = time.perf_counter()
             report = run_evidently(bench.train, window, bench.spec)
-            seconds["E"] += time.perf_counter() - t
+            took["E"] = time.perf_counter() - t
             agree += report == ev
         truth = realised(bench, window)
         records.append({
@@ -481,7 +482,7 @@ def compare(bench: Bench, args: argparse.Namespace, python: Path | None, folder:
             "E_flagged": ev["flagged"], "E_dataset": ev["dataset_drift"], "n_columns": len(bench.spec.features.names),
             "realised": truth[compared], "L_est": loop["estimate"] if compared == live else loop.get(compared),
             "N_est": None, "live_realised": truth[live], "L_live_est": loop["estimate"], "truth": truth,
-            "L_extra": loop,
+            "L_extra": loop, "seconds": took,
         })  # fmt: skip
         if (k + 1) % 25 == 0:
             print(f"  {bench.name}: {k + 1}/{len(todo)} windows", flush=True)
@@ -495,14 +496,15 @@ def compare(bench: Bench, args: argparse.Namespace, python: Path | None, folder:
             result = run_nannyml(python, bench, [w for _, w in todo], folder)
             for i, record in enumerate(records):
                 got = result["windows"][str(i)]
-                record["N_est"], record["N_extra"] = got[nml_metric], got
-            seconds["N"] = sum(w["seconds"] for w in result["windows"].values())
+                record["N_est"], record["N_extra"], record["seconds"]["N"] = got[nml_metric], got, got["seconds"]
             nannyml_note = f"nannyml {result['version']}, fit {result['fit_seconds']:.2f}s"
         except (RuntimeError, KeyError, OSError) as err:
             nannyml_note = f"NannyML failed, continuing without it: {err}"
-    per_window = {tool: (s / len(todo) if s is not None else None) for tool, s in seconds.items()}
+    per_window = {
+        tool: _mean([records[k]["seconds"][tool] for k in comparable if tool in records[k]["seconds"]])
+        for tool in ("L", "L_est", "L_judge", "E", "E_tests", "N")
+    }
     reference_realised = realised(bench, bench.unseen)[live]
-    per_window["E"] = seconds["E"] / len(timed)
     return {
         "plan": plan, "records": records, "per_window": per_window, "nannyml": nannyml_note, "live": live,
         "compared": compared,

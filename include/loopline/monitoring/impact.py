@@ -138,6 +138,8 @@ class QualityEstimator:
     calibration: calib.Calibration | None = None  # classifiers: which calibration the estimate uses
     _loss_models: dict[str, Any] = field(default_factory=dict, repr=False)  # DLE: metric -> LightGBM booster
     _medians: dict[str, float] = field(default_factory=dict, repr=False)
+    missing_rates: dict[str, float] = field(default_factory=dict, repr=False)  # on the rows it was fitted on
+    reference_rows: int = 0
 
     def probabilities(self, scores: np.ndarray) -> np.ndarray:
         scores = np.asarray(scores, float)
@@ -202,6 +204,7 @@ def fit_estimator(
         estimator = QualityEstimator(
             spec, method, calibration.holdout_ece, calibration.calibrated, calibration=calibration
         )
+    estimator.missing_rates, estimator.reference_rows = missing_rates(reference, spec), len(reference)
     estimator.reference_estimates = estimator.estimate(reference)
     estimator.reference_quality = estimator.reference_estimates[task.live_metric]
     return estimator
@@ -301,20 +304,27 @@ class MissingWhatIf:
         )
 
 
+def missing_rates(frame: pd.DataFrame, spec: ModelSpec) -> dict[str, float]:
+    """Each input's share of missing values; a categorical level the spec does not know counts as missing
+    (the champion scores it as one), an absent column as all missing."""
+    return {
+        name: float(_missing(frame, name, spec).mean()) if name in frame.columns else 1.0
+        for name in spec.features.names
+    }
+
+
 def missing_shares(
-    reference: pd.DataFrame, window: pd.DataFrame, spec: ModelSpec, policy: DriftPolicy
+    reference: dict[str, float], n_reference: int, window: pd.DataFrame, spec: ModelSpec, policy: DriftPolicy
 ) -> dict[str, tuple[float, float]]:
     """Inputs missing significantly more often in the window: (share on the reference, in the window).
 
-    A categorical level the spec does not know counts as missing: the champion scores it as one.
+    ``reference``: ``missing_rates`` of the reference's ``n_reference`` rows.
     """
-    names = spec.features.names
     out = {}
-    for name in names:
-        ref = float(_missing(reference, name, spec).mean())
-        cur = float(_missing(window, name, spec).mean()) if name in window.columns else 1.0
-        p = _two_proportion_p(ref, len(reference), cur, len(window))
-        if cur - ref > MIN_MISSING_RISE and p < policy.p_value / len(names):
+    for name, cur in missing_rates(window, spec).items():
+        ref = reference[name]
+        p = _two_proportion_p(ref, n_reference, cur, len(window))
+        if cur - ref > MIN_MISSING_RISE and p < policy.p_value / len(reference):
             out[name] = (ref, cur)
     return out
 
@@ -327,15 +337,21 @@ def _missing(frame: pd.DataFrame, name: str, spec: ModelSpec) -> np.ndarray:
 
 
 def missing_what_if(
-    reference: pd.DataFrame, window: pd.DataFrame, spec: ModelSpec, policy: DriftPolicy, answer: Answerer
+    reference: pd.DataFrame,
+    window: pd.DataFrame,
+    spec: ModelSpec,
+    policy: DriftPolicy,
+    answer: Answerer,
+    rates: dict[str, float] | None = None,
 ) -> MissingWhatIf | None:
     """The champion's live metric on ``reference`` (labelled, answered) with ``window``'s extra missing values.
 
+    ``rates``: ``missing_rates(reference)`` when the caller holds it (the estimator, fitted on these rows).
     None when no input is missing more often, or the metric cannot be computed on the reference.
     """
     if window.empty or reference.empty:
         return None
-    shares = missing_shares(reference, window, spec, policy)
+    shares = missing_shares(rates or missing_rates(reference, spec), len(reference), window, spec, policy)
     if not shares:
         return None
     task = task_of(spec)
@@ -428,7 +444,10 @@ def judge(
     estimated = None if value is None or not math.isfinite(value) else float(value)
     drop = None if estimated is None else task.quality_drop(estimated, estimator.reference_quality)
     mix = tuple(output_mix(reference, window, spec, policy))
-    missing = missing_what_if(reference, window, spec, policy, answer) if answer is not None else None
+    missing = None
+    if answer is not None:
+        rates = estimator.missing_rates if len(reference) == estimator.reference_rows else None
+        missing = missing_what_if(reference, window, spec, policy, answer, rates)
     estimated_risk = drop is not None and drop > policy.max_estimated_drop
     return Impact(
         metric=task.live_metric,
