@@ -86,7 +86,6 @@ class Reference:
     train: pd.DataFrame  # the champion's training rows (bounded sample): the inputs' reference
     valid: pd.DataFrame  # its validation rows, with its answers (score, decision) and the label as outcome
     holdout: pd.DataFrame  # its holdout rows, likewise
-    booster: Any
     answer: Callable[[pd.DataFrame], pd.DataFrame]  # raw rows -> with the champion's answers and the outcome
 
     @property
@@ -96,7 +95,7 @@ class Reference:
 
 
 def reference_of(spec: ModelSpec, champion: Champion, settings: Settings) -> Reference:
-    """The champion's splits of its exact data version and the champion booster."""
+    """The champion's splits of its exact data version, and how the champion answers raw rows."""
     import mlflow.lightgbm
 
     from loopline.core import tracking
@@ -115,9 +114,7 @@ def reference_of(spec: ModelSpec, champion: Champion, settings: Settings) -> Ref
     def answered(rows: pd.DataFrame) -> pd.DataFrame:  # no reason codes: nothing here reads them
         return rows.reset_index(drop=True).assign(**training.answers(booster, rows, spec))
 
-    return Reference(
-        train_rows.reset_index(drop=True), answered(split.valid), answered(split.holdout), booster, answered
-    )
+    return Reference(train_rows.reset_index(drop=True), answered(split.valid), answered(split.holdout), answered)
 
 
 def labelled_live(

@@ -435,7 +435,7 @@ def judge(
 ) -> Impact:
     """The estimated quality and the output mix of ``window`` against the reference answers.
 
-    ``answer``: the champion's answers for raw rows (``Reference.answered``); with it, inputs missing more
+    ``answer``: the champion's answers for raw rows (``drift_flow.Reference.answer``); with it, inputs missing more
     often in the window are costed on the reference rows (``missing_what_if``).
     """
     task = task_of(spec)
