@@ -170,6 +170,27 @@ def test_a_rollout_that_finished_is_not_touched_by_a_later_action(settings):
     assert state_of(settings).rollout(prepared["rollout_id"]).ended_by is None
 
 
+@pytest.mark.parametrize("mode", ["canary", "bluegreen"])
+def test_a_pin_the_route_refuses_ends_nothing(settings, mode):
+    """Pinning the champion as its own canary is refused in words, and the running rollout goes on."""
+    state = state_of(settings)
+    prepared = rollout_flow.prepare(MODEL, "challenger", mode, AUTO, settings)
+    if mode == "canary":
+        rollout_flow.canary_step(prepared["rollout_id"], 0.05, AUTO, settings)
+    else:  # after the switch v2 is the champion; its watch must not be ended by a refused pin
+        rollout_flow.switch(prepared["rollout_id"], AUTO, settings)
+    route, trail = state.route(MODEL), state.trail(MODEL, limit=100)
+    with pytest.raises(actions.RolloutError, match=f"v{route.champion_version} already serves"):
+        actions.apply("pin", MODEL, str(route.champion_version), 0.1, ALICE, "pin it", settings)
+    record = state.rollout(prepared["rollout_id"])
+    assert (record.status, record.ended_by) == ("running", None)
+    assert state.route(MODEL) == route and state.trail(MODEL, limit=100) == trail
+    if mode == "canary":  # the rollout's own next poke still judges its step
+        assert rollout_flow.canary_step(prepared["rollout_id"], 0.05, AUTO, settings).status == "wait"
+    else:
+        assert rollout_flow.post_switch_watch(prepared["rollout_id"], AUTO, settings).status == "wait"
+
+
 # --- the clean-up reverts only what the rollout wrote itself --------------------------------------
 
 

@@ -96,19 +96,30 @@ def pin(
 ) -> Route:  # fmt: skip
     """Serve ``canary`` to a fixed share of applicants (an A/B test, or a manual rollout step); ends any shadow."""
     route = state.route(model)
-    if route.champion_version is None:
-        raise RolloutError(f"model {model} has no champion serving; promote a version first")
+    check_pin(route, canary)
     if route.canary_version == canary and route.canary_weight == weight and route.shadow_version is None:
         return route
     target = Route(model, route.champion_version, canary, weight, route.mode, route.revision)
     return state.change(target, "pin", actor, reason, details)
 
 
+def check_pin(route: Route, canary: str) -> None:
+    """RolloutError, in words, when ``canary`` cannot be pinned on ``route`` (no champion, or it is the champion)."""
+    if route.champion_version is None:
+        raise RolloutError(f"model {route.model} has no champion serving; promote a version first")
+    if canary == route.champion_version:
+        raise RolloutError(
+            f"v{canary} already serves {route.model} as champion, so it cannot also be its canary: pin another "
+            "version, or roll back to an earlier champion first"
+        )
+
+
 def apply(action: str, model: str, ref: str, weight: float, actor: str, reason: str, settings) -> dict[str, Any]:
     """A person's action (the rollout control DAG's form); returns the resulting route and the rollout it ended.
 
     The running rollout (if any) is ended first, so from then on its steps stop and its
-    writes are refused; then the route changes, marked as manual in the audit trail.
+    writes are refused; then the route changes, marked as manual in the audit trail. A request that
+    cannot apply (an unknown version, a pin of the champion itself) is refused before it ends anything.
     """
     from loopline.core import tracking
 
@@ -117,6 +128,8 @@ def apply(action: str, model: str, ref: str, weight: float, actor: str, reason: 
     state = ServingState(settings.state_db_uri)
     client = tracking.client_for(settings)
     version = None if action == "abort" else resolve_version(client, model, ref)  # a bad ref ends nothing
+    if action == "pin":  # nor does a pin the route refuses (the champion as its own canary)
+        check_pin(state.route(model), str(version))
     ended = state.end_by_person(model, actor, f"ended by {actor}: {action} by hand ({reason})")
     details: dict[str, Any] = {"manual": True}
     if ended is not None:
