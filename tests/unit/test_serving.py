@@ -231,3 +231,29 @@ def test_the_prediction_log_monitor_writes_what_readers_and_bentoml_expect(tmp_p
     monitor.write([(n, v[1:], r, t) for n, v, r, t in columns])
     assert len(list((tmp_path / name / "data").glob("data.0.log.*"))) == 1
     assert sorted(read_window(tmp_path, "credit_risk").rows["prediction_id"]) == ["a", "a", "b", "b"]
+
+
+def test_a_trace_shows_as_inputs_only_the_pseudonym_and_the_features(tmp_path):
+    """Not the log's bookkeeping: a trace of request X must not list BentoML's own ``request_id=None`` as an input."""
+    import time
+
+    from loopline.ops.trace import logged_inputs
+    from loopline.serving.log_monitor import PredictionLogMonitor
+    from loopline.serving.prediction_log import monitor_name, read_window
+
+    spec = load_spec("credit_risk", Path(__file__).resolve().parents[2] / "models")
+    row = normalise(datagen.make_batch(3, 1, seed=2), spec).iloc[0]
+    columns = [
+        ("prediction_id", ["r1"], "feature", "categorical"),
+        ("entity_hash", ["h1"], "feature", "categorical"),
+        *((n, [None if pd.isna(row[n]) else row[n]], "feature", "numerical") for n in spec.features.names),
+        ("model_version", ["1"], "feature", "categorical"),
+        ("score", [0.5], "prediction", "numerical"),
+        ("client", ["c"], "feature", "categorical"),
+        ("logged_at", [time.time()], "feature", "numerical"),
+    ]
+    PredictionLogMonitor(monitor_name("credit_risk"), str(tmp_path)).write(columns)
+    logged = read_window(tmp_path, "credit_risk").rows.iloc[0].to_dict()
+    assert {"timestamp", "request_id", "trace_id"} <= set(logged)  # what BentoML's monitor adds to every line
+    inputs = logged_inputs(logged, spec.features.names)
+    assert list(inputs) == ["entity_hash", *spec.features.names] and inputs["entity_hash"] == "h1"

@@ -18,7 +18,6 @@ from loopline.core.errors import LooplineError
 from loopline.core.settings import Settings
 
 ANSWER_COLUMNS = ("score", "decision", "reasons")
-NOT_INPUTS = {"prediction_id", "model_version", "arm", "latency_seconds", "logged_at", "client", *ANSWER_COLUMNS}
 
 
 class TraceError(LooplineError, LookupError):
@@ -76,6 +75,15 @@ def _present(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
+def logged_inputs(row: dict[str, Any], feature_names: list[str]) -> dict[str, Any]:
+    """What the applicant sent, as logged: the pseudonymised entity id, then the model's features.
+
+    Not the log's other columns: the answer, the service's own (arm, latency, client) and the ones
+    BentoML's monitor adds to every line (its ``timestamp``, ``request_id`` and ``trace_id``).
+    """
+    return {name: _present(row.get(name)) for name in ("entity_hash", *feature_names)}
+
+
 def _logged_row(model: str, request_id: str, settings: Settings) -> dict[str, Any]:
     from loopline.serving.prediction_log import read_window
 
@@ -125,7 +133,7 @@ def trace(model: str, request_id: str, settings: Settings) -> Trace:
         "run_id": model_version.run_id,
         **{k: tags.get(f"loopline.{k}", "?") for k in ("data_version", "data_md5", "feature_version", "code_commit")},
     }
-    inputs = {k: _present(v) for k, v in row.items() if k not in NOT_INPUTS}
+    inputs = logged_inputs(row, spec.features.names)
     tracking.use_store(settings)
     booster = mlflow.lightgbm.load_model(f"models:/{model}/{version}")
     again = score_frame(booster, pd.DataFrame([{name: inputs.get(name) for name in spec.features.names}]), spec)
