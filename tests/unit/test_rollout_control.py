@@ -171,6 +171,46 @@ def test_a_rollout_that_finished_is_not_touched_by_a_later_action(settings):
 
 
 @pytest.mark.parametrize("mode", ["canary", "bluegreen"])
+def test_a_rollback_between_a_rollouts_route_change_and_its_alias_writes_keeps_the_persons_roles(
+    settings, monkeypatch, mode
+):
+    """The person's rollback lands after the rollout made v2 champion in the store, before its MLflow aliases."""
+    from loopline.core import tracking
+
+    prepared = rollout_flow.prepare(MODEL, "challenger", mode, AUTO, settings)
+    rollout_id = prepared["rollout_id"]
+    if mode == "canary":
+        for _, call in canary_phases(settings, rollout_id)[:-1]:
+            call()
+        make_v2_champion = lambda: rollout_flow.promote(rollout_id, AUTO, settings)  # noqa: E731
+    else:
+        make_v2_champion = lambda: rollout_flow.switch(rollout_id, AUTO, settings)  # noqa: E731
+    real_client_for = tracking.client_for
+
+    class RolloutsClient:  # the rollout's MLflow client: the person acts just before its first alias write
+        def __init__(self, client):
+            self.client, self.acted = client, False
+
+        def __getattr__(self, name):
+            if name == "set_registered_model_alias" and not self.acted:
+                self.acted = True
+                monkeypatch.setattr(tracking, "client_for", real_client_for)  # the person's own client
+                actions.apply("rollback", MODEL, "1", 0.0, ALICE, "v2 looks wrong", settings)
+                return self.client.set_registered_model_alias
+            return getattr(self.client, name)
+
+    monkeypatch.setattr(tracking, "client_for", lambda s: RolloutsClient(real_client_for(s)))
+    with pytest.raises(RolloutEnded, match="ended by alice"):  # the task is skipped, not reported as done
+        make_v2_champion()
+    state = state_of(settings)
+    assert state.route(MODEL).champion_version == "1"
+    assert (aliases(settings)["champion"], aliases(settings)["previous"]) == ("1", "2")  # the registry follows
+    record = rollout_flow.fail(rollout_id, AUTO, settings)  # a clean-up afterwards leaves it all as it is
+    assert record["ended_by"] == ALICE and state.route(MODEL).champion_version == "1"
+    assert aliases(settings)["champion"] == "1"
+
+
+@pytest.mark.parametrize("mode", ["canary", "bluegreen"])
 def test_a_pin_the_route_refuses_ends_nothing(settings, mode):
     """Pinning the champion as its own canary is refused in words, and the running rollout goes on."""
     state = state_of(settings)

@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from loopline.core.errors import LooplineError
-from loopline.rollout.serving_state import Route, ServingState
+from loopline.rollout.serving_state import RolloutEnded, Route, ServingState
 
 ACTIONS = ("promote", "abort", "rollback", "pin")
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
@@ -61,6 +61,9 @@ def make_champion(
     """``version`` takes all traffic; the outgoing champion becomes ``previous``.
 
     ``revision``/``owner``: a rollout writes only on top of its own route revision (see ``ServingState.change``).
+    A person may end that rollout between its route change and its alias writes (``actions.apply``), and
+    change the route in turn: the rollout's aliases then come last, so they are put back to follow the
+    person's route, and ``RolloutEnded`` says the rollout was ended (its task is skipped, not reported done).
     """
     route = state.route(model)
     outgoing = route.champion_version
@@ -72,7 +75,22 @@ def make_champion(
     client.set_registered_model_alias(model, CHAMPION, version)
     if _alias(client, model, CHALLENGER) == version:
         client.delete_registered_model_alias(model, CHALLENGER)
+    if owner is not None and (ended := state.rollout(owner)).ended_by:
+        _aliases_follow_route(state, client, model, version)
+        raise RolloutEnded(f"rollout #{owner} was ended by {ended.ended_by} while it made v{version} champion")
     return route
+
+
+def _aliases_follow_route(state: ServingState, client: MlflowClient, model: str, version: str) -> None:
+    """A person changed the champion after a rollout made ``version`` champion: the MLflow roles follow the route.
+
+    Written after the rollout's own alias writes, so whichever of the two finishes last, the registry
+    ends as the person's change left it (the person's own writes set the same values).
+    """
+    champion = state.route(model).champion_version
+    if champion and champion != version:
+        client.set_registered_model_alias(model, PREVIOUS, version)
+        client.set_registered_model_alias(model, CHAMPION, champion)
 
 
 def abort(

@@ -448,14 +448,17 @@ def fail(rollout_id: int, actor: str, settings: Settings) -> dict[str, Any]:
 
     state = _state(settings)
     rollout = state.rollout(rollout_id)
-    if rollout.mode == "bluegreen":
-        switch_back(rollout_id, actor, rollout.outcome or "rollout task failed", settings)
-    else:
-        route = _wrote_current(state, rollout)
-        if route and rollout.candidate_version in (route.canary_version, route.shadow_version):
-            abort(
-                state, rollout.model, actor, f"rollout #{rollout.id} failed", {"rollout": rollout.id},
-                revision=route.revision, owner=rollout.id,
-            )  # fmt: skip
-        state.finish_rollout(rollout_id, "failed", rollout.outcome or "a rollout task failed")
+    try:
+        if rollout.mode == "bluegreen":
+            switch_back(rollout_id, actor, rollout.outcome or "rollout task failed", settings)
+        else:
+            route = _wrote_current(state, rollout)
+            if route and rollout.candidate_version in (route.canary_version, route.shadow_version):
+                abort(
+                    state, rollout.model, actor, f"rollout #{rollout.id} failed", {"rollout": rollout.id},
+                    revision=route.revision, owner=rollout.id,
+                )  # fmt: skip
+            state.finish_rollout(rollout_id, "failed", rollout.outcome or "a rollout task failed")
+    except RolloutEnded:  # a person ended it meanwhile: their route stands (the record says who)
+        log.info("rollout #%s was ended by a person during its clean-up; route left as they set it", rollout_id)
     return state.rollout(rollout_id).to_dict()
