@@ -128,3 +128,12 @@ def test_a_store_from_before_shadows_gets_the_column_and_keeps_its_routes(tmp_pa
     assert state.route("m") == Route("m", "1", "2", 0.2, "canary", 7)  # no shadow
     state.change(Route("m", "1", revision=7, shadow_version="3"), "shadow_start", "t", "t")
     assert ServingState(url).route("m").shadow_version == "3"  # a second process opens it as it is
+
+
+def test_the_audit_commands_header_names_only_the_arms_that_serve():
+    from loopline.ops.cli import serving_line
+
+    assert serving_line(Route("m", "2")) == "champion v2"  # not "canary vNone @ 0%"
+    assert serving_line(Route("m", "1", "2", 0.2)) == "champion v1, canary v2 at 20%"
+    shadow = serving_line(Route("m", "1", shadow_version="2"))
+    assert shadow == "champion v1, shadow v2 (scores a copy, answers nothing)"

@@ -234,6 +234,13 @@ def onboard(
     typer.echo(f"review both, then drop batches into {settings.landing_dir / name}/ (loopline status -m {name})")
 
 
+def serving_line(route) -> str:
+    """``champion v1, canary v2 at 20%`` / ``champion v1, shadow v2``: only the arms that serve."""
+    canary = f", canary v{route.canary_version} at {route.canary_weight:.0%}" if route.canary_version else ""
+    shadow = f", shadow v{route.shadow_version} (scores a copy, answers nothing)" if route.shadow_version else ""
+    return f"champion v{route.champion_version}{canary}{shadow}"
+
+
 @app.command()
 def audit(model: str = MODEL_OPTION, limit: int = typer.Option(50, min=1, max=10_000)) -> None:
     """The audit trail: every change to what serves traffic, newest first, with who and why."""
@@ -241,9 +248,7 @@ def audit(model: str = MODEL_OPTION, limit: int = typer.Option(50, min=1, max=10
 
     state = ServingState(_settings().state_db_uri)
     route = state.route(model)
-    typer.echo(
-        f"{model} now: champion v{route.champion_version}, canary v{route.canary_version} @ {route.canary_weight:.0%}"
-    )
+    typer.echo(f"{model} now: {serving_line(route)}")
     for record in state.trail(model, limit):
         typer.echo(record.line())
 
