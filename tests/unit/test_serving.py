@@ -257,3 +257,29 @@ def test_a_trace_shows_as_inputs_only_the_pseudonym_and_the_features(tmp_path):
     assert {"timestamp", "request_id", "trace_id"} <= set(logged)  # what BentoML's monitor adds to every line
     inputs = logged_inputs(logged, spec.features.names)
     assert list(inputs) == ["entity_hash", *spec.features.names] and inputs["entity_hash"] == "h1"
+
+
+def test_a_trace_names_the_route_the_answer_was_scored_under_not_the_change_it_had_not_adopted_yet():
+    """An answer logged 0.3 s after an abort came from the canary step before it (the service polls the store)."""
+    from datetime import UTC, datetime, timedelta
+
+    from loopline.ops.trace import route_that_served
+    from loopline.rollout.serving_state import AuditRecord
+
+    t = datetime(2026, 6, 1, tzinfo=UTC)
+
+    def change(n: int, action: str, after: Route, seconds: int) -> AuditRecord:
+        return AuditRecord(n, t + timedelta(seconds=seconds), "m", action, {}, after.to_dict(), "alice", "", {})
+
+    changes = [
+        change(1, "first_champion", Route("m", "1", revision=1), 0),
+        change(2, "canary_step", Route("m", "1", "2", 0.2, revision=2), 10),
+        change(3, "abort", Route("m", "1", revision=3), 20),
+    ]
+    answered = t + timedelta(seconds=20.3)
+    route, why = route_that_served(changes, answered, revision=2.0)  # the log's numbers come back as floats
+    assert (route["canary_version"], route["canary_weight"]) == ("2", 0.2) and why.startswith("set by audit #2")
+    route, why = route_that_served(changes, answered, revision=float("nan"))  # a log from before the column
+    assert route["canary_version"] is None and why.startswith("set by audit #3")
+    assert route_that_served(changes, answered, revision=-1)[1].startswith("set by audit #3")  # the Bento's own
+    assert route_that_served(changes, t - timedelta(seconds=1)) == (None, "no route change recorded before it")

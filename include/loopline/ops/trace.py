@@ -96,15 +96,32 @@ def _logged_row(model: str, request_id: str, settings: Settings) -> dict[str, An
     return hit.iloc[-1].to_dict()
 
 
-def _route_at(model: str, at: datetime, settings: Settings) -> tuple[dict | None, str]:
-    from loopline.rollout.serving_state import ServingState
+def route_that_served(changes: list, at: datetime, revision: Any = None) -> tuple[dict | None, str]:
+    """The route an answer was scored under, and the audit record that set it.
 
-    changes = ServingState(settings.state_db_uri).changes_since(model, datetime(1970, 1, 1, tzinfo=UTC))
+    The service adopts a change at its next poll of the store, so an answer logged just after a
+    change may still come from the route before it: the revision the service logged with the answer
+    (``route_revision``) names it exactly. Without one (a log from before that column, or a Bento
+    serving its own model before the store named a champion), the last change before the answer.
+    """
+    revision = _present(revision)
+    if revision is not None and int(revision) >= 0:
+        exact = [c for c in changes if c.after.get("revision") == int(revision)]
+        if exact:
+            c = exact[-1]
+            return c.after, f"set by audit #{c.id} {c.action} at {c.at:%Y-%m-%d %H:%M:%S} by {c.actor}"
     before = [c for c in changes if c.at <= at]
     if not before:
         return None, "no route change recorded before it"
     last = before[-1]
     return last.after, f"set by audit #{last.id} {last.action} at {last.at:%Y-%m-%d %H:%M:%S} by {last.actor}"
+
+
+def _route_at(model: str, at: datetime, settings: Settings, revision: Any = None) -> tuple[dict | None, str]:
+    from loopline.rollout.serving_state import ServingState
+
+    changes = ServingState(settings.state_db_uri).changes_since(model, datetime(1970, 1, 1, tzinfo=UTC))
+    return route_that_served(changes, at, revision)
 
 
 def trace(model: str, request_id: str, settings: Settings) -> Trace:
@@ -121,7 +138,7 @@ def trace(model: str, request_id: str, settings: Settings) -> Trace:
     row = _logged_row(model, request_id, settings)
     logged_at = datetime.fromtimestamp(float(row["logged_at"]), UTC)
     version = str(row["model_version"])
-    route, change = _route_at(model, logged_at, settings)
+    route, change = _route_at(model, logged_at, settings, row.get("route_revision"))
     client = tracking.client_for(settings)
     try:
         model_version = client.get_model_version(model, version)

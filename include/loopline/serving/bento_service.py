@@ -283,6 +283,7 @@ class ModelService:
             ("reasons", [",".join(r) for r in answered.reasons], prediction, categorical),
             ("latency_seconds", seconds, feature, numerical),  # its model version's scoring time
             ("client", clients, feature, categorical),  # whose API key sent it (never the key)
+            ("route_revision", [result.route.revision] * len(rows), feature, numerical),  # the route that served it
             ("logged_at", [time.time()] * len(rows), feature, numerical),  # UTC epoch: what windows select on
         ]
         self.prediction_log.write(columns)
