@@ -500,3 +500,21 @@ def test_a_shadow_phase_shows_in_traffic_and_its_results_in_the_rollout(tmp_path
         f"shadow of v2 (rollout #{rollout.id}): PASS, disagreement 3.2% (limit 10.0%), "
         "score shift PSI 0.013 beyond noise (limit 0.200)"
     ]
+
+
+def test_a_decision_is_traced_from_its_request_id_on_the_page(client, monkeypatch):
+    from loopline.ops import trace
+
+    page = client.get("/").text
+    assert '<form class="trace" action="trace" method="get">' in page  # relative, as the JSON link
+    assert f'name="model" value="{MODEL}"' in page and 'name="request_id"' in page
+
+    missing = client.get("/trace", params={"model": MODEL, "request_id": "nope"})
+    assert missing.status_code == 404 and "nope" in missing.text and "prediction" in missing.text
+    assert client.get("/trace", params={"model": MODEL, "request_id": " "}).status_code == 400
+
+    found = SimpleNamespace(text=lambda: f"request r1 ({MODEL})\n  data_version v0002\n  re-scored: REPRODUCED {EVIL}")
+    monkeypatch.setattr(trace, "trace", lambda model, request_id, settings: found)
+    shown = client.get("/trace", params={"model": MODEL, "request_id": "r1"})
+    assert shown.status_code == 200 and "data_version v0002" in shown.text and "REPRODUCED" in shown.text
+    assert EVIL not in shown.text and 'value="r1"' in shown.text  # escaped; the form keeps the id

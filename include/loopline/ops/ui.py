@@ -7,7 +7,8 @@ stores still know of. Per model: its DAGs, registered versions with their aliase
 current traffic split (and a shadow version, which scores a copy and answers nothing) and
 its history as a small inline SVG chart, recent rollouts with every step's gate verdicts (the
 shadow phase's disagreement and score shift first) and the audit trail (serving state store),
-and recent drift verdicts with their DAG runs and reports (monitoring store, MLflow).
+and recent drift verdicts with their DAG runs and reports (monitoring store, MLflow); and a form that
+traces one decision from its request id (``trace``: what ``loopline trace`` prints, on a page of its own).
 
 On the page, DAG runs link to the Airflow UI (``/dags/<dag_id>/runs/<run_id>``), stored outcomes
 read as text (a route is "v2 + v3 at 10%", not a Python dict) and every time is shown one way,
@@ -37,6 +38,7 @@ from urllib.parse import quote
 
 from loopline.core.clock import as_utc
 from loopline.core.dag_factory import STATIONS, dag_id
+from loopline.core.errors import LooplineError
 from loopline.core.settings import Settings, get_settings
 from loopline.ops.links import mlflow_model_url, mlflow_run_url, mlflow_ui_url, mlflow_version_url
 
@@ -832,7 +834,29 @@ def _model_html(model: ModelOverview, now: str) -> str:
         f"<h3>Drift checks</h3>{_drift_html(model.drift)}"
         f"<h3>Estimated vs realised quality</h3>{_estimate_history_html(model.drift)}"
         f"<h3>Audit trail</h3>{_audit_html(model.audit)}"
+        f"<h3>Trace one decision</h3>{_trace_form_html(model.name)}"
         "</section>"
+    )
+
+
+def _trace_form_html(model: str, request_id: str = "") -> str:
+    """A request id in, ``trace`` out: why this answer, from which version, data and code (``loopline trace``)."""
+    return (
+        '<form class="trace" action="trace" method="get">'
+        f'<input type="hidden" name="model" value="{esc(model)}">'
+        f'<input name="request_id" size="36" placeholder="request_id of an answer" value="{esc(request_id)}">'
+        ' <button type="submit">Trace</button></form>'
+    )
+
+
+def trace_html(model: str, request_id: str, text: str, error: bool = False) -> str:
+    """The trace of one answer (or why there is none) as a page of its own, with the form for the next one."""
+    css = ' class="errors"' if error else ""
+    return (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>Loopline: trace {esc(request_id)}</title>'
+        f'<style>{STYLE}</style></head><body><h1>Trace: {esc(model)}</h1><p class="meta"><a href="./">'
+        f"back to the Loopline page</a></p>{_trace_form_html(model, request_id)}<pre{css}>{esc(text)}</pre>"
+        "</body></html>"
     )
 
 
@@ -871,5 +895,19 @@ def create_app(settings_factory: Callable[[], Settings] = get_settings, dependen
     @app.get("/api/overview")
     def overview(model: list[str] | None = Query(default=None)) -> dict[str, Any]:
         return gather(settings_factory(), model or None).to_dict()
+
+    @app.get("/trace", response_class=HTMLResponse)
+    def trace_page(model: str = Query(...), request_id: str = Query("")) -> HTMLResponse:
+        """``loopline trace`` on the page: the logged inputs, answer, route then, lineage, and the re-score."""
+        from loopline.ops import trace
+
+        request_id = request_id.strip()
+        if not request_id:
+            return HTMLResponse(trace_html(model, "", "enter the request_id of an answer", error=True), 400)
+        try:
+            text = trace.trace(model, request_id, settings_factory()).text()
+        except (trace.TraceError, LooplineError) as err:
+            return HTMLResponse(trace_html(model, request_id, str(err), error=True), 404)
+        return HTMLResponse(trace_html(model, request_id, text))
 
     return app
