@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from loopline.core.clock import as_utc
 from loopline.core.errors import LooplineError
 from loopline.core.features import build_features, categorical_columns
 from loopline.core.spec import DriftPolicy, load_spec
@@ -211,6 +212,19 @@ def test_the_guard_can_be_switched_off_and_accepts_naive_utc_times():
     assert not retrain_policy.decide_trigger(True, T0, [naive_last], GUARD).trigger
     later = [T0 + timedelta(hours=1)]  # a trigger after "now" (re-run of an older interval) is ignored
     assert retrain_policy.decide_trigger(True, T0, later, GUARD).trigger
+
+
+def test_the_guard_takes_airflows_pendulum_times():
+    """A scheduled drift run's window end is a pendulum DateTime; a trigger 2 days ago must be counted, not crash."""
+    import pendulum
+
+    now = pendulum.instance(T0)  # what context["data_interval_end"] holds
+    past = [T0 - timedelta(days=2)]
+    decision = retrain_policy.decide_trigger(True, now, past, GUARD)
+    assert decision.trigger and "2 of at most 2 in the last 7 days" in decision.reason
+    full = retrain_policy.decide_trigger(True, now, [T0 - timedelta(days=6), *past], GUARD)
+    assert not full.trigger and full.next_allowed == T0 + timedelta(days=1)
+    assert type(as_utc(now)) is datetime and as_utc(now) - timedelta(days=7) == T0 - timedelta(days=7)
 
 
 # --- (e) saving and loading ----------------------------------------------------------------------
