@@ -852,11 +852,18 @@ def _trace_form_html(model: str, request_id: str = "") -> str:
 def trace_html(model: str, request_id: str, text: str, error: bool = False) -> str:
     """The trace of one answer (or why there is none) as a page of its own, with the form for the next one."""
     css = ' class="errors"' if error else ""
+    return _page(
+        f"Loopline: trace {request_id}",
+        f'<h1>Trace: {esc(model)}</h1><p class="meta"><a href="./">back to the Loopline page</a></p>'
+        f"{_trace_form_html(model, request_id)}<pre{css}>{esc(text)}</pre>",
+    )
+
+
+def _page(title: str, body: str) -> str:
+    """One HTML page in the plugin's style; ``body`` is markup already escaped."""
     return (
-        f'<!doctype html><html><head><meta charset="utf-8"><title>Loopline: trace {esc(request_id)}</title>'
-        f'<style>{STYLE}</style></head><body><h1>Trace: {esc(model)}</h1><p class="meta"><a href="./">'
-        f"back to the Loopline page</a></p>{_trace_form_html(model, request_id)}<pre{css}>{esc(text)}</pre>"
-        "</body></html>"
+        f'<!doctype html><html><head><meta charset="utf-8"><title>{esc(title)}</title>'
+        f"<style>{STYLE}</style></head><body>{body}</body></html>"
     )
 
 
@@ -864,16 +871,16 @@ def render_html(overview: Overview) -> str:
     sections = [_model_html(model, overview.generated_at) for model in overview.models]
     errors = "".join(f"<li>{esc(e)}</li>" for e in overview.errors)
     body = "".join(sections) or '<p class="empty">No models yet: add models/&lt;name&gt;/spec.yaml and train.</p>'
-    return (
-        '<!doctype html><html><head><meta charset="utf-8"><title>Loopline</title>'
-        f"<style>{STYLE}</style></head><body><h1>Loopline</h1>"
+    return _page(
+        "Loopline",
+        "<h1>Loopline</h1>"
         f'<p class="meta">as of {esc(when(overview.generated_at))} &middot; '
         f"MLflow UI {_link(overview.mlflow_ui_url, overview.mlflow_ui_url)} &middot; "
         '<a href="api/overview">JSON</a></p>'
         + (f'<ul class="errors">{errors}</ul>' if errors else "")
         + _picker_html(overview.models)
         + body
-        + f"<script>{FRAMED_LINKS_JS}</script></body></html>"
+        + f"<script>{FRAMED_LINKS_JS}</script>",
     )
 
 
@@ -906,7 +913,7 @@ def create_app(settings_factory: Callable[[], Settings] = get_settings, dependen
             return HTMLResponse(trace_html(model, "", "enter the request_id of an answer", error=True), 400)
         try:
             text = trace.trace(model, request_id, settings_factory()).text()
-        except (trace.TraceError, LooplineError) as err:
+        except LooplineError as err:  # TraceError is one: an unknown id, a version gone
             return HTMLResponse(trace_html(model, request_id, str(err), error=True), 404)
         return HTMLResponse(trace_html(model, request_id, text))
 
