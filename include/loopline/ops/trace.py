@@ -105,16 +105,14 @@ def route_that_served(changes: list, at: datetime, revision: Any = None) -> tupl
     serving its own model before the store named a champion), the last change before the answer.
     """
     revision = _present(revision)
+    exact = []
     if revision is not None and int(revision) >= 0:
         exact = [c for c in changes if c.after.get("revision") == int(revision)]
-        if exact:
-            c = exact[-1]
-            return c.after, f"set by audit #{c.id} {c.action} at {c.at:%Y-%m-%d %H:%M:%S} by {c.actor}"
-    before = [c for c in changes if c.at <= at]
-    if not before:
+    candidates = exact or [c for c in changes if c.at <= at]
+    if not candidates:
         return None, "no route change recorded before it"
-    last = before[-1]
-    return last.after, f"set by audit #{last.id} {last.action} at {last.at:%Y-%m-%d %H:%M:%S} by {last.actor}"
+    c = candidates[-1]
+    return c.after, f"set by audit #{c.id} {c.action} at {c.at:%Y-%m-%d %H:%M:%S} by {c.actor}"
 
 
 def _route_at(model: str, at: datetime, settings: Settings, revision: Any = None) -> tuple[dict | None, str]:
