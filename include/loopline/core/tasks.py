@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 TaskName = Literal["binary", "regression", "multiclass"]
 HIGHER, LOWER = "higher", "lower"  # which way a metric is better
 EPSILON = 1e-4  # floor for shares in a categorical PSI
+Probabilities = list[dict[str, float]] | None  # multiclass: per row, class -> probability
 
 
 class LabelError(LooplineError, ValueError):
@@ -111,9 +112,7 @@ class Task:
         """The answer's own fields as pydantic field definitions: the service's answer schema is made of them."""
         raise NotImplementedError  # pragma: no cover - abstract
 
-    def answer(
-        self, score: np.ndarray, decision: np.ndarray, probabilities: list[dict[str, float]] | None
-    ) -> dict[str, list]:
+    def answer(self, score: np.ndarray, decision: np.ndarray, probabilities: Probabilities) -> dict[str, list]:
         """Per field of ``answer_fields``, its values for every row (plain Python values, in the rows' order).
 
         The one place where the uniform answer (``score``, ``decision``, ``probabilities``) becomes what a
@@ -237,7 +236,7 @@ class BinaryTask(Task):
             "decision": (Literal[decisions.below, decisions.at_or_above], ...),  # type: ignore[valid-type]
         }
 
-    def answer(self, score, decision, probabilities) -> dict[str, list]:
+    def answer(self, score: np.ndarray, decision: np.ndarray, probabilities: Probabilities) -> dict[str, list]:
         return {"score": score.tolist(), "decision": decision.tolist()}
 
     def output_bins(self, spec: ModelSpec) -> int:
@@ -305,7 +304,7 @@ class RegressionTask(Task):
 
         return {"prediction": (float, Field(description=f"predicted {spec.dataset.target}"))}
 
-    def answer(self, score, decision, probabilities) -> dict[str, list]:
+    def answer(self, score: np.ndarray, decision: np.ndarray, probabilities: Probabilities) -> dict[str, list]:
         return {"prediction": score.tolist()}
 
     def explained(self, contributions: np.ndarray, raw: np.ndarray, spec: ModelSpec) -> np.ndarray:
@@ -377,7 +376,7 @@ class MulticlassTask(Task):
             "probabilities": (dict[str, float], Field(description="probability of each class")),
         }
 
-    def answer(self, score, decision, probabilities) -> dict[str, list]:
+    def answer(self, score: np.ndarray, decision: np.ndarray, probabilities: Probabilities) -> dict[str, list]:
         return {"predicted_class": decision.tolist(), "probabilities": list(probabilities or ())}
 
     def explained(self, contributions: np.ndarray, raw: np.ndarray, spec: ModelSpec) -> np.ndarray:

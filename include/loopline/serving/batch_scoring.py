@@ -17,10 +17,16 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loopline.core.errors import LooplineError
 from loopline.core.settings import Settings
+
+if TYPE_CHECKING:  # pandas and LightGBM are imported by the task that scores, not by the DAG file
+    import pandas as pd
+
+    from loopline.core.spec import ModelSpec
+    from loopline.serving.scoring import Answers
 
 MODEL_REF_PATTERN = r"^(champion|challenger|[1-9][0-9]*)$"
 
@@ -101,7 +107,7 @@ def score_file(
     return ScoringResult(str(output), str(lineage_path), len(result), version)
 
 
-def scored_table(entities, answered, spec, version: str):
+def scored_table(entities: pd.Series, answered: Answers, spec: ModelSpec, version: str) -> pd.DataFrame:
     """The file's rows: entity id, then the HTTP answer's fields but ``request_id`` (task's, version, reasons)."""
     import pandas as pd
 
