@@ -4,7 +4,7 @@ Same booster file (``LOOPLINE_BENCH_BOOSTER``: the LightGBM model file inside th
 Bento's model), same feature and scoring code (``loopline.serving.scoring.score_frame``),
 same request and response JSON as the Loopline service, and the same pydantic
 validation of every field (generated from the same ``spec.yaml``: types, bounds,
-category levels, ``extra="forbid"``, 1..1000 applications). So the difference the
+category levels, ``extra="forbid"``, 1..1000 rows under "instances"). So the difference the
 benchmark measures is the platform around the model, not the model.
 
 Left out on purpose, because they are what the platform adds: champion/canary
@@ -60,7 +60,7 @@ Application = _application_model()
 
 class Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    applications: Annotated[list[Application], Field(min_length=1, max_length=MAX_BATCH)]  # type: ignore[valid-type]
+    instances: Annotated[list[Application], Field(min_length=1, max_length=MAX_BATCH)]  # type: ignore[valid-type]
 
 
 class Prediction(BaseModel):
@@ -86,7 +86,7 @@ app = FastAPI(title="bare credit_risk scorer (benchmark baseline)", docs_url=Non
 
 @app.post("/predict")
 def predict(request: Request) -> list[Prediction]:
-    raw = pd.DataFrame([a.model_dump() for a in request.applications])
+    raw = pd.DataFrame([a.model_dump() for a in request.instances])
     scored = score_frame(BOOSTER, raw, SPEC)
     return [
         Prediction(

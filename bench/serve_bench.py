@@ -536,7 +536,7 @@ def report_batch(b: dict) -> None:
 
 def _same_scores(service: Server, bare: Server, apps: list[dict]) -> float:
     """Largest score difference between the two servers on the same applications (expected 0)."""
-    body = json.dumps({"applications": apps}).encode()
+    body = json.dumps({"instances": apps}).encode()
     scores = []
     for server in (service, bare):
         request = urllib.request.Request(f"{server.url}/predict", body, {"content-type": "application/json"})
@@ -666,7 +666,7 @@ def main(argv: list[str] | None = None) -> None:
         rows: dict[tuple[str, int], list[Result]] = {}
         for payload, per in scenarios:
             groups = [apps[i : i + per] for i in range(0, len(apps) - per + 1, per)]
-            bodies = [json.dumps({"applications": g}).encode() for g in groups]
+            bodies = [json.dumps({"instances": g}).encode() for g in groups]
             in_seconds = min(args.seconds, 5.0)  # one thread, no network: steady after a few seconds
             frames = [pd.DataFrame(g) for g in groups[:500]]
             floor = in_process(prepared.booster_file, frames, per, payload, in_seconds)

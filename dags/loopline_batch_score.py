@@ -1,11 +1,13 @@
 """
-### Batch scoring: a file of applications → scores, decisions, reason codes
+### Batch scoring: a file of rows → the service's answers, reason codes, model version
 
 Trigger by hand (**Trigger DAG w/ config**) with the path of a CSV or parquet file of
-applications and the model to use (`champion` by default, `challenger`, or a version
-number). Results land in `scores/<model>/<run_id>/scores.parquet` with the model
-version on every row, beside `lineage.json` (input hash, model version and its data
-version, code commit, feature version).
+rows and the model to use (`champion` by default, `challenger`, or a version
+number). Results land in `scores/<model>/<run_id>/scores.parquet`: per row the entity id,
+then the fields the prediction service answers (binary `score`, `decision`; regression
+`prediction`; multiclass `predicted_class`, `probabilities`), `model_version` and `reasons`;
+beside it `lineage.json` (input hash, model version and its data version, code commit,
+feature version).
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ def test_a_versions_bento_image_is_built_recorded_and_answers(engine, project_im
     try:
         wait_until_serving(engine, name, url)
         batch = datagen.make_batch(30, n_rows=2, seed=9).drop(columns=["applied_at", "defaulted"])
-        answer = requests.post(f"{url}/predict", json={"applications": json.loads(batch.to_json(orient="records"))})
+        answer = requests.post(f"{url}/predict", json={"instances": json.loads(batch.to_json(orient="records"))})
         assert answer.status_code == 200, answer.text
         assert [p["model_version"] for p in answer.json()] == ["1", "1"]
         assert all(p["decision"] in ("approve", "decline") for p in answer.json())

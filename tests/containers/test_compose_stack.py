@@ -122,7 +122,7 @@ def test_the_stack_comes_up_healthy_runs_the_line_and_serves_with_auth(engine, s
 
     url = "http://127.0.0.1:3000/predict"
     batch = datagen.make_batch(30, n_rows=2, seed=9).drop(columns=["applied_at", "defaulted"])
-    body = {"applications": json.loads(batch.to_json(orient="records"))}
+    body = {"instances": json.loads(batch.to_json(orient="records"))}
     assert requests.post(url, json=body, timeout=60).status_code == 401  # no key, no answer
     answer = requests.post(url, json=body, headers={"Authorization": f"Bearer {api_key}"}, timeout=60)
     assert answer.status_code == 200, answer.text

@@ -53,7 +53,7 @@ def test_the_image_runs_the_line_and_its_bento_answers_over_http(engine, project
         assert "credit_risk_ingest: success" in output and "credit_risk_train: success" in output, output
         batch = datagen.make_batch(30, n_rows=3, seed=5).drop(columns=["applied_at", "defaulted"])
         applications = json.loads(batch.to_json(orient="records"))
-        answer = requests.post(f"{url}/predict", json={"applications": applications}, timeout=60)
+        answer = requests.post(f"{url}/predict", json={"instances": applications}, timeout=60)
         assert answer.status_code == 200, answer.text
         predictions = answer.json()
         assert len(predictions) == 3

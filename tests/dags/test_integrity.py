@@ -266,3 +266,34 @@ def test_a_model_with_a_runtime_image_trains_and_scores_in_it_and_the_rest_is_un
     score = bag.dags["boxed_batch_score"].get_task("score")
     assert isinstance(score, DockerOperator) and score.image == "loopline:local"
     assert not isinstance(bag.dags["credit_risk_batch_score"].get_task("score"), DockerOperator)
+
+
+def test_a_broken_folder_is_named_by_airflow_dags_test_and_list_import_errors(tmp_path):
+    """The embedded default without a dag-processor: `airflow dags test` of the broken model's DAG says
+    which file and field, and records the error, so `airflow dags list-import-errors` shows it; a test
+    of a sound model's DAG records it too, instead of clearing it (real CLIs, an isolated AIRFLOW_HOME)."""
+    from tests.e2e.isolated_line import BIN, PROJECT, IsolatedLine
+
+    line = IsolatedLine(tmp_path)
+    _copy_model(line.models, "credit_risk")
+    _copy_model(line.models, "churn", lambda raw: raw["training"].update(valid_weeks=0))
+    line.run(str(BIN / "airflow"), "db", "migrate")
+
+    def airflow(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(BIN / "airflow"), *args], env=line.env, cwd=PROJECT, capture_output=True, text=True, timeout=600
+        )
+
+    def import_errors() -> str:
+        done = airflow("dags", "list-import-errors", "-o", "json")  # exit code 1 when there are some
+        return done.stdout
+
+    what = f"models/churn: {line.models / 'churn' / 'spec.yaml'} is invalid: training.valid_weeks"
+    tested = airflow("dags", "test", "churn_train", "2026-06-01T00:00:00+00:00")
+    assert tested.returncode != 0
+    assert what in tested.stdout + tested.stderr  # beside Airflow's own "could not be found"
+    assert what in import_errors()
+
+    sound = airflow("dags", "test", "credit_risk_rollout_control", "2026-06-01T00:00:00+00:00")
+    assert what in sound.stdout + sound.stderr  # its run fails (no action chosen); the parse still names churn
+    assert what in import_errors()

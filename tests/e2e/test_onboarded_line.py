@@ -51,7 +51,7 @@ def test_an_onboarded_table_is_ingested_trained_and_packaged(tmp_path):
         answers = server.predict(applications)
         assert [a["decision"] in ("negative", "positive") for a in answers] == [True] * 3
         assert all(0 <= a["score"] <= 1 and a["model_version"] == "1" and a["reasons"] for a in answers)
-        bad = httpx.post(f"{server.url}/predict", json={"applications": [{**applications[0], "plan": "platinum"}]})
+        bad = httpx.post(f"{server.url}/predict", json={"instances": [{**applications[0], "plan": "platinum"}]})
         assert bad.status_code == 422 and "plan" in bad.text
     finally:
         server.stop()

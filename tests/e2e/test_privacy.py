@@ -175,7 +175,7 @@ def test_predictions_through_the_service_log_pseudonyms(line):
     server = BentoServer(champion.tags["loopline.bento_tag"])
     try:
         batch = datagen.make_batch(53, n_rows=60, seed=9).drop(columns=["applied_at", "defaulted"])
-        payload = {"applications": json.loads(batch.to_json(orient="records"))}
+        payload = {"instances": json.loads(batch.to_json(orient="records"))}
         response = requests.post(f"{server.url}/predict", json=payload, timeout=60)
         assert response.status_code == 200, response.text
         assert not ID_SHAPE.search(response.content)  # the response names the request, not the applicant

@@ -100,14 +100,14 @@ class Load:
             batch = [{**a, "applicant_id": f"w{worker}-{call}-{i}"} for i, a in enumerate(pool[start : start + 20])]
             if call % 15 == 14:
                 bad = {**batch[0], **malformed[call % len(malformed)]}
-                response = session.post(f"{self.url}/predict", json={"applications": [bad]}, timeout=30)
+                response = session.post(f"{self.url}/predict", json={"instances": [bad]}, timeout=30)
                 if 400 <= response.status_code < 500:
                     self.refused += 1
                 else:
                     self.failed.append(f"malformed got {response.status_code}")
                 continue
             try:
-                response = session.post(f"{self.url}/predict", json={"applications": batch}, timeout=30)
+                response = session.post(f"{self.url}/predict", json={"instances": batch}, timeout=30)
             except requests.RequestException as err:
                 self.failed.append(repr(err))
                 continue

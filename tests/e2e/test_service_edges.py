@@ -162,7 +162,7 @@ def test_bad_encodings_and_broken_json_are_400(server):
 
 
 def test_an_empty_body_or_array_and_other_routes_answer_in_the_error_body(server, application):
-    assert refused(post(server, b""), 422).error == "applications: required key missing"
+    assert refused(post(server, b""), 422).error == "instances: required key missing"
     assert "must be a JSON object" in refused(post(server, json.dumps([application])), 422).error
     too_many = refused(post(server, json.dumps({"applications": [application] * 1001})), 422)
     assert too_many.detail[0].loc == ["applications"]
@@ -226,7 +226,7 @@ def within_documented_limits(case, spec) -> bool:
     At most ``allowed_missing`` features absent or null: JSON Schema can only say
     ``minProperties``, which does not count nulls.
     """
-    rows = case.body.get("applications") if isinstance(case.body, dict) else None
+    rows = case.body.get("instances") if isinstance(case.body, dict) else None
     allowed = allowed_missing(spec)
     for row in rows if isinstance(rows, list) else []:
         if isinstance(row, dict) and sum(row.get(f) is None for f in spec.features.names) > allowed:

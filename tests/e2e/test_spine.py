@@ -252,7 +252,7 @@ def test_the_built_bento_serves_scores_and_refuses_malformed_requests(airflow_db
         assert docs["version"] == "champion v1" and "champion v1" in docs["title"]  # not the Bento's pinned version
         batch = datagen.make_batch(30, n_rows=3, seed=5).drop(columns=["applied_at", "defaulted"])
         applications = json.loads(batch.to_json(orient="records"))
-        ok = requests.post(f"{url}/predict", json={"applications": applications}, timeout=30)
+        ok = requests.post(f"{url}/predict", json={"instances": applications}, timeout=30)
         assert ok.status_code == 200, ok.text
         predictions = ok.json()
         assert len(predictions) == 3
@@ -267,13 +267,13 @@ def test_the_built_bento_serves_scores_and_refuses_malformed_requests(airflow_db
             {k: v for k, v in applications[0].items() if k != "applicant_id"},
         ]
         for application in bad:
-            response = requests.post(f"{url}/predict", json={"applications": [application]}, timeout=30)
+            response = requests.post(f"{url}/predict", json={"instances": [application]}, timeout=30)
             assert 400 <= response.status_code < 500, (application, response.text)
         broken = requests.post(
             f"{url}/predict", data="{not json", headers={"content-type": "application/json"}, timeout=30
         )
         assert 400 <= broken.status_code < 500
-        too_many = requests.post(f"{url}/predict", json={"applications": applications * 400}, timeout=30)
+        too_many = requests.post(f"{url}/predict", json={"instances": applications * 400}, timeout=30)
         assert 400 <= too_many.status_code < 500
 
         # Traffic changes in the state store reach the running service without a restart.
@@ -283,7 +283,7 @@ def test_the_built_bento_serves_scores_and_refuses_malformed_requests(airflow_db
         current = state.route("credit_risk")
         state.change(Route("credit_risk", "1", "2", 0.5, revision=current.revision), "pin", "e2e", "split test")
         many = datagen.make_batch(31, n_rows=400, seed=5).drop(columns=["applied_at", "defaulted"])
-        payload = {"applications": json.loads(many.to_json(orient="records"))}
+        payload = {"instances": json.loads(many.to_json(orient="records"))}
 
         def versions() -> list[str]:
             response = requests.post(f"{url}/predict", json=payload, timeout=30)
@@ -310,8 +310,8 @@ def test_the_built_bento_serves_scores_and_refuses_malformed_requests(airflow_db
         assert lines and {"entity_hash", "model_version", "score", "reasons"} <= set(lines[-1])
         assert lines[-1]["client"] == "anonymous"  # the embedded default runs without API keys
         assert not any(a["applicant_id"] in json.dumps(lines) for a in applications)
-        empty = requests.post(f"{url}/predict", json={"applications": [{"applicant_id": "nobody"}]}, timeout=30)
-        assert empty.status_code == 422 and "applications[0].age: required key missing" in empty.json()["error"]
+        empty = requests.post(f"{url}/predict", json={"instances": [{"applicant_id": "nobody"}]}, timeout=30)
+        assert empty.status_code == 422 and "instances[0].age: required key missing" in empty.json()["error"]
 
         # One decision traced from its request id: the route then, the lineage, and the answer reproduced.
         from loopline.ops.trace import trace
@@ -337,7 +337,7 @@ def test_with_api_keys_the_bento_answers_401_without_one_and_logs_the_client(air
     server = BentoServer(tag, LOOPLINE_API_KEYS=entry, LOOPLINE_REQUIRE_API_KEYS="true")
     try:
         batch = datagen.make_batch(32, n_rows=2, seed=6).drop(columns=["applied_at", "defaulted"])
-        body = {"applications": json.loads(batch.to_json(orient="records"))}
+        body = {"instances": json.loads(batch.to_json(orient="records"))}
         refused = requests.post(f"{server.url}/predict", json=body, timeout=30)
         assert refused.status_code == 401 and "API key is required" in refused.json()["error"]
         wrong = requests.post(f"{server.url}/predict", json=body, headers={"x-api-key": "guess"}, timeout=30)

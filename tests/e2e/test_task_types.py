@@ -113,7 +113,7 @@ def test_a_model_of_each_task_type_runs_the_whole_line(tmp_path, task):
         classes = sorted(table[target].unique().tolist()) if task == "multiclass" else []
         _answers_have_the_task_shape(task, first, classes)
         assert {a["model_version"] for a in first} == {"1"}
-        bad = httpx.post(f"{server.url}/predict", json={"applications": [{**rows[0], case["number"]: "three"}]})
+        bad = httpx.post(f"{server.url}/predict", json={"instances": [{**rows[0], case["number"]: "three"}]})
         assert bad.status_code == 422 and case["number"] in bad.text, bad.text
 
         stop, errors = threading.Event(), []

@@ -77,9 +77,21 @@ def models_for(station: str, models_dir: Path | None = None) -> list[ModelSpec]:
 
 
 def broken_model_folders(models_dir: Path | None = None) -> list[str]:
-    """One line per model folder whose spec does not load (empty during a task run: not needed there)."""
-    if _parsing_dag_id() is not None:
-        return []
+    """One line per model folder whose spec does not load, whatever the parsing context.
+
+    Also when the context names one DAG: ``airflow dags test <model>_train`` parses the whole
+    folder with the context set to that DAG and writes the parse's import errors to the DB. Were
+    this file quiet then, the user of a broken folder would read only "could not be found", and a
+    test of any other model would clear the error that ``airflow dags list-import-errors`` and the
+    UI show. So the parse that cannot find ``broken_train`` logs the folder and field just above
+    that message and records it. The cost stays where it is paid already: a task run parses only
+    its own DAG's file, never this one (``bench/dag_parse_bench.py``, task start-up).
+
+    Not chosen: a stand-in DAG per broken folder whose one task fails with the spec error. It
+    would name the error in ``dags test`` too, but it puts DAGs that can only fail into the UI and
+    the scheduler, under ids a later fixed spec takes over with a failed run history, and it
+    needs the folder's name to be a valid DAG id, which a broken spec cannot promise.
+    """
     if models_dir is None:
         from loopline.core.settings import get_settings
 

@@ -403,7 +403,8 @@ def load_spec_file(path: Path) -> ModelSpec:
     except (OSError, UnicodeDecodeError) as err:
         raise SpecError(f"cannot read spec {path}: {err}") from err
     except yaml.YAMLError as err:
-        raise SpecError(f"{path} is not valid YAML: {err}") from err
+        where = " ".join(str(err).split())  # libyaml's message spans lines; the error is one line everywhere
+        raise SpecError(f"{path} is not valid YAML: {where}") from err
     except ValidationError as err:
         problems = "; ".join(_explain(e) for e in err.errors())
         raise SpecError(f"{path} is invalid: {problems}") from err

@@ -5,8 +5,9 @@ station branches on the task itself:
 
 - training: the LightGBM objective and early-stopping metric, the labels, the holdout metrics
   (and which way each one is better, which is what the quality gate's keys are made of);
-- serving: what one row's answer is (``score``, ``decision``, class ``probabilities``) and
-  which of LightGBM's per-row contributions explain it (reason codes);
+- serving: what one row's answer is (``score``, ``decision``, class ``probabilities``), the
+  fields a client reads it in (``answer_fields``, ``answer``: the service's JSON and the batch-scored
+  file alike) and which of LightGBM's per-row contributions explain it (reason codes);
 - rollout and monitoring: how far two windows of answers moved apart (output shift), and the
   quality of labelled live answers (``live_metric``, in the same units as the holdout's).
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 TaskName = Literal["binary", "regression", "multiclass"]
 HIGHER, LOWER = "higher", "lower"  # which way a metric is better
 EPSILON = 1e-4  # floor for shares in a categorical PSI
+Probabilities = list[dict[str, float]] | None  # multiclass: per row, class -> probability
 
 
 class LabelError(LooplineError, ValueError):
@@ -105,6 +107,18 @@ class Task:
     def explained(self, contributions: np.ndarray, raw: np.ndarray, spec: ModelSpec) -> np.ndarray:
         """Per row, the contribution of each feature to the answer (bias column dropped); larger = more reason."""
         return contributions[:, :-1]
+
+    def answer_fields(self, spec: ModelSpec) -> dict[str, tuple[Any, Any]]:
+        """The answer's own fields as pydantic field definitions: the service's answer schema is made of them."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def answer(self, score: np.ndarray, decision: np.ndarray, probabilities: Probabilities) -> dict[str, list]:
+        """Per field of ``answer_fields``, its values for every row (plain Python values, in the rows' order).
+
+        The one place where the uniform answer (``score``, ``decision``, ``probabilities``) becomes what a
+        client reads: the HTTP answer and the batch-scored file's columns are both made here.
+        """
+        raise NotImplementedError  # pragma: no cover - abstract
 
     # -- rollout and monitoring -----------------------------------------------------------------
     def output_shift(self, reference: pd.DataFrame, current: pd.DataFrame) -> float:
@@ -213,6 +227,18 @@ class BinaryTask(Task):
         decision = np.where(raw >= spec.training.decision_threshold, labels.at_or_above, labels.below)
         return Outputs(score=raw.astype("float64"), decision=decision)
 
+    def answer_fields(self, spec: ModelSpec) -> dict[str, tuple[Any, Any]]:
+        from pydantic import Field
+
+        decisions = spec.training.decisions
+        return {
+            "score": (float, Field(description="probability of the positive outcome")),
+            "decision": (Literal[decisions.below, decisions.at_or_above], ...),  # type: ignore[valid-type]
+        }
+
+    def answer(self, score: np.ndarray, decision: np.ndarray, probabilities: Probabilities) -> dict[str, list]:
+        return {"score": score.tolist(), "decision": decision.tolist()}
+
     def output_bins(self, spec: ModelSpec) -> int:
         from loopline.monitoring.psi import SCORE_BANDS
 
@@ -272,6 +298,14 @@ class RegressionTask(Task):
 
     def outputs(self, raw: np.ndarray, spec: ModelSpec) -> Outputs:
         return Outputs(score=raw.astype("float64"), decision=None)
+
+    def answer_fields(self, spec: ModelSpec) -> dict[str, tuple[Any, Any]]:
+        from pydantic import Field
+
+        return {"prediction": (float, Field(description=f"predicted {spec.dataset.target}"))}
+
+    def answer(self, score: np.ndarray, decision: np.ndarray, probabilities: Probabilities) -> dict[str, list]:
+        return {"prediction": score.tolist()}
 
     def explained(self, contributions: np.ndarray, raw: np.ndarray, spec: ModelSpec) -> np.ndarray:
         return np.abs(contributions[:, :-1])  # what moved this prediction most, up or down
@@ -333,6 +367,17 @@ class MulticlassTask(Task):
         return Outputs(
             score=raw[np.arange(len(raw)), best].astype("float64"), decision=classes[best], probabilities=raw
         )
+
+    def answer_fields(self, spec: ModelSpec) -> dict[str, tuple[Any, Any]]:
+        from pydantic import Field
+
+        return {
+            "predicted_class": (Literal[tuple(spec.dataset.classes or ())], ...),  # type: ignore[valid-type]
+            "probabilities": (dict[str, float], Field(description="probability of each class")),
+        }
+
+    def answer(self, score: np.ndarray, decision: np.ndarray, probabilities: Probabilities) -> dict[str, list]:
+        return {"predicted_class": decision.tolist(), "probabilities": list(probabilities or ())}
 
     def explained(self, contributions: np.ndarray, raw: np.ndarray, spec: ModelSpec) -> np.ndarray:
         k = raw.shape[1]

@@ -4,10 +4,22 @@ Upstream jobs drop files in one of three ways, and all three are safe here:
 
 - **write to a temporary name, then rename** (rsync, most uploaders, ``loopline.ops.demo_data.write_batch``):
   the temporary name is hidden (``.name``) or ends in an in-progress suffix
-  (``.tmp``, ``.part``, ``._COPYING_``, ...) and is never taken; the renamed file is.
+  (``.tmp``, ``.part``, ``._COPYING_``, ...) and is never taken; the renamed file is
+  taken at once, without waiting the settle time (``put_in_place``).
 - **write in place, slowly**: a file is taken only once its size and modification
   time have been still for ``LOOPLINE_LANDING_SETTLE_SECONDS``, and again while it is
   hashed; a file that changes after that is refused later, when its hash is re-checked.
+
+How a rename is seen without remembering earlier scans: a write sets a file's mtime and
+ctime to the same instant; a rename keeps the mtime and moves the ctime to the rename's
+instant (Linux's ext4, xfs, btrfs, tmpfs, overlayfs do; POSIX allows either). So a file
+whose ctime is later than its mtime had no byte written since its last metadata change:
+renamed into place, or hard-linked, or its mtime set after the copy (``cp -p``, rsync,
+``touch -d``), each a writer saying "done". Not a rename: a ``chmod``/``chown`` of a file
+a writer is still filling, between two of its writes; the next write makes ctime equal
+mtime again, and if the file was claimed meanwhile, its hash re-check refuses it loudly.
+A filesystem that does not move the ctime on rename (some network and FAT ones) gets
+the settle time, as before: never earlier, never silently.
 - **a completion marker**: ``<name>.done`` beside ``<name>`` says the file is complete,
   whatever its age; the marker is taken with it.
 
@@ -62,6 +74,11 @@ def _kind(mode: int) -> str | None:
     return None
 
 
+def put_in_place(info: os.stat_result) -> bool:
+    """Renamed (or linked, or its mtime set) after its last write: its ctime is later than its mtime."""
+    return info.st_ctime_ns > info.st_mtime_ns
+
+
 def scan(landing_dir: Path, settle_seconds: float, now: float | None = None) -> LandingScan:
     """Sort every entry of the landing folder into ready / writing / ignored / refused (never follows links)."""
     result = LandingScan()
@@ -96,7 +113,7 @@ def scan(landing_dir: Path, settle_seconds: float, now: float | None = None) -> 
             or name.endswith((*IN_PROGRESS_SUFFIXES, MARKER_SUFFIX))
         ):
             continue
-        if name in result.markers or now - info.st_mtime >= settle_seconds:
+        if name in result.markers or put_in_place(info) or now - info.st_mtime >= settle_seconds:
             result.ready.append(landing_dir / name)
         else:
             result.writing.append(name)

@@ -13,16 +13,34 @@ app = typer.Typer(help="Loopline: an ML production line on Apache Airflow.", no_
 
 
 def _which_model(name: str | None) -> str:
-    """The model a command is about: the one named, or the only model folder there is."""
+    """The model a command is about: the one named, or the only model folder there is; its spec must load.
+
+    Every command taking ``--model`` goes through here, so a broken spec stops each of them the
+    same way: the spec error's one line (file and field) and exit code 2, never a traceback.
+    """
     from loopline.core.dag_factory import discover
 
-    if name:
-        return name
-    good, broken = discover(_settings().models_dir)
-    names = sorted([spec.name for spec in good] + list(broken))
-    if len(names) == 1:
-        return names[0]
-    raise typer.BadParameter(f"which model? pass --model with one of {names}" if names else "there is no model folder")
+    if not name:
+        good, broken = discover(_settings().models_dir)
+        names = sorted([spec.name for spec in good] + list(broken))
+        if len(names) != 1:
+            raise typer.BadParameter(
+                f"which model? pass --model with one of {names}" if names else "there is no model folder"
+            )
+        name = names[0]
+    _check_spec(name)
+    return name
+
+
+def _check_spec(name: str) -> None:
+    """Exit 2 with the spec error's one line if ``models/<name>/spec.yaml`` is missing or invalid."""
+    from loopline.core.spec import SpecError, load_spec
+
+    try:
+        load_spec(name, _settings().models_dir)
+    except SpecError as err:
+        typer.secho(f"model {name}: {err}", fg="red", err=True)
+        raise typer.Exit(2) from None
 
 
 MODEL_OPTION = typer.Option(
@@ -201,6 +219,7 @@ def status(
 
     settings = _settings()
     if model:
+        _check_spec(model)
         typer.echo(describe(model, settings))
         return
     good, broken = discover(settings.models_dir)

@@ -1,4 +1,11 @@
-"""Batch scoring: a file of applications in, scores with model version, reason codes and lineage out.
+"""Batch scoring: a file of rows in, the service's answers with model version and reason codes out.
+
+Each row of ``scores.parquet`` is what the prediction service answers for that row, in the
+same fields (``Task.answer``, through ``Answers.fields``), with the caller's entity id where
+the HTTP answer has its ``request_id``: ``<entity_id>``, the task's answer fields (binary:
+``score``, ``decision``; regression: ``prediction``; multiclass: ``predicted_class``,
+``probabilities``), ``model_version``, ``reasons``. The rest of the lineage (input hash, data
+version, code commit, feature version) is in ``lineage.json`` beside it.
 
 The output folder is keyed by the DAG run, so a re-run overwrites its own result
 and never mixes with another run's.
@@ -10,10 +17,16 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loopline.core.errors import LooplineError
 from loopline.core.settings import Settings
+
+if TYPE_CHECKING:  # pandas and LightGBM are imported by the task that scores, not by the DAG file
+    import pandas as pd
+
+    from loopline.core.spec import ModelSpec
+    from loopline.serving.scoring import Answers
 
 MODEL_REF_PATTERN = r"^(champion|challenger|[1-9][0-9]*)$"
 
@@ -53,10 +66,11 @@ def score_file(
     import mlflow.lightgbm
 
     from loopline.core import tracking
+    from loopline.core.features import feature_set
     from loopline.core.spec import load_spec
     from loopline.ingestion.ingest import sha256_of
     from loopline.ingestion.validation import read_batch
-    from loopline.serving.scoring import score_frame
+    from loopline.serving.scoring import score_arrays
 
     spec = load_spec(model_name, settings.models_dir)
     path = Path(input_path)
@@ -71,8 +85,9 @@ def score_file(
     if missing:
         raise ScoringInputError(f"{path.name} lacks columns {missing}")
     version, uri = resolve_model(model_name, model_ref, settings)
-    scored = score_frame(mlflow.lightgbm.load_model(uri), raw, spec, num_threads=0)
-    result = raw[[spec.dataset.entity_id]].join(scored).assign(model_version=version)
+    booster = mlflow.lightgbm.load_model(uri)
+    answered = score_arrays(booster, feature_set(spec).raw_arrays(raw), spec, num_threads=0)
+    result = scored_table(raw[spec.dataset.entity_id], answered, spec, version)
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / "scores.parquet"
     result.to_parquet(output, index=False)
@@ -90,3 +105,12 @@ def score_file(
     lineage_path = out_dir / "lineage.json"
     lineage_path.write_text(json.dumps(lineage, indent=2) + "\n")
     return ScoringResult(str(output), str(lineage_path), len(result), version)
+
+
+def scored_table(entities: pd.Series, answered: Answers, spec: ModelSpec, version: str) -> pd.DataFrame:
+    """The file's rows: entity id, then the HTTP answer's fields but ``request_id`` (task's, version, reasons)."""
+    import pandas as pd
+
+    columns = {spec.dataset.entity_id: entities.to_numpy(), **answered.fields(spec)}
+    columns.update(model_version=[version] * len(answered), reasons=answered.reasons)  # the answer's order
+    return pd.DataFrame(columns)

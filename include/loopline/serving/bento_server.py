@@ -50,13 +50,15 @@ class BentoServer:
         self.stop()
         raise TimeoutError(f"bentoml serve {tag} not ready within {timeout:.0f} s")
 
-    def predict(self, applications: list[dict], chunk: int = 200) -> list[dict]:
-        """Score applications in requests of ``chunk``; any non-200 answer raises."""
+    def predict(self, rows: list[dict], chunk: int = 200) -> list[dict]:
+        """Score rows in requests of ``chunk``; any non-200 answer raises."""
         import requests
 
+        from loopline.serving.request_body import ROWS_KEY
+
         answers: list[dict] = []
-        for start in range(0, len(applications), chunk):
-            body = {"applications": applications[start : start + chunk]}
+        for start in range(0, len(rows), chunk):
+            body = {ROWS_KEY: rows[start : start + chunk]}
             response = requests.post(f"{self.url}/predict", json=body, timeout=60)
             response.raise_for_status()
             answers.extend(response.json())

@@ -43,7 +43,6 @@ from pathlib import Path
 
 import bentoml
 from bentoml.exceptions import ServiceUnavailable
-from pydantic import Field
 
 with bentoml.importing():
     from loopline.core.settings import get_settings
@@ -53,6 +52,7 @@ with bentoml.importing():
     from loopline.serving.log_monitor import PredictionLogMonitor
     from loopline.serving.online import Rows
     from loopline.serving.prediction_log import monitor_name
+    from loopline.serving.request_body import request_body
     from loopline.serving.request_schema import answer_model, answers, application_model
     from loopline.serving.routing import pseudonym
     from loopline.serving.service_edges import protect
@@ -81,6 +81,7 @@ NAMES, CATEGORICAL = SPEC.features.names, frozenset(SPEC.features.categorical)
 
 
 Prediction = answer_model(SPEC)  # the task's answer: score + decision | prediction | class + probabilities
+PredictRequest = request_body(Application, MAX_BATCH)  # {"instances": [...]}; "applications" still read
 
 
 @bentoml.service(name=f"{SPEC.name.replace('_', '-')}", traffic={"timeout": MAX_WAIT_SECONDS})
@@ -154,11 +155,9 @@ class ModelService:
         # the garbage collector's sight, so its full collections do not walk it mid-request (a latency tail).
         gc.freeze()
 
-    @bentoml.api
-    async def predict(
-        self, applications: list[Application] = Field(min_length=1, max_length=MAX_BATCH)
-    ) -> list[Prediction]:  # type: ignore[valid-type]
-        """Score applications; requests that arrive while the model is busy are scored in one call.
+    @bentoml.api(input_spec=PredictRequest)
+    async def predict(self, instances: list[Application]) -> list[Prediction]:  # type: ignore[valid-type]
+        """Score rows; requests that arrive while the model is busy are scored in one call.
 
         Each request is validated on its own first, so a bad one gets its 4xx and never joins
         a call. Merging (``loopline.serving.batching``: natural batching, no timer) pays the
@@ -166,7 +165,7 @@ class ModelService:
         still routed by its own entity id.
         """
         try:
-            return await self.batcher.submit(applications)
+            return await self.batcher.submit(instances)
         except Overloaded as err:
             raise ServiceUnavailable(str(err)) from err
 

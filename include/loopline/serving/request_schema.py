@@ -20,6 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from pydantic.json_schema import SkipJsonSchema
 
 from loopline.core.spec import ModelSpec
+from loopline.core.tasks import task_of
 from loopline.serving.auth import CLIENT_FIELD
 
 ENTITY_ID_MAX_LENGTH = 128
@@ -93,18 +94,10 @@ def answer_model(spec: ModelSpec, name: str = "Prediction") -> type[BaseModel]:
     """The service's answer row for ``spec``'s task, always with the model version and top reason codes.
 
     binary: ``score`` and ``decision``; regression: ``prediction``; multiclass:
-    ``predicted_class`` and its ``probabilities`` (class -> probability, summing to 1).
+    ``predicted_class`` and its ``probabilities`` (class -> probability, summing to 1): the task's
+    ``answer_fields`` (``loopline.core.tasks``), which the batch-scored file's columns are too.
     """
-    fields: dict = {"request_id": (str, ...)}
-    if spec.task == "binary":
-        decisions = spec.training.decisions
-        fields["score"] = (float, Field(description="probability of the positive outcome"))
-        fields["decision"] = (Literal[decisions.below, decisions.at_or_above], ...)  # type: ignore[valid-type]
-    elif spec.task == "regression":
-        fields["prediction"] = (float, Field(description=f"predicted {spec.dataset.target}"))
-    else:
-        fields["predicted_class"] = (Literal[tuple(spec.dataset.classes or ())], ...)  # type: ignore[valid-type]
-        fields["probabilities"] = (dict[str, float], Field(description="probability of each class"))
+    fields: dict = {"request_id": (str, ...), **task_of(spec).answer_fields(spec)}
     fields["model_version"] = (str, ...)
     fields["reasons"] = (list[str], Field(description="the features that moved this answer most"))
     return create_model(name, **fields)
@@ -117,15 +110,13 @@ def answers(scored, request_ids: list[str], spec: ModelSpec, model: type[BaseMod
     client, so validating them again would only cost time (BentoML serialises them as they are).
     """
     a = scored.answers
-    rows = []
-    for i, rid in enumerate(request_ids):
-        common = {"request_id": rid, "model_version": scored.versions[i], "reasons": a.reasons[i]}
-        if spec.task == "binary":
-            rows.append(model.model_construct(**common, score=float(a.score[i]), decision=a.decision[i]))
-        elif spec.task == "regression":
-            rows.append(model.model_construct(**common, prediction=float(a.score[i])))
-        else:
-            rows.append(
-                model.model_construct(**common, predicted_class=a.decision[i], probabilities=a.probabilities[i])
-            )
-    return rows
+    columns = a.fields(spec)
+    return [
+        model.model_construct(
+            request_id=rid,
+            **{field: values[i] for field, values in columns.items()},
+            model_version=scored.versions[i],
+            reasons=a.reasons[i],
+        )
+        for i, rid in enumerate(request_ids)
+    ]

@@ -101,6 +101,10 @@ class Answers:
     def __len__(self) -> int:
         return len(self.score)
 
+    def fields(self, spec: ModelSpec) -> dict[str, list]:
+        """The answer in the fields a client reads (``Task.answer``): the HTTP answer's and the scored file's."""
+        return task_of(spec).answer(self.score, self.decision, self.probabilities)
+
     def frame(self, index=None) -> pd.DataFrame:
         columns: dict[str, object] = {"score": self.score, "decision": self.decision, "reasons": self.reasons}
         if self.probabilities is not None:

@@ -440,10 +440,11 @@ class EdgeGuard:
 
     def __init__(
         self, app: ASGIApp, routes: Mapping[str, Sequence[str]], max_body_bytes: int, docs_path: str = DOCS_PATH,
-        api_keys: ApiKeys | None = None, open_paths: Sequence[str] = (), client_rows: Mapping[str, str] | None = None,
+        api_keys: ApiKeys | None = None, open_paths: Sequence[str] = (),
+        client_rows: Mapping[str, str | Sequence[str]] | None = None,
         describe: Callable[[], str] | None = None,
     ) -> None:  # fmt: skip
-        """``client_rows``: path -> the top-level key whose list of rows gets each row's client name.
+        """``client_rows``: path -> the top-level key (or keys) whose list of rows gets each row's client name.
 
         ``describe``: what is serving right now, in words; the OpenAPI document's title and version
         say it (BentoML's name the Bento's pinned model, which need not be the one answering).
@@ -568,13 +569,16 @@ class EdgeGuard:
 
 
 def _with_client(
-    document: Any, rows_key: str, client: str, body: bytes, scope: Scope, inject: bool
+    document: Any, rows_keys: str | Sequence[str], client: str, body: bytes, scope: Scope, inject: bool
 ) -> tuple[bytes, Scope]:
     """Each row of ``document[rows_key]`` carries ``client`` (re-serialised body, its Content-Length with it).
 
+    ``rows_keys``: the key, or the keys it may be sent under (the first one present counts).
     A row that already names a client is refused: only the guard may say who sent it. Without
     keys (``inject`` False) nothing is rewritten: the service logs such rows as OPEN_CLIENT.
     """
+    keys = (rows_keys,) if isinstance(rows_keys, str) else tuple(rows_keys)
+    rows_key = next((k for k in keys if isinstance(document, dict) and k in document), keys[0])
     rows = document.get(rows_key) if isinstance(document, dict) else None
     if not isinstance(rows, list):
         return body, scope  # the API's own model answers what is wrong with it
@@ -658,14 +662,21 @@ class _ErrorBodies:
         await _send_json(self.send, status, body.model_dump_json().encode(), keep)
 
 
-def client_rows_of(service: Any) -> dict[str, str]:
-    """Per API route, the input field holding a list of rows that have the CLIENT_FIELD key."""
+def body_keys(name: str, info: Any) -> tuple[str, ...]:
+    """The top-level keys an input field is read from: its name and the names its validation alias accepts."""
+    alias = getattr(info, "validation_alias", None)
+    choices = getattr(alias, "choices", [alias] if isinstance(alias, str) else [])
+    return tuple(dict.fromkeys([name, *(c for c in choices if isinstance(c, str))]))
+
+
+def client_rows_of(service: Any) -> dict[str, tuple[str, ...]]:
+    """Per API route, the keys of the input field holding a list of rows that have the CLIENT_FIELD key."""
     found = {}
     for api in service.apis.values():
         for name, info in api.input_spec.model_fields.items():
             for row in getattr(getattr(info, "annotation", None), "__args__", ()):
                 if CLIENT_FIELD in getattr(row, "model_fields", {}):
-                    found[api.route] = name
+                    found[api.route] = body_keys(name, info)
     return found
 
 
@@ -683,7 +694,10 @@ def protect(
         raise ApiKeyError(
             "LOOPLINE_REQUIRE_API_KEYS is set but LOOPLINE_API_KEYS lists no key: the prediction API would be open"
         )
-    routes = {api.route: tuple(api.input_spec.model_fields) for api in service.apis.values()}
+    routes = {
+        api.route: tuple(k for name, info in api.input_spec.model_fields.items() for k in body_keys(name, info))
+        for api in service.apis.values()
+    }
     service.add_asgi_middleware(
         EdgeGuard, routes=routes, max_body_bytes=max_body_bytes, api_keys=ApiKeys(api_keys),
         open_paths=open_paths, client_rows=client_rows_of(service), describe=describe,
