@@ -335,9 +335,14 @@ def reproduce(
     model: str = MODEL_OPTION,
 ) -> None:
     """Retrain a registered version from its lineage (data version, code commit, params); compare metrics."""
+    from loopline.training.reproduce import ReproduceError
     from loopline.training.reproduce import reproduce as run
 
-    result = run(model, version, _settings())
+    try:
+        result = run(model, version, _settings())
+    except ReproduceError as err:
+        typer.secho(str(err), fg="red", err=True)
+        raise typer.Exit(1) from None
     typer.echo(result.table())
     if not result.matches:
         raise typer.Exit(1)

@@ -61,6 +61,12 @@ def spec_for(model_name: str, settings: Settings) -> ModelSpec:
     return load_spec(model_name, settings.models_dir)
 
 
+def model_files(spec: ModelSpec, settings: Settings) -> list:
+    """The model's own folder and its suite: what the recorded commit must hold to train this model again."""
+    folder = spec.model_dir or settings.models_dir / spec.name
+    return [folder, settings.expectations_dir / f"{spec.dataset.expectation_suite}.json"]
+
+
 def load_dataset(version: DataVersion, settings: Settings) -> pd.DataFrame:
     dest = settings.work_dir / "data" / version.dataset / version.md5.replace(".dir", "")
     return registry_for(settings).load(version, dest)
@@ -79,7 +85,7 @@ def start(
 
     spec = spec_for(model_name, settings)
     version = registry_for(settings).resolve(spec.dataset.name, data_ref)
-    code = code_version(settings.project_root)
+    code = code_version(settings.project_root, model_files(spec, settings))
     inputs = TrainingInputs(
         model_name=model_name,
         data_version=version.version,
