@@ -9,6 +9,7 @@ repeated pulls cheap on one machine.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from loopline.core.settings import Settings
 from loopline.core.spec import ModelSpec, load_spec
 from loopline.core.tasks import task_of
 from loopline.ingestion.data_registry import DataRegistry, DataVersion
-from loopline.training.gate import CHALLENGER, CHAMPION, judge
+from loopline.training.gate import CHALLENGER, CHAMPION, GATE_FAILED_TAG, judge
 from loopline.training.hyperparams import merge_params
 
 log = logging.getLogger(__name__)
@@ -236,8 +237,12 @@ def quality_gate(run: TrainRun, settings: Settings, actor: str = "cli") -> dict[
     payload["expected_score_psi"] = expected_psi
     tracking.log_dict(client, run.run_id, payload, f"gate/version-{version}.json")
     tracking.log_metrics(client, run.run_id, {c.name: float(c.passed) for c in result.checks}, prefix="gate.")
+    values = {f"{c.name}.value": float(c.value) for c in result.checks if math.isfinite(c.value)}
+    tracking.log_metrics(client, run.run_id, values, prefix="gate.")
     client.set_tag(run.run_id, "loopline.gate_decision", result.decision)
     client.set_model_version_tag(name, version, "loopline.gate_decision", result.decision)
+    if not result.passed:  # what `loopline status` shows beside "rejected": the numbers, not only the word
+        client.set_model_version_tag(name, version, GATE_FAILED_TAG, result.failed())
     client.set_model_version_tag(name, version, tracking.GATE_CHAMPION_TAG, champion_version or "none")
     if expected_psi is not None:
         client.set_model_version_tag(name, version, tracking.EXPECTED_SCORE_PSI_TAG, str(expected_psi))
