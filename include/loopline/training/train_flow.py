@@ -121,6 +121,7 @@ def validate_data(run: TrainRun, settings: Settings) -> dict[str, Any]:
         settings.expectations_dir,
         entity_id=spec.dataset.entity_id,
         secret=settings.pseudonym_secret,
+        spec=spec,
     )
     client = tracking.client_for(settings)
     tracking.log_dict(client, run.run_id, report.to_dict(), "validation/ge_result.json")
