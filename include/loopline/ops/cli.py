@@ -231,6 +231,11 @@ def onboard(
         name, sample, target, timestamp, entity_id, settings.models_dir, settings.expectations_dir, task, force
     )
     typer.echo(f"wrote {spec_file}\nwrote {suite_file}")
+    typer.echo(
+        "review both (each chosen value says how it was chosen), then commit them (git add models/"
+        f"{name} expectations/{suite_file.name}; git commit): a model trained from uncommitted files is recorded"
+        " as code_dirty and `loopline reproduce` cannot replay it from its commit"
+    )
     typer.echo(f"review both, then drop batches into {settings.landing_dir / name}/ (loopline status -m {name})")
 
 

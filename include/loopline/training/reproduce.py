@@ -35,6 +35,7 @@ class Reproduction:
     recorded: dict[str, float]
     reproduced: dict[str, float]
     tolerance: float
+    note: str = ""  # how the code was found, when not at the recorded commit
 
     @property
     def matches(self) -> bool:
@@ -53,6 +54,8 @@ class Reproduction:
             again = self.reproduced.get(key, float("nan"))
             lines.append(f"{key:<24}{value:>14.6f}{again:>14.6f}  {'yes' if self._same(key) else 'NO'}")
         lines.append("REPRODUCED" if self.matches else "NOT REPRODUCED")
+        if self.note:
+            lines.append(self.note)
         return "\n".join(lines)
 
 
@@ -82,9 +85,15 @@ def reproduce(model_name: str, version: str, settings: Settings, tolerance: floa
     task = task_of(load_spec(model_name, settings.models_dir))
     # The task's holdout metrics that this run recorded (an older run may predate one of them).
     recorded = {k: run.data.metrics[f"holdout.{k}"] for k in task.metrics if f"holdout.{k}" in run.data.metrics}
+    note = ""
     if inputs["code_dirty"] or inputs["code_commit"] == "unknown":
         # Uncommitted code cannot be checked out again: the best we can do is today's tree.
         reproduced = retrain_metrics(model_name, inputs, settings)
+        note = (
+            f"note: v{version} was trained from code not committed as it was (code_dirty: the platform's code, or"
+            f" models/{model_name}/ or its suite untracked or changed), so this retrained today's tree. For a"
+            f" version reproducible from its commit: commit models/{model_name}/ and its suite, then retrain."
+        )
     else:
         spec = load_spec(model_name, settings.models_dir)
         suite = settings.expectations_dir / f"{spec.dataset.expectation_suite}.json"
@@ -99,6 +108,7 @@ def reproduce(model_name: str, version: str, settings: Settings, tolerance: floa
         recorded=recorded,
         reproduced=reproduced,
         tolerance=tolerance,
+        note=note,
     )
 
 
