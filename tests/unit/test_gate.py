@@ -240,11 +240,11 @@ def test_the_same_model_at_a_threshold_that_decides_both_ways_passes(mostly_posi
 
     spec, table = mostly_positive
     _, holdout = trainer.fit_and_evaluate(table, with_threshold(spec, 0.65), dict(spec.training.params))
-    assert 0 < holdout["decision_share"] < 1 and holdout["precision_at_threshold"] > holdout["positive_rate"]
+    assert 0 < holdout["decision_share"] < 1
     result = judge(holdout, {"min_auc": 0.6}, TASKS["binary"])
     assert result.decision == CHAMPION, result.failed()
     names = [c.name for c in result.checks]
-    assert {"decision_share_above_0", "decision_share_below_1", "precision_above_base_rate"} <= set(names)
+    assert {"decision_share_above_0", "decision_share_below_1"} <= set(names)
 
 
 def test_decision_share_takes_a_floor_and_a_ceiling_and_no_tolerance():

@@ -163,6 +163,8 @@ class Baseline:
     """A quick LightGBM cross-validated on the sample: what the threshold, floors and required features come from."""
 
     folds: int = 0
+    fold_rows: int = 0  # rows each fold was judged on
+    holdout_rows: float = 0.0  # rows the gate's holdout will hold (the sample's rate x holdout_weeks)
     metrics: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric -> (mean, SD) over the folds
     threshold: float | None = None  # binary: out-of-fold scores' quantile at 1 - base rate
     base_rate: float | None = None  # binary: the sample's share of 1s
@@ -174,9 +176,14 @@ class Baseline:
         if metric not in self.metrics:
             return None
         mean, sd = self.metrics[metric]
-        margin = max(MIN_MARGIN[metric], 2 * sd)
+        # The gate judges one holdout: a smaller one than a fold varies more (SD ~ 1/sqrt(rows)).
+        scale = math.sqrt(self.fold_rows / self.holdout_rows) if 0 < self.holdout_rows < self.fold_rows else 1.0
+        margin = max(MIN_MARGIN[metric], 2 * sd * scale)
         bound = _round2(mean - margin if higher else mean + margin, down=higher)
-        how = f"CV {mean:.3f} (SD {sd:.3f} over {self.folds} folds) {'-' if higher else '+'} {margin:.3f}"
+        how = f"CV {mean:.3f} (SD {sd:.3f} over {self.folds} folds of {self.fold_rows} rows"
+        if scale > 1:
+            how += f", x{scale:.2f} for a holdout of ~{self.holdout_rows:.0f} rows"
+        how += f") {'-' if higher else '+'} {margin:.3f}"
         return bound, how
 
 
@@ -204,7 +211,7 @@ def _labels(values: pd.Series, prof: Profile):
     return np.array([index[n] for n in names], dtype=int)
 
 
-def baseline(sample: pd.DataFrame, prof: Profile, target: str, timestamp: str) -> Baseline:
+def baseline(sample: pd.DataFrame, prof: Profile, target: str, timestamp: str, holdout_rows: float = 0) -> Baseline:
     """Cross-validate a small LightGBM on the sample in ``CV_FOLDS`` time-ordered blocks (each judged once).
 
     Small on purpose (few leaves, 100 rounds, one thread, seeded): a baseline of what the data
@@ -236,7 +243,7 @@ def baseline(sample: pd.DataFrame, prof: Profile, target: str, timestamp: str) -
     def fit(index: np.ndarray) -> lgb.Booster:
         return lgb.train(params, lgb.Dataset(x.iloc[index], y[index]), num_boost_round=100)
 
-    result = Baseline(folds=CV_FOLDS)
+    result = Baseline(folds=CV_FOLDS, fold_rows=len(rows) // CV_FOLDS, holdout_rows=holdout_rows)
     if prof.task == "binary":
         result.base_rate = float(y.mean())
     try:
@@ -459,13 +466,13 @@ def _gate_yaml(prof: Profile, base: Baseline) -> str:
             if found is None:
                 continue
             bound, how = found
-            if metric == "brier" and base.base_rate is not None:  # never above always answering the base rate
+            if metric == "brier" and base.base_rate is not None:
+                # from the better of the baseline and always forecasting the base rate, with the same margin
                 naive = base.base_rate * (1 - base.base_rate)
-                if bound > naive:
-                    bound, how = (
-                        _round2(naive, down=False),
-                        f"the base-rate forecast's Brier (CV + margin is above it: {how})",
-                    )
+                mean = base.metrics["brier"][0]
+                if naive < mean:
+                    bound = _round2(bound - mean + naive, down=False)
+                    how = f"the base-rate forecast's Brier {naive:.3f}, below the baseline's: {how}"
             if higher and bound <= 0:
                 continue  # no floor worth writing: the task's baseline checks still apply
             key = f"{'min' if higher else 'max'}_{metric}"
@@ -572,7 +579,8 @@ def onboard(
     first, last = instants.min(), instants.max()
     weeks = max(1, int((last - first).days // 7))
     valid_weeks, holdout_weeks = (1, 1) if weeks < 8 else (max(1, weeks // 10), max(1, weeks // 10))
-    base = baseline(sample, prof, target, timestamp)
+    per_week = len(sample) / max((last - first).total_seconds() / (7 * 86400), 1 / 7)
+    base = baseline(sample, prof, target, timestamp, holdout_rows=per_week * holdout_weeks)
     text = SPEC_TEMPLATE.format(
         task=prof.task,
         **_task_sections(prof, sample[target], base),
