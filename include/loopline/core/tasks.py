@@ -70,7 +70,7 @@ class Task:
     early_stopping_metric: ClassVar[str]  # LightGBM's name for the validation metric
     live_metric: ClassVar[str]  # judged on labelled live answers (canary gate, concept drift)
     ranges: ClassVar[dict[str, tuple[float, float]]] = {}  # metrics with a bounded range: a gate key must lie in it
-    default_gate: ClassVar[dict[str, float]]  # what `loopline onboard` writes
+    default_gate: ClassVar[dict[str, float]]  # the tolerances `loopline onboard` writes; its floors without a baseline
     output_name: ClassVar[str]  # what the answer's number is called in the reports
 
     # -- training -----------------------------------------------------------------------------
