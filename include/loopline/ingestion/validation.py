@@ -134,9 +134,11 @@ def with_spec_bounds(suite_dict: dict[str, Any], spec: ModelSpec, suite_path: Pa
             or kwargs.get("strict_min")
             or kwargs.get("strict_max")
         ):
+            extra = {k: kwargs[k] for k in ("mostly", "strict_min", "strict_max") if k in kwargs}
             raise SuiteError(
                 f"{suite_path}: expectations[{index}] ({BETWEEN} on {column!r}) says"
-                f" [{theirs[0]}, {theirs[1]}], but {source} features.numeric.{column} says [{low:g}, {high:g}]."
+                f" [{theirs[0]}, {theirs[1]}]{f' {extra}' if extra else ''},"
+                f" but {source} features.numeric.{column} says [{low:g}, {high:g}]."
                 f" The spec's bounds are the one source (they bound requests too): remove the suite's range"
                 f" expectation for {column!r} (it is generated from the spec) or make it say the same."
             )
