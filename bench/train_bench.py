@@ -72,7 +72,12 @@ def bare_train(settings) -> dict:
         frame = registry.load(version, Path(tmp) / "data")
     raw = frame.assign(applied_at=frame["applied_at"].dt.strftime("%Y-%m-%d %H:%M:%S"))
     assert validate_frame(
-        raw, "bench", spec.dataset.expectation_suite, settings.expectations_dir, entity_id=spec.dataset.entity_id
+        raw,
+        "bench",
+        spec.dataset.expectation_suite,
+        settings.expectations_dir,
+        entity_id=spec.dataset.entity_id,
+        spec=spec,
     ).success
     split = training.time_split(training.labelled(frame, spec), spec)
     model = training.train(split, spec, {**spec.training.params, "seed": spec.training.seed})

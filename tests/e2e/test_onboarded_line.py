@@ -14,6 +14,7 @@ import json
 import httpx
 import pytest
 
+from loopline.core.spec import load_spec
 from loopline.serving.bento_server import BentoServer
 from tests.e2e.isolated_line import BIN, IsolatedLine
 from tests.unit.test_onboarding import churn_table
@@ -27,8 +28,11 @@ def test_an_onboarded_table_is_ingested_trained_and_packaged(tmp_path):
     table = churn_table(n=900, seed=3)
     sample = tmp_path / "sample.csv"
     table.head(300).to_csv(sample, index=False)
-    run(str(BIN / "loopline"), "onboard", "churn", "--sample", str(sample), "--target", "churned",
+    onboarded = run(str(BIN / "loopline"), "onboard", "churn", "--sample", str(sample), "--target", "churned",
         "--timestamp", "observed_on", "--entity-id", "customer_ref")  # fmt: skip
+    assert "commit them" in onboarded.stdout  # reproduce needs the folder and suite in the recorded commit
+    spec = load_spec("churn", line.models)
+    assert spec.features.required and spec.features.max_missing_share is not None
     run(str(BIN / "airflow"), "db", "migrate")
     run(str(BIN / "loopline"), "init")
     landing = home / "landing" / "churn"
@@ -53,5 +57,7 @@ def test_an_onboarded_table_is_ingested_trained_and_packaged(tmp_path):
         assert all(0 <= a["score"] <= 1 and a["model_version"] == "1" and a["reasons"] for a in answers)
         bad = httpx.post(f"{server.url}/predict", json={"instances": [{**applications[0], "plan": "platinum"}]})
         assert bad.status_code == 422 and "plan" in bad.text
+        only_id = httpx.post(f"{server.url}/predict", json={"applications": [{"customer_ref": "C000001"}]})
+        assert only_id.status_code == 422 and all(name in only_id.text for name in spec.features.required)
     finally:
         server.stop()

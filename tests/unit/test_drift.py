@@ -110,6 +110,7 @@ def test_a_small_window_gives_no_verdict_even_if_shifted(detector, reference, ch
     report = _check(detector, reference, champion, small)
     assert report.verdict == "insufficient" and not report.confirmed
     assert "only 200 predictions" in report.reasons[0] and report.features  # statistics still shown
+    assert f"needs at least {POLICY.min_window:,}" in report.reasons[0]  # what it had and what it needs
 
 
 # --- (c) concept drift -------------------------------------------------------------------------

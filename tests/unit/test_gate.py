@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from loopline.core.spec import load_spec
@@ -180,3 +182,103 @@ def test_a_multiclass_gate_on_macro_f1_and_log_loss():
     assert judge({"macro_f1": 0.59, "log_loss": 0.93}, gate, multiclass, champion=champion).decision == CHALLENGER
     assert judge({"macro_f1": 0.59, "log_loss": 0.96}, gate, multiclass, champion=champion).decision == REJECTED
     assert judge({"macro_f1": 0.3, "log_loss": 0.5}, gate, multiclass).decision == REJECTED
+
+
+# --- the task's baseline checks: a model that gives one answer to every row never passes -----------
+
+
+def mostly_positive_table(n: int = 2400, seed: int = 3) -> pd.DataFrame:
+    """Weekly rows whose target is mostly 1 and well ranked by ``signal``, but no score comes near 0.9."""
+    rng = np.random.default_rng(seed)
+    signal = rng.normal(0, 1, n)
+    # the positive share runs from about 0.35 to 0.85 along the signal: ranked, never near certain
+    positive = rng.uniform(size=n) < 0.35 + 0.5 / (1 + np.exp(-3 * signal))
+    return pd.DataFrame(
+        {
+            "account": [f"A{i:06d}" for i in range(n)],
+            "seen_at": pd.date_range("2025-01-06", periods=n, freq="1h").strftime("%Y-%m-%d %H:%M:%S"),
+            "signal": signal.round(3),
+            "noise": rng.normal(0, 1, n).round(3),
+            "segment": rng.choice(["a", "b", "c"], n),
+            "converted": positive.astype(int),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def mostly_positive(tmp_path_factory):
+    from loopline.ops.onboarding import onboard
+
+    root = tmp_path_factory.mktemp("mostly_positive")
+    table = mostly_positive_table()
+    table.head(600).to_csv(root / "sample.csv", index=False)
+    onboard("accounts", root / "sample.csv", "converted", "seen_at", "account", root / "models", root / "exp")
+    return load_spec("accounts", root / "models"), table
+
+
+def with_threshold(spec, threshold: float):
+    return spec.model_copy(update={"training": spec.training.model_copy(update={"decision_threshold": threshold})})
+
+
+@pytest.mark.parametrize("threshold,failing", [(0.9, "decision_share_above_0"), (0.02, "decision_share_below_1")])
+def test_a_classifier_answering_one_decision_to_every_row_is_rejected(mostly_positive, threshold, failing):
+    from loopline.training import trainer
+
+    spec, table = mostly_positive
+    spec = with_threshold(spec, threshold)
+    _, holdout = trainer.fit_and_evaluate(table, spec, dict(spec.training.params))
+    assert holdout["positive_rate"] > 0.5 and holdout["auc"] > 0.6  # mostly positive, ranked: AUC alone passes
+    assert holdout["decision_share"] in (0.0, 1.0)  # ... yet one answer for every row
+    result = judge(holdout, {"min_auc": 0.6}, TASKS["binary"])
+    assert result.decision == REJECTED
+    assert failing in [c.name for c in result.checks if not c.passed]
+    assert failing in result.failed() and "bound" in result.failed()
+
+
+def test_the_same_model_at_a_threshold_that_decides_both_ways_passes(mostly_positive):
+    from loopline.training import trainer
+
+    spec, table = mostly_positive
+    _, holdout = trainer.fit_and_evaluate(table, with_threshold(spec, 0.65), dict(spec.training.params))
+    assert 0 < holdout["decision_share"] < 1
+    result = judge(holdout, {"min_auc": 0.6}, TASKS["binary"])
+    assert result.decision == CHAMPION, result.failed()
+    names = [c.name for c in result.checks]
+    assert {"decision_share_above_0", "decision_share_below_1"} <= set(names)
+
+
+def test_decision_share_takes_a_floor_and_a_ceiling_and_no_tolerance():
+    binary = TASKS["binary"]
+    assert {"min_decision_share", "max_decision_share"} <= set(binary.gate_keys())
+    assert "decision_share_tolerance" not in binary.gate_keys()
+    assert binary.gate_problems({"min_decision_share": 1.5}) != []
+    ok = {"auc": 0.8, "decision_share": 0.3, "precision_at_threshold": 0.5, "positive_rate": 0.2}
+    gate = {"min_decision_share": 0.1, "max_decision_share": 0.25}
+    assert checks_of(judge(ok, gate))["max_decision_share"] == (0.3, 0.25, False)
+
+
+def test_a_multiclass_model_answering_the_majority_class_is_rejected():
+    multiclass = TASKS["multiclass"]
+    rng = np.random.default_rng(0)
+    labels = rng.choice(3, 500, p=[0.6, 0.3, 0.1])
+    always_first = np.tile([0.5, 0.3, 0.2], (500, 1))  # confident enough on the majority, never anything else
+    metrics_ = multiclass.holdout_metrics(labels, always_first, None)
+    assert metrics_["accuracy"] > 0.55  # an accuracy floor alone would let it through
+    result = judge(metrics_, {"min_accuracy": 0.5}, multiclass)
+    assert result.decision == REJECTED
+    failed = {c.name for c in result.checks if not c.passed}
+    assert failed == {"predicted_classes_at_least_2", "macro_f1_above_majority_baseline"}
+    informed = np.eye(3)[labels] * 0.6 + 0.4 / 3  # knows the class
+    assert judge(multiclass.holdout_metrics(labels, informed, None), {"min_accuracy": 0.5}, multiclass).passed
+
+
+def test_a_regression_model_must_beat_predicting_the_mean():
+    regression = TASKS["regression"]
+    rng = np.random.default_rng(0)
+    truth = rng.normal(50, 10, 400)
+    guess = np.full(400, 55.0)  # a constant a little off the mean: R² below 0
+    result = judge(regression.holdout_metrics(truth, guess, None), {"max_smape": 0.5}, regression)
+    assert result.decision == REJECTED
+    assert [c.name for c in result.checks if not c.passed] == ["rmse_below_mean_baseline"]
+    good = truth + rng.normal(0, 3, 400)
+    assert judge(regression.holdout_metrics(truth, good, None), {"max_smape": 0.5}, regression).passed

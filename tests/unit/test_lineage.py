@@ -216,6 +216,52 @@ def test_untracked_files_and_docs_do_not_make_it_dirty(repo):
     assert code_version(repo).dirty is False
 
 
+def model_files(repo: Path, name: str = "m") -> list[Path]:
+    return [repo / "models" / name, repo / "expectations" / f"{name}_batch.json"]
+
+
+@needs_git
+def test_an_untracked_model_folder_and_suite_are_dirty(repo):
+    # a freshly onboarded model: its folder and suite exist but were never committed
+    (repo / "models" / "new").mkdir()
+    (repo / "models" / "new" / "spec.yaml").write_text("name: new\n")
+    (repo / "expectations").mkdir()
+    (repo / "expectations" / "new_batch.json").write_text("{}\n")
+    assert code_version(repo).dirty is False  # the platform's code alone is clean ...
+    assert code_version(repo, model_files(repo, "new")).dirty is True  # ... the model's own files are not
+    assert code_version(repo, model_files(repo, "m")[:1]).dirty is False  # another model's folder stays clean
+
+
+@needs_git
+@pytest.mark.parametrize("what", ["suite-untracked", "suite-modified", "new-file-in-folder"])
+def test_the_suite_or_a_new_file_in_a_committed_folder_is_dirty(repo, what):
+    (repo / "expectations").mkdir()
+    suite = repo / "expectations" / "m_batch.json"
+    suite.write_text("{}\n")
+    if what != "suite-untracked":
+        git(repo, "add", "-A")
+        git(repo, "commit", "-qm", "suite")
+        assert code_version(repo, model_files(repo)).dirty is False
+    if what == "suite-modified":
+        suite.write_text('{"changed": true}\n')
+    elif what == "new-file-in-folder":
+        (repo / "models" / "m" / "features.py").write_text("# untracked feature code\n")
+    assert code_version(repo, model_files(repo)).dirty is True
+
+
+@needs_git
+def test_a_model_folder_git_ignores_or_outside_the_repo_is_dirty(repo, tmp_path):
+    (repo / ".gitignore").write_text("models/hidden/\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "ignore")
+    (repo / "models" / "hidden").mkdir()
+    (repo / "models" / "hidden" / "spec.yaml").write_text("name: hidden\n")
+    assert code_version(repo, [repo / "models" / "hidden"]).dirty is True
+    outside = tmp_path / "elsewhere" / "models" / "m"
+    outside.mkdir(parents=True)
+    assert code_version(repo, [outside]).dirty is True
+
+
 @needs_git
 def test_the_override_wins_even_over_a_dirty_repo(repo, no_override):
     (repo / "include" / "loopline" / "a.py").write_text("v2\n")

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import subprocess
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,15 @@ class CodeVersion:
     dirty: bool
 
 
-def code_version(project_root: Path) -> CodeVersion:
-    """The project's git commit; LOOPLINE_GIT_COMMIT overrides it where there is no .git (images)."""
+def code_version(project_root: Path, model_files: Sequence[Path] = ()) -> CodeVersion:
+    """The project's git commit; LOOPLINE_GIT_COMMIT overrides it where there is no .git (images).
+
+    ``model_files``: the model's own folder (``models/<name>/``) and its suite
+    (``expectations/<suite>.json``). Unlike the platform's code, these count as dirty when they
+    are untracked too: a freshly onboarded model is untracked, and a commit that lacks its folder
+    cannot train it again (``loopline reproduce``). A path outside the repository, or one git
+    ignores, is dirty for the same reason.
+    """
     override = os.environ.get("LOOPLINE_GIT_COMMIT", "").strip()
     if override:
         return CodeVersion(commit=override, dirty=False)
@@ -37,9 +45,30 @@ def code_version(project_root: Path) -> CodeVersion:
         return CodeVersion(commit="unknown", dirty=True)
     if head.returncode != 0:
         return CodeVersion(commit="unknown", dirty=True)
-    # Only tracked code counts: untracked scratch files do not change what trains.
+    # The platform's tracked code: untracked scratch files there do not change what trains.
     status = git("status", "--porcelain", "--untracked-files=no", "--", "include", "models", "dags")
-    return CodeVersion(commit=head.stdout.strip(), dirty=bool(status.stdout.strip()))
+    dirty = bool(status.stdout.strip()) or any(_not_committed(path, project_root, git) for path in model_files)
+    return CodeVersion(commit=head.stdout.strip(), dirty=dirty)
+
+
+def _not_committed(path: Path, project_root: Path, git: Any) -> bool:
+    """Is ``path`` (a model folder or suite) anything but committed as it is: untracked, changed, ignored, outside?"""
+    top = git("rev-parse", "--show-toplevel")
+    try:
+        rel = Path(path).resolve().relative_to(Path(top.stdout.strip()).resolve())
+    except ValueError:
+        return True  # outside the repository: no commit holds it
+    root = Path(top.stdout.strip())
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all", "--", str(rel)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    if status.returncode != 0 or status.stdout.strip():
+        return True
+    tracked = subprocess.run(["git", "ls-files", "--", str(rel)], cwd=root, capture_output=True, text=True)
+    return Path(path).exists() and not tracked.stdout.strip()  # ignored by git: never committed
 
 
 @dataclass(frozen=True)

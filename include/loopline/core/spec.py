@@ -263,7 +263,7 @@ class DriftPolicy(_Strict):
 
     _schedule = field_validator("schedule")(classmethod(lambda cls, v: _check_schedule(v)))
     window_hours: float = Field(24, gt=0)  # recent prediction-log window compared with the reference
-    min_window: int = Field(500, ge=10)  # fewer live rows than this: no verdict
+    min_window: int = Field(500, ge=10)  # fewer live rows than this: no verdict (onboarding scales it to the table)
     p_value: float = Field(0.05, gt=0, lt=1)  # FDR level across features (TabularDrift, correction='fdr')
     # A significant input counts as drifted only with an effect size beyond a floor that knows the window's size
     # (loopline.monitoring.detection): numeric, the shift in reference SDs (normalised Wasserstein distance) must

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 TaskName = Literal["binary", "regression", "multiclass"]
 HIGHER, LOWER = "higher", "lower"  # which way a metric is better
+BOUNDED = "bounded"  # neither way is better (a decision share): min_ and max_ keys, no tolerance against the champion
 EPSILON = 1e-4  # floor for shares in a categorical PSI
 Probabilities = list[dict[str, float]] | None  # multiclass: per row, class -> probability
 
@@ -71,7 +72,7 @@ class Task:
     early_stopping_metric: ClassVar[str]  # LightGBM's name for the validation metric
     live_metric: ClassVar[str]  # judged on labelled live answers (canary gate, concept drift)
     ranges: ClassVar[dict[str, tuple[float, float]]] = {}  # metrics with a bounded range: a gate key must lie in it
-    default_gate: ClassVar[dict[str, float]]  # what `loopline onboard` writes
+    default_gate: ClassVar[dict[str, float]]  # the tolerances `loopline onboard` writes; its floors without a baseline
     output_name: ClassVar[str]  # what the answer's number is called in the reports
 
     # -- training -----------------------------------------------------------------------------
@@ -169,8 +170,20 @@ class Task:
         return problems
 
     def gate_keys(self) -> list[str]:
-        bounds = [f"{'min' if way == HIGHER else 'max'}_{m}" for m, way in self.metrics.items()]
-        return sorted(bounds + [f"{m}_tolerance" for m in self.metrics])
+        bounds = [
+            key
+            for m, way in self.metrics.items()
+            for key in ([f"min_{m}", f"max_{m}"] if way == BOUNDED else [f"{'min' if way == HIGHER else 'max'}_{m}"])
+        ]
+        return sorted(bounds + [f"{m}_tolerance" for m, way in self.metrics.items() if way != BOUNDED])
+
+    def baseline_checks(self, metrics: dict[str, float]) -> list[tuple[str, float, float, bool]]:
+        """Floors no spec can lower: the model beats answering the same thing to everyone (name, value, bound, passed).
+
+        Each check is skipped only when the holdout metrics it needs are absent (metrics computed
+        before they existed); ``holdout_metrics`` always gives them.
+        """
+        return []
 
 
 class BinaryTask(Task):
@@ -182,8 +195,12 @@ class BinaryTask(Task):
         "log_loss": LOWER,
         "precision_at_threshold": HIGHER,
         "recall_at_threshold": HIGHER,
+        # The share of holdout rows decided positive at the threshold: min_decision_share / max_decision_share.
+        "decision_share": BOUNDED,
     }
-    ranges = {m: (0.0, 1.0) for m in ("auc", "ks", "brier", "precision_at_threshold", "recall_at_threshold")}
+    ranges = {
+        m: (0.0, 1.0) for m in ("auc", "ks", "brier", "precision_at_threshold", "recall_at_threshold", "decision_share")
+    }
     objectives = ("binary", "cross_entropy")
     early_stopping_metric = "auc"
     live_metric = "auc"
@@ -218,9 +235,23 @@ class BinaryTask(Task):
             "precision_at_threshold": float(precision_score(labels, decided, zero_division=0)),
             "recall_at_threshold": float(recall_score(labels, decided, zero_division=0)),
             "positive_decision_rate": float(decided.mean()),
+            "decision_share": float(decided.mean()),
             "positive_rate": float(np.mean(labels)),
             "rows": float(len(labels)),
         }
+
+    def baseline_checks(self, metrics: dict[str, float]) -> list[tuple[str, float, float, bool]]:
+        """Both decisions are given: the share of holdout rows decided positive is strictly between 0 and 1.
+
+        A model answering one decision to every row (a threshold above or below every score) fails,
+        whatever its AUC. How good the decisions must be is the spec's ``min_precision_at_threshold``
+        / ``min_recall_at_threshold`` (onboarding writes them from a baseline): a fixed "better than
+        the base rate" here would reject sound models by chance on a holdout of a few dozen rows.
+        """
+        if "decision_share" not in metrics:
+            return []
+        share = metrics["decision_share"]
+        return [("decision_share_above_0", share, 0.0, share > 0), ("decision_share_below_1", share, 1.0, share < 1)]
 
     def outputs(self, raw: np.ndarray, spec: ModelSpec) -> Outputs:
         labels = spec.training.decisions
@@ -291,10 +322,19 @@ class RegressionTask(Task):
             "mae": float(mean_absolute_error(labels, raw)),
             "r2": float(r2_score(labels, raw)),
             "smape": smape(labels, raw),
+            # predicting the holdout's own mean for every row: the error any model must beat
+            "baseline_rmse": float(np.std(labels)),
             "target_mean": float(np.mean(labels)),
             "prediction_mean": float(np.mean(raw)),
             "rows": float(len(labels)),
         }
+
+    def baseline_checks(self, metrics: dict[str, float]) -> list[tuple[str, float, float, bool]]:
+        """The model's errors are smaller than predicting the mean for every row (R² above 0)."""
+        if "rmse" not in metrics or "baseline_rmse" not in metrics:
+            return []
+        rmse, baseline = metrics["rmse"], metrics["baseline_rmse"]
+        return [("rmse_below_mean_baseline", rmse, baseline, rmse < baseline)]
 
     def outputs(self, raw: np.ndarray, spec: ModelSpec) -> Outputs:
         return Outputs(score=raw.astype("float64"), decision=None)
@@ -323,8 +363,9 @@ class RegressionTask(Task):
 
 class MulticlassTask(Task):
     name = "multiclass"
-    metrics = {"log_loss": LOWER, "accuracy": HIGHER, "macro_f1": HIGHER}
-    ranges = {"accuracy": (0.0, 1.0), "macro_f1": (0.0, 1.0)}
+    # macro_recall (balanced accuracy): 1/k for a model that answers one class to every row.
+    metrics = {"log_loss": LOWER, "accuracy": HIGHER, "macro_f1": HIGHER, "macro_recall": HIGHER}
+    ranges = {"accuracy": (0.0, 1.0), "macro_f1": (0.0, 1.0), "macro_recall": (0.0, 1.0)}
     objectives = ("multiclass", "multiclassova")
     early_stopping_metric = "multi_logloss"
     live_metric = "accuracy"
@@ -350,16 +391,33 @@ class MulticlassTask(Task):
         return np.array([index[n] for n in names], dtype=int)
 
     def holdout_metrics(self, labels: np.ndarray, raw: np.ndarray, spec: ModelSpec) -> dict[str, float]:
-        from sklearn.metrics import accuracy_score, f1_score, log_loss
+        from sklearn.metrics import accuracy_score, f1_score, log_loss, recall_score
 
         k = raw.shape[1]
         predicted = raw.argmax(axis=1)
+        majority = np.full(len(labels), np.bincount(labels, minlength=k).argmax())
+        macro = {"average": "macro", "labels": list(range(k)), "zero_division": 0}
         return {
             "log_loss": float(log_loss(labels, np.clip(raw, 1e-15, 1), labels=list(range(k)))),
             "accuracy": float(accuracy_score(labels, predicted)),
-            "macro_f1": float(f1_score(labels, predicted, average="macro", labels=list(range(k)), zero_division=0)),
+            "macro_f1": float(f1_score(labels, predicted, **macro)),
+            "macro_recall": float(recall_score(labels, predicted, **macro)),
+            # answering the holdout's most frequent class to every row: the macro-F1 any model must beat
+            "baseline_macro_f1": float(f1_score(labels, majority, **macro)),
+            "predicted_classes": float(len(np.unique(predicted))),
             "rows": float(len(labels)),
         }
+
+    def baseline_checks(self, metrics: dict[str, float]) -> list[tuple[str, float, float, bool]]:
+        """More than one class is answered, and macro-F1 beats answering the majority class to every row."""
+        checks = []
+        if "predicted_classes" in metrics:
+            n = metrics["predicted_classes"]
+            checks.append(("predicted_classes_at_least_2", n, 2.0, n >= 2))
+        if "macro_f1" in metrics and "baseline_macro_f1" in metrics:
+            f1, base = metrics["macro_f1"], metrics["baseline_macro_f1"]
+            checks.append(("macro_f1_above_majority_baseline", f1, base, f1 > base))
+        return checks
 
     def outputs(self, raw: np.ndarray, spec: ModelSpec) -> Outputs:
         classes = np.array(spec.dataset.classes, dtype=object)

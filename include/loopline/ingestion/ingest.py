@@ -246,6 +246,7 @@ def check_batch(batch: ClaimedBatch, spec: ModelSpec, expectations_dir: Path, se
         expectations_dir,
         entity_id=spec.dataset.entity_id,
         secret=secret,
+        spec=spec,
     )
     rule_failures = data_rules.timestamp_failures(frame, spec, batch.claimed_instant)
     if rule_failures:

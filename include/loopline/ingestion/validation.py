@@ -18,13 +18,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import pandas as pd
 
 from loopline.core.errors import LooplineError
 
+if TYPE_CHECKING:
+    from loopline.core.spec import ModelSpec
+
 READABLE_SUFFIXES = (".csv", ".parquet")
+BETWEEN = "expect_column_values_to_be_between"
 
 
 class SuiteError(LooplineError, ValueError):
@@ -103,6 +107,48 @@ def load_suite_dict(suite_name: str, expectations_dir: Path) -> dict[str, Any]:
     if raw.get("name") != suite_name or not isinstance(raw.get("expectations"), list):
         raise SuiteError(f"{path} must have name {suite_name!r} and a list of expectations")
     return raw
+
+
+def with_spec_bounds(suite_dict: dict[str, Any], spec: ModelSpec, suite_path: Path) -> dict[str, Any]:
+    """The suite with the spec's numeric bounds as its range expectations: one source of truth for bounds.
+
+    ``features.numeric.<col>: {min, max}`` in the spec also bounds the service's requests
+    (``loopline.serving.request_schema``); here the same numbers become the suite's
+    ``expect_column_values_to_be_between`` for that column, so a bound is edited in one place.
+    A suite may still carry its own range expectation for a spec feature (suites written before
+    this rule do) only if it says the same; a different one is refused, naming both files and fields.
+    """
+    bounds = {col: (rng.min, rng.max) for col, rng in spec.features.numeric.items()}
+    source = spec.model_dir / "spec.yaml" if spec.model_dir else f"the spec of {spec.name}"
+    covered = set()
+    for index, exp in enumerate(suite_dict["expectations"]):
+        kwargs = exp.get("kwargs", {})
+        column = kwargs.get("column")
+        if exp.get("type") != BETWEEN or column not in bounds:
+            continue
+        low, high = bounds[column]
+        theirs = (kwargs.get("min_value"), kwargs.get("max_value"))
+        if (
+            theirs != (low, high)
+            or kwargs.get("mostly", 1) != 1
+            or kwargs.get("strict_min")
+            or kwargs.get("strict_max")
+        ):
+            extra = {k: kwargs[k] for k in ("mostly", "strict_min", "strict_max") if k in kwargs}
+            raise SuiteError(
+                f"{suite_path}: expectations[{index}] ({BETWEEN} on {column!r}) says"
+                f" [{theirs[0]}, {theirs[1]}]{f' {extra}' if extra else ''},"
+                f" but {source} features.numeric.{column} says [{low:g}, {high:g}]."
+                f" The spec's bounds are the one source (they bound requests too): remove the suite's range"
+                f" expectation for {column!r} (it is generated from the spec) or make it say the same."
+            )
+        covered.add(column)
+    generated = [
+        {"type": BETWEEN, "kwargs": {"column": col, "min_value": low, "max_value": high}, "meta": {"from": str(source)}}
+        for col, (low, high) in bounds.items()
+        if col not in covered
+    ]
+    return {**suite_dict, "expectations": [*suite_dict["expectations"], *generated]}
 
 
 # Keys of a GE result that hold counts, shares or row positions, never column values.
@@ -220,8 +266,12 @@ def validate_frame(
     *,
     entity_id: str | None,
     secret: str | None = None,
+    spec: ModelSpec | None = None,
 ) -> ValidationReport:
     """Run the suite as a GE Checkpoint against an in-memory frame.
+
+    ``spec``: the model's spec, whose ``features.numeric`` bounds become the suite's range
+    expectations (``with_spec_bounds``); every platform caller passes it.
 
     ``entity_id`` names the frame's entity-id column (the spec's ``dataset.entity_id``; ``None``
     only for data without one): its values are pseudonymised with ``secret`` (default: the
@@ -232,6 +282,8 @@ def validate_frame(
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     suite_dict = load_suite_dict(suite_name, expectations_dir)
+    if spec is not None:
+        suite_dict = with_spec_bounds(suite_dict, spec, expectations_dir / f"{suite_name}.json")
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     try:
@@ -281,6 +333,7 @@ def validate_file(
     *,
     entity_id: str | None,
     secret: str | None = None,
+    spec: ModelSpec | None = None,
 ) -> tuple[ValidationReport, pd.DataFrame | None]:
     """Read and validate one landed file; an unreadable file is a failed report, not an exception.
 
@@ -293,5 +346,5 @@ def validate_file(
             subject=path.name, success=False, rows=None, read_error=f"{type(err).__name__}: {err}", suite=suite_name
         )
         return report, None
-    report = validate_frame(df, path.name, suite_name, expectations_dir, entity_id=entity_id, secret=secret)
+    report = validate_frame(df, path.name, suite_name, expectations_dir, entity_id=entity_id, secret=secret, spec=spec)
     return report, df

@@ -250,6 +250,11 @@ def onboard(
         name, sample, target, timestamp, entity_id, settings.models_dir, settings.expectations_dir, task, force
     )
     typer.echo(f"wrote {spec_file}\nwrote {suite_file}")
+    typer.echo(
+        "review both (each chosen value says how it was chosen), then commit them (git add models/"
+        f"{name} expectations/{suite_file.name}; git commit): a model trained from uncommitted files is recorded"
+        " as code_dirty and `loopline reproduce` cannot replay it from its commit"
+    )
     typer.echo(f"review both, then drop batches into {settings.landing_dir / name}/ (loopline status -m {name})")
 
 
@@ -354,9 +359,14 @@ def reproduce(
     model: str = MODEL_OPTION,
 ) -> None:
     """Retrain a registered version from its lineage (data version, code commit, params); compare metrics."""
+    from loopline.training.reproduce import ReproduceError
     from loopline.training.reproduce import reproduce as run
 
-    result = run(model, version, _settings())
+    try:
+        result = run(model, version, _settings())
+    except ReproduceError as err:
+        typer.secho(str(err), fg="red", err=True)
+        raise typer.Exit(1) from None
     typer.echo(result.table())
     if not result.matches:
         raise typer.Exit(1)

@@ -1,9 +1,20 @@
 """``loopline onboard``: a model folder and its GE suite, written from a sample of a team's table.
 
-The feature schema comes from the data (numeric bounds with a margin, categorical levels,
+The feature schema comes from the data (numeric bounds with a wide margin, categorical levels,
 missing-value shares), and the suite from the same profile, so the sample itself passes
-its own suite. Everything else gets the platform's defaults, with comments, for a person
-to review before the first batch lands.
+its own suite. The numeric bounds live in the spec only: validation generates the suite's
+range checks from them (``loopline.ingestion.validation.with_spec_bounds``), and the service
+refuses requests outside them, so a bound is edited in one place.
+
+What depends on the data is chosen from the data, and the written spec says how
+(``Baseline``): a quick LightGBM cross-validated on the sample (time-ordered folds) gives the
+binary threshold (its out-of-fold scores' quantile at the base rate: the model decides
+positive about as often as the event happens), the gate's floors (the cross-validated
+metric less a margin of twice its fold-to-fold spread, at least a fixed minimum), and the
+features a request must send (never null in the sample and carrying most of the model's
+gain). ``max_missing_share`` comes from the sample's missingness per row, and the drift
+window and ``min_window`` from the sample's rows per day. Everything else gets the
+platform's defaults, with comments, for a person to review before the first batch lands.
 """
 
 from __future__ import annotations
@@ -23,7 +34,21 @@ from loopline.ingestion.validation import read_batch
 MAX_LEVELS = 50  # a text column with more distinct values is an identifier or free text, not a category
 MAX_CLASSES = 50  # a target with more distinct values than this is a regression target or an identifier
 REGRESSION_MIN_DISTINCT = 20  # a numeric target with more distinct values (or any fractions) is a quantity
-MARGIN = 0.1  # numeric bounds reach this share of the observed range beyond it
+# Numeric bounds catch broken data (a unit error, a sentinel 99999, a sign flip), not unusual rows: a sample's
+# max is exceeded by most later batches. Each side widens by the larger of RANGE_MARGIN x the sample's range and
+# TAIL_MARGIN x the distance from the median to that extreme (a long tail widens more), rounded outward to two
+# significant digits; a column never negative in the sample keeps 0 as its lower bound.
+RANGE_MARGIN = 0.5
+TAIL_MARGIN = 3.0
+CV_FOLDS = 4  # time-ordered blocks of the sample for the baseline
+# The gate's floors: the cross-validated metric less max(this, 2 x its spread across folds).
+MIN_MARGIN = {"auc": 0.05, "brier": 0.02, "precision_at_threshold": 0.1, "recall_at_threshold": 0.1}
+MIN_MARGIN |= {"r2": 0.05, "smape": 0.05, "macro_f1": 0.05, "accuracy": 0.05}
+LIFT_SHARE = 0.5  # ... of the baseline's lift over the naive answer (the base rate, the mean, the majority class)
+REQUIRED_GAIN = 0.8  # required features: never null in the sample, the fewest carrying this share of the gain
+MISSING_MARGIN = 0.2  # max_missing_share: the sample's worst row's missing share plus this (capped at 0.9)
+MIN_WINDOW_FLOOR, MIN_WINDOW_CAP = 20, 500  # monitoring.min_window: half a window's expected rows, within these
+MAX_WINDOW_HOURS = 168  # a thin table's drift window grows (in whole days) up to a week to hold enough rows
 NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "float16", "float32", "float64", "Int64", "Float64"]
 
 
@@ -44,18 +69,25 @@ class Profile:
 
 
 def _bounds(values: pd.Series) -> tuple[float, float]:
-    low, high = float(values.min()), float(values.max())
-    pad = (high - low) * MARGIN or abs(high) * MARGIN or 1.0
-    lower = low - pad if low < 0 else max(0.0, low - pad)
-    return _round(lower, down=True), _round(high + pad, down=False)
+    """The sample's range widened generously (``RANGE_MARGIN``, ``TAIL_MARGIN``) and rounded outward."""
+    values = values.astype(float)
+    low, high, middle = float(values.min()), float(values.max()), float(values.median())
+    spread = high - low
+    fallback = abs(high) * RANGE_MARGIN or 1.0  # a constant column
+    up = max(RANGE_MARGIN * spread, TAIL_MARGIN * (high - middle)) or fallback
+    down = max(RANGE_MARGIN * spread, TAIL_MARGIN * (middle - low)) or fallback
+    lower = 0.0 if low >= 0 else _round(low - down, down=True)
+    return lower, _round(high + up, down=False)
 
 
-def _round(value: float, down: bool) -> float:
+def _round(value: float, down: bool, significant: int = 2) -> float:
+    """``value`` rounded to ``significant`` digits, towards -inf (down) or +inf."""
     if value == 0:
         return 0.0
-    digits = 2 - int(math.floor(math.log10(abs(value))))
-    scale = 10**digits
-    return (math.floor if down else math.ceil)(value * scale) / scale
+    digits = significant - 1 - int(math.floor(math.log10(abs(value))))
+    scale = 10.0**digits
+    rounded = (math.floor if down else math.ceil)(round(value * scale, 9)) / scale
+    return float(round(rounded, max(digits, 0)))
 
 
 def infer_task(target: pd.Series) -> tuple[str, list]:
@@ -127,6 +159,167 @@ def profile(sample: pd.DataFrame, target: str, timestamp: str, entity_id: str, t
     return result
 
 
+@dataclass
+class Baseline:
+    """A quick LightGBM cross-validated on the sample: what the threshold, floors and required features come from."""
+
+    folds: int = 0
+    fold_rows: int = 0  # rows each fold was judged on
+    holdout_rows: float = 0.0  # rows the gate's holdout will hold (the sample's rate x holdout_weeks)
+    metrics: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric -> (mean, SD) over the folds
+    threshold: float | None = None  # binary: out-of-fold scores' quantile at 1 - base rate
+    base_rate: float | None = None  # binary: the sample's share of 1s
+    naive: dict[str, float] = field(default_factory=dict)  # metric -> mean over the folds of the naive answer
+    gain: dict[str, float] = field(default_factory=dict)  # feature -> share of the gain of a fit on the whole sample
+    why_not: str = ""  # why there is no baseline (the spec then says defaults were used)
+
+    def floor(self, metric: str, higher: bool) -> tuple[float, str] | None:
+        """The gate's bound for ``metric`` and how it was chosen; None if the baseline has no such number.
+
+        Half the baseline's lift over the naive answer (``LIFT_SHARE``), less a noise margin: the real
+        model is trained on what has landed so far (at first, less than the sample) with the spec's
+        recipe, and judged on one holdout, so the floor asks for a real part of what the data allows,
+        not all of it. A floor that would not be above the naive answer is not written.
+        """
+        if metric not in self.metrics or metric not in self.naive:
+            return None
+        mean, sd = self.metrics[metric]
+        naive = self.naive[metric]
+        # The gate judges one holdout: a smaller one than a fold varies more (SD ~ 1/sqrt(rows)).
+        scale = math.sqrt(self.fold_rows / self.holdout_rows) if 0 < self.holdout_rows < self.fold_rows else 1.0
+        margin = max(MIN_MARGIN[metric], 2 * sd * scale)
+        target = naive + LIFT_SHARE * (mean - naive)
+        bound = target - margin if higher else target + margin
+        if higher and bound <= naive:
+            return None  # no floor above the naive answer survives the noise: the task's baseline checks remain
+        bound = _round2(bound, down=higher)
+        noise = f"SD {sd:.3f} over {self.folds} folds of {self.fold_rows} rows"
+        if scale > 1:
+            noise += f", x{scale:.2f} for a holdout of ~{self.holdout_rows:.0f} rows"
+        how = (
+            f"naive {naive:.3f} + {LIFT_SHARE:g} x (CV {mean:.3f} - naive) {'-' if higher else '+'} margin"
+            f" {margin:.3f} ({noise})"
+        )
+        return bound, how
+
+
+def _round2(value: float, down: bool) -> float:
+    return (math.floor if down else math.ceil)(round(value * 100, 6)) / 100
+
+
+def _matrix(sample: pd.DataFrame, prof: Profile) -> pd.DataFrame:
+    """The sample's features as LightGBM takes them: numbers as floats, levels as pandas categories."""
+    columns = {name: pd.to_numeric(sample[name], errors="coerce").astype(float) for name in prof.numeric}
+    for name, levels in prof.categorical.items():
+        columns[name] = pd.Categorical(sample[name].map(lambda v: None if pd.isna(v) else str(v)), categories=levels)
+    return pd.DataFrame(columns, index=sample.index)
+
+
+def _labels(values: pd.Series, prof: Profile):
+    import numpy as np
+
+    if prof.task == "binary":
+        return pd.to_numeric(values).astype(int).to_numpy()
+    if prof.task == "regression":
+        return pd.to_numeric(values).astype(float).to_numpy()
+    names = class_names(values)
+    index = {c: i for i, c in enumerate(class_names(prof.classes))}
+    return np.array([index[n] for n in names], dtype=int)
+
+
+def baseline(sample: pd.DataFrame, prof: Profile, target: str, timestamp: str, holdout_rows: float = 0) -> Baseline:
+    """Cross-validate a small LightGBM on the sample in ``CV_FOLDS`` time-ordered blocks (each judged once).
+
+    Small on purpose (few leaves, 100 rounds, one thread, seeded): a baseline of what the data
+    allows, measured as the gate will measure the real model, not the real model itself.
+    """
+    import lightgbm as lgb
+    import numpy as np
+
+    from loopline.core.tasks import TASKS
+
+    rows = sample[sample[target].notna()].copy()
+    rows["_at"] = pd.to_datetime(rows[timestamp], errors="coerce", utc=True, format="ISO8601")
+    rows = rows.sort_values("_at", kind="stable")
+    y, x = _labels(rows[target], prof), _matrix(rows, prof)
+    task = TASKS[prof.task]
+    k = len(prof.classes) if prof.task == "multiclass" else None
+    params = {
+        "objective": task.objectives[0],
+        "learning_rate": 0.1,
+        "num_leaves": 7,
+        "min_data_in_leaf": max(5, len(rows) // 50),
+        "verbosity": -1,
+        "num_threads": 1,
+        "deterministic": True,
+        "seed": 42,
+        **({"num_class": k} if k else {}),
+    }
+
+    def fit(index: np.ndarray) -> lgb.Booster:
+        return lgb.train(params, lgb.Dataset(x.iloc[index], y[index]), num_boost_round=100)
+
+    result = Baseline(folds=CV_FOLDS, fold_rows=len(rows) // CV_FOLDS, holdout_rows=holdout_rows)
+    if prof.task == "binary":
+        result.base_rate = float(y.mean())
+    try:
+        blocks = np.array_split(np.arange(len(rows)), CV_FOLDS)
+        out_of_fold = np.zeros((len(rows), k) if k else len(rows))
+        for block in blocks:
+            out_of_fold[block] = fit(np.setdiff1d(np.arange(len(rows)), block)).predict(x.iloc[block])
+        whole = fit(np.arange(len(rows)))
+    except Exception as err:  # lightgbm refuses (a fold without both classes, too few rows): defaults, said so
+        return Baseline(why_not=f"the baseline could not be fitted ({type(err).__name__}: {err})")
+    gains = whole.feature_importance(importance_type="gain")
+    total = float(gains.sum()) or 1.0
+    result.gain = {name: float(g) / total for name, g in zip(x.columns, gains, strict=True)}
+    decide = None
+    if prof.task == "binary":
+        from types import SimpleNamespace
+
+        result.threshold = binary_threshold(result.base_rate)
+        decide = SimpleNamespace(training=SimpleNamespace(decision_threshold=result.threshold))
+    per_fold: dict[str, list[float]] = {}
+    naive: dict[str, list[float]] = {}
+    for block in blocks:
+        if not task.enough_variety(y[block]):
+            continue
+        for metric, value in task.holdout_metrics(y[block], out_of_fold[block], decide).items():
+            if metric in MIN_MARGIN and math.isfinite(value):
+                per_fold.setdefault(metric, []).append(value)
+        rest = y[np.setdiff1d(np.arange(len(rows)), block)]
+        for metric, value in task.holdout_metrics(y[block], _naive(rest, len(block), prof, k), decide).items():
+            if metric in MIN_MARGIN and math.isfinite(value):
+                naive.setdefault(metric, []).append(value)
+    result.metrics = {m: (float(np.mean(v)), float(np.std(v))) for m, v in per_fold.items() if len(v) >= 2}
+    result.naive = {m: float(np.mean(v)) for m, v in naive.items()}
+    if not result.metrics:
+        result.why_not = "no fold of the sample had the variety to judge a model"
+    return result
+
+
+def binary_threshold(base_rate: float) -> float:
+    """The sample's base rate: a calibrated score above it says the event is likelier than average.
+
+    The decision rule that weighs both classes' errors alike (for a calibrated model, about the
+    threshold of the highest balanced accuracy), and one that gives both decisions: a calibrated
+    model's scores average the base rate, so unless it answers one score to every row some lie
+    above it and some below.
+    """
+    return round(min(0.99, max(0.01, base_rate)), 3)
+
+
+def _naive(train_labels, rows: int, prof: Profile, k: int | None):
+    """The naive answer a fold's model must beat, from the other folds: base rate, mean, majority class."""
+    import numpy as np
+
+    if prof.task == "multiclass":
+        probabilities = np.full((rows, k), 1e-3)
+        probabilities[:, np.bincount(train_labels, minlength=k).argmax()] = 1.0
+        return probabilities / probabilities.sum(axis=1, keepdims=True)
+    return np.full(rows, float(np.mean(train_labels)))
+
+
 def _mostly(share: float) -> float:
     """The non-missing share the suite demands: what the sample shows, with room for batch-to-batch noise."""
     if share == 0:
@@ -157,10 +350,10 @@ def suite(name: str, prof: Profile, target: str, timestamp: str, entity_id: str,
         expectations.append(
             {"type": "expect_column_values_to_match_regex", "kwargs": {"column": timestamp, "regex": regex}}
         )
-    for column, (low, high) in prof.numeric.items():
+    for column in prof.numeric:
+        # No range check here: the spec's features.numeric bounds are the one source, and validation adds them.
         expectations += [
             _exp("expect_column_values_to_be_in_type_list", column=column, type_list=NUMERIC_TYPES),
-            _exp("expect_column_values_to_be_between", column=column, min_value=low, max_value=high),
             _exp("expect_column_values_to_not_be_null", column=column, mostly=_mostly(prof.missing[column])),
         ]
     for column, levels in prof.categorical.items():
@@ -178,7 +371,11 @@ def suite(name: str, prof: Profile, target: str, timestamp: str, entity_id: str,
         if prof.task == "multiclass":
             value_set = list(dict.fromkeys(value_set + class_names(prof.classes)))
         expectations.append(_exp("expect_column_values_to_be_in_set", column=target, value_set=value_set))
-    meta = {"model": name, "notes": "Written by loopline onboard from a sample; review the bounds before use."}
+    meta = {
+        "model": name,
+        "notes": "Written by loopline onboard from a sample; review before use. The numeric features' ranges are"
+        f" not here: they are models/{name}/spec.yaml features.numeric, checked from there at validation.",
+    }
     return {"name": f"{name}_batch", "meta": meta, "expectations": expectations}
 
 
@@ -229,16 +426,24 @@ quality_gate:                     # min_/max_<metric>: absolute floors on the ho
 rollout:                            # the platform's defaults: canary 5% -> 20% -> 50% -> 100%
   mode: canary
 
-monitoring:                         # the platform's defaults: hourly drift check, retrain storm guard
+monitoring:                         # hourly drift check over the last window_hours of predictions, retrain storm guard
   schedule: "@hourly"
-  retrain_on: [performance_risk, concept_drift]  # a moved input alone (feature_drift) only alerts
+{monitoring}  retrain_on: [performance_risk, concept_drift]  # a moved input alone (feature_drift) only alerts
 """
 
 
-def _features_yaml(prof: Profile) -> str:
+def _features_yaml(prof: Profile, base: Baseline, sample: pd.DataFrame) -> str:
     lines = []
     if prof.numeric:
-        lines.append("  numeric:                          # bounds: the sample's range plus a margin")
+        lines.append(
+            f"  numeric:                          # bounds: the sample's range widened each way by the larger of"
+            f" {RANGE_MARGIN:g} x the range\n"
+            f"                                    # and {TAIL_MARGIN:g} x the median's distance to that extreme,"
+            " rounded outward (never negative\n"
+            "                                    # in the sample: min 0). The one source of bounds: the suite's"
+            " range checks\n"
+            "                                    # are generated from these, and requests outside them get a 422."
+        )
         lines += [f"    {c}: {{min: {lo:g}, max: {hi:g}}}" for c, (lo, hi) in prof.numeric.items()]
     else:
         lines.append("  numeric: {}")
@@ -247,23 +452,101 @@ def _features_yaml(prof: Profile) -> str:
         lines += [f"    {c}: {json.dumps(levels)}" for c, levels in prof.categorical.items()]
     else:
         lines.append("  categorical: {}")
+    required, how = _required(prof, base)
+    lines.append(f"  required: {json.dumps(required)}   # {how}")
+    share, how = _max_missing_share(sample, prof)
+    lines.append(f"  max_missing_share: {share:g}   # {how}")
     for column, why in prof.skipped.items():
         lines.append(f"  # not a feature: {column} ({why})")
     return "\n".join(lines) + "\n"
 
 
-def _task_sections(prof: Profile, target: pd.Series) -> dict[str, str]:
+def _required(prof: Profile, base: Baseline) -> tuple[list[str], str]:
+    """Features a request must send: never null in the sample, the fewest carrying ``REQUIRED_GAIN`` of the gain."""
+    never_null = [name for name, share in prof.missing.items() if share == 0]
+    if not base.gain:
+        return never_null[:3], f"never null in the sample (first 3; no baseline: {base.why_not})"
+    ranked = sorted((n for n in never_null if base.gain.get(n, 0) > 0), key=lambda n: -base.gain[n])
+    chosen, carried = [], 0.0
+    for name in ranked:
+        if carried >= REQUIRED_GAIN:
+            break
+        chosen.append(name)
+        carried += base.gain[name]
+    return chosen, (
+        f"never null in the sample and carrying {carried:.0%} of the baseline model's gain:"
+        " a request without them gets a 422 naming them"
+    )
+
+
+def _max_missing_share(sample: pd.DataFrame, prof: Profile) -> tuple[float, str]:
+    """The worst sample row's share of missing features, plus ``MISSING_MARGIN``, in steps of 0.05, at most 0.9."""
+    names = [*prof.numeric, *prof.categorical]
+    worst = float(sample[names].isna().mean(axis=1).max()) if names else 0.0
+    share = min(0.9, math.ceil(round((worst + MISSING_MARGIN) * 20, 6)) / 20)
+    return share, (
+        f"a request row may leave this share of the features missing: the sample's worst row left {worst:.0%},"
+        f" plus {MISSING_MARGIN:g}"
+    )
+
+
+GATE_METRICS = {  # the floors onboarding writes, per task (metric, higher is better)
+    # Precision and recall at the threshold are left to the person who knows the costs: on a holdout of a few
+    # dozen rows they swing too much for a floor from a sample; the decision-share band below bounds the decisions.
+    "binary": [("auc", True), ("brier", False)],
+    "regression": [("r2", True), ("smape", False)],
+    "multiclass": [("macro_f1", True)],
+}
+
+
+def _gate_yaml(prof: Profile, base: Baseline) -> str:
+    """The quality gate's bounds from the baseline (or the task's defaults, saying why), each with how it was chosen."""
+    task = TASKS[prof.task]
+    lines = []
+    if base.metrics:
+        for metric, higher in GATE_METRICS[prof.task]:
+            found = base.floor(metric, higher)
+            if found is None:
+                continue
+            bound, how = found
+            key = f"{'min' if higher else 'max'}_{metric}"
+            lines.append(f"  {key}: {bound:g}   # {how}")
+        if base.base_rate is not None:
+            low = _round2(base.base_rate / 4, down=True)
+            high = _round2(1 - (1 - base.base_rate) / 4, down=False)
+            lines.append(f"  min_decision_share: {low:g}   # a quarter of the sample's base rate {base.base_rate:.3f}")
+            lines.append(f"  max_decision_share: {high:g}   # a quarter of the way from the base rate to 1")
+    if not any(line.lstrip().startswith(("min_", "max_")) for line in lines):
+        why = base.why_not or "the baseline gave no usable floor"
+        lines = [
+            f"  {k}: {v:g}   # platform default ({why})"
+            for k, v in task.default_gate.items()
+            if k[:4] in ("min_", "max_")
+        ]
+    lines += [f"  {k}: {v:g}" for k, v in task.default_gate.items() if k.endswith("_tolerance")]
+    return "\n".join(lines) + "\n"
+
+
+def _task_sections(prof: Profile, target: pd.Series, base: Baseline) -> dict[str, str]:
     """The parts of the spec that depend on the task type."""
     task = TASKS[prof.task]
-    gate = "".join(f"  {key}: {value:g}\n" for key, value in task.default_gate.items())
-    sections = {"objective": task.objectives[0], "gate": gate, "classes_line": "", "threshold_line": ""}
+    sections = {
+        "objective": task.objectives[0],
+        "gate": _gate_yaml(prof, base),
+        "classes_line": "",
+        "threshold_line": "",
+    }
     if prof.task == "binary":
         base_rate = float(pd.to_numeric(target).mean())
-        threshold = round(min(0.9, max(0.05, base_rate * 1.5)), 3)
+        threshold, how = (
+            binary_threshold(base_rate),
+            f"the sample's base rate {base_rate:.3f}: positive when the model finds the event likelier than"
+            " average (both classes' errors weighed alike; a calibrated model then gives both decisions)."
+            " Move it for your costs: lower catches more events, with more false alarms",
+        )
         sections["target_comment"] = "binary: 1 = the event"
         sections["threshold_line"] = (
-            f"  decision_threshold: {threshold}         # score >= threshold: the positive decision"
-            " (1.5 x the sample's base rate)\n"
+            f"  decision_threshold: {threshold:g}   # score >= threshold: the positive decision. Chosen as {how}\n"
             "  decisions: {below: negative, at_or_above: positive}   # what the service answers: name them\n"
         )
     elif prof.task == "regression":
@@ -273,6 +556,26 @@ def _task_sections(prof: Profile, target: pd.Series) -> dict[str, str]:
         names = json.dumps([str(_plain(c)) for c in prof.classes])
         sections["classes_line"] = f"  classes: {names}   # the service answers one of these, with probabilities\n"
     return sections
+
+
+def _monitoring_yaml(rows: int, first: pd.Timestamp, last: pd.Timestamp) -> str:
+    """The drift window and ``min_window`` from the sample's rows per day (taken as the table's whole volume)."""
+    days = max((last - first).total_seconds() / 86400, 1.0)
+    per_day = rows / days
+    window_hours = 24
+    while per_day * window_hours / 24 < 2 * MIN_WINDOW_FLOOR and window_hours < MAX_WINDOW_HOURS:
+        window_hours += 24
+    expected = per_day * window_hours / 24
+    min_window = int(min(MIN_WINDOW_CAP, max(MIN_WINDOW_FLOOR, expected // 2)))
+    return (
+        f"  window_hours: {window_hours}   # predictions compared with the training data per check: the sample holds"
+        f" {per_day:.0f} rows a day,\n"
+        f"                     # so a window of {window_hours} h expects about {expected:.0f} (grown in whole days, up"
+        f" to {MAX_WINDOW_HOURS} h, to hold {2 * MIN_WINDOW_FLOOR})\n"
+        f"  min_window: {min_window}   # fewer predictions in the window: no verdict (insufficient). Half the"
+        f" expected rows, within [{MIN_WINDOW_FLOOR}, {MIN_WINDOW_CAP}];\n"
+        "                     # the sample is taken as every row of its period: set it by hand if it was thinned\n"
+    )
 
 
 def onboard(
@@ -306,9 +609,12 @@ def onboard(
     first, last = instants.min(), instants.max()
     weeks = max(1, int((last - first).days // 7))
     valid_weeks, holdout_weeks = (1, 1) if weeks < 8 else (max(1, weeks // 10), max(1, weeks // 10))
+    per_week = len(sample) / max((last - first).total_seconds() / (7 * 86400), 1 / 7)
+    base = baseline(sample, prof, target, timestamp, holdout_rows=per_week * holdout_weeks)
     text = SPEC_TEMPLATE.format(
         task=prof.task,
-        **_task_sections(prof, sample[target]),
+        **_task_sections(prof, sample[target], base),
+        monitoring=_monitoring_yaml(len(sample), first, last),
         name=name,
         sample=sample_path.name,
         description=f"Predicts {target} (sample: {len(sample)} rows, {first.date()} to {last.date()}). Say more here.",
@@ -317,7 +623,7 @@ def onboard(
         target=target,
         earliest=f"{first.year - 5}-01-01",
         first=str(first.date()),
-        features=_features_yaml(prof),
+        features=_features_yaml(prof, base, sample),
         valid_weeks=valid_weeks,
         holdout_weeks=holdout_weeks,
         min_train_rows=max(50, min(500, len(sample) // 4)),

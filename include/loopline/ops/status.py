@@ -29,12 +29,7 @@ def describe(model_name: str, settings: Settings) -> str:
     except Exception:  # no model registered yet
         versions = []
     for mv in sorted(versions, key=lambda v: int(v.version)):
-        tags = mv.tags
-        lines.append(
-            f"  v{mv.version}  {','.join(aliases.get(str(mv.version), [])) or '-':<20}"
-            f" data {tags.get('loopline.data_version', '?')}  gate {tags.get('loopline.gate_decision', '?')}"
-            f"  bento {tags.get('loopline.bento_tag', '-')}"
-        )
+        lines += version_lines(mv, aliases.get(str(mv.version), []))
     from loopline.rollout.serving_state import ServingState
 
     state = ServingState(settings.state_db_uri)
@@ -56,6 +51,21 @@ def describe(model_name: str, settings: Settings) -> str:
         first = summary.read_text().splitlines()[1:2] if summary.exists() else []
         lines.append(f"  {name}: {first[0].strip() if first else ''}")
     return "\n".join(lines)
+
+
+def version_lines(mv, aliases: list[str]) -> list[str]:
+    """One registered version: roles, data, gate decision, Bento; a rejected one also says which checks failed."""
+    from loopline.training.gate import GATE_FAILED_TAG
+
+    tags = mv.tags
+    lines = [
+        f"  v{mv.version}  {','.join(aliases) or '-':<20}"
+        f" data {tags.get('loopline.data_version', '?')}  gate {tags.get('loopline.gate_decision', '?')}"
+        f"  bento {tags.get('loopline.bento_tag', '-')}"
+    ]
+    if tags.get(GATE_FAILED_TAG):  # the numbers that failed (metric value (bound)), not only "rejected"
+        lines.append(f"      gate failed: {tags[GATE_FAILED_TAG]}")
+    return lines
 
 
 def _shadow_lines(latest) -> list[str]:

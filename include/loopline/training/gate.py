@@ -1,6 +1,8 @@
 """The quality gate: may a freshly trained model become the challenger?
 
-Two rules, both on the same holdout window: absolute floors and ceilings (the model is good
+Three rules, all on the same holdout window: the task's baseline checks, which no spec can
+turn off (a classifier gives more than one answer and beats answering the same one to every
+row; a regressor beats predicting the mean), absolute floors and ceilings (the model is good
 enough to serve at all) and no regression against the current champion beyond the spec's
 tolerance (it is not worse than what serves now). The keys are made of the task's holdout
 metrics (``loopline.core.tasks``): ``min_<m>`` / ``max_<m>`` and ``<m>_tolerance``.
@@ -16,6 +18,7 @@ from loopline.core.tasks import HIGHER, Task
 
 CHAMPION, CHALLENGER, REJECTED, UNCHANGED = "champion", "challenger", "rejected", "unchanged"
 TOLERANCE = "_tolerance"
+GATE_FAILED_TAG = "loopline.gate_failed"  # on a rejected model version: each failed check, value and bound
 
 
 @dataclass
@@ -35,6 +38,10 @@ class GateResult:
     @property
     def passed(self) -> bool:
         return self.decision in (CHAMPION, CHALLENGER, UNCHANGED)
+
+    def failed(self) -> str:
+        """The checks that failed, as a person reads them: ``metric value (bound)``; empty if none did."""
+        return "; ".join(f"{c.name} {c.value:.4g} (bound {c.threshold:.4g})" for c in self.checks if not c.passed)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "passed": self.passed}
@@ -59,6 +66,10 @@ def judge(
         elif key.startswith("max_"):
             value = candidate[key[4:]]
             checks.append(GateCheck(key, value, bound, value <= bound))
+    # The task's own floors, whatever the spec says: better than one answer for every row.
+    checks += [
+        GateCheck(name, value, bound, bool(passed)) for name, value, bound, passed in task.baseline_checks(candidate)
+    ]
     if champion is not None:
         for key, tolerance in gate.items():
             if not key.endswith(TOLERANCE):

@@ -17,7 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loopline.core.errors import LooplineError
 from loopline.core.settings import Settings
+
+
+class ReproduceError(LooplineError):
+    """The recorded lineage cannot be replayed; the message says what to do instead."""
 
 
 @dataclass
@@ -30,6 +35,7 @@ class Reproduction:
     recorded: dict[str, float]
     reproduced: dict[str, float]
     tolerance: float
+    note: str = ""  # how the code was found, when not at the recorded commit
 
     @property
     def matches(self) -> bool:
@@ -48,6 +54,8 @@ class Reproduction:
             again = self.reproduced.get(key, float("nan"))
             lines.append(f"{key:<24}{value:>14.6f}{again:>14.6f}  {'yes' if self._same(key) else 'NO'}")
         lines.append("REPRODUCED" if self.matches else "NOT REPRODUCED")
+        if self.note:
+            lines.append(self.note)
         return "\n".join(lines)
 
 
@@ -77,10 +85,19 @@ def reproduce(model_name: str, version: str, settings: Settings, tolerance: floa
     task = task_of(load_spec(model_name, settings.models_dir))
     # The task's holdout metrics that this run recorded (an older run may predate one of them).
     recorded = {k: run.data.metrics[f"holdout.{k}"] for k in task.metrics if f"holdout.{k}" in run.data.metrics}
+    note = ""
     if inputs["code_dirty"] or inputs["code_commit"] == "unknown":
         # Uncommitted code cannot be checked out again: the best we can do is today's tree.
         reproduced = retrain_metrics(model_name, inputs, settings)
+        note = (
+            f"note: v{version} was trained from code not committed as it was (code_dirty: the platform's code, or"
+            f" models/{model_name}/ or its suite untracked or changed), so this retrained today's tree. For a"
+            f" version reproducible from its commit: commit models/{model_name}/ and its suite, then retrain."
+        )
     else:
+        spec = load_spec(model_name, settings.models_dir)
+        suite = settings.expectations_dir / f"{spec.dataset.expectation_suite}.json"
+        check_commit_holds(settings.project_root, inputs["code_commit"], model_name, [spec_path(spec, settings), suite])
         reproduced = _retrain_at_commit(model_name, inputs, settings)
     return Reproduction(
         model_name=model_name,
@@ -91,7 +108,46 @@ def reproduce(model_name: str, version: str, settings: Settings, tolerance: floa
         recorded=recorded,
         reproduced=reproduced,
         tolerance=tolerance,
+        note=note,
     )
+
+
+def spec_path(spec: Any, settings: Settings) -> Path:
+    return (spec.model_dir or settings.models_dir / spec.name) / "spec.yaml"
+
+
+def check_commit_holds(root: Path, commit: str, model_name: str, files: list[Path]) -> None:
+    """Refuse, saying what to do, when the recorded commit lacks the model's spec or suite.
+
+    A model folder trained before it was committed (a fresh ``loopline onboard``) has no code at its
+    recorded commit; retraining there would fail deep inside the worktree with "no spec".
+    """
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+
+    if git("cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
+        raise ReproduceError(
+            f"the recorded code commit {commit[:12]} is not in the repository at {root} (fetch it, or retrain"
+            " this model from a commit this repository has)"
+        )
+    top = Path(git("rev-parse", "--show-toplevel").stdout.strip() or root).resolve()
+    missing = []
+    for path in files:
+        try:
+            rel = Path(path).resolve().relative_to(top).as_posix()
+        except ValueError:
+            missing.append(str(path))
+            continue
+        if git("cat-file", "-e", f"{commit}:{rel}").returncode != 0:
+            missing.append(rel)
+    if missing:
+        raise ReproduceError(
+            f"{model_name} cannot be reproduced: its recorded commit {commit[:12]} has no {', '.join(missing)}"
+            f" (the model was trained before its folder and suite were committed). Commit models/{model_name}/"
+            " and its expectation suite, retrain (the new version records that commit), then reproduce the new"
+            " version."
+        )
 
 
 def _retrain_at_commit(model_name: str, inputs: dict[str, Any], settings: Settings) -> dict[str, float]:

@@ -9,6 +9,7 @@ repeated pulls cheap on one machine.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from loopline.core.settings import Settings
 from loopline.core.spec import ModelSpec, load_spec
 from loopline.core.tasks import task_of
 from loopline.ingestion.data_registry import DataRegistry, DataVersion
-from loopline.training.gate import CHALLENGER, CHAMPION, judge
+from loopline.training.gate import CHALLENGER, CHAMPION, GATE_FAILED_TAG, judge
 from loopline.training.hyperparams import merge_params
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,12 @@ def spec_for(model_name: str, settings: Settings) -> ModelSpec:
     return load_spec(model_name, settings.models_dir)
 
 
+def model_files(spec: ModelSpec, settings: Settings) -> list:
+    """The model's own folder and its suite: what the recorded commit must hold to train this model again."""
+    folder = spec.model_dir or settings.models_dir / spec.name
+    return [folder, settings.expectations_dir / f"{spec.dataset.expectation_suite}.json"]
+
+
 def load_dataset(version: DataVersion, settings: Settings) -> pd.DataFrame:
     dest = settings.work_dir / "data" / version.dataset / version.md5.replace(".dir", "")
     return registry_for(settings).load(version, dest)
@@ -79,7 +86,7 @@ def start(
 
     spec = spec_for(model_name, settings)
     version = registry_for(settings).resolve(spec.dataset.name, data_ref)
-    code = code_version(settings.project_root)
+    code = code_version(settings.project_root, model_files(spec, settings))
     inputs = TrainingInputs(
         model_name=model_name,
         data_version=version.version,
@@ -114,6 +121,7 @@ def validate_data(run: TrainRun, settings: Settings) -> dict[str, Any]:
         settings.expectations_dir,
         entity_id=spec.dataset.entity_id,
         secret=settings.pseudonym_secret,
+        spec=spec,
     )
     client = tracking.client_for(settings)
     tracking.log_dict(client, run.run_id, report.to_dict(), "validation/ge_result.json")
@@ -230,8 +238,12 @@ def quality_gate(run: TrainRun, settings: Settings, actor: str = "cli") -> dict[
     payload["expected_score_psi"] = expected_psi
     tracking.log_dict(client, run.run_id, payload, f"gate/version-{version}.json")
     tracking.log_metrics(client, run.run_id, {c.name: float(c.passed) for c in result.checks}, prefix="gate.")
+    values = {f"{c.name}.value": float(c.value) for c in result.checks if math.isfinite(c.value)}
+    tracking.log_metrics(client, run.run_id, values, prefix="gate.")
     client.set_tag(run.run_id, "loopline.gate_decision", result.decision)
     client.set_model_version_tag(name, version, "loopline.gate_decision", result.decision)
+    if not result.passed:  # what `loopline status` shows beside "rejected": the numbers, not only the word
+        client.set_model_version_tag(name, version, GATE_FAILED_TAG, result.failed())
     client.set_model_version_tag(name, version, tracking.GATE_CHAMPION_TAG, champion_version or "none")
     if expected_psi is not None:
         client.set_model_version_tag(name, version, tracking.EXPECTED_SCORE_PSI_TAG, str(expected_psi))
