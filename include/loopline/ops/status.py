@@ -46,6 +46,10 @@ def describe(model_name: str, settings: Settings) -> str:
     quarantined = sorted(p.name for p in zones.quarantine.iterdir()) if zones.quarantine.is_dir() else []
     found = landing_scan(model_name, settings)
     lines += ["", f"landing zone {zones.landing}: {found.lines()[0]}", *found.lines()[1:]]
+    if spec.dataset.source.kind == "sql":
+        from loopline.ingestion.sql_source import status_lines
+
+        lines += status_lines(spec, settings.home)
     in_flight = list_in_flight(zones.processing)
     lines += [f"processing: {len(in_flight)} (a crashed run's batches; the next ingest run resumes them)"] * bool(
         in_flight
