@@ -43,7 +43,14 @@ from loopline.core.tasks import task_of
 from loopline.ingestion import data_rules
 from loopline.ingestion.data_registry import BatchRecord, DataRegistry, DataVersion, RegistryStage
 from loopline.ingestion.landing import LandingScan, StillChanging, read_settled, scan
-from loopline.ingestion.validation import READABLE_SUFFIXES, SuiteError, ValidationReport, read_batch, validate_frame
+from loopline.ingestion.validation import (
+    READABLE_SUFFIXES,
+    SuiteError,
+    ValidationReport,
+    load_suite_dict,
+    read_batch,
+    validate_frame,
+)
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +232,23 @@ def _failed(batch: ClaimedBatch, spec: ModelSpec, why: str, rows: int | None = N
     )
 
 
+def causes_of(data: bytes, frame: pd.DataFrame | None, spec: ModelSpec, expectations_dir: Path) -> list[dict]:
+    """The named encoding and shape problems of a failed batch (its report's first line), against its suite."""
+    from loopline.ingestion.diagnose import diagnose
+
+    expected, exact = list(spec.input_columns), True
+    for exp in load_suite_dict(spec.dataset.expectation_suite, expectations_dir)["expectations"]:
+        if exp.get("type") == "expect_table_columns_to_match_set":
+            kwargs = exp.get("kwargs", {})
+            expected = list(kwargs.get("column_set") or expected)
+            exact = bool(kwargs.get("exact_match", True))
+            break
+    else:
+        exact = False  # the suite does not fix the column set: extra columns are allowed
+    numeric = [*spec.features.numeric, *([spec.dataset.target] if spec.task == "regression" else [])]
+    return [c.to_dict() for c in diagnose(data, frame, expected, numeric, exact)]
+
+
 def check_batch(batch: ClaimedBatch, spec: ModelSpec, expectations_dir: Path, secret: str) -> ValidationReport:
     """GE suite + the data rules beside it; on success the normalised batch is left beside the file.
 
@@ -234,11 +258,15 @@ def check_batch(batch: ClaimedBatch, spec: ModelSpec, expectations_dir: Path, se
     does raise (the batch waits in processing until it is fixed).
     """
     try:
-        frame = parse_batch(verified_bytes(batch), batch.source_name)
+        data = verified_bytes(batch)
     except BatchChanged as err:
         return _failed(batch, spec, str(err))
+    try:
+        frame = parse_batch(data, batch.source_name)
     except Exception as err:  # any reader error means the same: quarantine with the reason
-        return _failed(batch, spec, f"{type(err).__name__}: {err}")
+        report = _failed(batch, spec, f"{type(err).__name__}: {err}")
+        report.causes = causes_of(data, None, spec, expectations_dir)
+        return report
     report = validate_frame(
         frame,
         batch.source_name,
@@ -251,6 +279,8 @@ def check_batch(batch: ClaimedBatch, spec: ModelSpec, expectations_dir: Path, se
     if rule_failures:
         report.failures.extend(rule_failures)
         report.success = False
+    if not report.success:
+        report.causes = causes_of(data, frame, spec, expectations_dir)
     if report.success:
         try:
             normalised = normalise(frame, spec)

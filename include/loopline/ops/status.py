@@ -57,8 +57,7 @@ def describe(model_name: str, settings: Settings) -> str:
     lines += [f"quarantine ({len(quarantined)}):"]
     for name in quarantined:
         summary = zones.quarantine / name / "validation.txt"
-        first = summary.read_text().splitlines()[1:2] if summary.exists() else []
-        lines.append(f"  {name}: {first[0].strip() if first else ''}")
+        lines.append(f"  {name}: {quarantine_cause(summary)}")
     return "\n".join(lines)
 
 
@@ -77,3 +76,14 @@ def _shadow_lines(latest) -> list[str]:
         if rollout.status == "running" and rollout.phase == "shadow":
             return [f"shadow of v{rollout.candidate_version} (rollout #{rollout.id}): running, not judged yet"]
     return []
+
+
+def quarantine_cause(summary) -> str:
+    """A quarantined batch's cause: its report's first line (an older report: its second)."""
+    if not summary.exists():
+        return "(no report)"
+    lines = summary.read_text().splitlines()
+    head, sep, cause = (lines[0] if lines else "").partition(": FAILED: ")
+    if sep:
+        return cause
+    return lines[1].strip() if len(lines) > 1 else (lines[0] if lines else "")
