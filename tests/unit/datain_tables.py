@@ -64,7 +64,7 @@ def spec_dict(**source) -> dict:
 def suite_dict() -> dict:
     numeric_types = ["int8", "int16", "int32", "int64", "float16", "float32", "float64", "Int64", "Float64"]
     exps: list[dict] = [
-        {"type": "expect_table_columns_to_match_set", "kwargs": {"column_set": COLUMNS, "exact_match": True}},
+        {"type": "expect_table_columns_to_match_set", "kwargs": {"column_set": list(COLUMNS), "exact_match": True}},
         {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": ID}},
         {"type": "expect_column_values_to_be_unique", "kwargs": {"column": ID}},
         {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": TIME}},
@@ -104,11 +104,21 @@ def make_line(tmp_path: Path, **source) -> tuple[Settings, ModelSpec]:
         processing_dir=home / "processing",
         quarantine_dir=home / "quarantine",
         archive_dir=home / "archive",
-        data_registry=home / "registry",
-        dvc_remote_url=str(home / "remote"),
+        data_registry=home / "data-registry",
+        dvc_remote_url=str(home / "dvc-remote"),
         landing_settle_seconds=0.0,
     )
     return settings, load_spec(NAME, models)
+
+
+def env_of(settings: Settings) -> dict[str, str]:
+    """The environment that gives a child process (or the CLI) these same settings."""
+    return {
+        "LOOPLINE_HOME": str(settings.home),
+        "LOOPLINE_MODELS_DIR": str(settings.models_dir),
+        "LOOPLINE_EXPECTATIONS_DIR": str(settings.expectations_dir),
+        "LOOPLINE_LANDING_SETTLE_SECONDS": "0",
+    }
 
 
 def write_suite(expectations: Path, suite: dict) -> None:

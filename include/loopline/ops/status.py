@@ -9,7 +9,7 @@ def describe(model_name: str, settings: Settings) -> str:
     from loopline.core import tracking
     from loopline.core.spec import load_spec
     from loopline.ingestion.data_registry import DataRegistry
-    from loopline.ingestion.ingest import landing_scan, list_in_flight, zones_for
+    from loopline.ingestion.ingest import landing_scan, list_in_flight, quarantine_cause, zones_for
 
     spec = load_spec(model_name, settings.models_dir)
     zones = zones_for(spec.dataset.name, settings)
@@ -54,10 +54,9 @@ def describe(model_name: str, settings: Settings) -> str:
     lines += [f"processing: {len(in_flight)} (a crashed run's batches; the next ingest run resumes them)"] * bool(
         in_flight
     )
-    lines += [f"quarantine ({len(quarantined)}):"]
+    lines += [f"quarantine ({len(quarantined)}; after a fix: loopline quarantine replay -m {model_name}):"]
     for name in quarantined:
-        summary = zones.quarantine / name / "validation.txt"
-        lines.append(f"  {name}: {quarantine_cause(summary)}")
+        lines.append(f"  {name}: {quarantine_cause(zones.quarantine / name)}")
     return "\n".join(lines)
 
 
@@ -76,14 +75,3 @@ def _shadow_lines(latest) -> list[str]:
         if rollout.status == "running" and rollout.phase == "shadow":
             return [f"shadow of v{rollout.candidate_version} (rollout #{rollout.id}): running, not judged yet"]
     return []
-
-
-def quarantine_cause(summary) -> str:
-    """A quarantined batch's cause: its report's first line (an older report: its second)."""
-    if not summary.exists():
-        return "(no report)"
-    lines = summary.read_text().splitlines()
-    head, sep, cause = (lines[0] if lines else "").partition(": FAILED: ")
-    if sep:
-        return cause
-    return lines[1].strip() if len(lines) > 1 else (lines[0] if lines else "")
