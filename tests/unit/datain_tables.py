@@ -165,11 +165,15 @@ def parquet_bytes(frame: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def ingest_once(settings: Settings) -> dict:
-    """One ingest run, the DAG's steps in order, without Airflow."""
+def ingest_once(settings: Settings, alerts: list | None = None) -> dict:
+    """One ingest run, the DAG's steps in order, without Airflow; ``alerts`` collects (title, body)."""
     from loopline.ingestion.ingest import claim_step, quarantine_step, validate_step, version_step
 
-    outcomes = [validate_step(b, NAME, settings) for b in claim_step(NAME, settings)]
+    def alert(title: str, body: str) -> None:
+        if alerts is not None:
+            alerts.append((title, body))
+
+    outcomes = [validate_step(b, NAME, settings) for b in claim_step(NAME, settings, alert)]
     quarantine_step(outcomes, NAME, settings)
     return version_step(outcomes, NAME, "unit", settings)
 

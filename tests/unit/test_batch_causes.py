@@ -148,3 +148,15 @@ def test_other_failures_still_come_first_when_nothing_of_the_class_applies(line)
     report = check(settings, spec, "b.csv", _csv(frame))
     first = report.summary().splitlines()[0]
     assert report.causes == [] and "expect_column_values_to_be_between column 'weight_kg'" in first
+
+
+def test_a_cause_never_shows_an_entity_id(line):
+    settings, spec = line
+    frame = t.rows(30, seed=1)
+    frame["prior_claims"] = frame["prior_claims"].astype(object)
+    frame.loc[frame.index[:5], "prior_claims"] = frame.loc[frame.index[:5], t.ID]  # ids shifted into a number
+    frame.loc[frame.index[5], "prior_claims"] = "three"
+    report = check(settings, spec, "b.csv", _csv(frame))
+    causes = " ".join(c["text"] for c in report.causes)
+    assert "6 of 30 values are not numbers, e.g. ['three']" in causes
+    assert not any(i in report.summary() + causes for i in frame[t.ID])

@@ -195,7 +195,9 @@ def test_rows_with_a_null_watermark_land_once_as_their_own_batch_and_are_counted
     settings, spec = claims_line(tmp_path, database_url)
     good, undated = t.rows(50, seed=5), t.rows(7, seed=6, first=50).assign(**{t.TIME: None})
     insert_claims(database_url, pd.concat([good, undated]))
-    versions = [t.ingest_once(settings)["version"] for _ in range(2)]  # the NULL rows, then the range
+    alerts: list = []
+    versions = [t.ingest_once(settings, alerts)["version"] for _ in range(2)]  # the NULL rows, then the range
+    assert len(alerts) == 1 and f"7 rows had no {t.TIME}" in alerts[0][1]
     assert [v["rows"] for v in versions if v] == [50]
     assert t.ingest_once(settings)["version"] is None  # the NULL rows are not pulled again
     [held] = (settings.quarantine_dir / t.NAME).iterdir()
@@ -215,6 +217,9 @@ def test_rows_inserted_below_the_last_watermark_are_shown_as_not_accounted_for(t
     t.ingest_once(settings)
     insert_claims(database_url, t.rows(5, seed=8, first=0))  # older than every pulled row: no watermark sees them
     insert_claims(database_url, t.rows(10, seed=9, first=200))
-    t.ingest_once(settings)
+    alerts: list = []
+    t.ingest_once(settings, alerts)
     lines = "\n".join(status_lines(spec, settings.home))
     assert "table 55 rows: 50 landed so far, 0 waiting, 5 NOT ACCOUNTED FOR" in lines
+    [(title, body)] = alerts
+    assert "SQL pull needs a look" in title and "5 NOT ACCOUNTED FOR" in body

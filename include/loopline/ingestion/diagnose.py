@@ -194,7 +194,7 @@ def _text_cells_causes(frame: pd.DataFrame) -> list[Cause]:
     return causes
 
 
-def _number_causes(frame: pd.DataFrame, numeric: list[str]) -> list[Cause]:
+def _number_causes(frame: pd.DataFrame, numeric: list[str], hide: set[str]) -> list[Cause]:
     """Numeric columns that arrived as text: say how the numbers are written."""
     causes = []
     for name in numeric:
@@ -227,7 +227,7 @@ def _number_causes(frame: pd.DataFrame, numeric: list[str]) -> list[Cause]:
             )
             causes.append(Cause("thousands_separator", text_, [name]))
         if other.any():
-            examples = list(dict.fromkeys(text[other].head(20)))[:3]
+            examples = [v for v in dict.fromkeys(text[other].head(50)) if v not in hide][:3]  # never an entity id
             causes.append(
                 Cause(
                     "not_numbers",
@@ -244,12 +244,14 @@ def diagnose(
     expected: list[str],
     numeric: list[str],
     exact: bool = True,
+    entity_id: str | None = None,
 ) -> list[Cause]:
     """The causes of a failed batch, most basic first; empty when none of the class applies.
 
     ``data``: the file's bytes (None for a frame from elsewhere); ``frame``: the batch as read
     (None if it could not be read); ``expected``: the columns the suite expects; ``numeric``:
-    those that must hold numbers; ``exact``: whether columns beyond ``expected`` are refused.
+    those that must hold numbers; ``exact``: whether columns beyond ``expected`` are refused;
+    ``entity_id``: a column whose values never appear in a cause (reports leave no id in clear).
     """
     causes: list[Cause] = []
     text_file = data is not None and not data.startswith(b"PAR1")
@@ -272,7 +274,8 @@ def diagnose(
     if not text_file:
         causes += _text_cells_causes(frame)
     causes += _column_causes(frame, expected, exact)
-    causes += _number_causes(frame, numeric)
+    hide = set(frame[entity_id].dropna().astype(str).str.strip()) if entity_id in frame.columns else set()
+    causes += _number_causes(frame, numeric, hide)
     return causes
 
 

@@ -30,6 +30,7 @@ import os
 import re
 import secrets
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -251,7 +252,7 @@ def causes_of(data: bytes, frame: pd.DataFrame | None, spec: ModelSpec, expectat
     else:
         exact = False  # the suite does not fix the column set: extra columns are allowed
     numeric = [*spec.features.numeric, *([spec.dataset.target] if spec.task == "regression" else [])]
-    return [c.to_dict() for c in diagnose(data, frame, expected, numeric, exact)]
+    return [c.to_dict() for c in diagnose(data, frame, expected, numeric, exact, spec.dataset.entity_id)]
 
 
 def check_batch(batch: ClaimedBatch, spec: ModelSpec, expectations_dir: Path, secret: str) -> ValidationReport:
@@ -496,14 +497,22 @@ def batches_waiting(model_name: str, settings: Settings) -> bool:
     return False
 
 
-def claim_step(model_name: str, settings: Settings) -> list[dict]:
+def claim_step(model_name: str, settings: Settings, alert: Callable[[str, str], None] | None = None) -> list[dict]:
+    """Pull a SQL source's next slice (if any), then claim every complete landed file.
+
+    ``alert(title, body)`` hears of a pull that left rows unaccounted for or landed rows without
+    a watermark (also logged as warnings and shown by ``loopline status``).
+    """
     spec = load_spec(model_name, settings.models_dir)
     zones = zones_for(spec.dataset.name, settings)
     if spec.dataset.source.kind == "sql":  # the next slice of the table lands as a file first
         from loopline.ingestion.sql_source import SqlSource
 
-        pulled = SqlSource(spec, settings.home).pull(zones.landing)
+        source = SqlSource(spec, settings.home)
+        pulled = source.pull(zones.landing)
         log.info("sql source: %s", f"landed {pulled.name}" if pulled else "no new rows")
+        if source.last_warnings and alert is not None:
+            alert(f"Loopline: {model_name} SQL pull needs a look", "\n".join(source.last_warnings))
     claimed, found = claim_all(zones.landing, zones.processing, settings.landing_settle_seconds)
     for line in found.lines():
         log.info("landing zone %s: %s", zones.landing, line.strip())

@@ -140,6 +140,7 @@ class SqlSource:
     def __init__(self, spec: ModelSpec, home: Path) -> None:
         self.spec, self.source = spec, spec.dataset.source
         self.state_path = state_path(spec, home)
+        self.last_warnings: list[str] = []  # what the last pull found that a person must hear about
         self.watermark = self.source.watermark or spec.dataset.timestamp
         self.key = spec.dataset.unique_key
 
@@ -321,8 +322,9 @@ class SqlSource:
         state["pulls"] = [*state["pulls"], count][-KEEP_PULLS:]
         state.update(pending=None, slices=piece.number)
         _write_state(self.state_path, state)
+        self.last_warnings = warnings_of(count, self.watermark)
         for line in count_lines(count, self.watermark):
-            log.log(logging.WARNING if "NOT ACCOUNTED" in line or piece.kind == "null" else logging.INFO, line)
+            log.log(logging.WARNING if self.last_warnings else logging.INFO, line)
         return path
 
     def _at(self, frame: pd.DataFrame, high: Any) -> list[bool]:
@@ -368,6 +370,14 @@ def count_lines(count: dict, watermark: str) -> list[str]:
             f"  {count['landed']} rows had no {watermark}: landed as their own batch (see its report if quarantined)"
         )
     return lines
+
+
+def warnings_of(count: dict, watermark: str) -> list[str]:
+    """A pull worth an alert: rows not accounted for, or rows without a watermark (landed on their own)."""
+    lines = count_lines(count, watermark)
+    if any("NOT ACCOUNTED" in line for line in lines) or (count["kind"] == "null" and count["landed"]):
+        return lines
+    return []
 
 
 def status_lines(spec: ModelSpec, home: Path, last: int = 5) -> list[str]:
