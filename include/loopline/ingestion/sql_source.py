@@ -131,8 +131,11 @@ def _jsonable(value: Any) -> Any:
 def _as_text_instants(frame: pd.DataFrame) -> pd.DataFrame:
     """Instants travel as ISO text, as in a CSV batch: the suite sees the same shape either way."""
     for name in frame.columns:
-        if pd.api.types.is_datetime64_any_dtype(frame[name].dtype):
-            frame[name] = frame[name].dt.strftime("%Y-%m-%d %H:%M:%S.%f").where(frame[name].notna(), None)
+        values = frame[name]
+        if isinstance(values.dtype, pd.DatetimeTZDtype):  # an instant with a zone: written in UTC, as naive = UTC
+            values = values.dt.tz_convert("UTC")
+        if pd.api.types.is_datetime64_any_dtype(values.dtype):
+            frame[name] = values.dt.strftime("%Y-%m-%d %H:%M:%S.%f").where(values.notna(), None)
     return frame
 
 
