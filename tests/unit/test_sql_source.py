@@ -223,3 +223,22 @@ def test_rows_inserted_below_the_last_watermark_are_shown_as_not_accounted_for(t
     assert "table 55 rows: 50 landed so far, 0 waiting, 5 NOT ACCOUNTED FOR" in lines
     [(title, body)] = alerts
     assert "SQL pull needs a look" in title and "5 NOT ACCOUNTED FOR" in body
+
+
+def test_a_state_file_from_before_boundaries_is_read_as_it_was_meant(tmp_path):
+    """Its ``done`` was an exclusive bound: the next slice must not land the row at ``done`` again."""
+    import json
+
+    from tests.unit import datain_tables as t
+
+    url = f"sqlite:///{tmp_path / 'source.db'}"
+    settings, spec = claims_line(tmp_path, url)
+    insert_claims(url, t.rows(50, seed=11))
+    t.ingest_once(settings)
+    path = settings.home / "sources" / f"{t.NAME}.json"
+    state = json.loads(path.read_text())
+    path.write_text(json.dumps({"done": state["done"], "pending": None, "slices": state["slices"]}))
+    insert_claims(url, t.rows(20, seed=12, first=50))
+    assert t.ingest_once(settings)["version"]["rows"] == 70
+    assert list((settings.quarantine_dir / t.NAME).glob("*")) == []
+    assert "landed so far" not in "\n".join(status_lines(spec, settings.home))  # its total is not known

@@ -666,6 +666,7 @@ def replay(
     recovered without editing the file. Without ``batch_ids``, every quarantined batch is replayed.
     """
     spec = load_spec(model_name, settings.models_dir)
+    load_suite_dict(spec.dataset.expectation_suite, settings.expectations_dir)  # a broken suite: nothing moves
     zones = zones_for(spec.dataset.name, settings)
     mapping = _parse_renames(renames or [])
     if batch_ids:

@@ -260,12 +260,11 @@ class SqlSource:
                 elif not piece.low_inclusive:
                     frame = self._select(conn, quote, f"{wm} > :low AND {wm} <= :high", params)
                     keep = pd.Series(True, index=frame.index)
-                else:  # the rows at low first: those the last slice landed are left out
-                    at_low = self._select(conn, quote, f"{wm} >= :low AND {wm} <= :low", params)
-                    above = self._select(conn, quote, f"{wm} > :low AND {wm} <= :high", params)
-                    frame = pd.concat([f for f in (at_low, above) if len(f)] or [at_low], ignore_index=True)
-                    keep = pd.Series(True, index=frame.index)
-                    keep.iloc[: len(at_low)] = self._unseen(at_low, piece.exclude).to_numpy()
+                else:  # the rows the last slice landed at low (same key, still at low) are left out
+                    frame = self._select(conn, quote, f"{wm} >= :low AND {wm} <= :high", params)
+                    at_low = self._keys(conn, quote, f"{wm} >= :low AND {wm} <= :low", params)
+                    landed = set(piece.exclude) & set(self.key_hashes(at_low))
+                    keep = ~pd.Series(self.key_hashes(frame), index=frame.index, dtype=object).isin(landed)
                 reason = SKIPPED_AT_LOW
             table_rows = int(self._scalar(conn, f"SELECT COUNT(*) FROM {src}", {}))
             waiting = 0
