@@ -74,7 +74,7 @@ class ClaimedBatch:
     folder: str  # processing/<batch_id>
     claimed_at: str = ""  # ISO instant, UTC: "ingest time" for the timestamp rules
     size: int = 0
-    # Replays out of quarantine (``replay``): when, by whom, how each ended; the file stays untouched.
+    # Replays out of quarantine (``replay``): when, by whom, with which renames; the file stays untouched.
     replays: list[dict] = field(default_factory=list)
     # Column renames applied when the file is read (a replay's fix for a column renamed upstream).
     renames: dict[str, str] = field(default_factory=dict)
@@ -252,7 +252,11 @@ def causes_of(data: bytes, frame: pd.DataFrame | None, spec: ModelSpec, expectat
     else:
         exact = False  # the suite does not fix the column set: extra columns are allowed
     numeric = [*spec.features.numeric, *([spec.dataset.target] if spec.task == "regression" else [])]
-    return [c.to_dict() for c in diagnose(data, frame, expected, numeric, exact, spec.dataset.entity_id)]
+    try:
+        return [c.to_dict() for c in diagnose(data, frame, expected, numeric, exact, spec.dataset.entity_id)]
+    except Exception:  # naming the cause is a courtesy: it must never stop a batch from reaching quarantine
+        log.exception("could not diagnose a failed batch; its report lists the failed expectations only")
+        return []
 
 
 def check_batch(batch: ClaimedBatch, spec: ModelSpec, expectations_dir: Path, secret: str) -> ValidationReport:
