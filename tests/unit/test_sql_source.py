@@ -207,6 +207,7 @@ def test_rows_with_a_null_watermark_land_once_as_their_own_batch_and_are_counted
     lines = "\n".join(status_lines(spec, settings.home))
     assert f"(rows with NULL {t.TIME}): 7 in the source, 7 landed" in lines
     assert "table 57 rows: 57 landed so far, 0 waiting" in lines
+    assert "table 57 rows: 7 landed so far, 50 waiting" in lines and "NOT ACCOUNTED" not in lines
 
 
 def test_rows_inserted_below_the_last_watermark_are_shown_as_not_accounted_for(tmp_path, database_url):

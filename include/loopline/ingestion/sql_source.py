@@ -241,6 +241,18 @@ class SqlSource:
 
         return self._run(work)
 
+    def _waiting_range(self, conn, quote) -> int:
+        """Rows the next range slice would land (above the last one, or at its top and not landed)."""
+        state = read_state(self.state_path)
+        wm, src, low = quote(self.watermark), self._from(quote), state["done"]
+        if low is None:
+            return int(self._scalar(conn, f"SELECT COUNT(*) FROM {src} WHERE {wm} IS NOT NULL", {}))
+        above = int(self._scalar(conn, f"SELECT COUNT(*) FROM {src} WHERE {wm} > :low", {"low": low}))
+        if state.get("exclusive_low"):
+            return above
+        at_low = self._keys(conn, quote, f"{wm} >= :low AND {wm} <= :low", {"low": low})
+        return above + int(self._unseen(at_low, state["boundary"]).sum())
+
     def has_new_rows(self) -> bool:
         return self.next_slice() is not None
 
@@ -267,11 +279,10 @@ class SqlSource:
                     keep = ~pd.Series(self.key_hashes(frame), index=frame.index, dtype=object).isin(landed)
                 reason = SKIPPED_AT_LOW
             table_rows = int(self._scalar(conn, f"SELECT COUNT(*) FROM {src}", {}))
-            waiting = 0
-            if piece.kind == "range":
-                waiting = int(
-                    self._scalar(conn, f"SELECT COUNT(*) FROM {src} WHERE {wm} > :high", {"high": piece.high})
-                )
+            if piece.kind == "range":  # every row at high is in this slice: what waits is above it
+                waiting = int(self._scalar(conn, f"SELECT COUNT(*) FROM {src} WHERE {wm} > :high", params))
+            else:  # a NULL slice comes before the next range: what waits is that range
+                waiting = self._waiting_range(conn, quote)
             return frame, keep, reason, table_rows, waiting
 
         frame, keep, reason, table_rows, waiting = self._run(work)
