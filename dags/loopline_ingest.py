@@ -75,8 +75,11 @@ def build(spec: ModelSpec) -> None:
             from loopline.core.settings import get_settings
             from loopline.ingestion.ingest import claim_step
 
+            def alert(title: str, body: str) -> None:  # a SQL pull with rows unaccounted for or without watermark
+                LooplineNotifier(title=title, body=body)(get_current_context())
+
             with fail_fast():
-                return claim_step(model, get_settings())
+                return claim_step(model, get_settings(), alert)
 
         @task(map_index_template="{{ task.op_kwargs['batch']['source_name'] }}")
         def validate_batch(batch: dict) -> dict:

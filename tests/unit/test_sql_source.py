@@ -22,6 +22,7 @@ from loopline.core.settings import get_settings
 from loopline.core.spec import SpecError, load_spec_file
 from loopline.ingestion.data_registry import DataRegistry
 from loopline.ingestion.ingest import claim_step, quarantine_step, validate_step, version_step
+from loopline.ingestion.sql_source import status_lines
 from tests.conftest import throwaway_postgres
 from tests.generators import credit_risk as datagen
 
@@ -144,3 +145,101 @@ def test_a_sql_source_spec_says_what_is_missing(tmp_path):
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(SpecError, match="dataset.source: .*needs url_env"):
         load_spec_file(path)
+
+
+# -- rows at the last watermark, NULL watermarks, and the counts in status (a table of the tests' own) ---------
+
+
+def claims_line(tmp_path, url: str, **source):
+    from tests.unit import datain_tables as t
+
+    os.environ["LOOPLINE_TEST_SOURCE_URL"] = url
+    return t.make_line(tmp_path, kind="sql", url_env="LOOPLINE_TEST_SOURCE_URL", table="claims", **source)
+
+
+def insert_claims(url: str, frame: pd.DataFrame) -> None:
+    from tests.unit import datain_tables as t
+
+    rows = frame.assign(**{t.TIME: pd.to_datetime(frame[t.TIME])})
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        rows.to_sql("claims", conn, if_exists="append", index=False)
+    engine.dispose()
+
+
+def test_rows_inserted_later_at_the_last_pulled_watermark_are_not_lost(tmp_path, database_url):
+    from tests.unit import datain_tables as t
+
+    settings, spec = claims_line(tmp_path, database_url)
+    first = t.rows(100, seed=1)
+    insert_claims(database_url, first)
+    assert t.ingest_once(settings)["version"]["rows"] == 100
+    top = first[t.TIME].max()
+    late = t.rows(30, seed=2, first=100).assign(**{t.TIME: top})  # the same second as the last pulled row
+    insert_claims(database_url, late)
+    assert t.ingest_once(settings)["version"]["rows"] == 130  # a slice that did not move on still lands them
+    later = t.rows(20, seed=3, first=130).assign(**{t.TIME: top})  # and again, with newer rows beside them
+    insert_claims(database_url, pd.concat([later, t.rows(40, seed=4, first=150)]))
+    assert t.ingest_once(settings)["version"]["rows"] == 190
+    assert t.ingest_once(settings)["version"] is None  # nothing twice
+    assert sorted(t.stored(settings)[t.ID]) == [f"C{i:07d}" for i in range(190)]
+    assert list((settings.quarantine_dir / t.NAME).glob("*")) == []
+    lines = "\n".join(status_lines(spec, settings.home))
+    assert "91 in the source, 60 landed, 31 skipped: landed by the previous slice" in lines, lines
+    assert "table 190 rows: 190 landed so far, 0 waiting" in lines and "NOT ACCOUNTED" not in lines
+
+
+def test_rows_with_a_null_watermark_land_once_as_their_own_batch_and_are_counted(tmp_path, database_url):
+    from tests.unit import datain_tables as t
+
+    settings, spec = claims_line(tmp_path, database_url)
+    good, undated = t.rows(50, seed=5), t.rows(7, seed=6, first=50).assign(**{t.TIME: None})
+    insert_claims(database_url, pd.concat([good, undated]))
+    alerts: list = []
+    versions = [t.ingest_once(settings, alerts)["version"] for _ in range(2)]  # the NULL rows, then the range
+    assert len(alerts) == 1 and f"7 rows had no {t.TIME}" in alerts[0][1]
+    assert [v["rows"] for v in versions if v] == [50]
+    assert t.ingest_once(settings)["version"] is None  # the NULL rows are not pulled again
+    [held] = (settings.quarantine_dir / t.NAME).iterdir()
+    report = (held / "validation.txt").read_text()
+    assert "null-watermark" in held.name and t.TIME in report
+    assert sorted(pd.read_parquet(next(held.glob("*.parquet")))[t.ID]) == sorted(undated[t.ID])
+    lines = "\n".join(status_lines(spec, settings.home))
+    assert f"(rows with NULL {t.TIME}): 7 in the source, 7 landed" in lines
+    assert "table 57 rows: 57 landed so far, 0 waiting" in lines
+    assert "table 57 rows: 7 landed so far, 50 waiting" in lines and "NOT ACCOUNTED" not in lines
+
+
+def test_rows_inserted_below_the_last_watermark_are_shown_as_not_accounted_for(tmp_path, database_url):
+    from tests.unit import datain_tables as t
+
+    settings, spec = claims_line(tmp_path, database_url)
+    insert_claims(database_url, t.rows(40, seed=7, first=100))
+    t.ingest_once(settings)
+    insert_claims(database_url, t.rows(5, seed=8, first=0))  # older than every pulled row: no watermark sees them
+    insert_claims(database_url, t.rows(10, seed=9, first=200))
+    alerts: list = []
+    t.ingest_once(settings, alerts)
+    lines = "\n".join(status_lines(spec, settings.home))
+    assert "table 55 rows: 50 landed so far, 0 waiting, 5 NOT ACCOUNTED FOR" in lines
+    [(title, body)] = alerts
+    assert "SQL pull needs a look" in title and "5 NOT ACCOUNTED FOR" in body
+
+
+def test_a_state_file_from_before_boundaries_is_read_as_it_was_meant(tmp_path):
+    """Its ``done`` was an exclusive bound: the next slice must not land the row at ``done`` again."""
+    import json
+
+    from tests.unit import datain_tables as t
+
+    url = f"sqlite:///{tmp_path / 'source.db'}"
+    settings, spec = claims_line(tmp_path, url)
+    insert_claims(url, t.rows(50, seed=11))
+    t.ingest_once(settings)
+    path = settings.home / "sources" / f"{t.NAME}.json"
+    state = json.loads(path.read_text())
+    path.write_text(json.dumps({"done": state["done"], "pending": None, "slices": state["slices"]}))
+    insert_claims(url, t.rows(20, seed=12, first=50))
+    assert t.ingest_once(settings)["version"]["rows"] == 70
+    assert list((settings.quarantine_dir / t.NAME).glob("*")) == []
+    assert "landed so far" not in "\n".join(status_lines(spec, settings.home))  # its total is not known

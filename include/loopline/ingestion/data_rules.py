@@ -22,14 +22,29 @@ PLAUSIBLE_TIMESTAMPS = "loopline_expect_column_values_to_be_between_earliest_and
 NEW_KEYS = "loopline_expect_unique_key_to_be_new_to_dataset"
 
 
+# A UTC offset written after a time of day (``Z``, ``+02:00``, ``-0500``, ``+02``); a date's own "-19" is none.
+_OFFSET = r"[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
+
+
 def parse_timestamps(values: pd.Series) -> pd.Series:
-    """Instants in UTC (naive values are read as UTC); anything that is not a real instant becomes NaT."""
+    """Instants in UTC, one rule per value: an offset is converted to UTC, no offset means UTC.
+
+    Anything that is not a real instant becomes NaT. Each value is read on its own: pandas
+    parses a column as one format, so a naive value after one with an offset was taken to
+    carry that offset (shifted silently); the values with an offset and those without are
+    therefore parsed apart, and neither's neighbours change what it means.
+    """
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         return values.dt.tz_convert("UTC")
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
         return values.dt.tz_localize("UTC")
-    text = values.astype("string")
-    return pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
+    text = values.astype("string").str.strip()
+    aware = text.str.contains(_OFFSET, regex=True).fillna(False).astype(bool)
+    parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+    for part in (aware, ~aware):
+        if part.any():
+            parsed[part] = pd.to_datetime(text[part], errors="coerce", utc=True, format="ISO8601")
+    return parsed
 
 
 def _failure(expectation: str, column: str, bad: int, total: int, sample: list, expected: dict) -> dict:

@@ -30,12 +30,14 @@ import os
 import re
 import secrets
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
+from loopline.core.errors import LooplineError
 from loopline.core.faults import crash_point
 from loopline.core.settings import Settings
 from loopline.core.spec import ModelSpec, SpecError, load_spec
@@ -43,7 +45,14 @@ from loopline.core.tasks import task_of
 from loopline.ingestion import data_rules
 from loopline.ingestion.data_registry import BatchRecord, DataRegistry, DataVersion, RegistryStage
 from loopline.ingestion.landing import LandingScan, StillChanging, read_settled, scan
-from loopline.ingestion.validation import READABLE_SUFFIXES, SuiteError, ValidationReport, read_batch, validate_frame
+from loopline.ingestion.validation import (
+    READABLE_SUFFIXES,
+    SuiteError,
+    ValidationReport,
+    load_suite_dict,
+    read_batch,
+    validate_frame,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +74,10 @@ class ClaimedBatch:
     folder: str  # processing/<batch_id>
     claimed_at: str = ""  # ISO instant, UTC: "ingest time" for the timestamp rules
     size: int = 0
+    # Replays out of quarantine (``replay``): when, by whom, with which renames; the file stays untouched.
+    replays: list[dict] = field(default_factory=list)
+    # Column renames applied when the file is read (a replay's fix for a column renamed upstream).
+    renames: dict[str, str] = field(default_factory=dict)
 
     @property
     def file(self) -> Path:
@@ -225,6 +238,27 @@ def _failed(batch: ClaimedBatch, spec: ModelSpec, why: str, rows: int | None = N
     )
 
 
+def causes_of(data: bytes, frame: pd.DataFrame | None, spec: ModelSpec, expectations_dir: Path) -> list[dict]:
+    """The named encoding and shape problems of a failed batch (its report's first line), against its suite."""
+    from loopline.ingestion.diagnose import diagnose
+
+    expected, exact = list(spec.input_columns), True
+    for exp in load_suite_dict(spec.dataset.expectation_suite, expectations_dir)["expectations"]:
+        if exp.get("type") == "expect_table_columns_to_match_set":
+            kwargs = exp.get("kwargs", {})
+            expected = list(kwargs.get("column_set") or expected)
+            exact = bool(kwargs.get("exact_match", True))
+            break
+    else:
+        exact = False  # the suite does not fix the column set: extra columns are allowed
+    numeric = [*spec.features.numeric, *([spec.dataset.target] if spec.task == "regression" else [])]
+    try:
+        return [c.to_dict() for c in diagnose(data, frame, expected, numeric, exact, spec.dataset.entity_id)]
+    except Exception:  # naming the cause is a courtesy: it must never stop a batch from reaching quarantine
+        log.exception("could not diagnose a failed batch; its report lists the failed expectations only")
+        return []
+
+
 def check_batch(batch: ClaimedBatch, spec: ModelSpec, expectations_dir: Path, secret: str) -> ValidationReport:
     """GE suite + the data rules beside it; on success the normalised batch is left beside the file.
 
@@ -234,11 +268,17 @@ def check_batch(batch: ClaimedBatch, spec: ModelSpec, expectations_dir: Path, se
     does raise (the batch waits in processing until it is fixed).
     """
     try:
-        frame = parse_batch(verified_bytes(batch), batch.source_name)
+        data = verified_bytes(batch)
     except BatchChanged as err:
         return _failed(batch, spec, str(err))
+    try:
+        frame = parse_batch(data, batch.source_name)
+        if batch.renames:
+            frame = frame.rename(columns=batch.renames)
     except Exception as err:  # any reader error means the same: quarantine with the reason
-        return _failed(batch, spec, f"{type(err).__name__}: {err}")
+        report = _failed(batch, spec, f"{type(err).__name__}: {err}")
+        report.causes = causes_of(data, None, spec, expectations_dir)
+        return report
     report = validate_frame(
         frame,
         batch.source_name,
@@ -252,6 +292,8 @@ def check_batch(batch: ClaimedBatch, spec: ModelSpec, expectations_dir: Path, se
     if rule_failures:
         report.failures.extend(rule_failures)
         report.success = False
+    if not report.success:
+        report.causes = causes_of(data, frame, spec, expectations_dir)
     if report.success:
         try:
             normalised = normalise(frame, spec)
@@ -460,14 +502,22 @@ def batches_waiting(model_name: str, settings: Settings) -> bool:
     return False
 
 
-def claim_step(model_name: str, settings: Settings) -> list[dict]:
+def claim_step(model_name: str, settings: Settings, alert: Callable[[str, str], None] | None = None) -> list[dict]:
+    """Pull a SQL source's next slice (if any), then claim every complete landed file.
+
+    ``alert(title, body)`` hears of a pull that left rows unaccounted for or landed rows without
+    a watermark (also logged as warnings and shown by ``loopline status``).
+    """
     spec = load_spec(model_name, settings.models_dir)
     zones = zones_for(spec.dataset.name, settings)
     if spec.dataset.source.kind == "sql":  # the next slice of the table lands as a file first
         from loopline.ingestion.sql_source import SqlSource
 
-        pulled = SqlSource(spec, settings.home).pull(zones.landing)
+        source = SqlSource(spec, settings.home)
+        pulled = source.pull(zones.landing)
         log.info("sql source: %s", f"landed {pulled.name}" if pulled else "no new rows")
+        if source.last_warnings and alert is not None:
+            alert(f"Loopline: {model_name} SQL pull needs a look", "\n".join(source.last_warnings))
     claimed, found = claim_all(zones.landing, zones.processing, settings.landing_settle_seconds)
     for line in found.lines():
         log.info("landing zone %s: %s", zones.landing, line.strip())
@@ -532,3 +582,136 @@ def last_announced(events) -> str | None:
         if isinstance(version, str) and re.fullmatch(r"v\d{4,}", version):
             return version
     return None
+
+
+# -- quarantine: list it, replay it after a fix -------------------------------------------
+
+
+class ReplayError(LooplineError, ValueError):
+    """A replay names a batch that is not in quarantine (the message says where it is), or a bad rename."""
+
+
+@dataclass
+class Quarantined:
+    batch_id: str
+    source_name: str
+    cause: str  # the report's first line, after "FAILED: "
+    since: str  # when it was quarantined (the folder's mtime), UTC
+    replays: int
+
+    def line(self) -> str:
+        again = f", replayed {self.replays}x" if self.replays else ""
+        return f"{self.batch_id}  ({self.source_name}, since {self.since}{again})\n    {self.cause}"
+
+
+def quarantine_cause(folder: Path) -> str:
+    """A quarantined batch's cause: its report's first line (a report written before causes: its second)."""
+    summary = folder / "validation.txt"
+    if not summary.exists():
+        return "(no report)"
+    lines = summary.read_text().splitlines()
+    head, sep, cause = (lines[0] if lines else "").partition(": FAILED: ")
+    if sep:
+        return cause
+    return lines[1].strip() if len(lines) > 1 else (lines[0] if lines else "")
+
+
+def quarantined_batches(model_name: str, settings: Settings) -> list[Quarantined]:
+    """Every batch in the model's quarantine, oldest first, with the cause its report names."""
+    zones = zones_for(load_spec(model_name, settings.models_dir).dataset.name, settings)
+    if not zones.quarantine.is_dir():
+        return []
+    found = []
+    for folder in sorted(zones.quarantine.iterdir(), key=lambda p: (p.stat().st_mtime, p.name)):
+        if folder.name.startswith(".") or not (folder / STATE_FILE).is_file():
+            continue
+        batch = load_claimed(folder)
+        since = datetime.fromtimestamp(folder.stat().st_mtime, UTC).isoformat(timespec="seconds")
+        found.append(
+            Quarantined(batch.batch_id, batch.source_name, quarantine_cause(folder), since, len(batch.replays))
+        )
+    return found
+
+
+def _where_is(batch_id: str, zones: Zones) -> str:
+    if (zones.archive / batch_id).is_dir():
+        outcome = zones.archive / batch_id / OUTCOME_FILE
+        said = outcome.read_text().splitlines()[0] if outcome.exists() else "archived"
+        return f"already archived ({said})"
+    if (zones.processing / batch_id).is_dir():
+        return "in processing (being ingested; the next ingest run finishes it)"
+    return "not found in any zone"
+
+
+def _parse_renames(renames: list[str]) -> dict[str, str]:
+    parsed = {}
+    for item in renames:
+        old, sep, new = item.partition("=")
+        if not sep or not old or not new:
+            raise ReplayError(f"--rename {item!r}: write it as OLD=NEW (the file's column = the spec's column)")
+        parsed[old] = new
+    return parsed
+
+
+def replay(
+    model_name: str,
+    settings: Settings,
+    batch_ids: list[str] | None = None,
+    renames: list[str] | None = None,
+    who: str = "",
+) -> list[BatchOutcome]:
+    """Send quarantined batches through validation again, after a fix of the suite, the spec or the source.
+
+    Each batch moves whole from ``quarantine/`` back to ``processing/`` (one rename, as a claim
+    does), is validated with today's suite and spec, and then goes where a new batch would: versioned
+    (exactly once: its hash is in the registry's manifest), archived as a duplicate, or back to
+    quarantine with a fresh report (the earlier one kept beside it). A crash leaves it in
+    processing, where the next ingest run (or replay) resumes it. ``renames`` (``OLD=NEW``) are
+    applied to the column names when the untouched file is read: a column renamed upstream is
+    recovered without editing the file. Without ``batch_ids``, every quarantined batch is replayed.
+    """
+    spec = load_spec(model_name, settings.models_dir)
+    load_suite_dict(spec.dataset.expectation_suite, settings.expectations_dir)  # a broken suite: nothing moves
+    zones = zones_for(spec.dataset.name, settings)
+    mapping = _parse_renames(renames or [])
+    if batch_ids:
+        missing = {b: _where_is(b, zones) for b in batch_ids if not (zones.quarantine / b / STATE_FILE).is_file()}
+        if missing:
+            raise ReplayError("; ".join(f"{b} is not in quarantine: {where}" for b, where in missing.items()))
+        chosen = list(dict.fromkeys(batch_ids))
+    else:
+        chosen = [q.batch_id for q in quarantined_batches(model_name, settings)]
+    if not chosen:
+        return []
+    zones.processing.mkdir(parents=True, exist_ok=True)
+    claimed = []
+    for batch_id in chosen:
+        folder = zones.quarantine / batch_id
+        batch = load_claimed(folder)
+        number = len(batch.replays) + 1
+        for name in ("validation.json", "validation.txt"):  # the earlier report stays beside the fresh one
+            if (folder / name).exists():
+                shutil.copy2(folder / name, folder / name.replace("validation.", f"validation.before-replay-{number}."))
+        batch.renames = {**batch.renames, **mapping}
+        batch.replays.append(
+            {"at": datetime.now(UTC).isoformat(timespec="seconds"), "by": who or "unknown", "renames": mapping}
+        )
+        batch.folder = str(zones.processing / batch_id)
+        tmp = folder / f".{STATE_FILE}.tmp"
+        tmp.write_text(json.dumps(asdict(batch), indent=2))
+        os.replace(tmp, folder / STATE_FILE)
+        _move_folder(folder, zones.processing)
+        crash_point("replay")
+        claimed.append(batch)
+    outcomes = [validate_claimed(b, spec, settings.expectations_dir, settings.pseudonym_secret) for b in claimed]
+    for outcome in outcomes:
+        if not outcome.accepted:
+            outcome.folder = str(quarantine(outcome, zones.quarantine))
+    registry = registry_for(settings)
+    registry.init()
+    accepted = [o for o in outcomes if o.accepted]
+    if accepted:
+        commit_accepted(accepted, spec, registry, zones, f"replay by {who or 'unknown'}", settings.pseudonym_secret)
+    for outcome in outcomes:
+        log.info("replayed %s: %s", outcome.batch_id, outcome.status or "rejected")
+    return outcomes

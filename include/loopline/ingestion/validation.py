@@ -47,6 +47,8 @@ class ValidationReport:
     suite: str | None = None
     statistics: dict[str, Any] = field(default_factory=dict)
     ge_result: dict[str, Any] | None = None
+    # Named encoding and shape problems (``loopline.ingestion.diagnose``), the most basic first.
+    causes: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,20 +59,32 @@ class ValidationReport:
             "read_error": self.read_error,
             "statistics": self.statistics,
             "failures": self.failures,
+            "causes": self.causes,
             "ge_result": self.ge_result,
         }
 
     def summary(self) -> str:
-        """A few lines a person can read in a terminal or an alert."""
-        verdict = "PASSED" if self.success else "FAILED"
-        lines = [
-            f"{self.subject}: {verdict} (suite {self.suite or '-'}, rows {self.rows if self.rows is not None else '-'})"
-        ]
+        """A few lines a person can read in a terminal or an alert; a failure's first line names its cause.
+
+        The cause is the first named problem (``causes``), else why the file could not be read,
+        else the first failed expectation. Failures a named cause explains are folded into one
+        count (they are all in ``validation.json``).
+        """
+        from loopline.ingestion.diagnose import explained_by
+
+        where = f"suite {self.suite or '-'}, rows {self.rows if self.rows is not None else '-'}"
+        if self.success:
+            return f"{self.subject}: PASSED ({where})"
+        shown = [f for f in self.failures if not explained_by(self.causes, f)]
+        folded = len(self.failures) - len(shown)
+        reasons = [c["text"] for c in self.causes]
         if self.read_error:
-            lines.append(f"  cannot read file: {self.read_error}")
-        for f in self.failures:
-            where = f" column {f['column']!r}" if f.get("column") else ""
-            lines.append(f"  - {f['expectation']}{where}: {f['detail']}")
+            reasons.append(f"cannot read file: {self.read_error}")
+        reasons += [_failure_line(f) for f in shown]
+        first = reasons[0] if reasons else "failed"
+        lines = [f"{self.subject}: FAILED: {first}", *(f"  - {r}" for r in reasons[1:]), f"  ({where})"]
+        if folded:
+            lines.append(f"  ({folded} failed expectation(s) follow from the above: see validation.json)")
         return "\n".join(lines)
 
     def write(self, folder: Path, stem: str = "validation") -> tuple[Path, Path]:
@@ -227,10 +241,19 @@ def redact_entity_values(described: dict[str, Any], entity_id: str | None, secre
     return described
 
 
+def _failure_line(failure: dict[str, Any]) -> str:
+    where = f" column {failure['column']!r}" if failure.get("column") else ""
+    return f"{failure['expectation']}{where}: {failure['detail']}"
+
+
 def _describe_failure(exp: dict[str, Any]) -> dict[str, Any]:
     kwargs = {k: v for k, v in exp.get("kwargs", {}).items() if k != "batch_id"}
     result = exp.get("result", {}) or {}
-    if "unexpected_count" in result:
+    if not result:  # GE could not evaluate it (e.g. a range check on text): no "observed None"
+        raised = (exp.get("exception_info") or {}).get("exception_message")
+        detail = f"could not be checked ({raised})" if raised else "could not be checked on these values"
+        detail += f"; expected {kwargs}"
+    elif "unexpected_count" in result:
         sample = [c["value"] for c in result.get("partial_unexpected_counts", [])][:5]
         detail = (
             f"{result['unexpected_count']} of {result.get('element_count')} rows unexpected "

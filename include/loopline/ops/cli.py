@@ -228,6 +228,57 @@ def status(
         typer.echo(f"\n== {name}: BROKEN model folder, no DAGs generated\n  {why}")
 
 
+quarantine_app = typer.Typer(
+    help="Quarantined batches: list them with their cause; replay them through validation after a fix.",
+    no_args_is_help=True,
+)
+app.add_typer(quarantine_app, name="quarantine")
+
+
+@quarantine_app.command("list")
+def quarantine_list(model: str = MODEL_OPTION) -> None:
+    """Every quarantined batch (file drops and SQL slices), oldest first, with the cause its report names."""
+    from loopline.ingestion.ingest import quarantined_batches
+
+    found = quarantined_batches(model, _settings())
+    typer.echo(f"{model}: {len(found)} batch(es) in quarantine" + (":" if found else ""))
+    for batch in found:
+        typer.echo(f"  {batch.line()}")
+
+
+@quarantine_app.command("replay")
+def quarantine_replay(
+    batches: list[str] = typer.Argument(None, help="Batch ids (loopline quarantine list); default: every one."),
+    rename: list[str] = typer.Option(
+        None, "--rename", help="OLD=NEW: read the file's column OLD as NEW (a column renamed upstream); repeatable."
+    ),
+    model: str = MODEL_OPTION,
+) -> None:
+    """Validate quarantined batches again after a fix (suite, spec, --rename): passing ones are versioned once."""
+    import getpass
+
+    from loopline.core.errors import LooplineError
+    from loopline.ingestion.ingest import replay
+
+    try:
+        outcomes = replay(model, _settings(), batches or None, rename or [], getpass.getuser())
+    except LooplineError as err:
+        typer.secho(str(err), fg="red", err=True)
+        raise typer.Exit(2) from None
+    if not outcomes:
+        typer.echo(f"{model}: nothing in quarantine")
+    for o in outcomes:
+        if o.status in ("versioned", "duplicate"):
+            typer.echo(f"{o.batch_id}: {o.status}" + (f" ({'; '.join(o.notes)})" if o.notes else ""))
+        else:
+            typer.echo(f"{o.batch_id}: still fails, back in quarantine: {o.summary.splitlines()[0]}")
+    still = [o for o in outcomes if o.status not in ("versioned", "duplicate")]
+    if any(o.status == "versioned" for o in outcomes):
+        typer.echo(f"the next {model}_ingest run announces the new data version (which triggers training)")
+    if still:
+        raise typer.Exit(1)
+
+
 @app.command()
 def onboard(
     name: str = typer.Argument(..., help="The new model's name (lower-case, digits, _): its folder under models/."),

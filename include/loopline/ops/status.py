@@ -9,7 +9,7 @@ def describe(model_name: str, settings: Settings) -> str:
     from loopline.core import tracking
     from loopline.core.spec import load_spec
     from loopline.ingestion.data_registry import DataRegistry
-    from loopline.ingestion.ingest import landing_scan, list_in_flight, zones_for
+    from loopline.ingestion.ingest import landing_scan, list_in_flight, quarantine_cause, zones_for
 
     spec = load_spec(model_name, settings.models_dir)
     zones = zones_for(spec.dataset.name, settings)
@@ -41,15 +41,17 @@ def describe(model_name: str, settings: Settings) -> str:
     quarantined = sorted(p.name for p in zones.quarantine.iterdir()) if zones.quarantine.is_dir() else []
     found = landing_scan(model_name, settings)
     lines += ["", f"landing zone {zones.landing}: {found.lines()[0]}", *found.lines()[1:]]
+    if spec.dataset.source.kind == "sql":
+        from loopline.ingestion.sql_source import status_lines
+
+        lines += status_lines(spec, settings.home)
     in_flight = list_in_flight(zones.processing)
     lines += [f"processing: {len(in_flight)} (a crashed run's batches; the next ingest run resumes them)"] * bool(
         in_flight
     )
-    lines += [f"quarantine ({len(quarantined)}):"]
+    lines += [f"quarantine ({len(quarantined)}; after a fix: loopline quarantine replay -m {model_name}):"]
     for name in quarantined:
-        summary = zones.quarantine / name / "validation.txt"
-        first = summary.read_text().splitlines()[1:2] if summary.exists() else []
-        lines.append(f"  {name}: {first[0].strip() if first else ''}")
+        lines.append(f"  {name}: {quarantine_cause(zones.quarantine / name)}")
     return "\n".join(lines)
 
 
