@@ -1,9 +1,7 @@
 """The service's edges through BentoML's own ASGI app (``Service.to_asgi()``), with Starlette's TestClient.
 
-A BentoML service is built here from a spec made in the test (its own entity, numbers and
-levels), with the platform's request row (``request_schema.application_model``) as its input
-and ``service_edges.protect`` in front, exactly as ``serving/bento_service.py`` does; only the
-scoring behind it is left out, since nothing refused may reach it. Each member of the class of
+The service (``tests.unit.edges_service``) has the platform's request row for a spec made in
+the tests, and ``service_edges.protect`` in front, as ``serving/bento_service.py`` has. Each member of the class of
 JSON-level problems is sent as raw bytes and must get the README's status with a message naming
 it; every refusal must leave one WARNING line (no BentoML ERROR, no traceback) and reach the
 refusal hook.
@@ -13,54 +11,22 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
-import bentoml
 import pytest
-from pydantic import Field
 from starlette.testclient import TestClient
 
-from loopline.core.spec import load_spec
-from loopline.serving.request_schema import application_model
-from loopline.serving.service_edges import BENTOML_ERROR_LOGGER, ErrorBody, Refusal, protect
+from loopline.serving.service_edges import BENTOML_ERROR_LOGGER, ErrorBody, Refusal
+from tests.unit.edges_service import ENTITY, SINKS, app
 
-BASE = load_spec("credit_risk", Path(__file__).resolve().parents[2] / "models")
-ENTITY = "customer_ref"
-
-
-def made_spec(**features):
-    """A spec of the test's own: two numbers and one categorical input with three levels."""
-    data = BASE.model_dump()
-    data["dataset"]["entity_id"] = ENTITY
-    data["dataset"]["rules"]["unique_key"] = [ENTITY]
-    data["features"] = {
-        "version": "t1",
-        "numeric": {"basket_value": {"min": 0, "max": 500}, "visits": {"min": 0, "max": 90}},
-        "categorical": {"channel": ["web", "shop", "phone"]},
-        **features,
-    }
-    return type(BASE).model_validate(data)
-
-
-SPEC = made_spec()
-Row = application_model(SPEC)
 REFUSED: list[Refusal] = []
-
-
-@bentoml.service(name="edges-under-test")
-class EdgesUnderTest:
-    @bentoml.api
-    def predict(self, applications: list[Row] = Field(min_length=1, max_length=1000)) -> list[dict]:  # type: ignore[valid-type]
-        return [{"seen": getattr(a, ENTITY)} for a in applications]
-
-
-protect(EdgesUnderTest, max_body_bytes=1 << 20, on_refusal=REFUSED.append)
 
 
 @pytest.fixture(scope="module")
 def client():
-    with TestClient(EdgesUnderTest.to_asgi(), raise_server_exceptions=False) as c:
+    SINKS.append(REFUSED.append)
+    with TestClient(app(), raise_server_exceptions=False) as c:
         yield c
+    SINKS.remove(REFUSED.append)
 
 
 def good_row(**values) -> dict:
