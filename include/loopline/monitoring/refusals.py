@@ -110,7 +110,7 @@ class RefusalCheck:
             more = f" and {len(self.problems) - SHOWN} more" if len(self.problems) > SHOWN else ""
             parts.append(
                 f"{self.share:.0%} of rows refused ({self.refused_rows:,} of {self.received_rows:,}, "
-                f"in {self.refused_requests:,} requests): {named}{more}"
+                f"in {self.refused_requests:,} request{'' if self.refused_requests == 1 else 's'}): {named}{more}"
             )
         parts += [u.text() for u in self.unknown[:SHOWN]]
         return "; ".join(parts)
