@@ -331,3 +331,65 @@ def test_fuzzed_requests_never_get_a_5xx_and_always_match_the_openapi_document(s
     predict_invalid = answered["POST /predict negative"]
     assert sum(predict_invalid.values()) >= MAX_EXAMPLES // 2 and set(predict_invalid) <= {400, 413, 415, 422}
     assert answered["POST /predict positive"].get(200, 0) >= MAX_EXAMPLES // 2
+
+
+# --------------------------------------------------------------------------- unknown levels scored
+
+
+@pytest.fixture(scope="module")
+def scoring_server(settings, tmp_path_factory):
+    """A Bento of a spec that scores an unknown region as unknown (``features.unknown_levels``), served."""
+    import os
+    import shutil
+
+    import yaml
+
+    folder = tmp_path_factory.mktemp("models")
+    shutil.copytree(settings.models_dir / MODEL, folder / MODEL, ignore=shutil.ignore_patterns("__pycache__"))
+    spec_file = folder / MODEL / "spec.yaml"
+    raw = yaml.safe_load(spec_file.read_text())
+    raw["features"]["unknown_levels"] = {"region": "score"}
+    spec_file.write_text(yaml.safe_dump(raw))
+    before = os.environ.get("LOOPLINE_MODELS_DIR")
+    os.environ["LOOPLINE_MODELS_DIR"] = str(folder)
+    get_settings.cache_clear()
+    try:
+        tag = build_small_bento(get_settings())
+    finally:
+        if before is None:
+            os.environ.pop("LOOPLINE_MODELS_DIR")
+        else:
+            os.environ["LOOPLINE_MODELS_DIR"] = before
+        get_settings.cache_clear()
+    server = BentoServer(tag)
+    yield server
+    server.stop()
+
+
+def test_an_unknown_level_the_spec_scores_is_answered_flagged_logged_and_counted(scoring_server, application):
+    from datetime import UTC, datetime, timedelta
+
+    from loopline.monitoring.refusals import check
+    from loopline.serving.prediction_log import read_window
+
+    since = datetime.now(UTC)
+    rows = [{**application, "applicant_id": f"unknown-level-{i}"} for i in range(10)]
+    for row in rows[:2]:
+        row["region"] = "central"
+    response = post(scoring_server, json.dumps({"applications": [*rows, {**rows[0], "region": None}]}))
+    assert response.status_code == 200, response.text
+    answers = response.json()
+    assert [a["unknown_levels"] for a in answers[:3]] == [["region"], ["region"], []]
+    assert answers[0]["score"] == answers[10]["score"]  # an unknown level is scored as a missing one
+    assert refused(post(scoring_server, json.dumps({"applications": [{**application, "region": ""}]})), 422)
+
+    spec = load_spec(MODEL, get_settings().models_dir)
+    deadline = time.monotonic() + 10
+    while True:
+        window = read_window(get_settings().prediction_log_dir, MODEL, since, since + timedelta(hours=1)).rows
+        if len(window) >= 11 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert list(window["unknown_levels"][:3]) == ["region", "region", ""]
+    result = check([], window, spec, limit=0.05)
+    assert result.headline() == "region 'central': 18% of rows, unknown to the model (scored as unknown)"
