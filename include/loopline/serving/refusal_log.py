@@ -3,7 +3,8 @@
 A refused request never reaches a model, so the prediction log never sees it; without this log
 a shift that makes most requests fail validation (a new level, values beyond the bounds) would
 leave the drift check looking at the few rows that still pass. One JSON line per refused
-request, under ``<prediction_log_dir>/<model>_refusals/data/refusals.<pid>.log``::
+request, under ``<prediction_log_dir>/<model>_refusals/data/refusals.<pid>.<UTC date>.log`` (a file a
+day, as the prediction log rotates daily)::
 
     {"logged_at": 1767225600.0, "status": 422, "reason": "literal_error", "client": "app-1",
      "route_revision": 7, "path": "/predict", "rows": 5,
@@ -24,7 +25,7 @@ import os
 import threading
 import time
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -102,9 +103,11 @@ class RefusalLog:
             "problems": problems_of(refusal, self.spec),
         }
         data = (json.dumps(line, default=str) + "\n").encode()
+        day = datetime.fromtimestamp(line["logged_at"], UTC).strftime("%Y-%m-%d")
         with self._lock:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.folder / f"refusals.{os.getpid()}.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            path = self.folder / f"refusals.{os.getpid()}.{day}.log"
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             try:
                 os.write(fd, data)
             finally:
