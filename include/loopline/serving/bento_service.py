@@ -9,7 +9,12 @@ content type 415, oversized body 413, unreadable JSON (encoding, syntax, duplica
 key, NaN) 400, a body that does not fit 422 (including a required feature missing),
 each answered with the documented ``ErrorBody`` naming the problem. Nothing malformed
 reaches a model. With ``LOOPLINE_API_KEYS`` set, a request needs a client's key (401
-without one), and the client's name goes into the prediction log with each row.
+without one), and the client's name goes into the prediction log with each row. Each
+refused request is one WARNING line in the server log and one line in the refusal log
+beside the prediction log (``loopline.serving.refusal_log``: reason, field, client, route
+revision), which the drift check reads; a categorical input the spec scores when its
+level is unknown (``features.unknown_levels``) is scored as missing and flagged in the
+answer and the log (``unknown_levels``).
 
 Scoring is ``loopline.serving.online.RoutedScorer``: the versions and traffic weights
 come from the serving state store and change without a restart. Requests
