@@ -470,3 +470,34 @@ def test_protect_guards_every_api_route_with_its_input_fields():
     assert cls is EdgeGuard and options["routes"] == {"/predict": ("rows",), "/ready": ()}
     assert options["max_body_bytes"] == 123 and not options["api_keys"]  # no keys configured: open
     assert options["open_paths"] == ("/ready",) and options["client_rows"] == {}
+
+
+def test_bentoml_keeps_its_traceback_for_server_errors_only():
+    import logging
+    import sys
+    from http import HTTPStatus
+
+    from loopline.serving.service_edges import _ClientErrorsQuiet
+
+    class BentoLike(Exception):  # BentoML's exceptions carry their status as ``error_code``
+        def __init__(self, status: HTTPStatus) -> None:
+            super().__init__(status.phrase)
+            self.error_code = status
+
+    def record_of(error: BaseException) -> logging.LogRecord:
+        try:
+            raise error
+        except BaseException:
+            info = sys.exc_info()
+        return logging.LogRecord("bentoml", logging.ERROR, __file__, 1, "Exception on /p [POST]", (), info)
+
+    try:
+        Application.model_validate({})
+    except ValidationError as err:
+        invalid = err
+    quiet = _ClientErrorsQuiet()
+    assert not quiet.filter(record_of(invalid))
+    assert not quiet.filter(record_of(BentoLike(HTTPStatus.UNSUPPORTED_MEDIA_TYPE)))
+    assert quiet.filter(record_of(BentoLike(HTTPStatus.SERVICE_UNAVAILABLE)))
+    assert quiet.filter(record_of(RuntimeError("a bug")))
+    assert quiet.filter(logging.LogRecord("bentoml", logging.INFO, __file__, 1, "Service started", (), None))
