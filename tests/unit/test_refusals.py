@@ -64,6 +64,7 @@ def test_each_refused_request_is_one_line_with_reason_field_value_rows_client_an
     folder, _ = traffic
     lines = read_refusals(folder, SPEC.name)
     assert len(lines) == 5
+    assert not list(folder.rglob("*.log"))  # never mistaken for the prediction log's files (data/*.log)
     first = lines[0]
     assert (first["status"], first["reason"], first["client"], first["route_revision"], first["rows"]) == (
         422, "literal_error", "anonymous", 7, 5,

@@ -3,8 +3,9 @@
 A refused request never reaches a model, so the prediction log never sees it; without this log
 a shift that makes most requests fail validation (a new level, values beyond the bounds) would
 leave the drift check looking at the few rows that still pass. One JSON line per refused
-request, under ``<prediction_log_dir>/<model>_refusals/data/refusals.<pid>.<UTC date>.log`` (a file a
-day, as the prediction log rotates daily)::
+request, under ``<prediction_log_dir>/<model>_refusals/refusals.<pid>.<UTC date>.jsonl`` (a file a
+worker and day, as the prediction log rotates daily; not BentoML's monitor layout, so nothing that
+reads the prediction log's ``data/*.log`` files mistakes it for predictions)::
 
     {"logged_at": 1767225600.0, "status": 422, "reason": "literal_error", "client": "app-1",
      "route_revision": 7, "path": "/predict", "rows": 5,
@@ -37,7 +38,7 @@ FIELD_MAX_LENGTH = 64
 
 
 def refusal_dir(log_dir: Path, model: str) -> Path:
-    return Path(log_dir) / f"{model}_refusals" / "data"
+    return Path(log_dir) / f"{model}_refusals"
 
 
 def problems_of(refusal: Refusal, spec: ModelSpec) -> list[dict[str, Any]]:
@@ -106,7 +107,7 @@ class RefusalLog:
         day = datetime.fromtimestamp(line["logged_at"], UTC).strftime("%Y-%m-%d")
         with self._lock:
             self.folder.mkdir(parents=True, exist_ok=True)
-            path = self.folder / f"refusals.{os.getpid()}.{day}.log"
+            path = self.folder / f"refusals.{os.getpid()}.{day}.jsonl"
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             try:
                 os.write(fd, data)
@@ -122,7 +123,7 @@ def read_refusals(
     low = since.timestamp() if since else float("-inf")
     high = until.timestamp() if until else float("inf")
     found = []
-    for path in sorted(refusal_dir(log_dir, model).glob("refusals.*.log*")):
+    for path in sorted(refusal_dir(log_dir, model).glob("refusals.*.jsonl")):
         with path.open(encoding="utf-8", errors="replace") as lines:
             for text in lines:
                 try:
