@@ -100,6 +100,34 @@ def test_stable_traffic_is_not_drift(run_dag, service):
     assert queued_train_runs() == []
 
 
+def test_refused_requests_show_in_the_check_its_report_and_an_alert_of_their_own(run_dag, service, webhook):
+    """A fifth of the traffic refused (a region the spec does not list): the check says so, and alerts once."""
+    import mlflow
+
+    alerts_before = len(webhook)
+    since = datetime.now(UTC)
+    frame = datagen.make_batch(6, n_rows=1000, seed=23).drop(columns=["applied_at", "defaulted"])
+    rows = json.loads(frame.to_json(orient="records"))
+    service.predict(rows[200:])
+    for start in range(0, 200, 10):
+        body = {"applications": [{**row, "region": "central"} for row in rows[start : start + 10]]}
+        assert requests.post(f"{service.url}/predict", json=body, timeout=30).status_code == 422
+    dr = drift_run(run_dag, since)
+    assert dr.state == "success"
+    latest = monitoring().latest(MODEL, 1)[0]
+    refused = latest.impact["refusals"]
+    words = "20% of rows refused (200 of 1,000, in 20 requests): region 'central' not allowed (20% of rows)"
+    assert refused["headline"] == words and refused["alerted"] and "refused" in refused["over"]
+    assert latest.n_rows == 800 and latest.verdict != "insufficient"
+    alerts = [a for a in webhook[alerts_before:] if "refused" in json.dumps(a)]
+    assert len(alerts) == 1 and "region 'central' not allowed" in json.dumps(alerts[0]), webhook[alerts_before:]
+    html = mlflow.artifacts.load_text(latest.report_uri)
+    assert "Requests the model never scored as sent" in html and "central" in html
+    drift_run(run_dag, since)  # the same refusals checked again: no second alert within the reminder time
+    assert monitoring().latest(MODEL, 1)[0].impact["refusals"]["alerted"] is False
+    assert len([a for a in webhook[alerts_before:] if "refused" in json.dumps(a)]) == 1
+
+
 def test_shifted_traffic_triggers_one_retrain_with_its_report_and_an_alert(run_dag, service, webhook):
     alerts_before = len(webhook)
     since = datetime.now(UTC)

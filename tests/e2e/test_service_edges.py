@@ -156,13 +156,55 @@ def test_an_unknown_top_level_key_is_refused(server, application):
 
 def test_bad_encodings_and_broken_json_are_400(server):
     assert "not valid UTF-8" in refused(post(server, '{"applications": ["é"]}'.encode("latin-1")), 400).error
-    assert "not valid UTF-8" in refused(post(server, '{"applications": []}'.encode("utf-16")), 400).error
+    assert "UTF-16 byte order mark" in refused(post(server, '{"applications": []}'.encode("utf-16")), 400).error
     assert "not valid JSON" in refused(post(server, "{not json"), 400).error
-    assert "not valid JSON" in refused(post(server, "[" * 200_000), 400).error
+    assert "more than 32 levels deep" in refused(post(server, "[" * 200_000), 400).error
 
 
-def test_an_empty_body_or_array_and_other_routes_answer_in_the_error_body(server, application):
-    assert refused(post(server, b""), 422).error == "instances: required key missing"
+def test_every_json_level_problem_is_a_400_naming_it(server, application):
+    nested = b'{"applications": ' + b"[" * 500 + b"]" * 500 + b"}"  # pydantic said 422 "recursion limit exceeded"
+    row = json.dumps({**application, "region": "REGION"}).replace('"REGION"', '"\\ud800"')  # a lone surrogate
+    cases = [
+        (b"", "empty_body", "the body is empty: send one JSON object with 'instances'"),
+        (b" \n", "empty_body", "the body is empty"),
+        (nested, "too_deep", "more than 32 levels deep"),
+        (b"[" * 1000 + b"]" * 1000, "too_deep", "more than 32 levels deep"),
+        (('{"applications": [' + row + "]}").encode(), "lone_surrogate", "lone surrogate"),
+        (
+            b"\xef\xbb\xbf" + json.dumps({"applications": [application]}).encode(),
+            "byte_order_mark",
+            "UTF-8 byte order mark",
+        ),
+        (json.dumps({"applications": [application]}).encode("utf-16-le"), "invalid_encoding", "NUL byte"),
+        (b'{"applications": []} {}', "invalid_json", "more than one JSON document"),
+    ]
+    for body, kind, says in cases:
+        error = refused(post(server, body), 400)
+        assert error.detail[0].type == kind and says in error.error, (body[:40], error.error)
+
+
+def test_a_refused_request_is_one_warning_line_in_the_server_log_and_a_line_in_the_refusal_log(server, application):
+    from loopline.serving.refusal_log import read_refusals
+
+    marker = "refusal-marker-7f3"
+    before = server.log_path.read_text(errors="replace")
+    error = refused(post(server, json.dumps({"applications": [{**application, "region": marker}] * 3})), 422)
+    assert error.error.startswith(f"applications[0].region: '{marker}' is not allowed: expected 'north'")
+    deadline = time.monotonic() + 10
+    while marker not in server.log_path.read_text(errors="replace")[len(before) :] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    new = server.log_path.read_text(errors="replace")[len(before) :]
+    lines = [line for line in new.splitlines() if "refused POST /predict" in line]
+    assert len(lines) == 1 and "WARNING" in lines[0] and "literal_error at applications[0].region" in lines[0], new
+    assert "from client 'anonymous'" in lines[0]
+    assert "Traceback" not in new and "[ERROR]" not in new and "ValidationError" not in new, new
+    [line] = [r for r in read_refusals(get_settings().prediction_log_dir, MODEL) if marker in json.dumps(r)]
+    assert (line["status"], line["rows"], line["client"]) == (422, 3, "anonymous")
+    assert line["problems"][0] == {**line["problems"][0], "field": "region", "value": marker, "rows": 3}
+    assert "route_revision" in line
+
+
+def test_an_empty_array_and_other_routes_answer_in_the_error_body(server, application):
     assert "must be a JSON object" in refused(post(server, json.dumps([application])), 422).error
     too_many = refused(post(server, json.dumps({"applications": [application] * 1001})), 422)
     assert too_many.detail[0].loc == ["applications"]
@@ -289,3 +331,65 @@ def test_fuzzed_requests_never_get_a_5xx_and_always_match_the_openapi_document(s
     predict_invalid = answered["POST /predict negative"]
     assert sum(predict_invalid.values()) >= MAX_EXAMPLES // 2 and set(predict_invalid) <= {400, 413, 415, 422}
     assert answered["POST /predict positive"].get(200, 0) >= MAX_EXAMPLES // 2
+
+
+# --------------------------------------------------------------------------- unknown levels scored
+
+
+@pytest.fixture(scope="module")
+def scoring_server(settings, tmp_path_factory):
+    """A Bento of a spec that scores an unknown region as unknown (``features.unknown_levels``), served."""
+    import os
+    import shutil
+
+    import yaml
+
+    folder = tmp_path_factory.mktemp("models")
+    shutil.copytree(settings.models_dir / MODEL, folder / MODEL, ignore=shutil.ignore_patterns("__pycache__"))
+    spec_file = folder / MODEL / "spec.yaml"
+    raw = yaml.safe_load(spec_file.read_text())
+    raw["features"]["unknown_levels"] = {"region": "score"}
+    spec_file.write_text(yaml.safe_dump(raw))
+    before = os.environ.get("LOOPLINE_MODELS_DIR")
+    os.environ["LOOPLINE_MODELS_DIR"] = str(folder)
+    get_settings.cache_clear()
+    try:
+        tag = build_small_bento(get_settings())
+    finally:
+        if before is None:
+            os.environ.pop("LOOPLINE_MODELS_DIR")
+        else:
+            os.environ["LOOPLINE_MODELS_DIR"] = before
+        get_settings.cache_clear()
+    server = BentoServer(tag)
+    yield server
+    server.stop()
+
+
+def test_an_unknown_level_the_spec_scores_is_answered_flagged_logged_and_counted(scoring_server, application):
+    from datetime import UTC, datetime, timedelta
+
+    from loopline.monitoring.refusals import check
+    from loopline.serving.prediction_log import read_window
+
+    since = datetime.now(UTC)
+    rows = [{**application, "applicant_id": f"unknown-level-{i}"} for i in range(10)]
+    for row in rows[:2]:
+        row["region"] = "central"
+    response = post(scoring_server, json.dumps({"applications": [*rows, {**rows[0], "region": None}]}))
+    assert response.status_code == 200, response.text
+    answers = response.json()
+    assert [a["unknown_levels"] for a in answers[:3]] == [["region"], ["region"], []]
+    assert answers[0]["score"] == answers[10]["score"]  # an unknown level is scored as a missing one
+    assert refused(post(scoring_server, json.dumps({"applications": [{**application, "region": ""}]})), 422)
+
+    spec = load_spec(MODEL, get_settings().models_dir)
+    deadline = time.monotonic() + 10
+    while True:
+        window = read_window(get_settings().prediction_log_dir, MODEL, since, since + timedelta(hours=1)).rows
+        if len(window) >= 11 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert list(window["unknown_levels"][:3]) == ["region", "region", ""]
+    result = check([], window, spec, limit=0.05)
+    assert result.headline() == "region 'central': 18% of rows, unknown to the model (scored as unknown)"

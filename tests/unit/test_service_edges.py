@@ -239,11 +239,21 @@ def test_json_in_another_charset_is_415_and_utf8_is_fine():
         (b'{"rows": [{"x": -Infinity}]}', "non_finite_number", ["rows", 0, "x"], "non-finite number not allowed"),
         (b'{"rows": [1, Infinity]}', "non_finite_number", ["rows", 1], "non-finite number not allowed"),
         (b'{"rows": ["caf\xe9"]}', "invalid_encoding", [], "not valid UTF-8: byte 0xe9"),
-        ('{"rows": []}'.encode("utf-16"), "invalid_encoding", [], "not valid UTF-8"),
+        ('{"rows": []}'.encode("utf-16"), "byte_order_mark", [], "UTF-16 byte order mark (FF FE): send JSON as UTF-8"),
+        ('{"rows": []}'.encode("utf-32"), "byte_order_mark", [], "UTF-32 byte order mark (FF FE 00 00)"),
+        ('{"rows": []}'.encode("utf-16-le"), "invalid_encoding", [], "NUL byte at offset 1 (UTF-16 or UTF-32?)"),
+        (b"\xef\xbb\xbf{}", "byte_order_mark", [], "UTF-8 byte order mark (EF BB BF): send JSON without it"),
         (b"{not json", "invalid_json", [], "not valid JSON: Expecting property name"),
         (b'{"rows": []', "invalid_json", [], "line 1, column 12"),
-        (b"[" * 100_000, "invalid_json", [], "not valid JSON"),
-        (b"\xef\xbb\xbf{}", "invalid_json", [], "not valid JSON"),
+        (b'{"rows": []} {}', "invalid_json", [], "more than one JSON document (line 1, column 14)"),
+        (b" \r\n\t ", "empty_body", [], "the body is empty (only whitespace)"),
+        (b"[" * 100_000, "too_deep", [], "more than 32 levels deep"),
+        (b"[" * 500 + b"]" * 500, "too_deep", [], "more than 32 levels deep"),  # Python parses it, pydantic not
+        (b'{"rows": ' + b"[" * 33 + b"]" * 33 + b"}", "too_deep", [], "more than 32 levels deep"),
+        (b'{"rows": [{"id": "\\ud800"}]}', "lone_surrogate", ["rows", 0, "id"], "lone surrogate escape"),
+        (b'{"rows": [{"id": "a\\udfff"}]}', "lone_surrogate", ["rows", 0, "id"], "not a Unicode character"),
+        (b'{"rows": [{"\\ud83d": 1}]}', "lone_surrogate", ["rows", 0, "\ud83d"], "lone surrogate"),
+        (b'"\\ud800"', "lone_surrogate", [], "lone surrogate"),
         (b'{"rows": ' + b"9" * 5000 + b"}", "invalid_json", [], "not valid JSON"),
     ],
 )
@@ -254,6 +264,12 @@ def test_unreadable_json_is_400_naming_the_problem(body, kind, loc, says):
     assert (err.status, err.kind, err.loc) == (400, kind, loc) and says in err.message
     body_model = err.body()
     assert body_model.detail[0].type == kind and says in body_model.error
+
+
+def test_nesting_up_to_the_limit_a_surrogate_pair_and_an_escaped_backslash_parse():
+    assert parse_json_body(b"[" * 32 + b"]" * 32) is not None
+    assert parse_json_body(b'{"id": "\\ud83d\\ude00"}') == {"id": "\U0001f600"}  # a pair is one character
+    assert parse_json_body(b'{"id": "\\\\ud800"}') == {"id": "\\ud800"}  # a backslash, then text
 
 
 def test_good_json_parses_as_usual():
@@ -329,10 +345,15 @@ def test_multipart_without_a_boundary_is_415_not_500():
     assert response.status_code == 415 and "multipart/form-data is not accepted" in error_of(response).error
 
 
-def test_a_missing_content_type_with_a_body_is_415_and_without_one_is_read_as_empty():
+def test_a_missing_content_type_with_a_body_is_415_and_an_empty_body_is_400():
     assert post(client(), json.dumps({"rows": [good_row()]}), None).status_code == 415
-    empty = post(client(), b"", None)
-    assert empty.status_code == 422 and error_of(empty).error == "rows: required key missing"
+    for content_type in (None, "application/json"):
+        empty = post(client(), b"", content_type)
+        assert (
+            empty.status_code == 400 and error_of(empty).error == "the body is empty: send one JSON object with 'rows'"
+        )
+        assert error_of(empty).detail[0].type == "empty_body"
+    assert post(client(), b"", path="/crash").status_code == 500  # a route that takes nothing may be sent nothing
 
 
 def test_duplicate_keys_nan_and_bad_bytes_are_400():
@@ -449,3 +470,34 @@ def test_protect_guards_every_api_route_with_its_input_fields():
     assert cls is EdgeGuard and options["routes"] == {"/predict": ("rows",), "/ready": ()}
     assert options["max_body_bytes"] == 123 and not options["api_keys"]  # no keys configured: open
     assert options["open_paths"] == ("/ready",) and options["client_rows"] == {}
+
+
+def test_bentoml_keeps_its_traceback_for_server_errors_only():
+    import logging
+    import sys
+    from http import HTTPStatus
+
+    from loopline.serving.service_edges import _ClientErrorsQuiet
+
+    class BentoLike(Exception):  # BentoML's exceptions carry their status as ``error_code``
+        def __init__(self, status: HTTPStatus) -> None:
+            super().__init__(status.phrase)
+            self.error_code = status
+
+    def record_of(error: BaseException) -> logging.LogRecord:
+        try:
+            raise error
+        except BaseException:
+            info = sys.exc_info()
+        return logging.LogRecord("bentoml", logging.ERROR, __file__, 1, "Exception on /p [POST]", (), info)
+
+    try:
+        Application.model_validate({})
+    except ValidationError as err:
+        invalid = err
+    quiet = _ClientErrorsQuiet()
+    assert not quiet.filter(record_of(invalid))
+    assert not quiet.filter(record_of(BentoLike(HTTPStatus.UNSUPPORTED_MEDIA_TYPE)))
+    assert quiet.filter(record_of(BentoLike(HTTPStatus.SERVICE_UNAVAILABLE)))
+    assert quiet.filter(record_of(RuntimeError("a bug")))
+    assert quiet.filter(logging.LogRecord("bentoml", logging.INFO, __file__, 1, "Service started", (), None))

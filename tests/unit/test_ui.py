@@ -518,3 +518,23 @@ def test_a_decision_is_traced_from_its_request_id_on_the_page(client, monkeypatc
     shown = client.get("/trace", params={"model": MODEL, "request_id": "r1"})
     assert shown.status_code == 200 and "data_version v0002" in shown.text and "REPRODUCED" in shown.text
     assert EVIL not in shown.text and 'value="r1"' in shown.text  # escaped; the form keeps the id
+
+
+def test_a_check_with_refused_requests_shows_them_on_the_page_escaped(tmp_path):
+    import pandas as pd
+
+    from loopline.monitoring import refusals
+    from loopline.monitoring.monitoring_state import MonitoringState
+    from tests.unit.edges_service import SPEC
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    lines = [{"rows": 20, "problems": [{"field": "channel", "reason": "literal_error", "value": EVIL, "rows": 20}]}]
+    result = refusals.check(lines, pd.DataFrame({"x": range(80)}), SPEC, 0.05)
+    common = {"model": MODEL, "champion_version": "2", "n_rows": 80, "confirmed": False, "triggered": False}
+    impact = {"refusals": {**result.to_dict(), "alerted": True}}
+    MonitoringState(url).record(at=datetime(2026, 11, 9, tzinfo=UTC), verdict="stable", drift_share=0.0,
+                                dag_run="r", impact=impact, **common)  # fmt: skip
+    [check] = ui.drift_verdicts(url, MODEL)
+    page = ui._drift_html([check])
+    assert "refused / unknown levels" in page and "ALERTED: 20% of rows refused (20 of 100, in 1 request)" in page
+    assert EVIL not in page and ui.esc(EVIL) in page

@@ -116,6 +116,9 @@ class FeatureSpec(_Strict):
     required: list[str] = Field(default_factory=list)
     # ... and at most this share of all features missing (null or absent) in one request row.
     max_missing_share: float | None = Field(None, ge=0, le=1)
+    # Per categorical input, what the service does with a level not listed: refuse the request (422, the
+    # default) or score it as unknown (missing, as LightGBM sees it), flagged in the answer and the log.
+    unknown_levels: dict[str, Literal["refuse", "score"]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _disjoint(self) -> FeatureSpec:
@@ -128,7 +131,19 @@ class FeatureSpec(_Strict):
         for name, levels in self.categorical.items():
             if not levels or len(set(levels)) != len(levels):
                 raise ValueError(f"categorical feature {name!r} needs distinct, non-empty levels")
+        not_categorical = sorted(set(self.unknown_levels) - set(self.categorical))
+        if not_categorical:
+            raise ValueError(f"unknown_levels names features that are not categorical: {not_categorical}")
         return self
+
+    @property
+    def scored_unknown(self) -> dict[str, frozenset[str]]:
+        """The categorical inputs whose unknown levels are scored (as missing) rather than refused: their levels."""
+        return {
+            name: frozenset(levels)
+            for name, levels in self.categorical.items()
+            if self.unknown_levels.get(name) == "score"
+        }
 
     @property
     def names(self) -> list[str]:
@@ -286,6 +301,9 @@ class DriftPolicy(_Strict):
         default_factory=lambda: ["feature_drift", "performance_risk", "concept_drift"]
     )
     retrain_on: list[AlertingVerdict] = Field(default_factory=lambda: ["performance_risk", "concept_drift"])
+    # Requests refused (422 ...) or inputs scored as an unknown level, as a share of every row received in the
+    # window: at or above this, an alert of its own (loopline.monitoring.refusals), whatever the verdict.
+    max_refused_share: float = Field(0.05, gt=0, le=1)
     min_consecutive_windows: int = Field(1, ge=1)  # a retrain needs this many checks in a row with such a verdict
     reminder_hours: float = Field(24, gt=0)  # an episode (the same verdict, check after check) alerts again after this
     cooldown_hours: float = Field(24, ge=0)  # no retrain trigger within this long after the last one

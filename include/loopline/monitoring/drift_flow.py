@@ -150,9 +150,10 @@ def check(
     from loopline.core import tracking
     from loopline.core.spec import load_spec
     from loopline.monitoring import concept as concept_drift
-    from loopline.monitoring import detection, estimate_error, impact, retrain_policy, verdicts
+    from loopline.monitoring import detection, estimate_error, impact, refusals, retrain_policy, verdicts
     from loopline.monitoring.monitoring_state import MonitoringState
     from loopline.serving.prediction_log import read_window
+    from loopline.serving.refusal_log import read_refusals
 
     spec = load_spec(model, settings.models_dir)
     policy = spec.monitoring
@@ -198,26 +199,38 @@ def check(
     else:
         decision = retrain_policy.TriggerDecision(False, why)
     alert = verdicts.decide_alert(verdict, window_end, history, policy)
+    # Refused requests and unknown levels: a channel of its own beside the verdict (alert only, no retrain).
+    refused = refusals.check(
+        read_refusals(settings.prediction_log_dir, model, since, window_end), window, spec, policy.max_refused_share
+    )
+    refused_alert = refusals.decide_alert(refused, window_end, history, policy.reminder_hours)
+    alerted = alert.alert or refused_alert.alert
+    alert_reason = alert.reason
+    if refused_alert.alert:  # the verdict's own alerts (episodes) stay as they are: recorded as `alerted`
+        also = f"refused requests: {refused_alert.reason}"
+        alert_reason = f"{alert.reason}; {also}" if alert.alert else also
     impact_record = {
-        **effect.to_dict(), "realised": concept.live, "realised_n": concept.n, "alert": alert.reason,
+        **effect.to_dict(), "realised": concept.live, "realised_n": concept.n, "alert": alert_reason,
         "window_start": since.isoformat(), "window_end": window_end.isoformat(),
+        "refusals": {**refused.to_dict(), "alerted": refused_alert.alert},
     }  # fmt: skip
     own = estimate_error.realised_in_window(labelled, champion.version, since, window_end, spec, policy.min_labelled)
     impact_record = estimate_error.with_realised(impact_record, own)
     errors = estimate_error.history([{"at": window_end.isoformat(), "champion_version": champion.version,
                                       "impact": impact_record}, *(c.to_dict() for c in history)])  # fmt: skip
     report_uri = _log_report(
-        model, champion, report, effect, concept, verdict, decision, window_end, dag_run, settings, errors
-    )
+        model, champion, report, effect, concept, verdict, decision, window_end, dag_run, settings, errors,
+        impact_record["refusals"],
+    )  # fmt: skip
     record = state.record(
         at=window_end, model=model, champion_version=champion.version, n_rows=len(current), verdict=verdict,
         confirmed=wanted, triggered=decision.trigger, trigger_reason=decision.reason,
         drift_share=report.drift_share, score_psi=report.score_psi, report_uri=report_uri,
         features=report.feature_rows(), dag_run=dag_run, alerted=alert.alert, impact=impact_record,
     )  # fmt: skip
-    text = explain(verdict, report, effect, concept, decision, policy)
+    text = "\n".join([explain(verdict, report, effect, concept, decision, policy), *refused.lines()])
     summary = f"{model} v{champion.version}: {text}"
-    log.info("%s; alert: %s", summary, alert.reason)
+    log.info("%s; alert: %s", summary, alert_reason)
     tracking_client = tracking.client_for(settings)
     tracking_client.set_model_version_tag(model, champion.version, "loopline.last_drift_verdict", verdict)
     return {
@@ -227,8 +240,9 @@ def check(
         "confirmed": wanted,
         "trigger": decision.trigger,
         "reason": decision.reason,
-        "alert": alert.alert,
-        "alert_reason": alert.reason,
+        "alert": alerted,
+        "alert_reason": alert_reason,
+        "refused": refused.headline(),
         "summary": summary,
         "report_uri": report_uri,
         "rows": len(current),
@@ -256,8 +270,9 @@ def explain(verdict, report, effect, concept, decision, policy) -> str:
 
 
 def _log_report(
-    model, champion, report, effect, concept, verdict, decision, window_end, dag_run, settings, errors=None
-) -> str:
+    model, champion, report, effect, concept, verdict, decision, window_end, dag_run, settings, errors=None,
+    refused=None,
+) -> str:  # fmt: skip
     """Report JSON + HTML: a file under monitoring_dir and an MLflow run tagged with the champion version."""
     from loopline.core import tracking
 
@@ -274,6 +289,7 @@ def _log_report(
         "champion_version": champion.version,
         "calibration": effect.calibration,
         "estimate_history": errors,
+        "refusals": refused,
         "window_end": window_end.isoformat(),
         "dag_run": dag_run,
     }
@@ -284,7 +300,9 @@ def _log_report(
     html = report.to_html(
         title=f"Drift: {model} v{champion.version}", context=context, verdict=verdict, impact=effect, history=errors
     )
-    (folder / "drift_report.html").write_text(html)
+    from loopline.monitoring.refusals import into_report
+
+    (folder / "drift_report.html").write_text(into_report(html, refused))
     client = tracking.client_for(settings)
     exp_id = tracking.experiment_id(client, f"{model}-monitoring", settings)
     run = client.create_run(

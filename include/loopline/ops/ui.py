@@ -696,6 +696,15 @@ def _estimated_vs_realised(impact: Any) -> str:
     return text + (f"; {'; '.join(moved)}" if moved else "")
 
 
+def _refused(impact: Any) -> str:
+    """'20% of rows refused (...): region 'central' not allowed (20% of rows)' and unknown levels; '-' for none."""
+    refused = (impact or {}).get("refusals") or {}
+    text = refused.get("headline") or "-"
+    if refused.get("over"):
+        text = ("ALERTED: " if refused.get("alerted") else "over the limit: ") + text
+    return text
+
+
 def _drift_html(items: list[dict[str, Any]]) -> str:
     rows = [
         [
@@ -705,6 +714,7 @@ def _drift_html(items: list[dict[str, Any]]) -> str:
             esc(d.get("n_rows")),
             esc(_moved_inputs(d.get("features"))),
             esc(_estimated_vs_realised(d.get("impact"))),
+            esc(_refused(d.get("impact"))),
             _number(d.get("score_psi"), ".3f"),
             ("ALERTED" if d.get("alerted") else "no"),
             ("TRIGGERED" if d.get("triggered") else "no")
@@ -715,7 +725,7 @@ def _drift_html(items: list[dict[str, Any]]) -> str:
         for d in items
     ]
     headers = ["checked", "champion", "verdict", "rows", "inputs that moved (PSI, importance)"]
-    headers += ["quality: estimated / realised", "score PSI", "alert", "retrain"]
+    headers += ["quality: estimated / realised", "refused / unknown levels", "score PSI", "alert", "retrain"]
     headers += ["DAG run", "report"]
     return _table(headers, rows, "No drift checks recorded yet.", "drift")
 

@@ -9,7 +9,12 @@ content type 415, oversized body 413, unreadable JSON (encoding, syntax, duplica
 key, NaN) 400, a body that does not fit 422 (including a required feature missing),
 each answered with the documented ``ErrorBody`` naming the problem. Nothing malformed
 reaches a model. With ``LOOPLINE_API_KEYS`` set, a request needs a client's key (401
-without one), and the client's name goes into the prediction log with each row.
+without one), and the client's name goes into the prediction log with each row. Each
+refused request is one WARNING line in the server log and one line in the refusal log
+beside the prediction log (``loopline.serving.refusal_log``: reason, field, client, route
+revision), which the drift check reads; a categorical input the spec scores when its
+level is unknown (``features.unknown_levels``) is scored as missing and flagged in the
+answer and the log (``unknown_levels``).
 
 Scoring is ``loopline.serving.online.RoutedScorer``: the versions and traffic weights
 come from the serving state store and change without a restart. Requests
@@ -52,10 +57,11 @@ with bentoml.importing():
     from loopline.serving.log_monitor import PredictionLogMonitor
     from loopline.serving.online import Rows
     from loopline.serving.prediction_log import monitor_name
+    from loopline.serving.refusal_log import RefusalLog
     from loopline.serving.request_body import request_body
-    from loopline.serving.request_schema import answer_model, answers, application_model
+    from loopline.serving.request_schema import answer_model, answers, application_model, unknown_levels
     from loopline.serving.routing import pseudonym
-    from loopline.serving.service_edges import protect
+    from loopline.serving.service_edges import Refusal, protect
 
 # Beside it in a Bento; when served from the repo, LOOPLINE_SERVICE_MODEL_DIR names the model folder.
 _BESIDE = Path(__file__).with_name("spec.yaml")
@@ -134,6 +140,12 @@ class ModelService:
         self.shadow_skipped = prom.Counter(
             "loopline_shadow_skipped_total", "Rows not shadowed: the shadow was behind", ["model_version"]
         )
+        self.refused = prom.Counter(
+            "loopline_refused_requests_total", "Requests answered 4xx, by status and reason", ["status", "reason"]
+        )
+        self.unknown_levels = prom.Counter(
+            "loopline_unknown_levels_total", "Rows scored with a level the model does not know", ["feature"]
+        )
         self._label_series: dict[tuple, object] = {}  # (metric, *label values) -> its series (``_series``)
         self._shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopline-shadow")
         self._shadow_slots = threading.BoundedSemaphore(SHADOW_BACKLOG)
@@ -151,6 +163,8 @@ class ModelService:
         self._publish_route(self.scorer.route)
         # From here on only the watcher thread changes the route, and it republishes the gauge as it adopts one.
         self.scorer.watch(settings.route_poll_seconds, on_change=self._publish_route)
+        global _SERVICE
+        _SERVICE = self  # the refusal log records refused requests under this worker's route
         # What start-up made (MLflow, SQLAlchemy, BentoML, the boosters) lives as long as the process: out of
         # the garbage collector's sight, so its full collections do not walk it mid-request (a latency tail).
         gc.freeze()
@@ -191,7 +205,11 @@ class ModelService:
         self._log(result, request_ids, [result.seconds[v] for v in result.versions], clients)
         if result.route.shadow_version:
             self._shadow_later(rows, result, request_ids, clients)
-        return answers(result, request_ids, SPEC, Prediction)
+        unknown = unknown_levels(rows.values, SPEC)  # None unless the spec scores unknown levels
+        if unknown is not None:
+            for feature, count in Counter(f for flagged in unknown for f in flagged).items():
+                self.unknown_levels.labels(feature=feature).inc(count)
+        return answers(result, request_ids, SPEC, Prediction, unknown)
 
     def _shadow_later(self, rows, result, request_ids: list[str], clients: list[str]) -> None:
         """Hand the answered rows to the shadow thread; the answer does not wait for it."""
@@ -285,6 +303,9 @@ class ModelService:
             ("route_revision", [result.route.revision] * len(rows), feature, numerical),  # the route that served it
             ("logged_at", [time.time()] * len(rows), feature, numerical),  # UTC epoch: what windows select on
         ]
+        unknown = unknown_levels(rows.values, SPEC)
+        if unknown is not None:  # the inputs scored as unknown levels (features.unknown_levels: score)
+            columns.append(("unknown_levels", [",".join(f) for f in unknown], feature, categorical))
         self.prediction_log.write(columns)
 
     @bentoml.api(route="/ready")
@@ -294,6 +315,16 @@ class ModelService:
 
 
 _settings = get_settings()
+_SERVICE: ModelService | None = None  # this worker's service, once started
+_REFUSALS = RefusalLog(_settings.prediction_log_dir, SPEC)
+
+
+def record_refusal(refusal: Refusal) -> None:
+    """A request answered 4xx: into the refusal log beside the prediction log, and counted by reason."""
+    service = _SERVICE
+    line = _REFUSALS.record(refusal, service.scorer.route.revision if service is not None else None)
+    if service is not None:
+        service.refused.labels(status=str(refusal.status), reason=line["reason"]).inc()
 
 
 @functools.cache
@@ -317,4 +348,5 @@ protect(
     api_keys=_settings.api_keys,
     require_keys=_settings.require_api_keys,
     describe=serving_now,
+    on_refusal=record_refusal,
 )

@@ -24,6 +24,7 @@ from loopline.core.tasks import task_of
 from loopline.serving.auth import CLIENT_FIELD
 
 ENTITY_ID_MAX_LENGTH = 128
+LEVEL_MAX_LENGTH = 128  # an unknown level the spec scores (``features.unknown_levels``) is at most this long
 
 
 def _bool_as_level(value: object) -> object:
@@ -38,8 +39,12 @@ def application_model(spec: ModelSpec, name: str = "Application") -> type[BaseMo
     for feature, bounds in spec.features.numeric.items():
         number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=bounds.min, le=bounds.max)]
         fields[feature] = (number, ...) if feature in required else (number | None, None)
+    scored_unknown = spec.features.scored_unknown
     for feature, levels in spec.features.categorical.items():
         level = Literal[tuple(levels)]  # type: ignore[valid-type]
+        if feature in scored_unknown:  # any level; one the model does not know is scored as unknown, and flagged
+            described = f"one of {', '.join(levels)}; another level is scored as unknown and flagged"
+            level = Annotated[str, Field(strict=True, min_length=1, max_length=LEVEL_MAX_LENGTH, description=described)]
         if set(levels) == {"False", "True"}:  # a yes/no column: JSON true/false is its natural form
             level = Annotated[level, BeforeValidator(_bool_as_level)]
         fields[feature] = (level, ...) if feature in required else (level | None, None)
@@ -51,6 +56,20 @@ def application_model(spec: ModelSpec, name: str = "Application") -> type[BaseMo
         schema_extra = _missing_share_schema(spec)
     config = ConfigDict(extra="forbid", json_schema_extra=schema_extra or None)
     return create_model(name, __config__=config, __validators__=validators, **fields)
+
+
+def unknown_levels(values: dict[str, list], spec: ModelSpec) -> list[list[str]] | None:
+    """Per row, the inputs whose level the model does not know (scored as unknown); None if the spec refuses them."""
+    scored = spec.features.scored_unknown
+    if not scored:
+        return None
+    n = len(next(iter(values.values()), []))
+    flagged: list[list[str]] = [[] for _ in range(n)]
+    for name, levels in scored.items():
+        for i, value in enumerate(values.get(name) or ()):
+            if value is not None and str(value) not in levels:
+                flagged[i].append(name)
+    return flagged
 
 
 def allowed_missing(spec: ModelSpec) -> int:
@@ -100,23 +119,36 @@ def answer_model(spec: ModelSpec, name: str = "Prediction") -> type[BaseModel]:
     fields: dict = {"request_id": (str, ...), **task_of(spec).answer_fields(spec)}
     fields["model_version"] = (str, ...)
     fields["reasons"] = (list[str], Field(description="the features that moved this answer most"))
+    if spec.features.scored_unknown:
+        fields["unknown_levels"] = (
+            list[str],
+            Field(description="inputs sent with a level the model does not know: scored as unknown (missing)"),
+        )
     return create_model(name, **fields)
 
 
-def answers(scored, request_ids: list[str], spec: ModelSpec, model: type[BaseModel]) -> list[BaseModel]:
+def answers(
+    scored, request_ids: list[str], spec: ModelSpec, model: type[BaseModel], unknown: list[list[str]] | None = None
+) -> list[BaseModel]:
     """Answer rows from a ``Scored`` (``loopline.serving.online``), in the task's shape.
+
+    ``unknown``: per row, the inputs scored as unknown levels (``unknown_levels``), when the spec scores any.
 
     Built with ``model_construct``: the values come from the platform's own scoring, not from a
     client, so validating them again would only cost time (BentoML serialises them as they are).
     """
     a = scored.answers
     columns = a.fields(spec)
-    return [
-        model.model_construct(
-            request_id=rid,
-            **{field: values[i] for field, values in columns.items()},
-            model_version=scored.versions[i],
-            reasons=a.reasons[i],
+    rows = []
+    for i, rid in enumerate(request_ids):
+        extra = {} if unknown is None else {"unknown_levels": unknown[i]}
+        rows.append(
+            model.model_construct(
+                request_id=rid,
+                **{field: values[i] for field, values in columns.items()},
+                model_version=scored.versions[i],
+                reasons=a.reasons[i],
+                **extra,
+            )
         )
-        for i, rid in enumerate(request_ids)
-    ]
+    return rows

@@ -8,12 +8,20 @@ anything is parsed by BentoML:
   pickle, or JSON declared in another charset;
 - 413 to a body over ``max_body_bytes``: at once from ``Content-Length``, or as soon
   as a streamed body passes the limit, without reading the rest;
-- 400 to a body that is not one unambiguous JSON document: not UTF-8, malformed, a
+- 400 to a body that is not one unambiguous JSON document: empty (on a route that
+  takes input), a byte order mark or a NUL byte (UTF-16/32), not UTF-8, malformed,
+  more than one document, nested beyond ``MAX_DEPTH``, a lone surrogate escape
+  (``"\\ud800"``: not a character; pydantic would fail on it later with a 422), a
   key twice in one object (the key is named: JSON parsers disagree on which copy
   wins), NaN or ±Infinity (not JSON; ``non-finite number not allowed``);
 - 422 to a document that does not fit the request: not an object, or an unknown
   top-level key (named). Field-level problems (types, ranges, levels) are left to
   the API's pydantic model, and BentoML's answer to them becomes a 422 here too.
+
+Every refused request (4xx) is logged as one WARNING line (status, reason, where in the
+body, client, address; no traceback: BentoML's own ERROR record with its traceback for a
+client error is filtered out) and handed to ``on_refusal`` (the service's refusal log,
+``loopline.serving.refusal_log``).
 
 Every error response of a guarded route, whoever raised it, leaves with the body
 ``ErrorBody`` (one line naming the problem, then one entry per problem with its
@@ -33,12 +41,15 @@ because no faster parser reports duplicate keys; error responses alone are buffe
 
 from __future__ import annotations
 
+import codecs
 import json
+import logging
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from loopline.serving.auth import CLIENT_FIELD, OPEN_CLIENT, ApiKeyError, ApiKeys, presented_key
 
@@ -54,7 +65,8 @@ SCHEMA_REF = "#/components/schemas/"
 ERROR_SCHEMA_NAME = "ErrorBody"
 # Every error status a guarded route answers with, as documented in the OpenAPI.
 ERROR_RESPONSES: dict[int, str] = {
-    400: "Not one readable JSON document: not UTF-8, malformed, a duplicate key, or a non-finite number",
+    400: "Not one readable JSON document: empty, not UTF-8 (or with a byte order mark), malformed, nested too "
+    "deeply, a lone surrogate escape, a duplicate key, or a non-finite number",
     401: "No valid API key: send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
     404: "Not found",
     413: "Request body larger than the service reads",
@@ -94,6 +106,65 @@ class ErrorBody(BaseModel):
 
     error: str = Field(description="One line naming the problem (the first of several, with their count)")
     detail: list[ErrorDetail] = Field(description="Each problem found, with where it is")
+
+
+log = logging.getLogger(__name__)
+BENTOML_ERROR_LOGGER = "bentoml._internal.server.http_app"  # where BentoML logs every API exception, as ERROR
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A request answered 4xx (by the guard or by the API's own validation): what the warning line and the
+    refusal log say about it."""
+
+    method: str
+    path: str
+    status: int
+    client: str  # the API key's client; "unknown" before a key was accepted
+    peer: str  # the client's address, as the server saw it
+    body: ErrorBody
+    document: Any = None  # the parsed body; None when it was not readable
+    rows_key: str | None = None  # the top-level key holding the request's rows, as the client sent it
+
+    @property
+    def rows(self) -> int:
+        """How many rows the refused request carried (0: none could be read)."""
+        rows = self.document.get(self.rows_key) if isinstance(self.document, dict) and self.rows_key else None
+        return len(rows) if isinstance(rows, list) else 0
+
+    def line(self) -> str:
+        """One log line: status, reason, where, client; no traceback, no control characters from the client."""
+        detail = self.body.detail[0] if self.body.detail else None
+        where = format_loc(detail.loc) if detail else ""
+        text = f"refused {self.method} {self.path}: {self.status} {detail.type if detail else _KINDS.get(self.status)}"
+        text += f" at {where}" if where else ""
+        text += f" from client {self.client!r} ({self.peer}): {self.body.error}"
+        return _printable(text)[:600]
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+class _ClientErrorsQuiet(logging.Filter):
+    """Drops BentoML's ERROR record (with its traceback) for a request the client got wrong: the guard logs
+    one WARNING line for it instead. Server errors (5xx) keep theirs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is None:
+            return True
+        if isinstance(error, ValidationError):
+            return False
+        code = getattr(error, "error_code", None)
+        return not (isinstance(code, int) and 400 <= code < 500)
+
+
+def quiet_client_errors(logger_name: str = BENTOML_ERROR_LOGGER) -> None:
+    """Install the filter once on BentoML's API error logger."""
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, _ClientErrorsQuiet) for f in logger.filters):
+        logger.addFilter(_ClientErrorsQuiet())
 
 
 class EdgeError(Exception):
@@ -174,16 +245,95 @@ def _refuse_constant(constant: str) -> Any:
 _STRICT = json.JSONDecoder(object_pairs_hook=_unique_pairs, parse_constant=_refuse_constant)
 
 
-def parse_json_body(body: bytes) -> Any:
-    """The one JSON document in ``body``; EdgeError 400 naming what makes it unreadable."""
+MAX_DEPTH = 32  # arrays and objects nested in one another; a request needs 3
+_BOMS = (  # longest first: UTF-32's little-endian mark begins with UTF-16's
+    (codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"), (codecs.BOM_UTF8, "UTF-8"),
+    (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"),
+)  # fmt: skip
+
+
+def _check_encoding(body: bytes) -> str:
+    """The body as text; EdgeError 400 naming a byte order mark, a NUL byte (UTF-16/32) or a byte not UTF-8."""
+    for mark, encoding in _BOMS:
+        if body.startswith(mark):
+            shown = " ".join(f"{b:02X}" for b in mark)
+            if encoding == "UTF-8":
+                message = f"the body starts with a UTF-8 byte order mark ({shown}): send JSON without it"
+            else:
+                message = f"the body starts with a {encoding} byte order mark ({shown}): send JSON as UTF-8"
+            raise EdgeError(400, "byte_order_mark", message)
+    nul = body.find(b"\x00")
+    if nul >= 0:
+        raise EdgeError(
+            400, "invalid_encoding",
+            f"the body has a NUL byte at offset {nul} (UTF-16 or UTF-32?): send JSON as UTF-8",
+        )  # fmt: skip
     try:
-        text = body.decode("utf-8")
+        return body.decode("utf-8")
     except UnicodeDecodeError as err:
         raise EdgeError(
             400, "invalid_encoding", f"the body is not valid UTF-8: byte 0x{body[err.start]:02x} at offset {err.start}"
         ) from None
+
+
+def _too_deep() -> EdgeError:
+    return EdgeError(
+        400, "too_deep", f"the body nests arrays and objects more than {MAX_DEPTH} levels deep (a request needs 3)"
+    )
+
+
+def _depth_over(document: Any, limit: int) -> bool:
+    """Whether ``document`` nests arrays and objects more than ``limit`` levels deep (level by level, no recursion).
+
+    A node's values are typed in one C-level pass (``set(map(type, ...))``); only a node holding a
+    container is walked in Python: a request's rows are flat, so this costs a fraction of the parse.
+    """
+    level = [document] if type(document) in (dict, list) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        deeper: list[Any] = []
+        for node in level:
+            values = node.values() if type(node) is dict else node
+            kinds = set(map(type, values))
+            if dict in kinds or list in kinds:  # the parser makes exactly these types
+                deeper.extend(v for v in values if type(v) is dict or type(v) is list)
+        level = deeper
+    return False
+
+
+def _lone_surrogate(node: Any) -> Any:
+    """For ``_locate``: the key or string that holds a lone surrogate (not a Unicode character)."""
+    if isinstance(node, _Pairs):
+        for key, _ in node:
+            if _has_surrogate(key):
+                return key
+        return None
+    return isinstance(node, str) and _has_surrogate(node)
+
+
+def _has_surrogate(text: str) -> bool:
     try:
-        return _STRICT.decode(text)
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def parse_json_body(body: bytes) -> Any:
+    """The one JSON document in ``body``; EdgeError 400 naming what makes it unreadable.
+
+    Beyond the standard library's parser, what it accepts and pydantic's (BentoML's) would not,
+    or would report as a field problem, is refused here by name: a byte order mark, a NUL byte,
+    nesting beyond ``MAX_DEPTH`` and a lone surrogate escape (``"\\ud800"``).
+    """
+    text = _check_encoding(body)
+    if not text.strip(" \t\r\n"):
+        raise EdgeError(400, "empty_body", "the body is empty (only whitespace): send one JSON object")
+    try:
+        document = _STRICT.decode(text)
     except _DuplicateKey as err:
         key = err.key
         loc = _locate(text, lambda node: _duplicate_of(node, key))
@@ -195,13 +345,25 @@ def parse_json_body(body: bytes) -> Any:
             400, "non_finite_number", f"non-finite number not allowed ({err.constant} is not JSON)", loc
         ) from None
     except json.JSONDecodeError as err:
+        what = "more than one JSON document" if err.msg == "Extra data" else err.msg
         raise EdgeError(
-            400, "invalid_json", f"the body is not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})"
+            400, "invalid_json", f"the body is not valid JSON: {what} (line {err.lineno}, column {err.colno})"
         ) from None
     except RecursionError:
-        raise EdgeError(400, "invalid_json", "the body is not valid JSON: nested too deeply") from None
+        raise _too_deep() from None
     except ValueError as err:  # e.g. an integer with more digits than Python converts
         raise EdgeError(400, "invalid_json", f"the body is not valid JSON: {err}") from None
+    if _depth_over(document, MAX_DEPTH):
+        raise _too_deep()
+    if "\\u" in text:  # only an escape can make a lone surrogate (raw UTF-8 ones fail decoding above)
+        loc = _locate(text, _lone_surrogate)
+        if loc or _lone_surrogate(document) is True:
+            raise EdgeError(
+                400, "lone_surrogate",
+                "a lone surrogate escape (\\ud800-\\udfff without its pair) is not a Unicode character: "
+                "send the character itself, or both halves of its pair", loc,
+            )  # fmt: skip
+    return document
 
 
 def check_top_level(document: Any, allowed: Sequence[str]) -> None:
@@ -307,6 +469,11 @@ def _message(error: Mapping[str, Any], document: Any) -> str:
         return f"expected an object, got {got}"
     if kind == "extra_forbidden":
         return "unknown key"
+    if kind == "literal_error":  # a categorical level the spec does not know
+        value = _value_at(document, error.get("loc") or ())
+        expected = str(error.get("msg") or "").removeprefix("Input should be ")
+        sent = repr(value) if isinstance(value, str) else json_kind(value)
+        return f"{sent} is not allowed: expected {expected}" if expected else f"{sent} is not allowed"
     if kind == "missing":
         return "required key missing"
     if kind == "value_error":  # a row-level rule of the request model (e.g. too many features missing)
@@ -442,9 +609,12 @@ class EdgeGuard:
         self, app: ASGIApp, routes: Mapping[str, Sequence[str]], max_body_bytes: int, docs_path: str = DOCS_PATH,
         api_keys: ApiKeys | None = None, open_paths: Sequence[str] = (),
         client_rows: Mapping[str, str | Sequence[str]] | None = None,
-        describe: Callable[[], str] | None = None,
+        describe: Callable[[], str] | None = None, on_refusal: Callable[[Refusal], None] | None = None,
     ) -> None:  # fmt: skip
         """``client_rows``: path -> the top-level key (or keys) whose list of rows gets each row's client name.
+
+        ``on_refusal``: called with each request answered 4xx (after its one WARNING line), e.g. to
+        write it to the refusal log; its failure is logged, never the client's problem.
 
         ``describe``: what is serving right now, in words; the OpenAPI document's title and version
         say it (BentoML's name the Bento's pinned model, which need not be the one answering).
@@ -459,7 +629,9 @@ class EdgeGuard:
         self.open_paths = set(open_paths)
         self.client_rows = dict(client_rows or {})
         self.describe = describe
+        self.on_refusal = on_refusal
         self._docs: dict | None = None
+        quiet_client_errors()  # BentoML's ERROR + traceback per refused request becomes our one WARNING line
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -478,6 +650,7 @@ class EdgeGuard:
             client = self._authenticate(scope, path)
         except EdgeError as err:
             challenge = [(b"www-authenticate", b'Bearer realm="loopline"')]
+            self._refused(scope, err.status, err.body(), "unknown", None)
             await _send_json(send, err.status, err.body().model_dump_json().encode(), challenge)
             return
         if scope.get("method") == "POST":
@@ -487,12 +660,32 @@ class EdgeGuard:
                 if rows is not None:
                     body, scope = _with_client(document, rows, client, body, scope, self.api_keys is not None)
             except EdgeError as err:
+                self._refused(scope, err.status, err.body(), client, document)
                 await _send_json(send, err.status, err.body().model_dump_json().encode())
                 return
             except _Disconnected:
                 return
             receive = _replay(body, receive)
-        await self.app(scope, receive, _ErrorBodies(send, document, scope))
+
+        def refused(status: int, error: ErrorBody) -> None:
+            self._refused(scope, status, error, client, document)
+
+        await self.app(scope, receive, _ErrorBodies(send, document, scope, refused))
+
+    def _refused(self, scope: Scope, status: int, body: ErrorBody, client: str, document: Any) -> None:
+        """One WARNING line per refused request (never a traceback), then the refusal hook."""
+        peer = scope.get("client") or ("?", 0)
+        path = scope.get("path", "")
+        refusal = Refusal(
+            method=str(scope.get("method")), path=path, status=status, client=client, peer=str(peer[0]),
+            body=body, document=document, rows_key=sent_rows_key(document, self.client_rows.get(path)),
+        )  # fmt: skip
+        log.warning("%s", refusal.line())
+        if self.on_refusal is not None:
+            try:
+                self.on_refusal(refusal)
+            except Exception:  # the refusal log must never turn a 4xx into a 500
+                log.exception("recording a refused request failed")
 
     def _authenticate(self, scope: Scope, path: str) -> str:
         """The client's name; EdgeError 401 without a valid key (never echoing it). Open: OPEN_CLIENT."""
@@ -519,8 +712,11 @@ class EdgeGuard:
             if length > self.max_body_bytes:
                 raise self._too_large(f"the body ({length} bytes)")
         body = await self._read(receive)
-        if not body:
-            document: Any = {}  # BentoML reads an empty body as {}: the route's own fields decide
+        if not body.strip(b" \t\r\n"):
+            if allowed:  # not one JSON document (BentoML would read it as {} and answer 422 "missing")
+                keys = ", ".join(repr(k) for k in allowed)
+                raise EdgeError(400, "empty_body", f"the body is empty: send one JSON object with {keys}")
+            return b"", {}  # a route that takes nothing (the readiness probe)
         else:
             if content_type is None:
                 raise EdgeError(415, "unsupported_media_type", f"no Content-Type: send the body as {JSON_MEDIA_TYPE}")
@@ -568,6 +764,14 @@ class EdgeGuard:
         await _send_json(send, 200, json.dumps(document).encode())
 
 
+def sent_rows_key(document: Any, rows_keys: str | Sequence[str] | None) -> str | None:
+    """The key the rows were sent under: the first of ``rows_keys`` (key, then aliases) present, else the key."""
+    if not rows_keys:
+        return None
+    keys = (rows_keys,) if isinstance(rows_keys, str) else tuple(rows_keys)
+    return next((k for k in keys if isinstance(document, dict) and k in document), keys[0])
+
+
 def _with_client(
     document: Any, rows_keys: str | Sequence[str], client: str, body: bytes, scope: Scope, inject: bool
 ) -> tuple[bytes, Scope]:
@@ -577,8 +781,7 @@ def _with_client(
     A row that already names a client is refused: only the guard may say who sent it. Without
     keys (``inject`` False) nothing is rewritten: the service logs such rows as OPEN_CLIENT.
     """
-    keys = (rows_keys,) if isinstance(rows_keys, str) else tuple(rows_keys)
-    rows_key = next((k for k in keys if isinstance(document, dict) and k in document), keys[0])
+    rows_key = sent_rows_key(document, rows_keys)
     rows = document.get(rows_key) if isinstance(document, dict) else None
     if not isinstance(rows, list):
         return body, scope  # the API's own model answers what is wrong with it
@@ -637,10 +840,13 @@ class _Captured:
 class _ErrorBodies:
     """Passes successful responses straight through; holds an error response and sends it as an ErrorBody."""
 
-    def __init__(self, send: Send, document: Any, scope: Scope) -> None:
+    def __init__(
+        self, send: Send, document: Any, scope: Scope, refused: Callable[[int, ErrorBody], None] | None = None
+    ) -> None:
         self.send = send
         self.document = document
         self.scope = scope
+        self.refused = refused
         self.start: Message | None = None
         self.chunks: list[bytes] = []
 
@@ -656,6 +862,8 @@ class _ErrorBodies:
         if message.get("more_body", False):
             return
         status, body = normalise_error(self.start["status"], b"".join(self.chunks), self.document, self.scope)
+        if self.refused is not None and 400 <= status < 500:
+            self.refused(status, body)
         dropped = (b"content-type", b"content-length")
         keep = [(k, v) for k, v in self.start.get("headers") or () if k.lower() not in dropped]
         self.start = None
@@ -683,6 +891,7 @@ def client_rows_of(service: Any) -> dict[str, tuple[str, ...]]:
 def protect(
     service: Any, max_body_bytes: int, api_keys: Sequence[tuple[str, str]] = (), require_keys: bool = False,
     open_paths: Sequence[str] = ("/ready",), describe: Callable[[], str] | None = None,
+    on_refusal: Callable[[Refusal], None] | None = None,
 ) -> None:  # fmt: skip
     """Put an EdgeGuard in front of every API route of a BentoML service (``service.apis``).
 
@@ -700,5 +909,5 @@ def protect(
     }
     service.add_asgi_middleware(
         EdgeGuard, routes=routes, max_body_bytes=max_body_bytes, api_keys=ApiKeys(api_keys),
-        open_paths=open_paths, client_rows=client_rows_of(service), describe=describe,
+        open_paths=open_paths, client_rows=client_rows_of(service), describe=describe, on_refusal=on_refusal,
     )  # fmt: skip
