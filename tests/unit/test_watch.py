@@ -4,10 +4,11 @@ a moved base rate, the concept check's noise at a window's size, and what moved 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from loopline.monitoring import impact
+from loopline.monitoring import concept, detection, impact, verdicts
 from tests.unit import watch_data as wd
 
 
@@ -41,3 +42,93 @@ def test_the_classifier_estimate_is_the_realised_auc_on_the_champions_unseen_row
     assert np.mean(np.abs(errors)) <= 0.01, errors
     text = " ".join(impact.judge(estimator, unseen, window, spec, spec.monitoring).reasons(spec.monitoring))
     assert "well calibrated" in text and "unseen rows" in text
+
+
+# --- the concept check: a window's size, a moved base rate ------------------------------------------------------
+
+RARE = -1.5  # a rarer positive class (about 6%): a 600-row window holds some 35 positives, its AUC is noisy
+
+
+@pytest.fixture(scope="module")
+def rare(folder):
+    spec = wd.spec_folder(folder, "binary", name="watch_rare")
+    return wd.champion(spec, shift=RARE)
+
+
+def _labelled(champion, rows: pd.DataFrame) -> pd.DataFrame:
+    return champion.answer(rows).assign(model_version="1")
+
+
+def test_stable_600_row_labelled_windows_raise_no_concept_alarm_and_a_real_drop_still_does(rare):
+    spec, policy = rare.spec, rare.spec.monitoring
+    verdicts, drops = [], []
+    for seed in range(100):
+        window = _labelled(rare, wd.label(wd.inputs(600, 500 + seed, week=6), "binary", 500 + seed, RARE))
+        quality = concept.live_quality(window, spec)["1"]
+        drops.append(rare.holdout_quality - quality.value)
+        verdicts.append(concept.concept_verdict(quality, rare.holdout_quality, policy, spec))
+    beyond_tolerance = sum(d > policy.max_quality_drop for d in drops)
+    assert beyond_tolerance > 5, "the windows are noisy enough that a fixed tolerance alone false-alarms"
+    alarms = [v.reason for v in verdicts if v.confirmed]
+    assert len(alarms) <= 5, alarms  # at most the significance's share (p_value 0.05) of 100 stable windows
+    assert "sampling noise gives at 600 labelled rows" in verdicts[0].reason
+    caught = 0
+    rate = float(rare.unseen["outcome"].mean())
+    same_rate = float(np.log(rate / (1 - rate))) - wd.BASE_LOGIT
+    for seed in range(20):  # the inputs no longer say anything about the outcome (at the same rate): concept drift
+        rows = wd.label(wd.inputs(600, 700 + seed, week=6), "binary", 700 + seed, same_rate, strength=0.0)
+        quality = concept.live_quality(_labelled(rare, rows), spec)["1"]
+        caught += concept.concept_verdict(quality, rare.holdout_quality, policy, spec).confirmed
+    assert caught >= 18
+
+
+# Each task's prior shift: the outcome moved evenly, the inputs as they were (binary: the positive rate 0.154 -> 0.300).
+PRIOR = {"binary": None, "multiclass": 0.8, "regression": 0.25}
+
+
+@pytest.fixture(scope="module", params=sorted(PRIOR))
+def model(request, folder):
+    task = request.param
+    spec = wd.spec_folder(folder, task)
+    shift = wd.logit_shift_for(0.154, wd.inputs(20_000, 9)) if task == "binary" else 0.0
+    return task, shift, wd.champion(spec, shift=shift)
+
+
+def _prior_verdict(champion, window: pd.DataFrame) -> concept.ConceptVerdict:
+    spec = champion.spec
+    quality = concept.live_quality(window, spec)["1"]
+    shifts = concept.outcome_shifts(window, champion.unseen, spec, spec.monitoring)
+    holdout_se = concept.holdout_se(champion.holdout, spec)
+    return concept.concept_verdict(quality, champion.holdout_quality, spec.monitoring, spec, shifts, holdout_se)
+
+
+def test_a_moved_base_rate_with_the_inputs_unchanged_is_concept_drift(model):
+    task, shift, champion = model
+    spec, policy = champion.spec, champion.spec.monitoring
+    rows = wd.inputs(2_000, 41, week=6)
+    moved = wd.logit_shift_for(0.30, rows) if task == "binary" else shift + PRIOR[task]
+    window = _labelled(champion, wd.label(rows, task, 41, moved))
+    if task == "binary":
+        assert window["outcome"].mean() == pytest.approx(0.30, abs=0.03)
+        assert champion.unseen["outcome"].mean() == pytest.approx(0.154, abs=0.02)
+    verdict = _prior_verdict(champion, window)
+    assert verdict.confirmed and verdict.outcomes_moved and verdict.verdict == "concept_drift", verdict.reason
+    if task != "regression":  # a regressor's errors grow with a moved mean; a classifier's ranking holds
+        assert not verdict.quality_dropped, "the ranking held: the live metric alone does not see a moved base rate"
+    label = {"binary": "positive rate", "multiclass": "share", "regression": "mean outcome"}[task]
+    assert label in verdict.reason and "moved away from the predictions" in verdict.reason
+    assert verdict.to_dict()["outcomes"][0]["text"]
+    detector = detection.fit_detector(champion.train, spec, policy.p_value)
+    report = detection.check(detector, champion.train, window, spec, {}, None, None, policy)
+    assert report.verdict == "stable", "the inputs did not move"
+    assert verdicts.grade(report, None, verdict) == "concept_drift"
+
+
+def test_stable_labelled_windows_keep_their_outcomes_where_the_predictions_say(model):
+    task, shift, champion = model
+    moved = []
+    for seed in range(50):
+        window = _labelled(champion, wd.label(wd.inputs(600, 900 + seed, week=6), task, 900 + seed, shift))
+        verdict = _prior_verdict(champion, window)
+        moved += [verdict.reason] if verdict.outcomes_moved else []
+    assert len(moved) <= 2, moved  # at most the significance's share of 50 windows

@@ -129,9 +129,11 @@ def label(rows: pd.DataFrame, task: str, seed: int, shift: float = 0.0, strength
     return rows.assign(amount=amount.round(2))
 
 
-def table(task: str, weeks: int, rows_a_week: int, seed: int, strength: float = 1.0) -> pd.DataFrame:
+def table(
+    task: str, weeks: int, rows_a_week: int, seed: int, strength: float = 1.0, shift: float = 0.0
+) -> pd.DataFrame:
     return pd.concat(
-        [label(inputs(rows_a_week, seed, w), task, seed + w, strength=strength) for w in range(weeks)],
+        [label(inputs(rows_a_week, seed, w), task, seed + w, shift, strength) for w in range(weeks)],
         ignore_index=True,
     )
 
@@ -157,7 +159,13 @@ class Champion:
 
 
 def champion(
-    spec: ModelSpec, weeks: int = 6, rows_a_week: int = 4_000, seed: int = 1, strength: float = 1.0, **params
+    spec: ModelSpec,
+    weeks: int = 6,
+    rows_a_week: int = 4_000,
+    seed: int = 1,
+    strength: float = 1.0,
+    shift: float = 0.0,
+    **params,
 ) -> Champion:
     """Trained and answered the way the train DAG and drift_flow.reference_of do it; ``params``: LightGBM overrides."""
     from loopline.core.tasks import task_of
@@ -166,7 +174,7 @@ def champion(
     if params:
         training = spec.training.model_copy(update={"params": {**spec.training.params, **params}})
         spec = spec.model_copy(update={"training": training})
-    frame = table(spec.task, weeks, rows_a_week, seed, strength)
+    frame = table(spec.task, weeks, rows_a_week, seed, strength, shift)
     split = trainer.time_split(trainer.labelled(frame, spec), spec)
     params = {**dict(spec.training.params), "seed": spec.training.seed}
     booster = trainer.train(split, spec, params).booster

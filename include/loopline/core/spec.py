@@ -274,9 +274,13 @@ class DriftPolicy(_Strict):
     noise_multiple: float = Field(3.0, ge=1)  # effect sizes must also be this many times their no-shift expectation
     score_psi: float = Field(0.2, gt=0)  # score-distribution PSI that confirms on its own (with p < p_value)
     min_labelled: int = Field(300, ge=10)  # labelled live rows before live quality is judged
-    # Live quality worse than the holdout's by more than this: concept drift (the task's live metric:
-    # binary AUC, multiclass accuracy, regression sMAPE).
+    # Live quality worse than the holdout's by more than this, and than sampling noise gives at the window's
+    # labelled rows (at one-sided p_value): concept drift (the task's live metric: binary AUC, multiclass
+    # accuracy, regression sMAPE).
     max_quality_drop: float = Field(0.05, ge=0)
+    # Outcomes that moved away from the predictions (a base rate, a class's share, the mean outcome), significant at
+    # p_value and beyond this (absolute; regression: a share of the mean |outcome|): concept drift.
+    max_outcome_shift: float = Field(0.05, gt=0)
     # The impact on the model (loopline.monitoring.impact): estimated quality before labels, and the answers' mix.
     max_estimated_drop: float = Field(0.05, ge=0)  # estimated live metric worse than on unseen rows by more: at risk
     max_mix_shift: float = Field(0.08, gt=0, le=1)  # a decision's / class's share moved by more (absolute): at risk

@@ -179,7 +179,11 @@ def check(
     effect = impact.judge(estimator, unseen, current, spec, policy, answer=ref.answer)
     labelled = labelled_live(model, champion.version, settings, logged)
     quality = concept_drift.live_quality(labelled, spec)
-    concept = concept_drift.concept_verdict(quality.get(champion.version), champion.holdout_quality, policy, spec)
+    concept = concept_drift.concept_verdict(
+        quality.get(champion.version), champion.holdout_quality, policy, spec,
+        outcomes=concept_drift.outcome_shifts(labelled, unseen, spec, policy),
+        holdout_se=concept_drift.holdout_se(ref.holdout, spec),
+    )  # fmt: skip
     verdict = verdicts.grade(report, effect, concept)
 
     state = MonitoringState(settings.state_db_uri)
