@@ -132,3 +132,73 @@ def test_stable_labelled_windows_keep_their_outcomes_where_the_predictions_say(m
         verdict = _prior_verdict(champion, window)
         moved += [verdict.reason] if verdict.outcomes_moved else []
     assert len(moved) <= 2, moved  # at most the significance's share of 50 windows
+
+
+# --- moved answers, held quality ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def binary(folder):
+    spec = wd.spec_folder(folder, "binary", name="watch_answers")
+    champion = wd.champion(spec)
+    return champion, impact.fit_estimator(spec, champion.valid, champion.holdout, champion.calibration)
+
+
+def _graded(champion, estimator, window: pd.DataFrame, policy) -> tuple[str, impact.Impact]:
+    spec = champion.spec
+    detector = detection.fit_detector(champion.train, spec, policy.p_value)
+    report = detection.check(
+        detector, champion.train, window, spec, {}, champion.unseen["score"].to_numpy(), window["score"].to_numpy(),
+        policy,
+    )  # fmt: skip
+    effect = impact.judge(estimator, champion.unseen, window, spec, policy)
+    return verdicts.grade(report, effect, concept.concept_verdict(None, 0.8, policy, spec)), effect
+
+
+def test_answers_that_moved_while_quality_holds_are_an_output_shift_that_alerts_and_does_not_retrain(binary):
+    champion, estimator = binary
+    policy = champion.spec.monitoring
+    rows = wd.inputs(2_000, 51, week=6)
+    rows["x_debt"] = rows["x_debt"] + 0.5  # more indebted applicants: more declines, the model as good on them
+    window = champion.answer(wd.label(rows, "binary", 51))
+    verdict, effect = _graded(champion, estimator, window, policy)
+    realised = roc_auc_score(window["outcome"], window["score"])
+    assert realised > champion.holdout_quality - policy.max_estimated_drop, "realised quality held"
+    assert effect.mix_moved and not effect.quality_at_risk
+    assert verdict == "output_shift", (verdict, effect.reasons(policy))
+    assert verdicts.decide_alert(verdict, wd.T0.to_pydatetime(), [], policy).alert
+    wanted, why = verdicts.wants_retrain(verdict, [], policy)
+    assert not wanted and "no retrain" in why
+    # the spec decides: a team that wants a retrain when its answers move says so
+    eager = policy.model_copy(update={"retrain_on": ["output_shift", "performance_risk", "concept_drift"]})
+    assert verdicts.wants_retrain(verdict, [], eager)[0]
+    assert verdicts.HEADLINES[verdict].startswith("OUTPUT SHIFT")
+
+
+def test_an_estimated_drop_is_still_a_performance_risk(binary):
+    champion, estimator = binary
+    policy = champion.spec.monitoring
+    rows = wd.inputs(2_000, 52, week=6)
+    rows["x_debt"], rows["x_score"] = 0.6, 650.0  # the two inputs that separate most stop varying: ranking is harder
+    window = champion.answer(wd.label(rows, "binary", 52))
+    verdict, effect = _graded(champion, estimator, window, policy)
+    assert effect.quality_at_risk and verdict == "performance_risk", effect.reasons(policy)
+    assert verdicts.wants_retrain(verdict, [], policy)[0]
+
+
+def test_the_spec_takes_output_shift_and_still_refuses_unknown_verdicts(folder):
+    import yaml
+
+    from loopline.core.spec import SpecError, load_spec
+
+    spec = wd.spec_folder(folder, "binary", name="watch_policy")
+    assert "output_shift" in spec.monitoring.alert_on and "output_shift" not in spec.monitoring.retrain_on
+    path = spec.model_dir / "spec.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["monitoring"] = {"alert_on": ["output_shift"], "retrain_on": ["output_shift", "concept_drift"]}
+    path.write_text(yaml.safe_dump(raw))
+    assert load_spec("watch_policy", folder).monitoring.retrain_on == ["output_shift", "concept_drift"]
+    raw["monitoring"]["retrain_on"] = ["answers_moved"]
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SpecError, match="retrain_on"):
+        load_spec("watch_policy", folder)

@@ -240,7 +240,9 @@ class RuntimeSpec(_Strict):
         return value
 
 
-AlertingVerdict = Literal["feature_drift", "performance_risk", "concept_drift"]
+# The verdicts that can alert or retrain (loopline.monitoring.verdicts); output_shift: the answers moved while the
+# quality is estimated to hold (before it, such windows were performance_risk).
+AlertingVerdict = Literal["feature_drift", "output_shift", "performance_risk", "concept_drift"]
 
 
 class DriftPolicy(_Strict):
@@ -287,7 +289,7 @@ class DriftPolicy(_Strict):
     max_quantile_shift: float = Field(0.15, gt=0)  # a prediction quantile moved by more x the 10-90% range: at risk
     # What each verdict does: alert people, start a retrain (within cooldown and weekly budget).
     alert_on: list[AlertingVerdict] = Field(
-        default_factory=lambda: ["feature_drift", "performance_risk", "concept_drift"]
+        default_factory=lambda: ["feature_drift", "output_shift", "performance_risk", "concept_drift"]
     )
     retrain_on: list[AlertingVerdict] = Field(default_factory=lambda: ["performance_risk", "concept_drift"])
     min_consecutive_windows: int = Field(1, ge=1)  # a retrain needs this many checks in a row with such a verdict

@@ -15,6 +15,7 @@ body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;co
 h1{font-size:1.5em;margin-bottom:.2em} h2{font-size:1.15em;margin-top:1.6em}
 .verdict{display:inline-block;padding:.3em .8em;border-radius:4px;font-weight:600;color:#fff}
 .concept_drift,.performance_risk{background:#c0392b}.feature_drift{background:#d68910}
+.output_shift{background:#b9770e}
 .stable{background:#27ae60}.insufficient{background:#7f8c8d}
 table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
 th,td{border-bottom:1px solid #ddd;padding:.35em .7em;text-align:right}
