@@ -202,3 +202,58 @@ def test_the_spec_takes_output_shift_and_still_refuses_unknown_verdicts(folder):
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(SpecError, match="retrain_on"):
         load_spec("watch_policy", folder)
+
+
+# --- the report ---------------------------------------------------------------------------------------------------
+
+
+def test_the_report_shows_signed_moves_with_where_each_input_was_and_is_and_escapes_every_value(binary):
+    import ast
+    import inspect
+    import re
+
+    from loopline.monitoring import report_page
+
+    champion, estimator = binary
+    spec, policy = champion.spec, champion.spec.monitoring
+    rows = wd.inputs(3_000, 61, week=6)
+    rows["x_income"] = rows["x_income"] * 0.7  # incomes fall
+    rows["x_kind"] = np.where(np.arange(len(rows)) % 2 == 0, "d", rows["x_kind"])  # half the rows become "d"
+    window = champion.answer(wd.label(rows, "binary", 61))
+    detector = detection.fit_detector(champion.train, spec, policy.p_value)
+    report = detection.check(
+        detector, champion.train, window, spec, {}, champion.unseen["score"].to_numpy(), window["score"].to_numpy(),
+        policy,
+    )  # fmt: skip
+    income = next(f for f in report.features if f.name == "x_income")
+    assert income.drifted and income.signed_shift < -0.2 and income.current_mean < income.reference_mean
+    assert income.current_median == pytest.approx(float(np.median(rows["x_income"])))
+    assert "mean -" in detection.effect_text(income) and " → " in detection.effect_text(income)
+    kind = next(f for f in report.features if f.name == "x_kind")
+    level, before, after = kind.level_shares()[0]
+    assert level == "d" and before == pytest.approx(0.1, abs=0.02) and after == pytest.approx(0.55, abs=0.03)
+    assert "d 10% → 55% (+45 points)" in detection.effect_text(kind)
+    assert report.feature_rows()[0]["signed_shift"] is not None
+
+    # p-values that underflow (alibi-detect's float32) and a context value with markup: escaped, never raw
+    underflowed = [f if f.name != "x_income" else type(f)(**{**f.__dict__, "p_value": 0.0}) for f in report.features]
+    report = type(report)(**{**report.__dict__, "features": tuple(underflowed)})
+    labelled = _labelled(champion, wd.label(rows, "binary", 61, shift=1.0))
+    judged = _prior_verdict(champion, labelled)
+    page = report_page.render_html(
+        report, context={"note": "<script>alert(1)</script>"}, verdict="concept_drift",
+        impact=impact.judge(estimator, champion.unseen, window, spec, policy), concept=judged,
+    )  # fmt: skip
+    text = re.sub(r"<svg.*?</svg>", "", page, flags=re.S)
+    assert "< 1e-38" not in text and "&lt; 1e-38" in text and "<script>" not in text
+    assert "&lt;script&gt;" in text
+    tags = set(re.findall(r"</?([a-zA-Z0-9]+)", text))
+    assert tags <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "span", "table", "thead",
+                    "tbody", "tr", "th", "td", "ul", "li", "div", "svg"}, tags  # fmt: skip
+    assert "mean 4" in text and "d 10% → 55%" in text and "SD</td>" in text and "-0." in text
+    assert "positive rate" in text and "MOVED" in text and "Labels: realised quality and outcomes" in text
+
+    # layering: the report depends on detection, never the reverse
+    tree = ast.parse(inspect.getsource(detection))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "loopline.monitoring.report_page" not in imported and not hasattr(detection.DriftReport, "to_html")

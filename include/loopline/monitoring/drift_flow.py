@@ -285,8 +285,10 @@ def _log_report(
     context = {"model": model, "champion": f"v{champion.version}", "window end": window_end.isoformat()}
     if effect.calibration:
         context["calibration (estimate)"] = effect.calibration
-    html = report.to_html(
-        title=f"Drift: {model} v{champion.version}", context=context, verdict=verdict, impact=effect, history=errors
+    from loopline.monitoring.report_page import render_html
+
+    html = render_html(
+        report, f"Drift: {model} v{champion.version}", context, verdict, impact=effect, history=errors, concept=concept
     )
     (folder / "drift_report.html").write_text(html)
     client = tracking.client_for(settings)
