@@ -257,3 +257,14 @@ def test_the_report_shows_signed_moves_with_where_each_input_was_and_is_and_esca
     tree = ast.parse(inspect.getsource(detection))
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert "loopline.monitoring.report_page" not in imported and not hasattr(detection.DriftReport, "to_html")
+
+
+def test_the_multiclass_estimate_is_the_realised_accuracy_on_the_champions_unseen_rows(folder):
+    from loopline.core.tasks import task_of
+
+    spec = wd.spec_folder(folder, "multiclass", name="watch_classes")
+    champion = wd.champion(spec, strength=3.0, num_leaves=31, min_child_samples=10)
+    estimator = impact.fit_estimator(spec, champion.valid, champion.holdout, champion.calibration)
+    realised = task_of(spec).live_quality(champion.unseen, spec)
+    assert estimator.method == "expected accuracy" and len(spec.dataset.classes) == 7
+    assert estimator.reference_quality == pytest.approx(realised, abs=0.01)
