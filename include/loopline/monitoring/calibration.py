@@ -26,7 +26,10 @@ generated tables; ``tests/unit/test_watch.py``). An isotonic map fitted on valid
 flattens the ranking within its steps (too low) and is over-sharp on the rows it was fitted on
 (too high on the reference). Four parameters fitted on thousands of rows are neither: the
 estimate on the unseen rows is their realised AUC within sampling noise, and so it is on
-windows like them.
+windows like them. The map is used only where the unseen rows reject the raw scores as
+probabilities (likelihood-ratio test, four degrees of freedom, p < 0.01: ``MAP_NEEDED``); a
+champion whose raw scores they cannot tell from right keeps them (on the demo's champion the
+map would have cost 0.001 AUC of error on shifted windows for nothing).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ ARTIFACT = "calibration.json"
 TAG = "loopline.calibration"
 DEFAULT_LIMIT = 0.05
 BINS = 10
+MAP_NEEDED = 13.28  # the chi-squared(4) quantile at 0.99: the map's likelihood-ratio gain over the raw scores
 
 
 def calibration_error(probabilities: np.ndarray, outcomes: np.ndarray, bins: int = BINS) -> float:
@@ -132,6 +136,12 @@ class ProbabilityMap:
     coefficients: tuple[float, float, float]
     intercept: float
     rows: int
+    likelihood_ratio: float = float("inf")  # 2 x (log-likelihood with the map - with the raw scores), fitted rows
+
+    @property
+    def needed(self) -> bool:
+        """Whether the fitted rows reject the raw scores as probabilities (see the module docstring)."""
+        return self.likelihood_ratio > MAP_NEEDED
 
     def probabilities(self, scores: np.ndarray) -> np.ndarray:
         z = np.clip((_logit(scores) - self.centre) / self.scale, self.low, self.high)
@@ -140,7 +150,15 @@ class ProbabilityMap:
         return 1.0 / (1.0 + np.exp(-eta))
 
     def describe(self) -> str:
-        return f"a logistic map cubic in the score's logit, fitted on the champion's {self.rows:,} unseen rows"
+        if not self.needed:
+            return (
+                f"the raw scores (the champion's {self.rows:,} unseen rows do not reject them: likelihood ratio"
+                f" {self.likelihood_ratio:.1f} <= {MAP_NEEDED} for a logistic map cubic in the score's logit)"
+            )
+        return (
+            f"a logistic map cubic in the score's logit, fitted on the champion's {self.rows:,} unseen rows"
+            f" (likelihood ratio {self.likelihood_ratio:.1f} against the raw scores)"
+        )
 
 
 def _logit(scores: np.ndarray) -> np.ndarray:
@@ -161,7 +179,16 @@ def fit_probability_map(scores: np.ndarray, outcomes: np.ndarray) -> Probability
     basis = np.column_stack([z, z**2, z**3])
     fit = LogisticRegression(C=1e4, max_iter=2_000).fit(basis, y.astype(int))
     c1, c2, c3 = (float(v) for v in fit.coef_[0])
-    return ProbabilityMap(centre, scale, float(z.min()), float(z.max()), (c1, c2, c3), float(fit.intercept_[0]), len(y))
+    fitted = ProbabilityMap(
+        centre, scale, float(z.min()), float(z.max()), (c1, c2, c3), float(fit.intercept_[0]), len(y)
+    )
+    gain = 2 * (_log_likelihood(fitted.probabilities(scores), y) - _log_likelihood(np.asarray(scores, float), y))
+    return ProbabilityMap(**{**asdict(fitted), "likelihood_ratio": float(gain)})
+
+
+def _log_likelihood(probabilities: np.ndarray, outcomes: np.ndarray) -> float:
+    q = np.clip(probabilities, 1e-6, 1 - 1e-6)
+    return float(np.sum(outcomes * np.log(q) + (1 - outcomes) * np.log(1 - q)))
 
 
 def measure(

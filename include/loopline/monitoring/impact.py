@@ -145,9 +145,12 @@ class QualityEstimator:
     reference_rows: int = 0
 
     def probabilities(self, scores: np.ndarray) -> np.ndarray:
+        """What the estimate reads as probabilities: the map fitted on the unseen rows where they reject the raw
+        scores, else the raw scores (``calibration.fit_probability_map``); the recorded map only without rows to
+        fit one on."""
         scores = np.asarray(scores, float)
         if self.probability_map is not None:
-            return self.probability_map.probabilities(scores)
+            return self.probability_map.probabilities(scores) if self.probability_map.needed else scores
         return self.calibration.probabilities(scores) if self.calibration is not None else scores
 
     def estimate(self, window: pd.DataFrame) -> dict[str, float]:
