@@ -17,6 +17,12 @@ binary; ``delivery_time``, regression) one run:
    Apart from those, ``missing``: the most important input stops arriving for 30 % and 60 % of
    the rows (labelled from the values before they were blanked); scored in lines of their own,
    not in the per-column or estimation totals, since no tool compared estimates missing inputs.
+   And ``prior shift``: the inputs as they were, the outcome moved evenly (binary: every row's
+   log-odds of a positive +1.2, the demo's default rate about doubled; regression: every
+   delivery 20 % longer), with the window's labels arriving; also scored in lines of their own.
+   Every window is graded twice by Loopline: as the hourly check sees it before any label (the
+   table's verdict columns), and with the window's own labels (``concept``: live quality against
+   the holdout at the window's size, outcomes against predictions), the ``L concept`` column.
 3. **The tools**, each timed per window from the same frames to its answer (fits are once per
    champion and not in the per-window time): Loopline ``detection.check`` + ``impact.judge`` +
    ``verdicts.grade`` (the spec's drift policy); Evidently ``DataDriftPreset`` with its defaults
@@ -61,6 +67,7 @@ NANNYML_WORKER = Path(__file__).resolve().parent / "nannyml_worker.py"
 TRAIN_WEEKS = 6  # 4 train + 1 valid + 1 holdout (the demo specs' split)
 MANY = 5
 MISSING_SHARES = (0.3, 0.6)  # the "missing" scenarios: share of rows without the most important input
+PRIOR = {"binary": 1.2, "regression": 0.2}  # "prior shift": log-odds added (binary), share added to the target
 NO_CONCEPT = SimpleNamespace(confirmed=False)  # no labels in the window: the concept channel stays quiet
 
 
@@ -95,7 +102,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @dataclass(frozen=True)
 class Scenario:
     name: str  # "stable", "one +0.25sd", ...
-    kind: str  # stable | one | two | many | insensitive | missing (size: the share of rows blanked)
+    kind: str  # stable | one | two | many | insensitive | missing (size: the share of rows blanked) | prior
     columns: tuple[str, ...]
     size: float
 
@@ -108,6 +115,7 @@ def scenarios(ranked_numeric: list[str], sizes: list[float]) -> list[Scenario]:
         out += [Scenario(f"{kind} +{s:g}sd", kind, tuple(columns), s) for s in sizes]
     out += [Scenario(f"insensitive +{s:g}sd", "insensitive", (ranked_numeric[-1],), s) for s in sorted(sizes)[-2:]]
     out += [Scenario(f"missing {s:.0%}", "missing", tuple(ranked_numeric[:1]), s) for s in MISSING_SHARES]
+    out.append(Scenario("prior shift", "prior", (), 1.0))
     return out
 
 
@@ -165,15 +173,17 @@ class Bench:
             score=out.score, decision=decision, outcome=trainer.target(rows, self.spec)
         )
 
-    def relabel(self, rows: pd.DataFrame, seed: int) -> pd.DataFrame:
-        """Labels drawn from the generator's own relation for (shifted) inputs: covariate shift only."""
+    def relabel(self, rows: pd.DataFrame, seed: int, prior: float = 0.0) -> pd.DataFrame:
+        """Labels drawn from the generator's own relation for (shifted) inputs: covariate shift only; ``prior``
+        moves the outcome evenly (log-odds added, or a share of the target added): a prior shift."""
         rng = np.random.default_rng([seed, 77])
         target = self.spec.dataset.target
         if self.task == "binary":
-            p = 1 / (1 + np.exp(-self.generator.true_default_logit(rows)))
+            p = 1 / (1 + np.exp(-(self.generator.true_default_logit(rows) + prior)))
             labels = (rng.uniform(size=len(rows)) < p).astype("int64")
         else:
-            labels = np.clip(self.generator.true_minutes(rows) + rng.normal(0, 4, len(rows)), 5, 300).round(1)
+            minutes = self.generator.true_minutes(rows) * (1 + prior)
+            labels = np.clip(minutes + rng.normal(0, 4, len(rows)), 5, 300).round(1)
         return rows.assign(**{target: labels})
 
 
@@ -215,6 +225,8 @@ def windows(bench: Bench, plan: list[Scenario], args: argparse.Namespace) -> lis
             rows = bench.generator.make_batch(TRAIN_WEEKS + k, args.window_rows, seed=seed)
             if scenario.kind == "missing":
                 rows = blank(bench.relabel(rows, seed), scenario, seed)
+            elif scenario.kind == "prior":
+                rows = bench.relabel(rows, seed, prior=PRIOR[bench.task])
             elif scenario.kind != "stable":
                 rows = bench.relabel(apply_shift(rows, scenario, sds), seed)
             out.append((scenario, bench.answered(rows)))
@@ -259,11 +271,27 @@ def run_loopline(bench: Bench, detector, estimator, window: pd.DataFrame) -> dic
         "estimate_seconds": estimate_seconds,
         "judge_seconds": judge_seconds,
         "verdict": verdicts.grade(report, effect, NO_CONCEPT),
+        "graded": (report, effect),  # to grade again with the window's labels (labelled_verdict)
         "flagged": set(report.drifted_features),
         "estimate": effect.estimated,
         "missing_quality": effect.missing.quality if effect.missing is not None else None,
         **effect.extra,
     }
+
+
+def labelled_verdict(bench: Bench, graded: tuple, window: pd.DataFrame) -> str:
+    """The check's verdict once the window's labels have arrived: the concept channel as drift_flow runs it."""
+    from loopline.monitoring import concept, verdicts
+
+    spec, policy = bench.spec, bench.spec.monitoring
+    labelled = window.assign(model_version="1")
+    holdout = concept.live_quality(bench.holdout.assign(model_version="1"), spec)["1"].value
+    judged = concept.concept_verdict(
+        concept.live_quality(labelled, spec).get("1"), holdout, policy, spec,
+        outcomes=concept.outcome_shifts(labelled, bench.unseen, spec, policy),
+        holdout_se=concept.holdout_se(bench.holdout, spec),
+    )  # fmt: skip
+    return verdicts.grade(*graded, judged)
 
 
 def run_evidently(reference: pd.DataFrame, current: pd.DataFrame, spec) -> dict:
@@ -435,13 +463,15 @@ def summarise(plan: list[Scenario], records: list[dict]) -> list[list[object]]:
             _mean([r["realised"] for r in mine]),
             _mean([abs(r["L_est"] - r["realised"]) if r["L_est"] is not None else None for r in mine]),
             _mean([abs(r["N_est"] - r["realised"]) if r["N_est"] is not None else None for r in mine]),
+            _mean([r["verdict"] == "output_shift" for r in mine]),
+            _mean([r["labelled_verdict"] == "concept_drift" for r in mine if "labelled_verdict" in r]),
         ])  # fmt: skip
     return rows
 
 
 HEADER = [
     "scenario", "n", "L feature_drift", "L perf_risk", "L cols hit", "E cols hit", "E dataset drift",
-    "realised", "L est |err|", "N est |err|",
+    "realised", "L est |err|", "N est |err|", "L output_shift", "L concept",
 ]  # fmt: skip
 
 
@@ -482,7 +512,8 @@ def compare(bench: Bench, args: argparse.Namespace, python: Path | None, folder:
             "E_flagged": ev["flagged"], "E_dataset": ev["dataset_drift"], "n_columns": len(bench.spec.features.names),
             "realised": truth[compared], "L_est": loop["estimate"] if compared == live else loop.get(compared),
             "N_est": None, "live_realised": truth[live], "L_live_est": loop["estimate"], "truth": truth,
-            "L_extra": loop, "seconds": took,
+            "observed_mean": float(window["outcome"].mean()),
+            "L_extra": loop, "seconds": took, "labelled_verdict": labelled_verdict(bench, loop["graded"], window),
         })  # fmt: skip
         if (k + 1) % 25 == 0:
             print(f"  {bench.name}: {k + 1}/{len(todo)} windows", flush=True)
@@ -509,6 +540,7 @@ def compare(bench: Bench, args: argparse.Namespace, python: Path | None, folder:
         "plan": plan, "records": records, "per_window": per_window, "nannyml": nannyml_note, "live": live,
         "compared": compared,
         "evidently_timed": len(timed), "reference_realised": reference_realised,
+        "reference_mean": float(bench.unseen["outcome"].mean()),
     }  # fmt: skip
 
 
@@ -517,7 +549,8 @@ def verdict_lines(bench: Bench, outcome: dict) -> list[str]:
     records, per_window = outcome["records"], outcome["per_window"]
     plan = {s.name: s for s in outcome["plan"]}
     gone = [r for r in records if plan[r["scenario"]].kind == "missing"]  # scored apart (missing_lines)
-    records = [r for r in records if plan[r["scenario"]].kind != "missing"]
+    prior = [r for r in records if plan[r["scenario"]].kind == "prior"]  # scored apart (prior_lines)
+    records = [r for r in records if plan[r["scenario"]].kind not in ("missing", "prior")]
     stable = [r for r in records if r["scenario"] == "stable"]
     shifted = [r for r in records if r["scenario"] != "stable"]
     n_cols = stable[0]["n_columns"]
@@ -589,7 +622,26 @@ def verdict_lines(bench: Bench, outcome: dict) -> list[str]:
             f"  Evidently's per-column stattests alone (no report) {tests:.4f} s per window:"
             f" {ratio(tests, full)} Loopline's whole check"
         )
-    return lines + missing_lines(bench, outcome, gone)
+    return lines + prior_lines(bench, outcome, stable, prior) + missing_lines(bench, outcome, gone)
+
+
+def prior_lines(bench: Bench, outcome: dict, stable: list[dict], records: list[dict]) -> list[str]:
+    """The outcome moved with the inputs unchanged: what each grading says, with and without the window's labels."""
+    if not records:
+        return []
+    graded = [r for r in stable if "labelled_verdict" in r]
+    alarms = sum(r["labelled_verdict"] not in ("stable", "insufficient") for r in graded)
+    concept = sum(r["labelled_verdict"] == "concept_drift" for r in records)
+    before = {v: sum(r["verdict"] == v for r in records) for v in sorted({r["verdict"] for r in records})}
+    what = "positive rate" if bench.task == "binary" else "mean outcome"
+    observed = _mean([r["observed_mean"] for r in records if "observed_mean" in r])
+    reference = outcome.get("reference_mean")
+    moved = f" ({what} {reference:.3g} on the unseen rows -> {observed:.3g})" if observed and reference else ""
+    return [
+        f"prior shift{moved}, inputs unchanged: with the window's labels concept_drift {concept}/{len(records)};"
+        f" before any label {', '.join(f'{v} {k}' for v, k in before.items())}; stable windows with their labels:"
+        f" {alarms}/{len(graded)} graded anything but stable"
+    ]
 
 
 def missing_lines(bench: Bench, outcome: dict, records: list[dict]) -> list[str]:

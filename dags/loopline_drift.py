@@ -13,8 +13,10 @@ quality** once outcomes arrive. The report (JSON + HTML) is logged to MLflow (ex
 `<model>-monitoring`) and recorded (`loopline drift-status`, the Loopline page).
 
 Verdicts: `insufficient`, `stable`, `feature_drift` (inputs moved, the model's answers
-held: alert only), `performance_risk` (estimated quality or answers moved: alert and
-retrain), `concept_drift` (realised quality dropped: alert and retrain); the spec's
+held: alert only), `output_shift` (the answers moved, quality estimated to hold: alert
+only), `performance_risk` (estimated quality dropped: alert and retrain), `concept_drift`
+(realised quality dropped, or the outcomes moved away from the predictions: alert and
+retrain); the spec's
 `alert_on` / `retrain_on` say which does what. `alert_people` alerts once per episode
 (a reminder every `reminder_hours`), never at every check. A retrain is held back by
 `min_consecutive_windows` and the storm guard (cooldown, max retrains per week); allowed →

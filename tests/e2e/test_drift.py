@@ -137,12 +137,13 @@ def test_shifted_traffic_triggers_one_retrain_with_its_report_and_an_alert(run_d
     assert dr.state == "success"
     assert task_states(dr)["trigger_retrain"] == "success"
     latest = monitoring().latest(MODEL, 1)[0]
-    assert latest.verdict == "performance_risk" and latest.confirmed and latest.triggered and latest.alerted
+    # the answers moved (more declines), quality estimated to hold: the demo spec retrains on output_shift
+    assert latest.verdict == "output_shift" and latest.confirmed and latest.triggered and latest.alerted
     drifted = [f["name"] for f in latest.features if f["drifted"]]
     assert {"annual_income", "debt_to_income"} & set(drifted), drifted
     [queued] = queued_train_runs()
     assert queued.conf["drift_report"] == latest.report_uri and "drift" in queued.conf["reason"]
-    risk_alerts = [a for a in webhook[alerts_before:] if "performance_risk" in json.dumps(a)]
+    risk_alerts = [a for a in webhook[alerts_before:] if "output_shift" in json.dumps(a)]
     assert len(risk_alerts) == 1, webhook[alerts_before:]
     assert any(name in json.dumps(risk_alerts[0]) for name in drifted), "the alert names the inputs that moved"
     # The report is in MLflow, against the champion's version.
@@ -156,7 +157,7 @@ def test_shifted_traffic_triggers_one_retrain_with_its_report_and_an_alert(run_d
     again = monitoring().latest(MODEL, 1)[0]
     assert again.confirmed and not again.triggered and "cooldown" in again.trigger_reason
     assert not again.alerted, "the same episode alerts once (then a reminder a day), not at every check"
-    assert len([a for a in webhook[alerts_before:] if "performance_risk" in json.dumps(a)]) == 1
+    assert len([a for a in webhook[alerts_before:] if "output_shift" in json.dumps(a)]) == 1
     assert task_states(dr)["trigger_retrain"] == "skipped" and len(queued_train_runs()) == 1
 
 

@@ -23,6 +23,7 @@ from loopline.core.errors import LooplineError
 from loopline.core.features import build_features, categorical_columns
 from loopline.core.spec import DriftPolicy, load_spec
 from loopline.monitoring import concept, detection, retrain_policy
+from loopline.monitoring.report_page import render_html
 from loopline.training.trainer import feature_importance
 from tests.generators import credit_risk as _generator
 
@@ -279,7 +280,7 @@ def test_the_report_serialises_and_renders_a_self_contained_page(detector, refer
     json.dumps(report.feature_rows(), allow_nan=False)
     summary = report.summary()
     assert "\n" not in summary and summary.startswith("credit_risk: inputs moved")
-    page = report.to_html(context={"champion": "v3", "window": "2026-03-01 .. 2026-03-02"})
+    page = render_html(report, context={"champion": "v3", "window": "2026-03-01 .. 2026-03-02"})
     assert page.startswith("<!DOCTYPE html>") and '<table class="features">' in page
     svgs = re.findall(r"<svg.*?</svg>", page, flags=re.S)
     assert len(svgs) == len(SPEC.features.names) + 1  # every feature + the score
@@ -306,7 +307,7 @@ def test_an_empty_window_is_insufficient(detector, reference, champion, empty):
     assert report.verdict == "insufficient" and not report.confirmed and report.n_current == 0
     assert "no predictions in the window" in report.reasons[0]
     json.dumps(report.to_dict(), allow_nan=False)
-    assert "NO VERDICT" in report.to_html()
+    assert "NO VERDICT" in render_html(report)
 
 
 def test_a_detector_fitted_on_other_data_is_refused(detector, champion):
@@ -421,5 +422,5 @@ def test_a_small_move_of_one_input_is_caught_in_a_big_window_and_only_that_input
     assert report.drifted_features == ["age"] and report.verdict == "feature_drift"
     age = next(f for f in report.features if f.name == "age")
     assert age.shift == pytest.approx(0.15, abs=0.03) and age.effect_floor < 0.1 and age.psi < POLICY.min_psi
-    assert "age (shift 0.1" in report.reasons[0]
+    assert "age (mean +0.1" in report.reasons[0] and ", shift 0.1" in report.reasons[0]  # signed, then the distance
     assert {"shift", "effect_floor"} <= set(report.feature_rows()[0])

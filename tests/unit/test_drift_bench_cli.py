@@ -130,3 +130,21 @@ def test_realised_metrics_come_from_the_windows_labels():
     assert got == {"auc": 0.75, "precision": 0.5, "recall": 0.5}
     reg = bench.realised(SimpleNamespace(task="regression", spec=spec), window.assign(outcome=[1.0, 2.0, 3.0, 4.0]))
     assert np.isclose(reg["mae"], np.mean(np.abs(np.array([1, 2, 3, 4]) - window["score"].to_numpy())))
+
+
+def test_a_prior_shift_scenario_is_graded_with_the_windows_labels_in_a_line_of_its_own():
+    plan = bench.scenarios(["a", "b", "c", "d", "e", "f", "z"], [1.0])
+    assert plan[-1] == bench.Scenario("prior shift", "prior", (), 1.0)
+    prior = bench.Scenario("prior shift", "prior", (), 1.0)
+    plan = [bench.Scenario("stable", "stable", (), 0.0), bench.Scenario("one +1sd", "one", ("a",), 1.0), prior]
+    stable, shifted = _records(0.75)
+    moved = {**stable, "scenario": prior.name, "labelled_verdict": "concept_drift", "observed_mean": 0.3}
+    records = [{**stable, "labelled_verdict": "stable", "observed_mean": 0.15}, shifted, moved]
+    rows = bench.summarise(plan, records)
+    assert rows[2][-1] == 1.0 and rows[0][-1] == 0.0 and rows[1][-1] is None  # L concept: with the labels
+    outcome = {"plan": plan, "records": records, "nannyml": "nannyml 0.13.1", "live": "auc", "compared": "auc"}
+    outcome.update(per_window={"L": 0.01, "L_est": 0.002, "E": 1.0, "N": 0.02}, reference_mean=0.154)
+    lines = bench.verdict_lines(SimpleNamespace(task="binary", spec=SimpleNamespace(task="binary")), outcome)
+    assert "Loopline 1.000, Evidently 1.000" in lines[1]  # the prior window (no input moved) is not in the totals
+    assert lines[-1].startswith("prior shift (positive rate 0.154 on the unseen rows -> 0.3), inputs unchanged")
+    assert "concept_drift 1/1; before any label stable 1; stable windows with their labels: 0/1" in lines[-1]

@@ -220,10 +220,12 @@ def test_stable_windows_are_stable_and_never_alert(line):
     assert graded.count("stable") >= 49 and "performance_risk" not in graded, graded
 
 
-def test_a_shift_of_important_inputs_is_a_performance_risk_in_one_window(line):
+def test_a_shift_of_important_inputs_that_moves_the_answers_is_an_output_shift_in_one_window(line):
     verdict, effect = _grade(line, _window(line, gen.make_batch(6, 1_000, seed=71, drift=gen.DriftKnobs(0.6))))
-    assert verdict == "performance_risk"
+    assert verdict == "output_shift" and not effect.quality_at_risk  # the answers moved, quality estimated to hold
     assert effect.mix_moved and any(c.moved and c.label.endswith("share") for c in effect.mix)
+    assert verdicts.wants_retrain(verdict, [], POLICY)[0], "the demo spec retrains on output_shift"
+    assert not verdicts.wants_retrain(verdict, [], DriftPolicy())[0], "the platform's default only alerts"
     assert "the answers' mix moved" in " ".join(effect.reasons(POLICY))
 
 

@@ -255,7 +255,9 @@ class RuntimeSpec(_Strict):
         return value
 
 
-AlertingVerdict = Literal["feature_drift", "performance_risk", "concept_drift"]
+# The verdicts that can alert or retrain (loopline.monitoring.verdicts); output_shift: the answers moved while the
+# quality is estimated to hold (before it, such windows were performance_risk).
+AlertingVerdict = Literal["feature_drift", "output_shift", "performance_risk", "concept_drift"]
 
 
 class DriftPolicy(_Strict):
@@ -289,16 +291,20 @@ class DriftPolicy(_Strict):
     noise_multiple: float = Field(3.0, ge=1)  # effect sizes must also be this many times their no-shift expectation
     score_psi: float = Field(0.2, gt=0)  # score-distribution PSI that confirms on its own (with p < p_value)
     min_labelled: int = Field(300, ge=10)  # labelled live rows before live quality is judged
-    # Live quality worse than the holdout's by more than this: concept drift (the task's live metric:
-    # binary AUC, multiclass accuracy, regression sMAPE).
+    # Live quality worse than the holdout's by more than this, and than sampling noise gives at the window's
+    # labelled rows (at one-sided p_value): concept drift (the task's live metric: binary AUC, multiclass
+    # accuracy, regression sMAPE).
     max_quality_drop: float = Field(0.05, ge=0)
+    # Outcomes that moved away from the predictions (a base rate, a class's share, the mean outcome), significant at
+    # p_value and beyond this (absolute; regression: a share of the mean |outcome|): concept drift.
+    max_outcome_shift: float = Field(0.05, gt=0)
     # The impact on the model (loopline.monitoring.impact): estimated quality before labels, and the answers' mix.
     max_estimated_drop: float = Field(0.05, ge=0)  # estimated live metric worse than on unseen rows by more: at risk
     max_mix_shift: float = Field(0.08, gt=0, le=1)  # a decision's / class's share moved by more (absolute): at risk
     max_quantile_shift: float = Field(0.15, gt=0)  # a prediction quantile moved by more x the 10-90% range: at risk
     # What each verdict does: alert people, start a retrain (within cooldown and weekly budget).
     alert_on: list[AlertingVerdict] = Field(
-        default_factory=lambda: ["feature_drift", "performance_risk", "concept_drift"]
+        default_factory=lambda: ["feature_drift", "output_shift", "performance_risk", "concept_drift"]
     )
     retrain_on: list[AlertingVerdict] = Field(default_factory=lambda: ["performance_risk", "concept_drift"])
     # Requests refused (422 ...) or inputs scored as an unknown level, as a share of every row received in the

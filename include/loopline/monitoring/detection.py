@@ -31,7 +31,12 @@ probability, a predicted value, or the predicted class's probability.
 Whether moved inputs matter to the model is judged beside it, in ``impact`` (estimated
 quality and the answers' mix); ``concept`` judges live quality once labels arrive,
 ``verdicts`` grades the check, ``retrain_policy`` is the storm guard and ``report_page``
-renders the report as a self-contained HTML page.
+renders the report as a self-contained HTML page (it depends on this module, never the reverse).
+
+Each input also carries what a person reads first: a numeric one its mean and median on both
+sides and the *signed* shift (the mean's move in reference SDs: + is up), a categorical one each
+level's share on both sides (its histogram); the effect size the rule judges stays the unsigned
+distance.
 
 Encoding (what alibi-detect sees): a float matrix with the spec's raw features in spec
 order. Categoricals become integer codes in the spec's level order; an unknown level or a
@@ -448,7 +453,20 @@ class FeatureDrift:
     drifted: bool  # significant and the effect size >= effect_floor
     missing_reference: float  # share of missing (numeric) or missing/unknown (categorical) values
     missing_current: float
-    histogram: Histogram = field(repr=False)
+    histogram: Histogram = field(repr=False)  # categorical: each level's share on both sides
+    # numeric: where the values are, on both sides (missing values left out), and the signed move of the mean
+    reference_mean: float | None = None
+    current_mean: float | None = None
+    reference_median: float | None = None
+    current_median: float | None = None
+    signed_shift: float | None = None  # (live mean - reference mean) / reference SD: + up, - down
+
+    def level_shares(self) -> list[tuple[str, float, float]]:
+        """A categorical input's (level, reference share, live share), largest move first (empty: numeric)."""
+        if self.kind != "categorical":
+            return []
+        rows = zip(self.histogram.labels, self.histogram.reference, self.histogram.current, strict=True)
+        return sorted(rows, key=lambda r: -abs(r[2] - r[1]))
 
 
 @dataclass(frozen=True)
@@ -493,7 +511,8 @@ class DriftReport:
         """The per-feature table without histograms (compact; for ``loopline_drift_checks.features``)."""
         keep = (
             "name", "kind", "importance", "statistic", "p_value", "q_value", "significant", "psi", "shift",
-            "effect_floor", "drifted",
+            "effect_floor", "drifted", "signed_shift", "reference_mean", "current_mean", "reference_median",
+            "current_median",
         )  # fmt: skip
         return [jsonable({k: getattr(f, k) for k in keep}) for f in self.features]
 
@@ -515,19 +534,6 @@ class DriftReport:
             parts.append(f"score PSI {self.score.psi:.3f}, K-S p={fmt_p(self.score.p_value)}")
         parts.append(f"{self.n_current:,} live rows vs {self.n_reference:,} reference rows")
         return "; ".join(parts)
-
-    def to_html(
-        self,
-        title: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        verdict: str | None = None,
-        impact: Any = None,
-        history: Any = None,
-    ) -> str:
-        """A self-contained page: inline CSS and SVG, no scripts, no external assets."""
-        from loopline.monitoring.report_page import render_html
-
-        return render_html(self, title or f"Drift report: {self.model}", context or {}, verdict, impact, history)
 
 
 def jsonable(value: Any) -> Any:
@@ -573,6 +579,23 @@ def _score_drift(ref_scores: np.ndarray, cur_scores: np.ndarray, policy: DriftPo
         n_current=len(cur),
         histogram=_numeric_histogram(ref, cur),
     )
+
+
+def _located(ref: np.ndarray, cur: np.ndarray) -> dict[str, float | None]:
+    """Mean and median on both sides (missing values left out) and the mean's signed move in reference SDs."""
+    ref, cur = ref[~np.isnan(ref)], cur[~np.isnan(cur)]
+    if not len(ref) or not len(cur):
+        return {}
+    ref_mean, cur_mean, sd = float(ref.mean()), float(cur.mean()), float(ref.std())
+    signed = (
+        (cur_mean - ref_mean) / sd
+        if sd > 0
+        else (0.0 if cur_mean == ref_mean else math.copysign(math.inf, cur_mean - ref_mean))
+    )
+    return {
+        "reference_mean": ref_mean, "current_mean": cur_mean, "reference_median": float(np.median(ref)),
+        "current_median": float(np.median(cur)), "signed_shift": signed,
+    }  # fmt: skip
 
 
 def _bounded(current: pd.DataFrame) -> pd.DataFrame:
@@ -652,6 +675,7 @@ def check(
             cur_raw = pd.to_numeric(current[name], errors="coerce").to_numpy(dtype="float64")
             missing_ref, missing_cur = float(np.isnan(ref_raw).mean()), float(np.isnan(cur_raw).mean())
             histogram = _numeric_histogram(ref_raw, cur_raw)
+            located = _located(ref_raw, cur_raw)
         else:
             levels = spec.features.categorical[name]
             effect = categorical_psi(ref_col, cur_col)
@@ -661,6 +685,7 @@ def check(
             missing_ref = float(np.mean(ref_col == len(levels)))
             missing_cur = float(np.mean(cur_col == len(levels)))
             histogram = _categorical_histogram(ref_col, cur_col, levels)
+            located = {}
         significant = threshold is not None and bool(p_values[i] < threshold)
         size = shift if shift is not None else effect
         features.append(
@@ -680,6 +705,7 @@ def check(
                 missing_reference=missing_ref,
                 missing_current=missing_cur,
                 histogram=histogram,
+                **located,
             )
         )
     drift_share = float(sum(f.importance for f in features if f.drifted))
@@ -765,7 +791,18 @@ def _reasons(
 
 
 def effect_text(feature: FeatureDrift) -> str:
-    """A feature's effect size against its floor, in words: "shift 0.12 SD >= 0.07" or "PSI 0.15 >= 0.10"."""
+    """A feature's move in words, signed, with where it was and is, and its effect size against the floor:
+    "mean +0.31 SD (mean 41.2 → 45.1, median 40 → 44), shift 0.312 SD, floor 0.075" or, for a categorical,
+    "south 25% → 50% (+25 points), PSI 0.150, floor 0.100"."""
     if feature.shift is not None:
-        return f"shift {feature.shift:.3f} SD, floor {feature.effect_floor:.3f}"
-    return f"PSI {feature.psi:.3f}, floor {feature.effect_floor:.3f}"
+        where = ""
+        if feature.signed_shift is not None:
+            where = (
+                f"mean {feature.signed_shift:+.2f} SD (mean {_fmt_num(feature.reference_mean)} →"
+                f" {_fmt_num(feature.current_mean)}, median {_fmt_num(feature.reference_median)} →"
+                f" {_fmt_num(feature.current_median)}), "
+            )
+        return f"{where}shift {feature.shift:.3f} SD, floor {feature.effect_floor:.3f}"
+    moved = feature.level_shares()[:1]
+    where = "".join(f"{level} {a:.0%} → {b:.0%} ({(b - a) * 100:+.0f} points), " for level, a, b in moved)
+    return f"{where}PSI {feature.psi:.3f}, floor {feature.effect_floor:.3f}"

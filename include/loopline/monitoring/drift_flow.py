@@ -180,7 +180,11 @@ def check(
     effect = impact.judge(estimator, unseen, current, spec, policy, answer=ref.answer)
     labelled = labelled_live(model, champion.version, settings, logged)
     quality = concept_drift.live_quality(labelled, spec)
-    concept = concept_drift.concept_verdict(quality.get(champion.version), champion.holdout_quality, policy, spec)
+    concept = concept_drift.concept_verdict(
+        quality.get(champion.version), champion.holdout_quality, policy, spec,
+        outcomes=concept_drift.outcome_shifts(labelled, unseen, spec, policy),
+        holdout_se=concept_drift.holdout_se(ref.holdout, spec),
+    )  # fmt: skip
     verdict = verdicts.grade(report, effect, concept)
 
     state = MonitoringState(settings.state_db_uri)
@@ -297,8 +301,10 @@ def _log_report(
     context = {"model": model, "champion": f"v{champion.version}", "window end": window_end.isoformat()}
     if effect.calibration:
         context["calibration (estimate)"] = effect.calibration
-    html = report.to_html(
-        title=f"Drift: {model} v{champion.version}", context=context, verdict=verdict, impact=effect, history=errors
+    from loopline.monitoring.report_page import render_html
+
+    html = render_html(
+        report, f"Drift: {model} v{champion.version}", context, verdict, impact=effect, history=errors, concept=concept
     )
     from loopline.monitoring.refusals import into_report
 

@@ -17,12 +17,14 @@ Estimated quality, per task (``fit_estimator`` then ``QualityEstimator.estimate`
   error (the MAE, in the target's units: what NannyML's DLE estimates, and what a user reads).
 
 Calibration (``loopline.monitoring.calibration``) is measured on the holdout at training time
-(expected calibration error over ten equal-count bins) and recorded with the model version;
-above the limit an isotonic map fitted on the validation split turns scores into
-probabilities, and the estimate says which calibration it used. A champion trained before
-calibration was recorded gets the same measurement at check time (limit ``CALIBRATION_LIMIT``).
-The same estimator is applied to the reference rows, and what counts is the *drop* between the two estimates, so the
-estimator's own bias cancels out.
+(expected calibration error over ten equal-count bins) and recorded with the model version (a
+champion trained before that gets the same measurement at check time, limit ``CALIBRATION_LIMIT``);
+the report names it. The classifiers' estimate reads its probabilities from a map fitted on all the
+champion's unseen rows at check time (``calibration.fit_probability_map``: a logistic curve cubic in
+the score's logit), not from the recorded one: a small ECE does not mean the spread of the scores is
+right, and the expected AUC depends on nothing else (a champion "well calibrated (ECE 0.017)" was
+estimated 0.03 AUC high on its own unseen rows with its raw scores). The same estimator is applied
+to the reference rows, and the verdict judges the *drop* between the two estimates.
 
 Missing inputs (``missing_what_if``): neither estimator sees what a missing input costs. The
 champion never met a row without it, so its scores for such rows are not calibrated, and the DLE's
@@ -135,14 +137,20 @@ class QualityEstimator:
     calibrated: bool
     reference_quality: float = float("nan")  # the estimate on the reference rows
     reference_estimates: dict[str, float] = field(default_factory=dict)  # all of them (e.g. the regressor's MAE)
-    calibration: calib.Calibration | None = None  # classifiers: which calibration the estimate uses
+    calibration: calib.Calibration | None = None  # classifiers: the champion's recorded calibration (lineage)
+    probability_map: calib.ProbabilityMap | None = None  # classifiers: what the estimate reads as probabilities
     _loss_models: dict[str, Any] = field(default_factory=dict, repr=False)  # DLE: metric -> LightGBM booster
     _medians: dict[str, float] = field(default_factory=dict, repr=False)
     missing_rates: dict[str, float] = field(default_factory=dict, repr=False)  # on the rows it was fitted on
     reference_rows: int = 0
 
     def probabilities(self, scores: np.ndarray) -> np.ndarray:
+        """What the estimate reads as probabilities: the map fitted on the unseen rows where they reject the raw
+        scores, else the raw scores (``calibration.fit_probability_map``); the recorded map only without rows to
+        fit one on."""
         scores = np.asarray(scores, float)
+        if self.probability_map is not None:
+            return self.probability_map.probabilities(scores) if self.probability_map.needed else scores
         return self.calibration.probabilities(scores) if self.calibration is not None else scores
 
     def estimate(self, window: pd.DataFrame) -> dict[str, float]:
@@ -201,9 +209,11 @@ def fit_estimator(
         if calibration is None:
             calibration = calib.measure(spec, valid, holdout, CALIBRATION_LIMIT, source="fitted at check time")
         method = "CBPE" if task.name == "binary" else "expected accuracy"
+        mapped = calib.fit_probability_map(reference["score"].to_numpy(float), calib.hits(reference, spec))
         estimator = QualityEstimator(
-            spec, method, calibration.holdout_ece, calibration.calibrated, calibration=calibration
-        )
+            spec, method, calibration.holdout_ece, calibration.calibrated, calibration=calibration,
+            probability_map=mapped,
+        )  # fmt: skip
     estimator.missing_rates, estimator.reference_rows = missing_rates(reference, spec), len(reference)
     estimator.reference_estimates = estimator.estimate(reference)
     estimator.reference_quality = estimator.reference_estimates[task.live_metric]
@@ -461,11 +471,15 @@ def judge(
         mix=mix,
         quality_at_risk=bool(estimated_risk or (missing is not None and missing.drop > policy.max_estimated_drop)),
         mix_moved=any(c.moved for c in mix),
-        calibration=_calibration_text(estimator.calibration),
+        calibration=_calibration_text(estimator),
         extra_reference={k: v for k, v in estimator.reference_estimates.items() if k != task.live_metric},
         missing=missing,
     )
 
 
-def _calibration_text(calibration: calib.Calibration | None) -> str | None:
-    return None if calibration is None else f"{calibration.describe()}, {calibration.source}"
+def _calibration_text(estimator: QualityEstimator) -> str | None:
+    calibration, mapped = estimator.calibration, estimator.probability_map
+    if calibration is None:
+        return None
+    recorded = f"{calibration.describe()}, {calibration.source}"
+    return recorded if mapped is None else f"{recorded}; probabilities from {mapped.describe()}"

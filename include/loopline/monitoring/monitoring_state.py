@@ -40,7 +40,7 @@ from loopline.core.errors import LooplineError
 from loopline.core.store_schema import add_missing_columns
 
 # The graded verdicts (loopline.monitoring.verdicts); "drift" / "no_drift" are older checks' and stay readable.
-VERDICTS = ("insufficient", "stable", "feature_drift", "performance_risk", "concept_drift")
+VERDICTS = ("insufficient", "stable", "feature_drift", "output_shift", "performance_risk", "concept_drift")
 _ADDED_COLUMNS = {"alerted": "BOOLEAN", "impact": "JSON"}  # after the first release: added to older stores
 metadata = MetaData()  # its own: create_all only ever touches this module's table
 

@@ -15,6 +15,7 @@ body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;co
 h1{font-size:1.5em;margin-bottom:.2em} h2{font-size:1.15em;margin-top:1.6em}
 .verdict{display:inline-block;padding:.3em .8em;border-radius:4px;font-weight:600;color:#fff}
 .concept_drift,.performance_risk{background:#c0392b}.feature_drift{background:#d68910}
+.output_shift{background:#b9770e}
 .stable{background:#27ae60}.insufficient{background:#7f8c8d}
 table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
 th,td{border-bottom:1px solid #ddd;padding:.35em .7em;text-align:right}
@@ -97,32 +98,40 @@ def history_html(history: Mapping[str, Any] | None) -> str:
 
 def render_html(
     report: DriftReport,
-    title: str,
-    context: Mapping[str, Any],
+    title: str | None = None,
+    context: Mapping[str, Any] | None = None,
     verdict: str | None = None,
     impact: Any = None,
     history: Mapping[str, Any] | None = None,
+    concept: Any = None,
 ) -> str:
-    """``verdict``: the check's graded verdict (default: the inputs' own); ``impact``: its ``impact.Impact``;
-    ``history``: ``estimate_error.history`` (this window and the earlier ones)."""
+    """A self-contained page: inline CSS and SVG, no scripts, no external assets; every value HTML-escaped.
+
+    ``verdict``: the check's graded verdict (default: the inputs' own); ``impact``: its ``impact.Impact``;
+    ``history``: ``estimate_error.history`` (this window and the earlier ones); ``concept``: its
+    ``concept.ConceptVerdict`` (labels: live quality, outcomes against predictions).
+    """
     from loopline.monitoring.verdicts import HEADLINES
 
-    e = html.escape
+    e = _text
+    title = title or f"Drift report: {report.model}"
+    context = context or {}
     verdict = verdict or report.verdict
     policy = report.policy
     rows = []
     for f in sorted(report.features, key=lambda f: (not f.drifted, -f.importance)):
-        rows.append(
-            f'<tr class="{"drifted" if f.drifted else ""}"><td>{e(f.name)}</td><td>{e(f.kind)}</td>'
-            f"<td>{f.importance:.3f}</td><td>{e(f.test)} {f.statistic:.3g}</td><td>{fmt_p(f.p_value)}</td>"
-            f"<td>{fmt_p(f.q_value)}</td><td>{_effect_cell(f)}</td>"
-            f"<td>{f.missing_reference:.1%} → {f.missing_current:.1%}</td>"
-            f"<td>{'yes' if f.significant else 'no'}</td><td>{'DRIFTED' if f.drifted else 'no'}</td></tr>"
-        )
+        cells = (
+            f.name, f.kind, f"{f.importance:.3f}", f"{f.test} {f.statistic:.3g}", fmt_p(f.p_value), fmt_p(f.q_value),
+            _signed_cell(f), _where_cell(f), _effect_cell(f), f"{f.missing_reference:.1%} → {f.missing_current:.1%}",
+            "yes" if f.significant else "no", "DRIFTED" if f.drifted else "no",
+        )  # fmt: skip
+        tds = "".join(f"<td>{e(c)}</td>" for c in cells)
+        rows.append(f'<tr class="{"drifted" if f.drifted else ""}">{tds}</tr>')
     table = (
         '<table class="features"><thead><tr><th>feature</th><th>kind</th><th>importance</th><th>statistic</th>'
-        "<th>p-value</th><th>q-value (FDR)</th><th>effect size (floor)</th><th>missing ref → live</th>"
-        "<th>significant</th><th>drifted</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+        "<th>p-value</th><th>q-value (FDR)</th><th>moved (signed)</th><th>reference → live</th>"
+        "<th>effect size (floor)</th><th>missing ref → live</th><th>significant</th><th>drifted</th></tr></thead>"
+        "<tbody>" + "".join(rows) + "</tbody></table>"
         if rows
         else '<p class="muted">no live rows: nothing to compare</p>'
     )
@@ -131,23 +140,33 @@ def render_html(
         s = report.score
         charts.append(
             f'<div class="chart"><h3>score (model output)</h3>{_svg_histogram(s.histogram)}'
-            f'<div class="muted">K-S p={fmt_p(s.p_value)}, PSI {s.psi:.3f}</div></div>'
+            f'<div class="muted">{e(f"K-S p={fmt_p(s.p_value)}, PSI {s.psi:.3f}")}</div></div>'
         )
     for f in report.features:
         charts.append(
             f'<div class="chart"><h3>{e(f.name)}{" — drifted" if f.drifted else ""}</h3>'
-            f'{_svg_histogram(f.histogram)}<div class="muted">p={fmt_p(f.p_value)}, PSI {f.psi:.3f}, '
-            f"importance {f.importance:.3f}</div></div>"
+            f'{_svg_histogram(f.histogram)}<div class="muted">'
+            f"{e(f'p={fmt_p(f.p_value)}, PSI {f.psi:.3f}, importance {f.importance:.3f}')}</div></div>"
         )
-    ctx_rows = "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in context.items())
+    ctx_rows = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in context.items())
     verdict_text = HEADLINES.get(verdict, verdict.upper())
     impact_html = ""
     if impact is not None:
         policy_obj = _policy(policy)
         mix_rows = "".join(
-            f'<tr class="{"drifted" if c.moved else ""}"><td>{e(c.label)}</td><td>{c.reference:.4g}</td>'
-            f"<td>{c.current:.4g}</td><td>{c.change:+.4g}</td><td>{fmt_p(c.p_value)}</td>"
-            f"<td>{'MOVED' if c.moved else 'no'}</td></tr>"
+            f'<tr class="{"drifted" if c.moved else ""}">'
+            + "".join(
+                f"<td>{e(v)}</td>"
+                for v in (
+                    c.label,
+                    f"{c.reference:.4g}",
+                    f"{c.current:.4g}",
+                    f"{c.change:+.4g}",
+                    fmt_p(c.p_value),
+                    "MOVED" if c.moved else "no",
+                )
+            )  # fmt: skip
+            + "</tr>"
             for c in impact.mix
         )
         impact_html = (
@@ -161,30 +180,39 @@ def render_html(
                 else ""
             )
         )
+    if concept is not None:
+        impact_html += "<h2>Labels: realised quality and outcomes</h2>" + concept_html(concept)
     if history and history.get("windows"):
         impact_html += "<h2>Estimated against realised quality</h2>" + history_html(history)
     score_line = (
         f"score PSI {report.score.psi:.3f} (K-S p={fmt_p(report.score.p_value)})" if report.score else "score: n/a"
+    )
+    headline = (
+        f"drifted inputs carry {report.drift_share:.2f} of the model's importance, {score_line};"
+        f" {report.n_current:,} live rows vs {report.n_reference:,} reference rows"
+    )
+    noise = policy.get("noise_multiple", 3.0)
+    rule = (
+        f"A feature drifted if the FDR-corrected test is significant at q < {policy['p_value']} and its effect size"
+        " reaches the floor for this window's size: numeric, the shift in reference SDs (normalised Wasserstein"
+        f" distance) at least {policy.get('min_shift', 0.05)} and {noise}× what sampling noise alone gives;"
+        f" categorical, the PSI at least {policy['min_psi']} and {noise}× its no-shift expectation. Numeric:"
+        " two-sample K-S; categorical: chi-squared over the spec's levels plus one code for missing/unknown. Missing"
+        " numeric values are compared as the reference median. Moved (signed): the mean's move in reference SDs"
+        " (+ up), or the level whose share moved most."
     )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title><style>{_CSS}</style></head>
 <body>
 <h1>{e(title)}</h1>
 <p><span class="verdict {e(verdict)}">{e(verdict_text)}</span>
-&nbsp; drifted inputs carry {report.drift_share:.2f} of the model's importance,
-{score_line}; {report.n_current:,} live rows vs {report.n_reference:,} reference rows</p>
+&nbsp; {e(headline)}</p>
 <table class="ctx">{ctx_rows}</table>
 {impact_html}
 <h2>Inputs: why</h2>
 <ul>{"".join(f"<li>{e(r)}</li>" for r in report.reasons)}</ul>
 <h2>Features</h2>
-<p class="muted">A feature drifted if the FDR-corrected test is significant at q &lt; {policy["p_value"]}
-and its effect size reaches the floor for this window's size: numeric, the shift in reference SDs
-(normalised Wasserstein distance) at least {policy.get("min_shift", 0.05)} and
-{policy.get("noise_multiple", 3.0)}&times; what sampling noise alone gives; categorical, the PSI at least
-{policy["min_psi"]} and {policy.get("noise_multiple", 3.0)}&times; its no-shift expectation. Numeric: two-sample
-K-S; categorical: chi-squared over the spec's levels plus one code for missing/unknown. Missing numeric values
-are compared as the reference median.</p>
+<p class="muted">{e(rule)}</p>
 {table}
 <h2>Distributions</h2>
 <p class="legend"><span style="background:{_REF_COLOUR}"></span>reference (champion's training data)
@@ -193,6 +221,68 @@ are compared as the reference median.</p>
 <p class="muted">Policy: {e(", ".join(f"{k}={v}" for k, v in policy.items()))}</p>
 </body></html>
 """
+
+
+def _text(value: Any) -> str:
+    """Any value as escaped HTML text (numbers and p-values too: "< 1e-38" must not open a tag)."""
+    return html.escape(str(value))
+
+
+def concept_html(concept: Any) -> str:
+    """The labels' channel: live quality at the window's size, and each outcome rate, share or mean against what
+    the champion predicts (``concept.ConceptVerdict``)."""
+    e = _text
+    rows = "".join(
+        f'<tr class="{"drifted" if o.moved else ""}">'
+        + "".join(
+            f"<td>{e(v)}</td>"
+            for v in (
+                o.label,
+                _share_or_value(o.label, o.predicted),
+                _share_or_value(o.label, o.observed),
+                f"{o.reference_gap:+.3g}",
+                f"{o.shift:+.3g}",
+                fmt_p(o.p_value),
+                "MOVED" if o.moved else "no",
+            )
+        )  # fmt: skip
+        + "</tr>"
+        for o in getattr(concept, "outcomes", ())
+    )
+    table = (
+        "<table><thead><tr><th>outcome</th><th>predicted (live)</th><th>observed (live)</th>"
+        "<th>gap on the unseen rows</th><th>gap moved by</th><th>p-value</th><th>moved</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+        if rows
+        else ""
+    )
+    return f"<p>{e(concept.reason)}</p>{table}"
+
+
+def _share_or_value(label: str, value: float) -> str:
+    return f"{value:.4g}" if label == "mean outcome" else f"{value:.1%}"
+
+
+def _signed_cell(feature: Any) -> str:
+    signed = getattr(feature, "signed_shift", None)
+    if signed is not None:
+        return f"{signed:+.2f} SD"
+    moved = feature.level_shares()[:1] if hasattr(feature, "level_shares") else []
+    return "".join(f"{level} {(b - a) * 100:+.1f} points" for level, a, b in moved) or "-"
+
+
+def _where_cell(feature: Any) -> str:
+    if getattr(feature, "reference_mean", None) is not None:
+        return (
+            f"mean {_num(feature.reference_mean)} → {_num(feature.current_mean)}; median"
+            f" {_num(feature.reference_median)} → {_num(feature.current_median)}"
+        )
+    levels = feature.level_shares()[:3] if hasattr(feature, "level_shares") else []
+    return "; ".join(f"{level} {a:.0%} → {b:.0%}" for level, a, b in levels) or "-"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 def _effect_cell(feature: Any) -> str:

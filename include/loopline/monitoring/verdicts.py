@@ -2,10 +2,16 @@
 
 Verdicts, most serious first:
 
-- ``concept_drift``: realised quality, from outcome labels, dropped beyond ``max_quality_drop``;
+- ``concept_drift``: from outcome labels: realised quality dropped beyond ``max_quality_drop`` and
+  sampling noise, or the outcomes moved away from the predictions (a base rate, a class's share,
+  the mean outcome; ``loopline.monitoring.concept``);
 - ``insufficient``: too little traffic in the window to judge (labels aside);
-- ``performance_risk``: the model's estimated quality dropped, or its answers' mix or score
-  distribution moved, beyond the policy's tolerances (``loopline.monitoring.impact``);
+- ``performance_risk``: the model's quality, estimated without labels, dropped beyond
+  ``max_estimated_drop`` (or inputs gone missing cost that much; ``loopline.monitoring.impact``):
+  the model is expected to be worse, a reason to retrain;
+- ``output_shift``: the answers moved (their mix, or the score distribution) while the quality
+  is estimated to hold: a business fact to show (more declines, another class mix), not by
+  itself a reason to retrain;
 - ``feature_drift``: one or more inputs moved (significant and a real effect size) without
   a measurable effect on the model;
 - ``stable``: nothing moved.
@@ -15,7 +21,7 @@ retrain (``retrain_on``, after ``min_consecutive_windows`` such checks in a row 
 storm guard). An *episode* is a run of checks that are not ``stable`` (``insufficient``
 checks in between, a quiet night, neither end nor extend it): it alerts when it starts, when
 its verdict becomes more serious than anything it has alerted (``feature_drift`` <
-``performance_risk`` < ``concept_drift``), and otherwise at most every ``reminder_hours``;
+``output_shift`` < ``performance_risk`` < ``concept_drift``), and otherwise at most every ``reminder_hours``;
 never at every check, and not when a window near a tolerance flips back and forth between two
 verdicts.
 """
@@ -39,7 +45,8 @@ if TYPE_CHECKING:
 
 HEADLINES = {
     "concept_drift": "CONCEPT DRIFT: the model's realised quality dropped",
-    "performance_risk": "PERFORMANCE RISK: the model's answers or estimated quality moved",
+    "performance_risk": "PERFORMANCE RISK: the model's quality is estimated to have dropped",
+    "output_shift": "OUTPUT SHIFT: the model's answers moved, its quality is estimated to hold",
     "feature_drift": "FEATURE DRIFT: inputs moved, the model's answers held",
     "stable": "STABLE",
     "insufficient": "NO VERDICT: too little traffic",
@@ -52,13 +59,16 @@ def grade(report: DriftReport, impact: Impact | None, concept: ConceptVerdict) -
         return "concept_drift"
     if report.verdict == "insufficient":
         return "insufficient"
-    score_moved = report.score is not None and report.score.shifted
-    if score_moved or (impact is not None and impact.at_risk):
+    if impact is not None and impact.quality_at_risk:
         return "performance_risk"
+    score_moved = report.score is not None and report.score.shifted
+    if score_moved or (impact is not None and impact.mix_moved):
+        return "output_shift"
     return "feature_drift" if report.verdict == "feature_drift" else "stable"
 
 
-SEVERITY = {"feature_drift": 1, "performance_risk": 2, "concept_drift": 3}  # an episode alerts when it gets worse
+# an episode alerts when it gets worse
+SEVERITY = {"feature_drift": 1, "output_shift": 2, "performance_risk": 3, "concept_drift": 4}
 
 
 def _judged(history: Sequence[DriftCheck]) -> list[DriftCheck]:

@@ -784,7 +784,7 @@ th { background: #f7fafc; } ul.gates { margin: 0; padding-left: 1rem; }
 .alias-champion { background: #c6f6d5; } .alias-challenger { background: #feebc8; }
 .alias-previous { background: #e9d8fd; }
 .gate-pass, .gate-champion, .gate-challenger, .status-succeeded, .verdict-stable { color: #276749; }
-.verdict-feature_drift { color: #b7791f; font-weight: 600; }
+.verdict-feature_drift, .verdict-output_shift { color: #b7791f; font-weight: 600; }
 .gate-fail, .gate-rejected, .status-failed { color: #c53030; font-weight: 600; }
 .verdict-performance_risk, .verdict-concept_drift { color: #c53030; font-weight: 600; }
 .status-running { color: #2b6cb0; font-weight: 600; }
