@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from loopline.core.dag_factory import discover
 from loopline.core.spec import SpecError, load_spec, load_spec_file
@@ -358,3 +359,36 @@ def test_a_model_naming_a_refused_view_is_told_why(repo, tmp_path):
     )
     [problem] = check_model_uses(defs, spec)
     assert "feature view 'customer_activity' is refused: feature_repo/" in problem
+
+
+# -- loopline features ---------------------------------------------------------------------------
+
+
+def test_the_cli_lists_views_their_users_and_refused_files(repo, tmp_path, monkeypatch):
+    from loopline.core.settings import get_settings
+    from loopline.ops.cli import app
+
+    models = tmp_path / "models"
+    write_model(models, spec_dict("basket", "customer_id", ["customer_activity:spend_1h"]))
+    write_model(models, spec_dict("churn", "customer_id", ["customer_activity:orders_7d"]))
+    monkeypatch.setenv("LOOPLINE_MODELS_DIR", str(models))
+    get_settings.cache_clear()
+    load_spec.cache_clear()
+    try:
+        runner = CliRunner()
+        result = runner.invoke(app, ["features", "--repo", str(repo)])
+        assert result.exit_code == 0, result.output
+        assert "customer_activity  owner growth  entities customer (customer_id)  ttl 2d  schedule @hourly" in (
+            result.output
+        )
+        assert "used by: basket, churn" in result.output
+        assert "store_load  owner ops" in result.output and "offline only" in result.output
+
+        (repo / "zz.yaml").write_text("feature_views: {}\n")
+        result = runner.invoke(app, ["features", "--repo", str(repo)])
+        assert result.exit_code == 1
+        assert "REFUSED feature_repo/zz.yaml: feature_views: " in result.output
+        assert "used by: basket, churn" in result.output  # the broken file hides nothing else
+    finally:
+        get_settings.cache_clear()
+        load_spec.cache_clear()
