@@ -392,3 +392,15 @@ def test_the_cli_lists_views_their_users_and_refused_files(repo, tmp_path, monke
     finally:
         get_settings.cache_clear()
         load_spec.cache_clear()
+
+
+def test_hidden_files_and_feasts_own_configuration_are_not_definitions(repo):
+    (repo / ".backup").mkdir()
+    (repo / ".backup" / "old.yaml").write_text("nonsense: [")
+    (repo / "feature_store.yaml").write_text("project: loopline\nprovider: local\n")
+    (repo / "team").mkdir()
+    (repo / "team" / "extra.yaml").write_text(
+        yaml.safe_dump({"entities": [{"name": "x", "join_key": "x_id", "value_type": "int64"}]})
+    )
+    defs = load_definitions(repo)
+    assert defs.errors == [] and "x" in defs.entities and defs.origin["entity:x"] == "feature_repo/team/extra.yaml"

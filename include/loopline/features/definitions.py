@@ -323,10 +323,16 @@ def _allowed_keys(loc: tuple) -> list[str]:
 
 
 def repo_files(repo: Path) -> list[Path]:
-    """The definition files, in a stable order; a file in a sub-folder belongs to the repo too."""
+    """The definition files, in a stable order; a file in a sub-folder belongs to the repo too, a hidden one not."""
     if not repo.is_dir():
         return []
-    return sorted(p for p in repo.rglob("*") if p.suffix in (".yaml", ".yml") and p.name != "feature_store.yaml")
+    return sorted(
+        p
+        for p in repo.rglob("*")
+        if p.suffix in (".yaml", ".yml")
+        and p.name != "feature_store.yaml"  # Feast's own configuration, written by the Feast step
+        and not any(part.startswith(".") for part in p.relative_to(repo).parts)
+    )
 
 
 def _function_defined(path: Path, function: str) -> bool:
