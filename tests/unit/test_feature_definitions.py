@@ -247,6 +247,17 @@ def test_an_entity_defined_in_two_files_is_refused_and_so_are_views_on_it(repo):
     assert "customer" not in defs.entities
     assert any("entity 'customer' is also defined in feature_repo/more.yaml" in line for line in defs.refused)
     assert "customer_activity" not in defs.views and "store_load" in defs.views
+    assert (
+        "feature_repo/customers.yaml: feature_views[0].entities[0]: entity 'customer' is refused: defined in"
+        " feature_repo/customers.yaml, feature_repo/more.yaml" in defs.refused
+    )
+
+
+def test_two_entities_of_a_view_may_not_share_a_join_key(tmp_path):
+    raw = broken(lambda r: r["entities"].append({"name": "buyer", "join_key": "customer_id", "value_type": "string"}))
+    _view(raw)["entities"].append("buyer")
+    defs = load_definitions(write_repo(tmp_path, {"customers.yaml": raw}))
+    assert defs.views == {} and "two entities share a join key" in defs.refused[0]
 
 
 def test_a_view_on_an_unknown_entity_is_refused(tmp_path):

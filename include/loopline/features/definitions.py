@@ -296,7 +296,7 @@ def _shown(path: Path, repo: Path) -> str:
 
 
 def _explain(error: dict) -> str:
-    where = ".".join(str(p) for p in error["loc"]).replace(".[", "[")
+    where = ".".join(str(p) for p in error["loc"])
     where = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", where)
     if error["type"] == "extra_forbidden":
         return f"{where}: unknown key; allowed here: {', '.join(_allowed_keys(error['loc'][:-1]))}"
@@ -395,6 +395,7 @@ def load_definitions(repo: Path) -> Definitions:
             defs.broken[shown] = str(err)
 
     # A name defined in two files: refused in both, each error naming the other file.
+    twice: dict[str, dict[str, list[str]]] = {"entity": {}, "view": {}}
     for kind, attr in (("entity", "entities"), ("view", "feature_views")):
         where: dict[str, list[tuple[str, int]]] = {}
         for shown, parsed in loaded.items():
@@ -403,6 +404,7 @@ def load_definitions(repo: Path) -> Definitions:
         for name, places in where.items():
             if len(places) > 1:
                 files = [shown for shown, _ in places]
+                twice[kind][name] = files
                 for shown, i in places:
                     others = ", ".join(f for f in files if f != shown)
                     why = f"{shown}: {attr}[{i}].name: {kind} {name!r} is also defined in {others}"
@@ -421,12 +423,20 @@ def load_definitions(repo: Path) -> Definitions:
                 continue  # refused above (defined twice)
             problems = []
             for j, entity in enumerate(view.entities):
-                if entity not in defs.entities:
+                if entity in twice["entity"]:
+                    problems.append(
+                        f"{shown}: feature_views[{i}].entities[{j}]: entity {entity!r} is refused:"
+                        f" defined in {', '.join(twice['entity'][entity])}"
+                    )
+                elif entity not in defs.entities:
                     known = sorted(defs.entities)
                     problems.append(
                         f"{shown}: feature_views[{i}].entities[{j}]: unknown entity {entity!r}; known: {known}"
                     )
-            keys = {defs.entities[e].join_key for e in view.entities if e in defs.entities}
+            key_list = [defs.entities[e].join_key for e in view.entities if e in defs.entities]
+            keys = set(key_list)
+            if len(keys) != len(key_list):
+                problems.append(f"{shown}: feature_views[{i}].entities: two entities share a join key: {key_list}")
             for j, feature in enumerate(view.features):
                 if feature.name in keys or feature.name == view.source.event_time:
                     problems.append(
