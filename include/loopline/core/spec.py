@@ -23,6 +23,9 @@ class SpecError(LooplineError, ValueError):
     """The spec file is missing or invalid; the message names the file and the key."""
 
 
+# A stored feature, as Feast references it: "<view>:<feature>" (loopline.features.definitions).
+_FEATURE_REF = re.compile(r"^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*$")
+
 _PRESETS = ("@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
 
 
@@ -119,6 +122,10 @@ class FeatureSpec(_Strict):
     # Per categorical input, what the service does with a level not listed: refuse the request (422, the
     # default) or score it as unknown (missing, as LightGBM sees it), flagged in the answer and the log.
     unknown_levels: dict[str, Literal["refuse", "score"]] = Field(default_factory=dict)
+    # Features read from the feature store, as Feast references "<view>:<feature>" (feature_repo/*.yaml);
+    # the model sees each as the column "<view>__<feature>". Checked against the definitions by
+    # loopline.features.definitions.check_model_uses; here only their form.
+    stored: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _disjoint(self) -> FeatureSpec:
@@ -135,6 +142,31 @@ class FeatureSpec(_Strict):
         if not_categorical:
             raise ValueError(f"unknown_levels names features that are not categorical: {not_categorical}")
         return self
+
+    @field_validator("stored")
+    @classmethod
+    def _feature_refs(cls, refs: list[str]) -> list[str]:
+        for i, ref in enumerate(refs):
+            if not isinstance(ref, str) or not _FEATURE_REF.match(ref):
+                raise ValueError(
+                    f"item {i}, {ref!r}, is not a feature reference view:feature (e.g. card_activity:spend_1h)"
+                )
+        twice = sorted({r for r in refs if refs.count(r) > 1})
+        if twice:
+            raise ValueError(f"features named twice: {twice}")
+        return refs
+
+    @model_validator(mode="after")
+    def _stored_apart(self) -> FeatureSpec:
+        clash = sorted(set(self.stored_columns) & set(self.names))
+        if clash:
+            raise ValueError(f"stored: the columns {clash} are also request-time features of this spec")
+        return self
+
+    @property
+    def stored_columns(self) -> list[str]:
+        """The columns stored features arrive as: ``<view>__<feature>`` (Feast's full feature names)."""
+        return [ref.replace(":", "__", 1) for ref in self.stored]
 
     @property
     def scored_unknown(self) -> dict[str, frozenset[str]]:

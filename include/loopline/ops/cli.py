@@ -228,6 +228,36 @@ def status(
         typer.echo(f"\n== {name}: BROKEN model folder, no DAGs generated\n  {why}")
 
 
+@app.command()
+def features(
+    repo: Path | None = typer.Option(None, "--repo", help="The feature repo; default: feature_repo/ in the project."),
+) -> None:
+    """Feature views (owner, entities, ttl, schedule, the models that use each) and refused definitions."""
+    from loopline.core.dag_factory import discover
+    from loopline.features.definitions import check_model_uses, load_definitions, views_used_by
+
+    settings = _settings()
+    defs = load_definitions(repo or settings.project_root / "feature_repo")
+    specs = discover(settings.models_dir)[0]
+    used = views_used_by(specs)
+    typer.echo(f"{len(defs.views)} feature view(s), {len(defs.entities)} entit(ies) in {defs.repo}")
+    for name, view in sorted(defs.views.items()):
+        keys = ", ".join(f"{e} ({defs.entities[e].join_key})" for e in view.entities)
+        typer.echo(
+            f"  {name}  owner {view.owner}  entities {keys}  ttl {view.ttl}  schedule {view.schedule}"
+            f"  {'online' if view.online else 'offline only'}  {defs.view_file(name)}"
+        )
+        typer.echo(f"    features: {', '.join(view.feature_names)}")
+        typer.echo(f"    used by: {', '.join(used.get(name, [])) or '-'}")
+    for why in defs.errors:
+        typer.secho(f"  REFUSED {why}", fg="red")
+    problems = [line for spec in specs for line in check_model_uses(defs, spec)]
+    for line in problems:
+        typer.secho(f"  MODEL {line}", fg="red")
+    if defs.errors or problems:
+        raise typer.Exit(1)
+
+
 quarantine_app = typer.Typer(
     help="Quarantined batches: list them with their cause; replay them through validation after a fix.",
     no_args_is_help=True,
