@@ -72,7 +72,7 @@ SHADOW = "shadow"  # the arm (and rollout phase) that scores a copy of traffic a
 
 
 def counters_from_metrics(text: str) -> dict[str, dict[str, float]]:
-    """Per model version: scored applications and failed ones, from a Prometheus text page.
+    """Per model version: scored rows and failed ones, from a Prometheus text page.
 
     Rows a shadow scored (``arm="shadow"``) count apart (``shadow_predictions``,
     ``shadow_errors``), with the shadow's decisions compared with the answers and how

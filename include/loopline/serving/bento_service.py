@@ -118,7 +118,7 @@ class ModelService:
         self.secret = settings.pseudonym_secret
         self.prediction_log = PredictionLogMonitor(monitor_name(SPEC.name), str(settings.prediction_log_dir))
         labels = ["model_version", "arm"]  # arm: champion | canary | fallback | shadow (answered nothing)
-        self.predictions = prom.Counter("loopline_predictions_total", "Scored applications", [*labels, "decision"])
+        self.predictions = prom.Counter("loopline_predictions_total", "Scored rows", [*labels, "decision"])
         self.errors = prom.Counter("loopline_prediction_errors_total", "Failed scoring calls", labels)
         self.latency = prom.Histogram(
             "loopline_predict_latency_seconds",
@@ -183,15 +183,15 @@ class ModelService:
         except Overloaded as err:
             raise ServiceUnavailable(str(err)) from err
 
-    def _score(self, applications: list) -> list:
-        """One call: the applications of every merged request, answered in their order."""
+    def _score(self, instances: list) -> list:
+        """One call: the instances (rows) of every merged request, answered in their order."""
         rows = Rows.from_values(
-            {name: [getattr(a, name) for a in applications] for name in NAMES},
-            [getattr(a, ENTITY) for a in applications],
+            {name: [getattr(a, name) for a in instances] for name in NAMES},
+            [getattr(a, ENTITY) for a in instances],
             SPEC,
             self.scorer.features,
         )  # column arrays straight from the validated models: no DataFrame per request
-        clients = [getattr(a, CLIENT_FIELD) or OPEN_CLIENT for a in applications]
+        clients = [getattr(a, CLIENT_FIELD) or OPEN_CLIENT for a in instances]
         route = self.scorer.route
         # Alone, a call of a few rows or more gives LightGBM every core; beside another call, one each.
         threads = 0 if self.batcher.in_flight <= 1 and len(rows) >= ALONE_PARALLEL_ROWS else 1
