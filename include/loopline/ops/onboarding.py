@@ -429,7 +429,7 @@ rollout:                            # the platform's defaults: canary 5% -> 20% 
 monitoring:                         # hourly drift check over the last window_hours of predictions, retrain storm guard
   schedule: "@hourly"
 {monitoring}  retrain_on: [performance_risk, concept_drift]  # moved inputs (feature_drift) or answers whose quality is
-                                  # estimated to hold (output_shift) only alert; add output_shift to retrain on those too
+                                  # estimated to hold (output_shift) only alert; list output_shift to retrain on it
 """
 
 
