@@ -163,7 +163,7 @@ def train_and_evaluate(run: TrainRun, settings: Settings, image_id: str | None =
         mlflow.log_metrics({f"valid.{k}": v for k, v in valid_metrics.items()})
         mlflow.log_dict(training.feature_importance(model.booster), "feature_importance.json")
         if calibration is not None:  # classifiers: measured on the holdout, the map (if any) fitted on validation
-            from loopline.monitoring.calibration import ARTIFACT, TAG
+            from loopline.training.calibration import ARTIFACT, TAG
 
             mlflow.log_metric("holdout_ece", calibration.holdout_ece)
             if calibration.calibrated_ece is not None:
