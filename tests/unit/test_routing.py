@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from loopline.monitoring.psi import psi
+from loopline.core.psi import psi
 from loopline.rollout.serving_state import Route
 from loopline.serving.routing import bucket, choose_version, pseudonym
 
