@@ -329,7 +329,7 @@ def test_the_built_bento_serves_scores_and_refuses_malformed_requests(airflow_db
 def test_with_api_keys_the_bento_answers_401_without_one_and_logs_the_client(airflow_db):
     import requests
 
-    from loopline.serving.auth import new_key
+    from loopline.core.api_keys import new_key
     from tests.e2e.conftest import BentoServer
 
     key, entry = new_key("e2e-client")

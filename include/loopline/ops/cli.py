@@ -123,7 +123,7 @@ def _report_dead_runs(settings, grace_seconds: float, dry_run: bool) -> None:
 @app.command("api-key")
 def api_key(client: str = typer.Argument(..., help="The client's name, logged with each of its predictions.")) -> None:
     """Make a prediction-API key for CLIENT: prints the key (give it to the client) and its LOOPLINE_API_KEYS entry."""
-    from loopline.serving.auth import ApiKeyError, new_key
+    from loopline.core.api_keys import ApiKeyError, new_key
 
     try:
         key, entry = new_key(client)
