@@ -5,7 +5,7 @@ import pytest
 
 from loopline.core.pseudonym import pseudonym
 from loopline.core.psi import psi
-from loopline.rollout.serving_state import Route
+from loopline.core.serving_state import Route
 from loopline.serving.routing import bucket, choose_version
 
 IDS = [f"A-{i}" for i in range(20000)]

@@ -349,7 +349,7 @@ def serving_line(route) -> str:
 @app.command()
 def audit(model: str = MODEL_OPTION, limit: int = typer.Option(50, min=1, max=10_000)) -> None:
     """The audit trail: every change to what serves traffic, newest first, with who and why."""
-    from loopline.rollout.serving_state import ServingState
+    from loopline.core.serving_state import ServingState
 
     state = ServingState(_settings().state_db_uri)
     route = state.route(model)
@@ -361,7 +361,7 @@ def audit(model: str = MODEL_OPTION, limit: int = typer.Option(50, min=1, max=10
 @app.command()
 def rollouts(model: str = MODEL_OPTION, limit: int = typer.Option(10, min=1, max=1000)) -> None:
     """Rollouts, newest first: candidate, mode, outcome and every judged step's gates."""
-    from loopline.rollout.serving_state import ServingState
+    from loopline.core.serving_state import ServingState
 
     for r in ServingState(_settings().state_db_uri).rollouts(model, limit):
         typer.echo(

@@ -99,7 +99,7 @@ class ModelService:
         import prometheus_client as prom  # after BentoML has set up multiprocess metrics
 
         from loopline.core import tracking
-        from loopline.rollout.serving_state import ServingState
+        from loopline.core.serving_state import ServingState
         from loopline.serving.online import RoutedScorer
 
         settings = get_settings()
@@ -329,7 +329,7 @@ def record_refusal(refusal: Refusal) -> None:
 
 @functools.cache
 def _serving_state():
-    from loopline.rollout.serving_state import ServingState
+    from loopline.core.serving_state import ServingState
 
     return ServingState(_settings.state_db_uri)  # one engine for the process, not one per /docs.json
 

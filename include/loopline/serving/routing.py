@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 
-from loopline.rollout.serving_state import Route
+from loopline.core.serving_state import Route
 
 
 def bucket(entity_id: str, salt: str) -> float:

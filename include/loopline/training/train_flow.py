@@ -203,7 +203,7 @@ def _holdout_scores(model_uri: str, holdout: pd.DataFrame, spec: ModelSpec) -> t
 
 def _serve_first_champion(name: str, version: str, actor: str, gate: dict[str, Any], settings: Settings) -> None:
     """The very first model takes all traffic at once: there is nothing to roll out against."""
-    from loopline.rollout.serving_state import Route, ServingState
+    from loopline.core.serving_state import Route, ServingState
 
     state = ServingState(settings.state_db_uri)
     current = state.route(name)
