@@ -11,8 +11,8 @@ from pydantic import ValidationError
 from sklearn.isotonic import IsotonicRegression
 
 from loopline.core.spec import load_spec
-from loopline.training import calibration as calib
 from loopline.monitoring import impact
+from loopline.training import calibration as calib
 from loopline.training import trainer as training
 from tests.unit.test_tasks import tickets  # noqa: F401 (the multiclass fixture)
 from tests.unit.test_training import PARAMS, SPEC, synthetic

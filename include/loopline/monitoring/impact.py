@@ -54,9 +54,9 @@ import pandas as pd
 
 from loopline.core.spec import DriftPolicy, ModelSpec
 from loopline.core.tasks import task_of
+from loopline.monitoring.detection import encode, jsonable, reference_medians
 from loopline.training import calibration as calib
 from loopline.training.calibration import calibration_error  # noqa: F401 (re-exported)
-from loopline.monitoring.detection import encode, jsonable, reference_medians
 
 CALIBRATION_LIMIT = calib.DEFAULT_LIMIT  # older champions (no recorded calibration): the check-time limit
 QUANTILES = (0.1, 0.5, 0.9)
