@@ -472,16 +472,17 @@ def bento_image(
 
 @app.command()
 def step(
-    name: str = typer.Argument(..., help="A heavy step: train_and_evaluate or score (loopline.core.runtime.STEPS)."),
+    name: str = typer.Argument(..., help="A heavy step: train_and_evaluate or score (loopline.ops.steps.STEPS)."),
     input_json: str = typer.Option(..., "--input", help="The step's input as JSON (what XCom carries)."),
     image_id: str = typer.Option("", help="The runtime image this runs in, recorded in the lineage."),
 ) -> None:
     """Run one heavy step as a DAG task does; its result is the last line (what a runtime image runs)."""
     from loopline.core.errors import LooplineError
     from loopline.core.runtime import ERROR_MARK, PERMANENT_EXIT, RESULT_MARK, run_step
+    from loopline.ops.steps import step_named
 
     try:
-        result = run_step(name, json.loads(input_json), _settings(), image_id or None)
+        result = run_step(step_named(name), json.loads(input_json), _settings(), image_id or None)
     except LooplineError as err:  # permanent: the operator fails the task without retrying
         print(f"{ERROR_MARK}{type(err).__name__}: {err}", flush=True)
         raise typer.Exit(PERMANENT_EXIT) from None

@@ -179,6 +179,11 @@ def train_and_evaluate(run: TrainRun, settings: Settings, image_id: str | None =
     return run
 
 
+def train_step(payload: dict[str, Any], settings: Settings, image_id: str | None) -> dict[str, Any]:
+    """The train DAG's heavy step (``loopline step train_and_evaluate``): in-process, or in the spec's image."""
+    return train_and_evaluate(TrainRun(**payload), settings, image_id=image_id).to_dict()
+
+
 def register(run: TrainRun, settings: Settings) -> TrainRun:
     from loopline.core import tracking
 
