@@ -178,8 +178,8 @@ def prepare(home: Path) -> Prepared:
 
     from loopline.core import tracking
     from loopline.core.features import build_features
+    from loopline.core.serving_state import Route, ServingState
     from loopline.core.spec import load_spec
-    from loopline.rollout.serving_state import Route, ServingState
     from loopline.serving.packaging import MODEL_PIN_FILE, build_bento
     from tests.generators import credit_risk as datagen
 

@@ -49,20 +49,22 @@ def build(spec: ModelSpec) -> None:
     def loopline_batch_score():
         if spec.runtime is not None:  # same step, same settings, in the spec's image (loopline.core.runtime_operator)
             from loopline.core.runtime_operator import step_in_image
+            from loopline.ops.steps import SCORE
 
             payload = {"model": model, "input_path": "{{ params.input_path }}", "model_ref": "{{ params.model }}"}
-            step_in_image(spec, "score", {**payload, "run_id": "{{ run_id }}"})
+            step_in_image(spec, SCORE, {**payload, "run_id": "{{ run_id }}"})
             return
 
         @task
         def score() -> dict:
             from loopline.core.runtime import run_step
             from loopline.core.settings import get_settings
+            from loopline.ops.steps import SCORE
 
             context = get_current_context()
             params = context["params"]
             payload = {"model": model, "input_path": params["input_path"], "model_ref": params["model"]}
-            return run_step("score", {**payload, "run_id": context["run_id"]}, get_settings())
+            return run_step(SCORE, {**payload, "run_id": context["run_id"]}, get_settings())
 
         score()
 

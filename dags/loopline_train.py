@@ -88,18 +88,18 @@ def build(spec: ModelSpec) -> None:
             """Features → LightGBM → holdout metrics → MLflow: in-process, or in the spec's runtime image."""
             if spec.runtime is not None:  # same step, same settings, in a container (loopline.core.runtime_operator)
                 from loopline.core.runtime_operator import step_in_image
+                from loopline.ops.steps import TRAIN_AND_EVALUATE
 
-                in_image = step_in_image(
-                    spec, "train_and_evaluate", "{{ ti.xcom_pull(task_ids='start_run') | tojson }}"
-                )
+                in_image = step_in_image(spec, TRAIN_AND_EVALUATE, "{{ ti.xcom_pull(task_ids='start_run') | tojson }}")
                 run >> in_image
                 return in_image.output
 
             @task(task_id="train_and_evaluate")
             def in_process(run: dict) -> dict:
                 from loopline.core.runtime import run_step
+                from loopline.ops.steps import TRAIN_AND_EVALUATE
 
-                return run_step("train_and_evaluate", run, _settings())
+                return run_step(TRAIN_AND_EVALUATE, run, _settings())
 
             return in_process(run)
 

@@ -116,7 +116,7 @@ class AirflowUI:
 
 def seed_serving_state(env: dict[str, str]) -> None:
     """Something for the Loopline page to show: v1 serves, v2 is pinned as a 5% canary (two audited changes)."""
-    from loopline.rollout.serving_state import Route, ServingState
+    from loopline.core.serving_state import Route, ServingState
 
     state = ServingState(env["LOOPLINE_STATE_DB_URI"])
     first = state.change(

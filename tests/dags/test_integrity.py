@@ -69,10 +69,10 @@ def test_permanent_errors_are_not_retried_transient_ones_are():
     """The policy every task has: a LooplineError fails at once; a RetryableError or anything else retries."""
     from airflow.sdk.definitions.retry_policy import RetryAction
 
+    from loopline.core.serving_state import RouteConflict
     from loopline.core.spec import SpecError
     from loopline.ingestion.data_registry import RegistryError
     from loopline.ingestion.validation import SuiteError
-    from loopline.rollout.serving_state import RouteConflict
 
     def action(err: BaseException) -> RetryAction:
         return PERMANENT_ERRORS.evaluate(err, try_number=1, max_tries=3).action

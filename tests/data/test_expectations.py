@@ -108,8 +108,8 @@ def test_entity_column_is_the_specs(spec):
 
 def test_failures_on_the_entity_column_show_pseudonyms_never_ids(tmp_path):
     """Duplicate and missing ids: the report (failures, summary, full GE result, files) names no id in clear."""
+    from loopline.core.pseudonym import pseudonym
     from loopline.ingestion.validation import validate_frame
-    from loopline.serving.routing import pseudonym
 
     frame = datagen.make_batch(2, n_rows=300, seed=4)
     ids = list(frame[ENTITY])

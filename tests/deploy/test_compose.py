@@ -441,7 +441,8 @@ def test_init_env_writes_a_complete_env_with_fresh_secrets(tmp_path):
     example = parse_dotenv(ENV_EXAMPLE.read_text())
     for name, value in example.items():
         if name == "LOOPLINE_API_KEYS":  # the hash of a new key for client "default"; the key is printed once
-            from loopline.serving.auth import ApiKeys, parse_keys
+            from loopline.core.api_keys import parse_keys
+            from loopline.serving.auth import ApiKeys
 
             key = re.search(r"client 'default' .*: ([0-9a-f]{32,})$", run.stdout.decode(), re.MULTILINE).group(1)
             assert ApiKeys(parse_keys(env[name])).client_of(key) == "default" and key not in dest.read_text()

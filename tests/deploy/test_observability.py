@@ -261,8 +261,8 @@ def state_db():
     """A throw-away Postgres database with the Loopline state tables, from the modules that own them."""
     from sqlalchemy import create_engine
 
+    from loopline.core import serving_state
     from loopline.monitoring import monitoring_state, outcomes
-    from loopline.rollout import serving_state
     from tests.conftest import throwaway_postgres
 
     for url in throwaway_postgres("loopline_dash"):

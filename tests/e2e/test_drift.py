@@ -163,7 +163,7 @@ def test_shifted_traffic_triggers_one_retrain_with_its_report_and_an_alert(run_d
 
 def test_the_triggered_retrain_records_its_drift_report_and_rolls_out(run_dag, service, zones):
     from loopline.core import tracking
-    from loopline.rollout.serving_state import ServingState
+    from loopline.core.serving_state import ServingState
 
     [queued] = queued_train_runs()
     for week in (4, 5):  # the shifted world reaches the landing zone as new weekly batches

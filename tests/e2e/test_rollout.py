@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import requests
 
+from loopline.core.serving_state import ServingState
 from loopline.core.settings import get_settings
-from loopline.rollout.serving_state import ServingState
 from tests.e2e.conftest import BentoServer
 from tests.generators import credit_risk as datagen
 

@@ -18,7 +18,7 @@ import time
 import pytest
 import yaml
 
-from loopline.rollout.serving_state import ServingState
+from loopline.core.serving_state import ServingState
 from loopline.serving.bento_server import BentoServer
 from loopline.serving.prediction_log import read_window
 from tests.e2e.isolated_line import IsolatedLine

@@ -146,7 +146,7 @@ def test_train_records_lineage_registers_champion_and_builds_bento(run_dag):
     info = get_model_info("models:/credit_risk/1")
     assert info.signature is not None and info.saved_input_example_info is not None
 
-    from loopline.rollout.serving_state import ServingState
+    from loopline.core.serving_state import ServingState
 
     state = ServingState(get_settings().state_db_uri)
     assert state.route("credit_risk").champion_version == "1"
@@ -215,7 +215,7 @@ def test_new_data_trains_a_new_version_judged_against_the_champion(run_dag, zone
     gate = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/gate/version-2.json")
     assert gate["decision"] == decision and gate["champion_version"] == "1"
     assert gate["champion"]["rows"] == gate["candidate"]["rows"]  # same holdout
-    from loopline.rollout.serving_state import ServingState
+    from loopline.core.serving_state import ServingState
 
     assert ServingState(get_settings().state_db_uri).route("credit_risk").champion_version == "1"  # rollout decides
     if decision == "challenger":
@@ -277,7 +277,7 @@ def test_the_built_bento_serves_scores_and_refuses_malformed_requests(airflow_db
         assert 400 <= too_many.status_code < 500
 
         # Traffic changes in the state store reach the running service without a restart.
-        from loopline.rollout.serving_state import Route, ServingState
+        from loopline.core.serving_state import Route, ServingState
 
         state = ServingState(get_settings().state_db_uri)
         current = state.route("credit_risk")
@@ -329,7 +329,7 @@ def test_the_built_bento_serves_scores_and_refuses_malformed_requests(airflow_db
 def test_with_api_keys_the_bento_answers_401_without_one_and_logs_the_client(airflow_db):
     import requests
 
-    from loopline.serving.auth import new_key
+    from loopline.core.api_keys import new_key
     from tests.e2e.conftest import BentoServer
 
     key, entry = new_key("e2e-client")
@@ -413,7 +413,7 @@ def test_batch_scoring_writes_scores_with_version_reasons_and_lineage(run_dag, t
 
 
 def test_manual_rollout_actions_change_traffic_aliases_and_the_audit_trail(run_dag):
-    from loopline.rollout.serving_state import ServingState
+    from loopline.core.serving_state import ServingState
 
     state = ServingState(get_settings().state_db_uri)
 

@@ -12,8 +12,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from loopline.core.api_keys import ApiKeyError, new_key, parse_keys
 from loopline.core.settings import SettingsError, get_settings
-from loopline.serving.auth import CLIENT_FIELD, ApiKeyError, ApiKeys, new_key, parse_keys, presented_key
+from loopline.serving.auth import CLIENT_FIELD, ApiKeys, presented_key
 from loopline.serving.service_edges import EdgeGuard, ErrorBody
 
 

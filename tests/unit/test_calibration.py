@@ -1,4 +1,4 @@
-"""The champion's calibration recorded at training time (loopline.monitoring.calibration), on real models."""
+"""The champion's calibration recorded at training time (loopline.training.calibration), on real models."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pydantic import ValidationError
 from sklearn.isotonic import IsotonicRegression
 
 from loopline.core.spec import load_spec
-from loopline.monitoring import calibration as calib
 from loopline.monitoring import impact
+from loopline.training import calibration as calib
 from loopline.training import trainer as training
 from tests.unit.test_tasks import tickets  # noqa: F401 (the multiclass fixture)
 from tests.unit.test_training import PARAMS, SPEC, synthetic

@@ -9,13 +9,13 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
+from loopline.core.pseudonym import pseudonym
 from loopline.core.settings import get_settings
 from loopline.core.spec import load_spec
 from loopline.ingestion.ingest import zones_for
 from loopline.monitoring import outcomes
 from loopline.monitoring.feedback import ingest_outcomes, outcome_zones
 from loopline.serving.prediction_log import monitor_name, read_window
-from loopline.serving.routing import pseudonym
 from tests.generators import credit_risk as datagen
 
 

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from loopline.core.errors import LooplineError
+from loopline.core.serving_state import Route, ServingState
 from loopline.monitoring.monitoring_state import MonitoringState, MonitoringStateError
-from loopline.rollout.serving_state import Route, ServingState
 from tests.conftest import throwaway_postgres
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

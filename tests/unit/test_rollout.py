@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from loopline.core.serving_state import Route, ServingState
 from loopline.rollout.actions import RolloutError, abort, pin
-from loopline.rollout.serving_state import Route, ServingState
 
 
 @pytest.fixture

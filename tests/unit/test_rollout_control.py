@@ -15,10 +15,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from loopline.core.serving_state import Route, ServingState
 from loopline.core.settings import get_settings
 from loopline.rollout import actions, rollout_flow
 from loopline.rollout.rollout_flow import NothingToRollOut, RolloutEnded, RolloutStopped
-from loopline.rollout.serving_state import Route, ServingState
 
 MODEL = "credit_risk"  # the repo's model folder: its spec's rollout steps (5 -> 20 -> 50 -> 100%) drive the phases
 AUTO = "asset (dag:credit_risk_rollout/asset_triggered__1)"

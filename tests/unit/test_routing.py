@@ -3,9 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from loopline.monitoring.psi import psi
-from loopline.rollout.serving_state import Route
-from loopline.serving.routing import bucket, choose_version, pseudonym
+from loopline.core.pseudonym import pseudonym
+from loopline.core.psi import psi
+from loopline.core.serving_state import Route
+from loopline.serving.routing import bucket, choose_version
 
 IDS = [f"A-{i}" for i in range(20000)]
 

@@ -22,6 +22,7 @@ from loopline.core.errors import LooplineError
 from loopline.core.runtime_operator import RuntimeImageMissing, StepFailed, StepInImage, step_in_image
 from loopline.core.settings import get_settings
 from loopline.core.spec import RuntimeSpec, load_spec
+from loopline.ops.steps import SCORE, STEPS, TRAIN_AND_EVALUATE, step_named
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 RUN = {"model_name": "m", "run_id": "r1", "experiment_id": "1", "data": {}, "fingerprint": "f", "reused": False}
@@ -85,7 +86,7 @@ def test_the_embedded_default_mounts_the_project_read_only_and_its_state_folder_
 
 
 def _operator(payload=None, step="train_and_evaluate") -> StepInImage:
-    return StepInImage(task_id="t", step=step, payload=payload or json.dumps(RUN), image="loopline:local")
+    return StepInImage(task_id="t", step=step_named(step), payload=payload or json.dumps(RUN), image="loopline:local")
 
 
 def test_the_operator_runs_the_step_cli_with_the_settings_mounted_at_the_same_paths(env_settings, tmp_path):
@@ -180,7 +181,14 @@ def test_only_known_steps_and_only_models_with_an_image(tmp_path):
     with pytest.raises(runtime.UnknownStep, match=r"unknown step 'trian'; the steps are \['score', 'train_and"):
         _operator(step="trian")
     with pytest.raises(ValueError, match="names no runtime image"):
-        step_in_image(load_spec("credit_risk", MODELS), "train_and_evaluate", "{}")
+        step_in_image(load_spec("credit_risk", MODELS), TRAIN_AND_EVALUATE, "{}")
+
+
+def test_the_steps_are_the_stations_functions_listed_above_core():
+    """core.runtime names no step; ops.steps lists them, and imports a station only when its step runs."""
+    assert sorted(STEPS) == ["score", "train_and_evaluate"]
+    assert STEPS["score"] is SCORE and SCORE.input_keys == ("input_path",) and TRAIN_AND_EVALUATE.input_keys == ()
+    assert not hasattr(runtime, "STEPS")
 
 
 def test_the_step_cli_reports_a_permanent_error_on_its_marked_line(tmp_path):
@@ -196,5 +204,5 @@ def test_a_spec_copy_with_a_runtime_builds_its_step(tmp_path):
     (tmp_path / "credit_risk").mkdir()
     (tmp_path / "credit_risk" / "spec.yaml").write_text(yaml.safe_dump(raw))
     load_spec.cache_clear()
-    op = step_in_image(load_spec("credit_risk", tmp_path), "score", {"model": "credit_risk"})
+    op = step_in_image(load_spec("credit_risk", tmp_path), SCORE, {"model": "credit_risk"})
     assert op.image == "localhost/loopline:test" and op.task_id == "score" and "payload" in op.template_fields

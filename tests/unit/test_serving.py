@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from loopline.core.features import build_features
+from loopline.core.serving_state import Route, ServingState
 from loopline.core.spec import load_spec
 from loopline.ingestion.ingest import normalise
-from loopline.rollout.serving_state import Route, ServingState
 from loopline.serving.online import RoutedScorer
 from loopline.training import trainer as training
 from tests.generators import credit_risk as datagen
@@ -263,8 +263,8 @@ def test_a_trace_names_the_route_the_answer_was_scored_under_not_the_change_it_h
     """An answer logged 0.3 s after an abort came from the canary step before it (the service polls the store)."""
     from datetime import UTC, datetime, timedelta
 
+    from loopline.core.serving_state import AuditRecord
     from loopline.ops.trace import route_that_served
-    from loopline.rollout.serving_state import AuditRecord
 
     t = datetime(2026, 6, 1, tzinfo=UTC)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loopline.rollout.serving_state import Route, RoutingError, ServingState
+from loopline.core.serving_state import Route, RoutingError, ServingState
 
 
 @pytest.fixture

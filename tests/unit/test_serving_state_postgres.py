@@ -12,7 +12,7 @@ from datetime import datetime
 import pytest
 from sqlalchemy import event
 
-from loopline.rollout.serving_state import Route, RoutingError, ServingState
+from loopline.core.serving_state import Route, RoutingError, ServingState
 from tests.conftest import throwaway_postgres
 
 

@@ -72,8 +72,8 @@ def line(tmp_path_factory):
     import mlflow
 
     from loopline.core import tracking
+    from loopline.core.serving_state import Route, ServingState
     from loopline.monitoring.monitoring_state import MonitoringState
-    from loopline.rollout.serving_state import Route, ServingState
 
     home = tmp_path_factory.mktemp("ui-home")
     models = _model_folders(tmp_path_factory.mktemp("ui-models"))
@@ -465,8 +465,8 @@ def test_urls_are_quoted():
 
 
 def test_a_shadow_phase_shows_in_traffic_and_its_results_in_the_rollout(tmp_path):
+    from loopline.core.serving_state import Route, ServingState
     from loopline.ops.status import _shadow_lines
-    from loopline.rollout.serving_state import Route, ServingState
 
     url = f"sqlite:///{tmp_path / 'state.db'}"
     state = ServingState(url)

@@ -7,19 +7,25 @@ the environment its Bento is served in. Either way the same function runs: the i
 calls ``run_step`` here, the container runs ``loopline step <name> --input <json>``, which calls
 the same ``run_step`` with the same settings and prints its result as the last marked line.
 
+A step is a ``Step``: its name, its function and the payload keys naming files it reads. Core names
+no step: the steps are the stations' functions, listed above them (``loopline.ops.steps``), and a
+DAG file or the ``loopline step`` command passes the ``Step`` in.
+
 This module imports no Airflow and no Docker client: the container imports it too.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from loopline.core.errors import LooplineError
 from loopline.core.settings import Settings
 from loopline.core.spec import ModelSpec
+
+StepFunction = Callable[[dict[str, Any], Settings, str | None], dict[str, Any]]
 
 IN_PROCESS = "in-process"
 RUNTIME_TAG = "loopline.runtime"  # on the MLflow run (and so the model version): "in-process" or "image <ref>"
@@ -30,7 +36,7 @@ PERMANENT_EXIT = 3
 
 
 class UnknownStep(LooplineError, ValueError):
-    """A step name that is not in STEPS."""
+    """A step name that is not among the steps (``loopline.ops.steps.STEPS``)."""
 
 
 def describe(spec: ModelSpec) -> str:
@@ -38,61 +44,29 @@ def describe(spec: ModelSpec) -> str:
     return IN_PROCESS if spec.runtime is None else f"image {spec.runtime.image}"
 
 
-def _train_and_evaluate(payload: dict[str, Any], settings: Settings, image_id: str | None) -> dict[str, Any]:
-    from loopline.training.train_flow import TrainRun, train_and_evaluate
+@dataclass(frozen=True)
+class Step:
+    """A heavy step: the name ``loopline step`` runs it by, its function (payload, settings, image id) ->
+    result, and the payload keys naming files it reads (a container mounts their folders read only)."""
 
-    return train_and_evaluate(TrainRun(**payload), settings, image_id=image_id).to_dict()
-
-
-def scores_dir_for(settings: Settings, model: str, run_id: str) -> Path:
-    """A batch scoring run's output folder, keyed by its DAG run (a re-run overwrites only its own)."""
-    return settings.scores_dir / model / re.sub(r"[:+]", "_", run_id)
-
-
-def _score(payload: dict[str, Any], settings: Settings, image_id: str | None) -> dict[str, Any]:
-    from loopline.core.spec import load_spec
-    from loopline.serving.batch_scoring import score_file
-
-    spec = load_spec(payload["model"], settings.models_dir)
-    runtime = IN_PROCESS if image_id is None else f"{describe(spec)} ({image_id})"
-    out_dir = scores_dir_for(settings, payload["model"], payload["run_id"])
-    result = score_file(payload["model"], payload["input_path"], payload["model_ref"], out_dir, settings, runtime)
-    return result.to_dict()
+    name: str
+    function: StepFunction
+    input_keys: tuple[str, ...] = ()
 
 
-# name -> (function, payload keys naming files the step reads: a container mounts their folders read only)
-STEPS: dict[str, tuple[Callable[[dict[str, Any], Settings, str | None], dict[str, Any]], tuple[str, ...]]] = {
-    "train_and_evaluate": (_train_and_evaluate, ()),
-    "score": (_score, ("input_path",)),
-}
-
-
-def input_keys(step: str) -> tuple[str, ...]:
-    """The payload keys of ``step`` that name files it reads (outside the settings' folders)."""
-    return _step(step)[1]
-
-
-def input_files(step: str, payload: dict[str, Any]) -> list[Path]:
+def input_files(step: Step, payload: dict[str, Any]) -> list[Path]:
     """The files outside the settings' folders that ``step`` reads (what a container must also see)."""
-    return [Path(str(payload[key])) for key in input_keys(step) if payload.get(key)]
+    return [Path(str(payload[key])) for key in step.input_keys if payload.get(key)]
 
 
-def _step(name: str):
-    try:
-        return STEPS[name]
-    except KeyError:
-        raise UnknownStep(f"unknown step {name!r}; the steps are {sorted(STEPS)}") from None
-
-
-def run_step(name: str, payload: dict[str, Any], settings: Settings, image_id: str | None = None) -> dict[str, Any]:
+def run_step(step: Step, payload: dict[str, Any], settings: Settings, image_id: str | None = None) -> dict[str, Any]:
     """Run one heavy step with these settings; ``image_id``: the image it runs in (None: in-process)."""
-    return _step(name)[0](payload, settings, image_id)
+    return step.function(payload, settings, image_id)
 
 
-def step_command(name: str, payload: str) -> list[str]:
+def step_command(step: Step, payload: str) -> list[str]:
     """What a runtime image runs for a step: the project's CLI, the step's input as one JSON argument."""
-    _step(name)
-    return ["loopline", "step", name, "--input", payload]
+    return ["loopline", "step", step.name, "--input", payload]
 
 
 def result_of(lines: list[str] | str | None) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from airflow.providers.docker.operators.docker import DockerOperator
 from docker.types import Mount
 
 from loopline.core.errors import LooplineError
-from loopline.core.runtime import ERROR_MARK, input_files, input_keys, result_of, step_command
+from loopline.core.runtime import ERROR_MARK, Step, input_files, result_of, step_command
 from loopline.core.settings import Settings
 from loopline.core.spec import ModelSpec
 
@@ -68,12 +68,11 @@ def mounts_for(settings: Settings, extra_files: list[Path] = ()) -> list[Mount]:
 
 
 class StepInImage(DockerOperator):
-    """One ``runtime.STEPS`` step in a container of the model's runtime image; returns the step's result."""
+    """One heavy step (a ``runtime.Step``) in a container of the model's runtime image; returns its result."""
 
     template_fields = (*DockerOperator.template_fields, "payload")
 
-    def __init__(self, *, step: str, payload: str | dict[str, Any], image: str, **kwargs: Any) -> None:
-        step_command(step, "{}")  # an unknown step fails when the DAG is built
+    def __init__(self, *, step: Step, payload: str | dict[str, Any], image: str, **kwargs: Any) -> None:
         super().__init__(
             image=image,
             command=None,  # set in prepare(), from the rendered payload
@@ -82,7 +81,7 @@ class StepInImage(DockerOperator):
             mount_tmp_dir=False,
             xcom_all=True,  # every line: the result is the last *marked* one, whatever a library prints after it
             timeout=API_TIMEOUT_SECONDS,
-            labels={"ai.loopline.step": step},
+            labels={"ai.loopline.step": step.name},
             **kwargs,
         )
         self.step = step
@@ -94,7 +93,7 @@ class StepInImage(DockerOperator):
 
     def prepare(self, settings: Settings, payload: dict[str, Any], image_id: str) -> None:
         """Command, environment, mounts, user and engine for this run (no engine is contacted here)."""
-        for key in input_keys(self.step):  # a relative file is the worker's: the container's cwd is another
+        for key in self.step.input_keys:  # a relative file is the worker's: the container's cwd is another
             if payload.get(key):
                 payload[key] = str(Path(str(payload[key])).absolute())
         plain, secret = settings.container_env()
@@ -126,15 +125,15 @@ class StepInImage(DockerOperator):
         except DockerContainerFailedException as err:
             permanent = [line for line in err.logs or [] if line.startswith(ERROR_MARK)]
             if permanent:
-                raise StepFailed(f"{self.step} in {self.image}: {permanent[-1].removeprefix(ERROR_MARK)}") from err
+                raise StepFailed(f"{self.step.name} in {self.image}: {permanent[-1].removeprefix(ERROR_MARK)}") from err
             raise
         return result_of(lines)
 
 
-def step_in_image(spec: ModelSpec, step: str, payload: str | dict[str, Any], **kwargs: Any) -> StepInImage:
+def step_in_image(spec: ModelSpec, step: Step, payload: str | dict[str, Any], **kwargs: Any) -> StepInImage:
     """The task that runs ``step`` for this model in its runtime image (the spec must name one)."""
     if spec.runtime is None:
-        raise ValueError(f"model {spec.name} names no runtime image; run {step} in-process")
+        raise ValueError(f"model {spec.name} names no runtime image; run {step.name} in-process")
     return StepInImage(
-        task_id=kwargs.pop("task_id", step), step=step, payload=payload, image=spec.runtime.image, **kwargs
+        task_id=kwargs.pop("task_id", step.name), step=step, payload=payload, image=spec.runtime.image, **kwargs
     )

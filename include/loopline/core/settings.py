@@ -82,7 +82,7 @@ class Settings:
     airflow_executor: str
     celery_broker_url: str
     celery_result_backend: str
-    # The prediction API's keys, (client, SHA-256 hex of the key) pairs (loopline.serving.auth); none: open.
+    # The prediction API's keys, (client, SHA-256 hex of the key) pairs (loopline.core.api_keys); none: open.
     api_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     require_api_keys: bool = False  # refuse to start the service without keys (the full stack)
     docker_url: str = PODMAN_SOCKET_URL  # the container engine a model's runtime image runs on
@@ -242,7 +242,7 @@ def _flag(name: str, default: bool) -> bool:
 
 
 def _api_keys(name: str) -> tuple[tuple[str, str], ...]:
-    from loopline.serving.auth import ApiKeyError, parse_keys
+    from loopline.core.api_keys import ApiKeyError, parse_keys
 
     try:
         return parse_keys(os.environ.get(name, ""))

@@ -271,12 +271,12 @@ class BinaryTask(Task):
         return {"score": score.tolist(), "decision": decision.tolist()}
 
     def output_bins(self, spec: ModelSpec) -> int:
-        from loopline.monitoring.psi import SCORE_BANDS
+        from loopline.core.psi import SCORE_BANDS
 
         return len(SCORE_BANDS) - 1
 
     def output_shift(self, reference: pd.DataFrame, current: pd.DataFrame) -> float:
-        from loopline.monitoring.psi import score_psi
+        from loopline.core.psi import score_psi
 
         return score_psi(reference["score"].to_numpy(float), current["score"].to_numpy(float))
 
@@ -351,7 +351,7 @@ class RegressionTask(Task):
         return np.abs(contributions[:, :-1])  # what moved this prediction most, up or down
 
     def output_shift(self, reference: pd.DataFrame, current: pd.DataFrame) -> float:
-        from loopline.monitoring.psi import psi
+        from loopline.core.psi import psi
 
         return psi(reference["score"].to_numpy(float), current["score"].to_numpy(float))
 

@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
+from loopline.core.pseudonym import pseudonym
 from loopline.core.spec import ModelSpec
-from loopline.serving.routing import pseudonym
 
 REAL_TIMESTAMPS = "loopline_expect_column_values_to_be_real_timestamps"
 PLAUSIBLE_TIMESTAMPS = "loopline_expect_column_values_to_be_between_earliest_and_ingest_time"

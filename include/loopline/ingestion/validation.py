@@ -9,7 +9,7 @@ No entity id leaves a validation in clear: GE samples the offending values of a 
 expectation (``partial_unexpected_list`` ...), and when that expectation is on the entity-id
 column those values are applicant ids. Reports end up in quarantine folders, MLflow artifacts,
 XCom, alerts and task logs, so ``validate_frame`` replaces each of them by its keyed pseudonym
-(``loopline.serving.routing.pseudonym``, the one prediction logs and outcomes use, so a report can
+(``loopline.core.pseudonym``, the one prediction logs and outcomes use, so a report can
 still be joined with them by whoever holds the secret). Row indices are kept.
 """
 
@@ -229,7 +229,7 @@ def redact_entity_values(described: dict[str, Any], entity_id: str | None, secre
     """The GE result (``describe_dict()`` as JSON) with the entity column's values pseudonymised, in place."""
     if not entity_id:
         return described
-    from loopline.serving.routing import pseudonym
+    from loopline.core.pseudonym import pseudonym
 
     def hide(value: Any) -> str:
         return pseudonym(str(value), secret)

@@ -68,8 +68,8 @@ import pandas as pd
 
 from loopline.core.errors import LooplineError
 from loopline.core.features import derived_sources
+from loopline.core.psi import EPSILON, psi
 from loopline.core.spec import DriftPolicy, ModelSpec
-from loopline.monitoring.psi import EPSILON, psi
 
 if TYPE_CHECKING:
     from alibi_detect.cd import TabularDrift
@@ -274,7 +274,7 @@ def load_or_fit(path: Path, reference: pd.DataFrame, spec: ModelSpec, p_value: f
 def categorical_psi(reference: Sequence[Any] | np.ndarray, current: Sequence[Any] | np.ndarray) -> float:
     """PSI over category shares (the union of both sides' categories; missing values are a category).
 
-    Same epsilon floor as ``loopline.monitoring.psi``, so a category that is new in the current window
+    Same epsilon floor as ``loopline.core.psi``, so a category that is new in the current window
     gives a large but finite value.
     """
     ref_share, cur_share = _category_shares(reference), _category_shares(current)

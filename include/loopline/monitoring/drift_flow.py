@@ -73,7 +73,7 @@ def _recorded_calibration(run: Any):
     """The calibration the champion's training run recorded (``calibration.json``); None for older runs."""
     import mlflow
 
-    from loopline.monitoring import calibration
+    from loopline.training import calibration
 
     if calibration.TAG not in run.data.tags:
         return None

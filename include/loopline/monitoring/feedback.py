@@ -20,13 +20,13 @@ from typing import Any
 
 import pandas as pd
 
+from loopline.core.pseudonym import pseudonym
 from loopline.core.settings import Settings
 from loopline.core.spec import ModelSpec, load_spec
 from loopline.ingestion.ingest import zones_for
 from loopline.ingestion.landing import mark_complete
 from loopline.monitoring import outcomes
 from loopline.serving.prediction_log import read_window
-from loopline.serving.routing import pseudonym
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ Estimated quality, per task (``fit_estimator`` then ``QualityEstimator.estimate`
   averaged over the window: the sMAPE term (the live metric the verdict judges) and the absolute
   error (the MAE, in the target's units: what NannyML's DLE estimates, and what a user reads).
 
-Calibration (``loopline.monitoring.calibration``) is measured on the holdout at training time
+Calibration (``loopline.training.calibration``) is measured on the holdout at training time
 (expected calibration error over ten equal-count bins) and recorded with the model version (a
 champion trained before that gets the same measurement at check time, limit ``CALIBRATION_LIMIT``);
 the report names it. The classifiers' estimate reads its probabilities from a map fitted on all the
@@ -54,9 +54,9 @@ import pandas as pd
 
 from loopline.core.spec import DriftPolicy, ModelSpec
 from loopline.core.tasks import task_of
-from loopline.monitoring import calibration as calib
-from loopline.monitoring.calibration import calibration_error  # noqa: F401 (re-exported)
 from loopline.monitoring.detection import encode, jsonable, reference_medians
+from loopline.training import calibration as calib
+from loopline.training.calibration import calibration_error  # noqa: F401 (re-exported)
 
 CALIBRATION_LIMIT = calib.DEFAULT_LIMIT  # older champions (no recorded calibration): the check-time limit
 QUANTILES = (0.1, 0.5, 0.9)

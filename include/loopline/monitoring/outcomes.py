@@ -15,10 +15,10 @@ import pandas as pd
 from sqlalchemy import Column, DateTime, Float, MetaData, String, Table, create_engine, delete, insert, select
 
 from loopline.core.errors import LooplineError
+from loopline.core.pseudonym import pseudonym
 from loopline.core.settings import Settings
 from loopline.core.spec import ModelSpec
 from loopline.core.tasks import LabelError, class_names, task_of
-from loopline.serving.routing import pseudonym
 
 metadata = MetaData()
 outcomes = Table(

@@ -123,7 +123,7 @@ def _report_dead_runs(settings, grace_seconds: float, dry_run: bool) -> None:
 @app.command("api-key")
 def api_key(client: str = typer.Argument(..., help="The client's name, logged with each of its predictions.")) -> None:
     """Make a prediction-API key for CLIENT: prints the key (give it to the client) and its LOOPLINE_API_KEYS entry."""
-    from loopline.serving.auth import ApiKeyError, new_key
+    from loopline.core.api_keys import ApiKeyError, new_key
 
     try:
         key, entry = new_key(client)
@@ -349,7 +349,7 @@ def serving_line(route) -> str:
 @app.command()
 def audit(model: str = MODEL_OPTION, limit: int = typer.Option(50, min=1, max=10_000)) -> None:
     """The audit trail: every change to what serves traffic, newest first, with who and why."""
-    from loopline.rollout.serving_state import ServingState
+    from loopline.core.serving_state import ServingState
 
     state = ServingState(_settings().state_db_uri)
     route = state.route(model)
@@ -361,7 +361,7 @@ def audit(model: str = MODEL_OPTION, limit: int = typer.Option(50, min=1, max=10
 @app.command()
 def rollouts(model: str = MODEL_OPTION, limit: int = typer.Option(10, min=1, max=1000)) -> None:
     """Rollouts, newest first: candidate, mode, outcome and every judged step's gates."""
-    from loopline.rollout.serving_state import ServingState
+    from loopline.core.serving_state import ServingState
 
     for r in ServingState(_settings().state_db_uri).rollouts(model, limit):
         typer.echo(
@@ -472,16 +472,17 @@ def bento_image(
 
 @app.command()
 def step(
-    name: str = typer.Argument(..., help="A heavy step: train_and_evaluate or score (loopline.core.runtime.STEPS)."),
+    name: str = typer.Argument(..., help="A heavy step: train_and_evaluate or score (loopline.ops.steps.STEPS)."),
     input_json: str = typer.Option(..., "--input", help="The step's input as JSON (what XCom carries)."),
     image_id: str = typer.Option("", help="The runtime image this runs in, recorded in the lineage."),
 ) -> None:
     """Run one heavy step as a DAG task does; its result is the last line (what a runtime image runs)."""
     from loopline.core.errors import LooplineError
     from loopline.core.runtime import ERROR_MARK, PERMANENT_EXIT, RESULT_MARK, run_step
+    from loopline.ops.steps import step_named
 
     try:
-        result = run_step(name, json.loads(input_json), _settings(), image_id or None)
+        result = run_step(step_named(name), json.loads(input_json), _settings(), image_id or None)
     except LooplineError as err:  # permanent: the operator fails the task without retrying
         print(f"{ERROR_MARK}{type(err).__name__}: {err}", flush=True)
         raise typer.Exit(PERMANENT_EXIT) from None

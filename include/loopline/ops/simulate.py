@@ -194,7 +194,7 @@ def _latest_data_version(settings: Settings, spec) -> str:
 
 
 def _rollout_under_traffic(line: Line, datagen, week: int, seed: int, shift) -> str:
-    from loopline.rollout.serving_state import ServingState
+    from loopline.core.serving_state import ServingState
 
     stop = threading.Event()
 

@@ -30,7 +30,7 @@ def describe(model_name: str, settings: Settings) -> str:
         versions = []
     for mv in sorted(versions, key=lambda v: int(v.version)):
         lines += version_lines(mv, aliases.get(str(mv.version), []))
-    from loopline.rollout.serving_state import ServingState
+    from loopline.core.serving_state import ServingState
 
     state = ServingState(settings.state_db_uri)
     route = state.route(model_name)

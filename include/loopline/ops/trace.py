@@ -116,7 +116,7 @@ def route_that_served(changes: list, at: datetime, revision: Any = None) -> tupl
 
 
 def _route_at(model: str, at: datetime, settings: Settings, revision: Any = None) -> tuple[dict | None, str]:
-    from loopline.rollout.serving_state import ServingState
+    from loopline.core.serving_state import ServingState
 
     changes = ServingState(settings.state_db_uri).changes_since(model, datetime(1970, 1, 1, tzinfo=UTC))
     return route_that_served(changes, at, revision)

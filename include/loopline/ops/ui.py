@@ -109,7 +109,7 @@ def _from_millis(millis: int | None) -> str:
 
 @lru_cache(maxsize=8)
 def _serving_state(url: str):
-    from loopline.rollout.serving_state import ServingState
+    from loopline.core.serving_state import ServingState
 
     return ServingState(url)
 
@@ -142,7 +142,7 @@ def registered_models(client) -> list[str]:
 def routed_models(state_db_uri: str) -> list[str]:
     from sqlalchemy import select
 
-    from loopline.rollout.serving_state import routes
+    from loopline.core.serving_state import routes
 
     with _serving_state(state_db_uri).engine.connect() as conn:
         return sorted(conn.execute(select(routes.c.model)).scalars().all())

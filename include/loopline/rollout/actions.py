@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from loopline.core.errors import LooplineError
-from loopline.rollout.serving_state import RolloutEnded, Route, ServingState
+from loopline.core.serving_state import RolloutEnded, Route, ServingState
 
 ACTIONS = ("promote", "abort", "rollback", "pin")
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"

@@ -29,11 +29,11 @@ from typing import Any
 import pandas as pd
 
 from loopline.core.errors import LooplineError
+from loopline.core.serving_state import Rollout, RolloutEnded, Route, ServingState
 from loopline.core.settings import Settings
 from loopline.core.spec import RolloutSpec, load_spec
 from loopline.rollout import canary
 from loopline.rollout.actions import CHALLENGER, make_champion, resolve_version
-from loopline.rollout.serving_state import Rollout, RolloutEnded, Route, ServingState
 from loopline.serving.prediction_log import read_window
 
 log = logging.getLogger(__name__)

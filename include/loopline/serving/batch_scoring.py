@@ -46,6 +46,23 @@ class ScoringResult:
         return self.__dict__.copy()
 
 
+def scores_dir_for(settings: Settings, model: str, run_id: str) -> Path:
+    """A batch scoring run's output folder, keyed by its DAG run (a re-run overwrites only its own)."""
+    return settings.scores_dir / model / re.sub(r"[:+]", "_", run_id)
+
+
+def score_step(payload: dict[str, Any], settings: Settings, image_id: str | None) -> dict[str, Any]:
+    """The batch scoring DAG's heavy step (``loopline step score``): in-process, or in the spec's image."""
+    from loopline.core.runtime import IN_PROCESS, describe
+    from loopline.core.spec import load_spec
+
+    spec = load_spec(payload["model"], settings.models_dir)
+    runtime = IN_PROCESS if image_id is None else f"{describe(spec)} ({image_id})"
+    out_dir = scores_dir_for(settings, payload["model"], payload["run_id"])
+    result = score_file(payload["model"], payload["input_path"], payload["model_ref"], out_dir, settings, runtime)
+    return result.to_dict()
+
+
 def resolve_model(model_name: str, model_ref: str, settings: Settings) -> tuple[str, str]:
     """(model version, model URI) for 'champion', 'challenger' or a version number."""
     from loopline.core import tracking

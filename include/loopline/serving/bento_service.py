@@ -50,6 +50,7 @@ import bentoml
 from bentoml.exceptions import ServiceUnavailable
 
 with bentoml.importing():
+    from loopline.core.pseudonym import pseudonym
     from loopline.core.settings import get_settings
     from loopline.core.spec import ModelSpec, load_spec_file
     from loopline.serving.auth import CLIENT_FIELD, OPEN_CLIENT
@@ -60,7 +61,6 @@ with bentoml.importing():
     from loopline.serving.refusal_log import RefusalLog
     from loopline.serving.request_body import request_body
     from loopline.serving.request_schema import answer_model, answers, application_model, unknown_levels
-    from loopline.serving.routing import pseudonym
     from loopline.serving.service_edges import Refusal, protect
 
 # Beside it in a Bento; when served from the repo, LOOPLINE_SERVICE_MODEL_DIR names the model folder.
@@ -99,7 +99,7 @@ class ModelService:
         import prometheus_client as prom  # after BentoML has set up multiprocess metrics
 
         from loopline.core import tracking
-        from loopline.rollout.serving_state import ServingState
+        from loopline.core.serving_state import ServingState
         from loopline.serving.online import RoutedScorer
 
         settings = get_settings()
@@ -329,7 +329,7 @@ def record_refusal(refusal: Refusal) -> None:
 
 @functools.cache
 def _serving_state():
-    from loopline.rollout.serving_state import ServingState
+    from loopline.core.serving_state import ServingState
 
     return ServingState(_settings.state_db_uri)  # one engine for the process, not one per /docs.json
 

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from loopline.core.features import FeatureSet, feature_set
+from loopline.core.serving_state import Route, ServingState
 from loopline.core.spec import ModelSpec
-from loopline.rollout.serving_state import Route, ServingState
 from loopline.serving.routing import choose_version
 from loopline.serving.scoring import Answers, score_arrays
 

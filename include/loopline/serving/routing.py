@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 
-from loopline.rollout.serving_state import Route
+from loopline.core.serving_state import Route
 
 
 def bucket(entity_id: str, salt: str) -> float:
@@ -26,8 +26,3 @@ def choose_version(route: Route, entity_id: str) -> tuple[str, str]:
     if route.canary_version and bucket(entity_id, route.model) < route.canary_weight:
         return route.canary_version, "canary"
     return route.champion_version, "champion"
-
-
-def pseudonym(entity_id: str, secret: str) -> str:
-    """What logs store instead of the entity id: stable for joins, useless without the secret."""
-    return hashlib.blake2b(entity_id.encode(), key=secret.encode()[:64], digest_size=16).hexdigest()

@@ -51,7 +51,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from loopline.serving.auth import CLIENT_FIELD, OPEN_CLIENT, ApiKeyError, ApiKeys, presented_key
+from loopline.core.api_keys import ApiKeyError
+from loopline.serving.auth import CLIENT_FIELD, OPEN_CLIENT, ApiKeys, presented_key
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -163,7 +163,7 @@ def train_and_evaluate(run: TrainRun, settings: Settings, image_id: str | None =
         mlflow.log_metrics({f"valid.{k}": v for k, v in valid_metrics.items()})
         mlflow.log_dict(training.feature_importance(model.booster), "feature_importance.json")
         if calibration is not None:  # classifiers: measured on the holdout, the map (if any) fitted on validation
-            from loopline.monitoring.calibration import ARTIFACT, TAG
+            from loopline.training.calibration import ARTIFACT, TAG
 
             mlflow.log_metric("holdout_ece", calibration.holdout_ece)
             if calibration.calibrated_ece is not None:
@@ -177,6 +177,11 @@ def train_and_evaluate(run: TrainRun, settings: Settings, image_id: str | None =
         if image_id:
             mlflow.set_tag(IMAGE_ID_TAG, image_id)
     return run
+
+
+def train_step(payload: dict[str, Any], settings: Settings, image_id: str | None) -> dict[str, Any]:
+    """The train DAG's heavy step (``loopline step train_and_evaluate``): in-process, or in the spec's image."""
+    return train_and_evaluate(TrainRun(**payload), settings, image_id=image_id).to_dict()
 
 
 def register(run: TrainRun, settings: Settings) -> TrainRun:
@@ -203,7 +208,7 @@ def _holdout_scores(model_uri: str, holdout: pd.DataFrame, spec: ModelSpec) -> t
 
 def _serve_first_champion(name: str, version: str, actor: str, gate: dict[str, Any], settings: Settings) -> None:
     """The very first model takes all traffic at once: there is nothing to roll out against."""
-    from loopline.rollout.serving_state import Route, ServingState
+    from loopline.core.serving_state import Route, ServingState
 
     state = ServingState(settings.state_db_uri)
     current = state.route(name)

@@ -156,9 +156,9 @@ def answers(booster: lgb.Booster, frame: pd.DataFrame, spec: ModelSpec) -> pd.Da
 
 
 def calibration_of(booster: lgb.Booster, split: Split, spec: ModelSpec):
-    """The classifier's calibration (``loopline.monitoring.calibration``): ECE on the holdout, isotonic on validation
+    """The classifier's calibration (``loopline.training.calibration``): ECE on the holdout, isotonic on validation
     above ``training.max_calibration_error``; None for a regressor."""
-    from loopline.monitoring.calibration import measure
+    from loopline.training.calibration import measure
 
     if spec.task == "regression":
         return None
