@@ -40,7 +40,7 @@ RUN uv pip install --no-deps -r requirements.txt \
  && uv pip check
 # The drift check's detector (alibi-detect 0.13, which pins numpy<2; the stack is on numpy 2 for Feast)
 # runs in a second venv through include/loopline/monitoring/drift_worker.py (ARCHITECTURE.md,
-# "Environments"); +0.94 GB before compression. Only the scheduler and Celery workers run drift checks,
+# "Two Python environments"); +0.94 GB before compression. Only the scheduler and Celery workers run drift checks,
 # but one image serves every process.
 COPY requirements-drift.txt ./
 RUN python3 -m venv /opt/venv-drift \

@@ -2,7 +2,7 @@
 # (with the end-to-end spine), `make test-all` every test in one session (CI runs it).
 # Both create the Python 3.11 environments first (with uv), so nothing is installed by hand: .venv (the stack,
 # numpy 2 with Feast) and .venv-drift (alibi-detect 0.13, which pins numpy<2: the drift check's one call
-# runs there through include/loopline/monitoring/drift_worker.py; ARCHITECTURE.md, "Environments").
+# runs there through include/loopline/monitoring/drift_worker.py; ARCHITECTURE.md, "Two Python environments").
 
 SHELL := /bin/bash
 VENV := .venv
