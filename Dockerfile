@@ -38,6 +38,15 @@ RUN python3 -m venv /opt/venv \
 COPY requirements.txt ./
 RUN uv pip install --no-deps -r requirements.txt \
  && uv pip check
+# The drift check's detector (alibi-detect 0.13, which pins numpy<2; the stack is on numpy 2 for Feast)
+# runs in a second venv through include/loopline/monitoring/drift_worker.py (ARCHITECTURE.md,
+# "Two Python environments"); +0.94 GB before compression. Only the scheduler and Celery workers run drift checks,
+# but one image serves every process.
+COPY requirements-drift.txt ./
+RUN python3 -m venv /opt/venv-drift \
+ && uv pip install --python /opt/venv-drift/bin/python --no-deps -r requirements-drift.txt \
+ && uv pip check --python /opt/venv-drift/bin/python
+ENV LOOPLINE_DRIFT_PYTHON=/opt/venv-drift/bin/python
 
 COPY . .
 RUN uv pip install --no-deps -e .

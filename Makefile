@@ -1,11 +1,15 @@
 # Loopline: `make demo` runs the whole line on the embedded default; `make test` the tests a change needs
 # (with the end-to-end spine), `make test-all` every test in one session (CI runs it).
-# Both create the Python 3.11 environment in .venv first (with uv), so nothing is installed by hand.
+# Both create the Python 3.11 environments first (with uv), so nothing is installed by hand: .venv (the stack,
+# numpy 2 with Feast) and .venv-drift (alibi-detect 0.13, which pins numpy<2: the drift check's one call
+# runs there through include/loopline/monitoring/drift_worker.py; ARCHITECTURE.md, "Two Python environments").
 
 SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.loopline-installed
+VENV_DRIFT := .venv-drift
+DRIFT_STAMP := $(VENV_DRIFT)/.loopline-installed
 MODEL ?= credit_risk
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 
@@ -20,7 +24,7 @@ help:
 	@echo "make bench-drift - drift check vs Evidently DataDriftPreset and NannyML CBPE/DLE: detection, false alarms, estimation error, time per window (~3 min on 2 quiet cores, 27 min at load 15-20; --quick: python -m bench.drift_bench --quick)"
 	@echo "make bench-dags - DAG-file parse and task start-up time with 1, 10 and 50 model folders (~5 min)"
 	@echo "make simulate - weeks of compressed time through the real DAGs: drift, retrain, rollout (~5 min)"
-	@echo "make clean  - remove all embedded state (.loopline/)"
+	@echo "make clean  - remove all embedded state (.loopline/); .venv and .venv-drift stay"
 	@echo "make up     - start Airflow (:8080), the MLflow UI (:5000) and the credit_risk Bento (:3000) in the background"
 	@echo "make down   - stop everything make up started"
 	@echo "make engine - podman + runc, a local Debian base image and a Docker-API socket (no daemon, no registry needed)"
@@ -39,13 +43,21 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --target $(VENV)/share/compose-spec docker-compose==1.29.2
 	touch $(STAMP)
 
-demo: $(STAMP)
+# alibi-detect 0.13 pins numpy<2, the stack needs numpy>=2 (Feast): its own venv, locked in requirements-drift.txt
+# (--no-deps: the lock is complete; `uv pip check` proves it). Nothing of Loopline is installed there.
+$(DRIFT_STAMP): requirements-drift.txt $(STAMP)
+	test -x $(VENV_DRIFT)/bin/python || $(BIN)/uv venv --quiet -p $(BIN)/python $(VENV_DRIFT)
+	$(BIN)/uv pip install --quiet --python $(VENV_DRIFT)/bin/python --no-deps -r requirements-drift.txt
+	$(BIN)/uv pip check --python $(VENV_DRIFT)/bin/python
+	touch $(DRIFT_STAMP)
+
+demo: $(STAMP) $(DRIFT_STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
 
-test: $(STAMP)
+test: $(STAMP) $(DRIFT_STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
-test-all: $(STAMP)
+test-all: $(STAMP) $(DRIFT_STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
@@ -57,7 +69,7 @@ bench-serve: $(STAMP)
 
 # Drift check vs Evidently and NannyML on the same generated windows (NannyML in .venv-nannyml, made on first use).
 .PHONY: bench-drift
-bench-drift: $(STAMP)
+bench-drift: $(STAMP) $(DRIFT_STAMP)
 	$(BIN)/python -m bench.drift_bench
 
 # Parse cost per model folder: full dags/ parse (dag-processor) and one DAG's parse (task start-up), fresh processes.
@@ -69,15 +81,17 @@ lint: $(STAMP)
 	$(BIN)/ruff check include dags tests models bench plugins
 	$(BIN)/ruff format --check include dags tests models bench plugins
 
+# Each lock is compiled from its own previous one (uv keeps what still fits), so a lock only moves on purpose.
 lock: $(STAMP)
 	$(BIN)/uv pip compile requirements.in --python-version 3.11 -o requirements.txt
+	$(BIN)/uv pip compile requirements-drift.in --python-version 3.11 -o requirements-drift.txt
 
 clean: $(STAMP)
 	$(BIN)/loopline reset --yes
 
 # The embedded default as running services (no Docker): pid files and logs in $LOOPLINE_HOME/run/.
 .PHONY: up down
-up: $(STAMP)
+up: $(STAMP) $(DRIFT_STAMP)
 	bash scripts/localstack.sh up
 
 down:
@@ -85,7 +99,7 @@ down:
 
 # Weeks of compressed time through the real DAGs (stable, then a shift) in a throw-away state folder.
 .PHONY: simulate
-simulate: $(STAMP)
+simulate: $(STAMP) $(DRIFT_STAMP)
 	export LOOPLINE_HOME="$(abspath .loopline-simulation)" && rm -rf "$$LOOPLINE_HOME" && \
 	eval "$$($(BIN)/loopline env)" && $(BIN)/airflow db migrate >/dev/null && $(BIN)/loopline init && \
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/loopline simulate --model $(MODEL)

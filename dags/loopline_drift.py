@@ -5,7 +5,7 @@ Runs on the schedule in `models/<model>/spec.yaml` (`monitoring.schedule`, hourl
 default). `ingest_outcomes` first takes in delayed outcome labels (files in
 `landing/<model>_outcomes/`; bad files are quarantined with a report).
 `check_drift` compares the last `window_hours` of the prediction log with the champion's
-exact DVC data version on three channels: the **inputs** (alibi-detect's TabularDrift,
+exact DVC data version on three channels: the **inputs** (alibi-detect's TabularDrift, run in .venv-drift,
 FDR-corrected, each feature with an effect size and its importance), the **impact on the
 model** (its quality estimated without labels: CBPE for classifiers, DLE for regressors;
 its answers' mix: decision or class shares, prediction quantiles) and **realised

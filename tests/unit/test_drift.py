@@ -2,13 +2,15 @@
 
 The reference is one generated batch (the champion's training data); live windows are
 other batches, stable or with the generator's drift knobs. A small LightGBM trained on
-the reference stands in for the champion (importances, scores, holdout AUC).
+the reference stands in for the champion (importances, scores, holdout AUC). The detector is a
+real TabularDrift folder, fitted and run by the real drift worker in .venv-drift.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from xml.etree import ElementTree
@@ -59,21 +61,31 @@ def champion(reference):
 
 
 @pytest.fixture(scope="module")
-def detector(reference):
-    return detection.fit_detector(reference, SPEC, POLICY.p_value)
+def detector(reference, tmp_path_factory) -> Path:
+    """The detector folder, fitted once (tests that change a detector work on a copy)."""
+    path = tmp_path_factory.mktemp("detectors") / "credit_risk" / "v1"
+    assert detection.run_detector(path, reference, SPEC, POLICY.p_value).fitted
+    return path
 
 
-def _check(detector, reference, champion, current, policy: DriftPolicy = POLICY) -> detection.DriftReport:
+def _check(detector, reference, champion, current, policy: DriftPolicy = POLICY, **kwargs) -> detection.DriftReport:
     booster, importances, ref_scores = champion
     cur_scores = booster.predict(build_features(current, SPEC)) if len(current) else None
-    return detection.check(detector, reference, current, SPEC, importances, ref_scores, cur_scores, policy)
+    return detection.check(detector, reference, current, SPEC, importances, ref_scores, cur_scores, policy, **kwargs)
+
+
+def _checks(detector, reference, champion, windows: list[pd.DataFrame]) -> list[detection.DriftReport]:
+    """Many windows, one worker call (what the bench does): the same reports as one check each."""
+    answer = detection.run_detector(detector, reference, SPEC, POLICY.p_value, windows)
+    assert not answer.fitted and len(answer.windows) == len(windows)
+    return [_check(detector, reference, champion, w, detection=d) for w, d in zip(windows, answer.windows, strict=True)]
 
 
 # --- (a) false alarms --------------------------------------------------------------------------
 
 
 def test_stable_windows_almost_never_confirm_drift(detector, reference, champion):
-    reports = [_check(detector, reference, champion, make_batch(2 + i % 8, 2_000, seed=100 + i)) for i in range(40)]
+    reports = _checks(detector, reference, champion, [make_batch(2 + i % 8, 2_000, seed=100 + i) for i in range(40)])
     confirmed = sum(r.confirmed for r in reports)
     assert confirmed / len(reports) <= POLICY.p_value
     assert confirmed == 0  # significance AND effect size: stable windows do not reach PSI 0.1
@@ -232,34 +244,33 @@ def test_the_guard_takes_airflows_pendulum_times():
 # --- (e) saving and loading ----------------------------------------------------------------------
 
 
-def test_a_saved_detector_loads_with_the_same_p_values(tmp_path, detector, reference, champion):
+def test_a_saved_detector_reports_as_a_fresh_fit_and_a_batched_call(tmp_path, detector, reference, champion):
     window = make_batch(5, 2_000, seed=41, drift=DriftKnobs(covariate_shift=0.5))
-    path = detection.save_detector(detector, tmp_path / "detectors" / "credit_risk" / "v1")
-    loaded = detection.load_detector(path)
-    a = _check(detector, reference, champion, window)
-    b = _check(loaded, reference, champion, window)
-    assert [f.p_value for f in a.features] == [f.p_value for f in b.features]
-    assert a.to_dict() == b.to_dict()
+    saved = _check(detector, reference, champion, window)  # loaded from the folder
+    fresh = _check(tmp_path / "v1", reference, champion, window)  # fitted by this call
+    assert (tmp_path / "v1" / "config.toml").is_file()
+    assert [f.p_value for f in saved.features] == [f.p_value for f in fresh.features]
+    assert saved.to_dict() == fresh.to_dict()
+    (batched,) = _checks(detector, reference, champion, [window])
+    assert batched.to_dict() == saved.to_dict()
 
 
-def test_load_or_fit_fits_once_and_refits_a_stale_detector(tmp_path, reference, monkeypatch):
+def test_the_worker_fits_once_and_refits_a_stale_or_broken_detector(tmp_path, reference):
     path = tmp_path / "v1"
-    first = detection.load_or_fit(path, reference, SPEC, POLICY.p_value)
-    assert (path / "config.toml").is_file() and first.x_ref.shape == (20_000, len(SPEC.features.names))
-
-    def no_refit(*args, **kwargs):
-        raise AssertionError("refitted a detector that matches")
-
-    with monkeypatch.context() as m:
-        m.setattr(detection, "fit_detector", no_refit)
-        again = detection.load_or_fit(path, reference, SPEC, POLICY.p_value)
-    assert np.array_equal(again.x_ref, first.x_ref)
-    other_p = detection.load_or_fit(path, reference, SPEC, 0.01)  # the policy changed: refit
-    assert other_p.p_val == 0.01 and detection.load_detector(path).p_val == 0.01
-    other_ref = detection.load_or_fit(path, reference.head(5_000), SPEC, 0.01)  # another reference: refit
-    assert other_ref.x_ref.shape[0] == 5_000
+    first = detection.run_detector(path, reference, SPEC, POLICY.p_value)
+    assert first.fitted and first.stale_reason is None and (path / "config.toml").is_file()
+    assert first.windows == () and first.versions["alibi_detect"] == "0.13.0"
+    again = detection.run_detector(path, reference, SPEC, POLICY.p_value)  # it matches: loaded, not refitted
+    assert not again.fitted and again.stale_reason is None
+    other_p = detection.run_detector(path, reference, SPEC, 0.01)  # the policy changed: refit
+    assert other_p.fitted and "p=0.01" in other_p.stale_reason
+    other_ref = detection.run_detector(path, reference.head(5_000), SPEC, 0.01)  # another reference: refit
+    assert other_ref.fitted and "is not this reference's sample" in other_ref.stale_reason
+    assert not detection.run_detector(path, reference.head(5_000), SPEC, 0.01).fitted
     (path / "config.toml").write_text("garbage = [")  # a broken folder is refitted, not trusted
-    assert detection.load_or_fit(path, reference.head(5_000), SPEC, 0.01).x_ref.shape[0] == 5_000
+    broken = detection.run_detector(path, reference.head(5_000), SPEC, 0.01)
+    assert broken.fitted and "cannot be loaded" in broken.stale_reason
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v1"]  # atomic: no temporary folder left behind
 
 
 def test_the_reference_sample_is_bounded_and_seeded():
@@ -310,10 +321,32 @@ def test_an_empty_window_is_insufficient(detector, reference, champion, empty):
     assert "NO VERDICT" in render_html(report)
 
 
-def test_a_detector_fitted_on_other_data_is_refused(detector, champion):
+def test_a_detector_fitted_on_other_data_is_refitted_not_trusted(tmp_path, detector, champion, caplog):
+    copy = shutil.copytree(detector, tmp_path / "v1")  # the module's detector stays as it is
     other = make_batch(9, 3_000, seed=63)
-    with pytest.raises(detection.DriftError, match="does not fit this check"):
-        _check(detector, other, champion, make_batch(5, 600, seed=64))
+    report = _check(copy, other, champion, make_batch(5, 600, seed=64))
+    assert report.n_reference == 3_000
+    assert "is not this reference's sample" in caplog.text and "refitted" in caplog.text
+    assert not detection.run_detector(copy, other, SPEC, POLICY.p_value).fitted  # saved over the stale one
+
+
+def test_a_missing_drift_environment_is_a_clear_error(tmp_path, reference):
+    missing = tmp_path / "no-venv" / "bin" / "python"
+    with pytest.raises(detection.DriftError, match=r"no-venv/bin/python does not exist \(LOOPLINE_DRIFT_PYTHON\)"):
+        detection.run_detector(tmp_path / "v1", reference, SPEC, POLICY.p_value, python=missing)
+
+
+def test_a_failing_worker_is_a_drift_error_with_its_stderr(tmp_path, reference):
+    python = tmp_path / "python"  # an interpreter that fails the way a broken .venv-drift would
+    python.write_text("#!/bin/sh\necho 'ModuleNotFoundError: No module named alibi_detect' >&2\nexit 1\n")
+    python.chmod(0o755)
+    with pytest.raises(detection.DriftError, match=r"exit status 1 .*No module named alibi_detect"):
+        detection.run_detector(tmp_path / "v1", reference, SPEC, POLICY.p_value, python=python)
+    slow = tmp_path / "slow"
+    slow.write_text("#!/bin/sh\necho 'importing' >&2\nexec sleep 30\n")
+    slow.chmod(0o755)
+    with pytest.raises(detection.DriftError, match=r"took longer than 0.5 s"):
+        detection.run_detector(tmp_path / "v1", reference, SPEC, POLICY.p_value, python=slow, timeout=0.5)
 
 
 def test_scores_are_optional(detector, reference):

@@ -41,8 +41,11 @@ def _answered(booster, rows: pd.DataFrame, spec, target: str) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def line():
-    """Champion, its detector and estimator: what drift_flow.check builds from the champion's splits."""
+def line(tmp_path_factory):
+    """Champion, its detector and estimator: what drift_flow.check builds from the champion's splits.
+
+    The detector is a folder the drift worker (.venv-drift) fits once here and loads at each check.
+    """
     train = pd.concat([gen.make_batch(w, 5_000, seed=w) for w in range(3)], ignore_index=True)
     features = build_features(train, SPEC)
     data = lgb.Dataset(features, label=train["defaulted"], categorical_feature=categorical_columns(SPEC))
@@ -51,7 +54,8 @@ def line():
     valid = _answered(booster, gen.make_batch(3, 3_000, seed=30), SPEC, "defaulted")
     holdout = _answered(booster, gen.make_batch(4, 3_000, seed=40), SPEC, "defaulted")
     estimator = impact.fit_estimator(SPEC, valid, holdout)
-    detector = detection.fit_detector(train, SPEC, POLICY.p_value)
+    detector = tmp_path_factory.mktemp("detectors") / "v1"
+    detection.run_detector(detector, train, SPEC, POLICY.p_value)
     return {
         "booster": booster, "train": train, "unseen": pd.concat([valid, holdout], ignore_index=True),
         "estimator": estimator, "detector": detector, "importances": feature_importance(booster),

@@ -55,6 +55,11 @@ def rare(folder):
     return wd.champion(spec, shift=RARE)
 
 
+def _detector(folder, champion):
+    """The champion's detector folder: the drift worker (.venv-drift) fits it there on first use."""
+    return folder / "detectors" / champion.spec.name
+
+
 def _labelled(champion, rows: pd.DataFrame) -> pd.DataFrame:
     return champion.answer(rows).assign(model_version="1")
 
@@ -102,7 +107,7 @@ def _prior_verdict(champion, window: pd.DataFrame) -> concept.ConceptVerdict:
     return concept.concept_verdict(quality, champion.holdout_quality, spec.monitoring, spec, shifts, holdout_se)
 
 
-def test_a_moved_base_rate_with_the_inputs_unchanged_is_concept_drift(model):
+def test_a_moved_base_rate_with_the_inputs_unchanged_is_concept_drift(model, folder):
     task, shift, champion = model
     spec, policy = champion.spec, champion.spec.monitoring
     rows = wd.inputs(2_000, 41, week=6)
@@ -118,8 +123,7 @@ def test_a_moved_base_rate_with_the_inputs_unchanged_is_concept_drift(model):
     label = {"binary": "positive rate", "multiclass": "share", "regression": "mean outcome"}[task]
     assert label in verdict.reason and "moved away from the predictions" in verdict.reason
     assert verdict.to_dict()["outcomes"][0]["text"]
-    detector = detection.fit_detector(champion.train, spec, policy.p_value)
-    report = detection.check(detector, champion.train, window, spec, {}, None, None, policy)
+    report = detection.check(_detector(folder, champion), champion.train, window, spec, {}, None, None, policy)
     assert report.verdict == "stable", "the inputs did not move"
     assert verdicts.grade(report, None, verdict) == "concept_drift"
 
@@ -144,24 +148,23 @@ def binary(folder):
     return champion, impact.fit_estimator(spec, champion.valid, champion.holdout, champion.calibration)
 
 
-def _graded(champion, estimator, window: pd.DataFrame, policy) -> tuple[str, impact.Impact]:
+def _graded(folder, champion, estimator, window: pd.DataFrame, policy) -> tuple[str, impact.Impact]:
     spec = champion.spec
-    detector = detection.fit_detector(champion.train, spec, policy.p_value)
     report = detection.check(
-        detector, champion.train, window, spec, {}, champion.unseen["score"].to_numpy(), window["score"].to_numpy(),
-        policy,
+        _detector(folder, champion), champion.train, window, spec, {}, champion.unseen["score"].to_numpy(),
+        window["score"].to_numpy(), policy,
     )  # fmt: skip
     effect = impact.judge(estimator, champion.unseen, window, spec, policy)
     return verdicts.grade(report, effect, concept.concept_verdict(None, 0.8, policy, spec)), effect
 
 
-def test_answers_that_moved_while_quality_holds_are_an_output_shift_that_alerts_and_does_not_retrain(binary):
+def test_answers_that_moved_while_quality_holds_are_an_output_shift_that_alerts_and_does_not_retrain(binary, folder):
     champion, estimator = binary
     policy = champion.spec.monitoring
     rows = wd.inputs(2_000, 51, week=6)
     rows["x_debt"] = rows["x_debt"] + 0.5  # more indebted applicants: more declines, the model as good on them
     window = champion.answer(wd.label(rows, "binary", 51))
-    verdict, effect = _graded(champion, estimator, window, policy)
+    verdict, effect = _graded(folder, champion, estimator, window, policy)
     realised = roc_auc_score(window["outcome"], window["score"])
     assert realised > champion.holdout_quality - policy.max_estimated_drop, "realised quality held"
     assert effect.mix_moved and not effect.quality_at_risk
@@ -175,13 +178,13 @@ def test_answers_that_moved_while_quality_holds_are_an_output_shift_that_alerts_
     assert verdicts.HEADLINES[verdict].startswith("OUTPUT SHIFT")
 
 
-def test_an_estimated_drop_is_still_a_performance_risk(binary):
+def test_an_estimated_drop_is_still_a_performance_risk(binary, folder):
     champion, estimator = binary
     policy = champion.spec.monitoring
     rows = wd.inputs(2_000, 52, week=6)
     rows["x_debt"], rows["x_score"] = 0.6, 650.0  # the two inputs that separate most stop varying: ranking is harder
     window = champion.answer(wd.label(rows, "binary", 52))
-    verdict, effect = _graded(champion, estimator, window, policy)
+    verdict, effect = _graded(folder, champion, estimator, window, policy)
     assert effect.quality_at_risk and verdict == "performance_risk", effect.reasons(policy)
     assert verdicts.wants_retrain(verdict, [], policy)[0]
 
@@ -207,7 +210,7 @@ def test_the_spec_takes_output_shift_and_still_refuses_unknown_verdicts(folder):
 # --- the report ---------------------------------------------------------------------------------------------------
 
 
-def test_the_report_shows_signed_moves_with_where_each_input_was_and_is_and_escapes_every_value(binary):
+def test_the_report_shows_signed_moves_with_where_each_input_was_and_is_and_escapes_every_value(binary, folder):
     import ast
     import inspect
     import re
@@ -220,10 +223,9 @@ def test_the_report_shows_signed_moves_with_where_each_input_was_and_is_and_esca
     rows["x_income"] = rows["x_income"] * 0.7  # incomes fall
     rows["x_kind"] = np.where(np.arange(len(rows)) % 2 == 0, "d", rows["x_kind"])  # half the rows become "d"
     window = champion.answer(wd.label(rows, "binary", 61))
-    detector = detection.fit_detector(champion.train, spec, policy.p_value)
     report = detection.check(
-        detector, champion.train, window, spec, {}, champion.unseen["score"].to_numpy(), window["score"].to_numpy(),
-        policy,
+        _detector(folder, champion), champion.train, window, spec, {}, champion.unseen["score"].to_numpy(),
+        window["score"].to_numpy(), policy,
     )  # fmt: skip
     income = next(f for f in report.features if f.name == "x_income")
     assert income.drifted and income.signed_shift < -0.2 and income.current_mean < income.reference_mean

@@ -86,6 +86,9 @@ class Settings:
     api_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     require_api_keys: bool = False  # refuse to start the service without keys (the full stack)
     docker_url: str = PODMAN_SOCKET_URL  # the container engine a model's runtime image runs on
+    # The interpreter of .venv-drift (alibi-detect 0.13 pins numpy<2; the stack needs numpy>=2): the drift
+    # check's detector runs there (loopline.monitoring.drift_worker). The image's is /opt/venv-drift/bin/python.
+    drift_python: Path = PROJECT_ROOT / ".venv-drift" / "bin" / "python"
 
     def service_url_for(self, model: str) -> str:
         """Where ``model``'s prediction service answers (its ``/metrics`` are what the rollout gates read).
@@ -140,6 +143,7 @@ class Settings:
             "GIT_PYTHON_REFRESH": "quiet",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
             "AIRFLOW__CORE__EXECUTOR": self.airflow_executor,
+            "LOOPLINE_DRIFT_PYTHON": str(self.drift_python),
             **SCHEDULER_ENV,
             **self._celery_env(),
         }
@@ -162,6 +166,7 @@ class Settings:
             LOOPLINE_MODELS_DIR=str(self.models_dir),
             LOOPLINE_EXPECTATIONS_DIR=str(self.expectations_dir),
         )
+        env.pop("LOOPLINE_DRIFT_PYTHON", None)  # a host path; a runtime image runs training steps, not drift checks
         secret = {k: v for k, v in env.items() if any(word in k for word in _SECRET_WORDS)}
         return {k: v for k, v in env.items() if k not in secret}, secret
 
@@ -175,7 +180,7 @@ class Settings:
         writable: list[Path] = []
         for item in fields(self):
             value = getattr(self, item.name)
-            if item.name in ("project_root", "models_dir", "expectations_dir"):
+            if item.name in ("project_root", "models_dir", "expectations_dir", "drift_python"):
                 continue
             if isinstance(value, Path):
                 writable.append(value)
@@ -216,6 +221,13 @@ class Settings:
 def _path(name: str, default: Path) -> Path:
     raw = os.environ.get(name, "").strip()
     return Path(raw).expanduser().resolve() if raw else default
+
+
+def _interpreter(name: str, default: Path) -> Path:
+    """A venv's python as given, made absolute but NOT resolved: the symlink is what makes it that venv's
+    (resolved, .venv-drift/bin/python becomes the base interpreter, without alibi-detect)."""
+    raw = os.environ.get(name, "").strip()
+    return Path(raw).expanduser().absolute() if raw else default
 
 
 def _text(name: str, default: str) -> str:
@@ -308,6 +320,7 @@ def get_settings() -> Settings:
         api_keys=_api_keys("LOOPLINE_API_KEYS"),
         require_api_keys=_flag("LOOPLINE_REQUIRE_API_KEYS", False),
         docker_url=_text("LOOPLINE_DOCKER_URL", _text("DOCKER_HOST", PODMAN_SOCKET_URL)),
+        drift_python=_interpreter("LOOPLINE_DRIFT_PYTHON", root / ".venv-drift" / "bin" / "python"),
     )
     _check(settings)
     return settings

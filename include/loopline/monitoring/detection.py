@@ -1,7 +1,7 @@
 """Data drift: is the live population still the one the champion learned from?
 
 The live window of the prediction log against the champion's training data
-(``fit_detector`` / ``load_or_fit`` / ``check``). Per feature, alibi-detect's
+(``run_detector`` / ``check``). Per feature, alibi-detect's
 ``TabularDrift`` runs a two-sample K-S test (numeric) or a chi-squared test (categorical),
 with the Benjamini-Hochberg FDR correction across features. Statistical significance
 alone is not enough: on large windows a test finds differences nobody cares about, so a
@@ -46,8 +46,13 @@ becomes the **median of the reference sample** (the same median at fit and check
 imputation itself never looks like drift); a change in the missing rate then shows as a
 spike at the median, which both K-S and PSI pick up.
 
-alibi-detect and scipy.stats are imported inside the functions that need them: importing
-them takes seconds, and the CLI and DAG files import this module's names cheaply.
+alibi-detect does not live in this environment: it pins numpy<2, the stack (Feast) needs numpy>=2.
+Its one call (fit, save, load, staleness check, predict of the TabularDrift) runs in
+``.venv-drift`` through ``drift_worker.py``, one subprocess per check: float matrices in (npz),
+p-values and distances out (JSON), the detector folder in alibi-detect's own format
+(``run_detector``; ARCHITECTURE.md, "Two Python environments"). Everything else stays here.
+scipy.stats is imported inside the functions that need it: the CLI and DAG files import this
+module's names cheaply.
 """
 
 from __future__ import annotations
@@ -55,13 +60,11 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -70,9 +73,6 @@ from loopline.core.errors import LooplineError
 from loopline.core.features import derived_sources
 from loopline.core.psi import EPSILON, psi
 from loopline.core.spec import DriftPolicy, ModelSpec
-
-if TYPE_CHECKING:
-    from alibi_detect.cd import TabularDrift
 
 log = logging.getLogger(__name__)
 
@@ -182,88 +182,149 @@ def _categories_per_feature(x_ref: np.ndarray, spec: ModelSpec) -> dict[int, lis
     return out
 
 
-def fit_detector(reference: pd.DataFrame, spec: ModelSpec, p_value: float) -> TabularDrift:
-    """A TabularDrift on a bounded, seeded sample of the reference (K-S numeric, chi-squared categorical, FDR)."""
-    from alibi_detect.cd import TabularDrift
+# What the worker may take, at most: fitting reads a 20k-row reference, the window is bounded by
+# CURRENT_MAX_ROWS; almost all of the time is the worker importing alibi-detect (10-20 s at load 9).
+WORKER_TIMEOUT_SECONDS = 600.0
+WORKER_SCRIPT = Path(__file__).with_name("drift_worker.py")
+STDERR_LINES = 15  # of the worker's stderr, in a DriftError
+WORKER_PROTOCOL = 1  # drift_worker.PROTOCOL
 
-    _, _, x_ref = _prepared_reference(reference, spec)
-    return TabularDrift(
-        x_ref,
-        p_val=p_value,
-        categories_per_feature=_categories_per_feature(x_ref, spec),
-        correction="fdr",
+
+@dataclass(frozen=True)
+class WindowDetection:
+    """The TabularDrift's batch prediction for one window: FDR decision, per-feature p-values and statistics."""
+
+    is_drift: bool
+    p_values: tuple[float, ...]
+    distances: tuple[float, ...]  # K-S statistic (numeric) / chi-squared statistic (categorical)
+    threshold: float | None  # the FDR threshold the p-values passed (None: no drift)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """What one call of the drift worker answered: how it got the detector, and one prediction per window."""
+
+    detector_dir: Path
+    fitted: bool  # this call fitted (and saved) the detector
+    stale_reason: str | None  # why the saved detector was not used (None: it was, or there was none)
+    windows: tuple[WindowDetection, ...]
+    versions: dict[str, str] = field(default_factory=dict)  # numpy and alibi-detect in .venv-drift
+
+
+def drift_python(python: Path | str | None = None) -> Path:
+    """The interpreter of ``.venv-drift``: ``python`` if given, else the setting ``LOOPLINE_DRIFT_PYTHON``."""
+    if python is not None:
+        return Path(python)
+    from loopline.core.settings import get_settings
+
+    return get_settings().drift_python
+
+
+def run_detector(
+    detector_dir: Path,
+    reference: pd.DataFrame,
+    spec: ModelSpec,
+    p_value: float,
+    windows: Sequence[pd.DataFrame] = (),
+    *,
+    python: Path | str | None = None,
+    timeout: float = WORKER_TIMEOUT_SECONDS,
+) -> Detection:
+    """One call of the drift worker: load or fit the TabularDrift at ``detector_dir``, predict each window.
+
+    The detector is fitted on a bounded, seeded sample of ``reference`` (K-S numeric, chi-squared
+    categorical, FDR) and saved at ``detector_dir`` in alibi-detect's format; a saved one is reused
+    while it matches this reference sample, spec and p-value, and refitted (never trusted) when it
+    does not. The caller keys ``detector_dir`` on the champion version, so a detector is fitted once
+    per champion. Each window (none: fit only; each non-empty, with the spec's features) is bounded
+    and encoded as ``check`` does, so ``check(..., detection=...)`` can take one of the answers.
+    Raises DriftError naming the interpreter when ``.venv-drift`` is missing, and with the worker's
+    last stderr lines when it fails or takes longer than ``timeout`` seconds.
+    """
+    _, medians, x_ref = _prepared_reference(reference, spec)
+    encoded = []
+    for i, window in enumerate(windows):
+        _require_columns(window, spec.features.names, f"live window {i}")
+        if not len(window):
+            raise DriftError(f"live window {i} is empty; the detector predicts non-empty windows only")
+        encoded.append(encode(_bounded(window), spec, medians))
+    categories = _categories_per_feature(x_ref, spec)
+    return _call_worker(Path(detector_dir), x_ref, categories, p_value, encoded, python, timeout)
+
+
+def _call_worker(
+    detector_dir: Path,
+    x_ref: np.ndarray,
+    categories: Mapping[int, list[int]],
+    p_value: float,
+    windows: Sequence[np.ndarray],
+    python: Path | str | None,
+    timeout: float,
+) -> Detection:
+    import json
+    import subprocess
+    import tempfile
+
+    interpreter = drift_python(python)
+    if not interpreter.is_file():
+        raise DriftError(
+            f"the drift environment's python {interpreter} does not exist (LOOPLINE_DRIFT_PYTHON); "
+            "build it with `make .venv-drift/.loopline-installed`"
+        )
+    request = {
+        "protocol": WORKER_PROTOCOL,
+        "detector_dir": str(Path(detector_dir).resolve()),
+        "p_val": float(p_value),
+        "categories_per_feature": {str(k): [int(v) for v in vals] for k, vals in categories.items()},
+        "windows": len(windows),
+    }
+    arrays = {"request": np.array(json.dumps(request)), "x_ref": np.ascontiguousarray(x_ref, dtype="float64")}
+    for i, x_cur in enumerate(windows):
+        arrays[f"x_cur_{i}"] = np.ascontiguousarray(x_cur, dtype="float64")
+    # -I and no PYTHON*/VIRTUAL_ENV: nothing of this environment (numpy 2, loopline) leaks into the worker's.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env.update(TRANSFORMERS_VERBOSITY="error", TF_CPP_MIN_LOG_LEVEL="3", TOKENIZERS_PARALLELISM="false")
+    with tempfile.TemporaryDirectory(prefix="loopline-drift-") as tmp:
+        npz, out = Path(tmp) / "request.npz", Path(tmp) / "response.json"
+        np.savez(npz, **arrays)
+        cmd = [str(interpreter), "-I", str(WORKER_SCRIPT), str(npz), str(out)]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        except subprocess.TimeoutExpired as err:
+            raise DriftError(
+                f"the drift worker ({interpreter}) took longer than {timeout:g} s for {detector_dir}{_tail(err.stderr)}"
+            ) from err
+        if done.returncode != 0 or not out.is_file():
+            raise DriftError(
+                f"the drift worker ({interpreter}) failed with exit status {done.returncode} for {detector_dir}"
+                f"{_tail(done.stderr)}"
+            )
+        answer = json.loads(out.read_text())
+    if answer.get("stale_reason"):
+        log.warning("drift detector at %s was not used (%s); refitted", detector_dir, answer["stale_reason"])
+    return Detection(
+        detector_dir=Path(detector_dir),
+        fitted=bool(answer["fitted"]),
+        stale_reason=answer.get("stale_reason"),
+        windows=tuple(
+            WindowDetection(
+                is_drift=bool(w["is_drift"]),
+                p_values=tuple(float(p) for p in w["p_val"]),
+                distances=tuple(float(d) for d in w["distance"]),
+                threshold=None if w["threshold"] is None else float(w["threshold"]),
+            )
+            for w in answer["windows"]
+        ),
+        versions=dict(answer.get("versions") or {}),
     )
 
 
-def save_detector(detector: TabularDrift, path: Path) -> Path:
-    """Save with alibi_detect.saving, atomically: a half-written detector is never visible at ``path``."""
-    from alibi_detect.saving import save_detector as alibi_save
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    alibi_save(detector, tmp)
-    old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-    try:
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-    except OSError:
-        if not (path / "config.toml").is_file():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)  # a concurrent task saved its (identical) detector first
-    shutil.rmtree(old, ignore_errors=True)
-    return path
-
-
-def load_detector(path: Path) -> TabularDrift:
-    from alibi_detect.saving import load_detector as alibi_load
-
-    try:
-        return alibi_load(Path(path))
-    except Exception as err:  # alibi-detect raises many types for a broken or foreign folder
-        raise DriftError(f"cannot load the drift detector at {path}: {err}") from err
-
-
-def _stale_reason(detector: Any, x_ref: np.ndarray, spec: ModelSpec, p_value: float) -> str | None:
-    """Why a detector does not match this reference, spec and significance level (None: it matches)."""
-    if type(detector).__name__ != "TabularDrift":
-        return f"it is a {type(detector).__name__}, not a TabularDrift"
-    if not math.isclose(float(detector.p_val), p_value, rel_tol=0, abs_tol=1e-12):
-        return f"it was fitted at p={detector.p_val}, the policy says p={p_value}"
-    stored = np.asarray(detector.x_ref)
-    if stored.shape != x_ref.shape or not np.array_equal(stored, x_ref):
-        return f"its reference ({stored.shape[0]} rows x {stored.shape[1]}) is not this reference's sample"
-    expected = _categories_per_feature(x_ref, spec)
-    stored_categories = {int(k): [int(v) for v in vals] for k, vals in detector.x_ref_categories.items()}
-    if stored_categories != expected:
-        return "its categorical levels differ from the spec's"
-    if getattr(detector, "correction", "fdr") != "fdr":
-        return f"it uses correction={detector.correction!r}, not 'fdr'"
-    return None
-
-
-def load_or_fit(path: Path, reference: pd.DataFrame, spec: ModelSpec, p_value: float) -> TabularDrift:
-    """The detector saved at ``path`` if it matches this reference, spec and p-value; otherwise fit and save one.
-
-    The caller keys ``path`` on the champion version (``<monitoring_dir>/detectors/<model>/v<N>/``),
-    so a detector is fitted once per champion; a stale or broken one is refitted, never trusted.
-    """
-    path = Path(path)
-    _, _, x_ref = _prepared_reference(reference, spec)
-    if (path / "config.toml").is_file():
-        try:
-            detector = load_detector(path)
-        except DriftError as err:
-            log.warning("%s; refitting", err)
-        else:
-            reason = _stale_reason(detector, x_ref, spec, p_value)
-            if reason is None:
-                return detector
-            log.warning("drift detector at %s is stale (%s); refitting", path, reason)
-    detector = fit_detector(reference, spec, p_value)
-    save_detector(detector, path)
-    return detector
+def _tail(stderr: str | bytes | None) -> str:
+    if not stderr:
+        return ""
+    text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
+    lines = [line for line in text.strip().splitlines() if line.strip()][-STDERR_LINES:]
+    return ": " + " | ".join(lines) if lines else ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -613,7 +674,7 @@ def _usable_scores(scores: Sequence[float] | np.ndarray | None) -> bool:
 
 
 def check(
-    detector: TabularDrift,
+    detector_dir: Path,
     reference: pd.DataFrame,
     current: pd.DataFrame,
     spec: ModelSpec,
@@ -621,21 +682,27 @@ def check(
     ref_scores: Sequence[float] | np.ndarray | None,
     cur_scores: Sequence[float] | np.ndarray | None,
     policy: DriftPolicy,
+    *,
+    python: Path | str | None = None,
+    detection: WindowDetection | None = None,
 ) -> DriftReport:
-    """Compare the live window with the reference the detector was fitted on; see the module docstring.
+    """Compare the live window with the reference; see the module docstring.
 
-    ``reference`` must be the frame the detector was fitted on (checked: a detector fitted on
-    other data raises DriftError). ``current`` may carry extra columns (score, model_version,
-    logged_at...); an empty window is "insufficient", a window lacking a feature raises.
+    The TabularDrift lives at ``detector_dir`` (fitted there on first use, refitted when it does not
+    match this reference, spec or p-value) and runs in the drift worker (``run_detector``; ``python``
+    overrides LOOPLINE_DRIFT_PYTHON). ``detection``: this window's answer from an earlier
+    ``run_detector`` call on the same detector (the bench predicts all its windows in one call), so
+    no worker runs here. ``current`` may carry extra columns (score, model_version,
+    logged_at...); an empty window is "insufficient" (the detector is still fitted, so the next
+    window does not pay for it), a window lacking a feature raises.
     Scores are optional: without both sides the score channel is skipped and says so.
     """
     sample, medians, x_ref = _prepared_reference(reference, spec)
-    stale = _stale_reason(detector, x_ref, spec, policy.p_value)
-    if stale is not None:
-        raise DriftError(f"the drift detector does not fit this check: {stale}; rebuild it with load_or_fit")
     n_current = len(current)
     policy_dict = policy.model_dump()
     if n_current == 0:
+        if not (Path(detector_dir) / "config.toml").is_file():  # fit now, so the first real window does not wait
+            run_detector(detector_dir, reference, spec, policy.p_value, python=python)
         return DriftReport(
             model=spec.name,
             verdict="insufficient",
@@ -653,10 +720,18 @@ def check(
     _require_columns(current, spec.features.names, "the live window")
     current = _bounded(current)
     x_cur = encode(current, spec, medians)
-    prediction = detector.predict(x_cur, drift_type="batch", return_p_val=True, return_distance=True)["data"]
-    p_values = np.asarray(prediction["p_val"], dtype="float64")
-    statistics = np.asarray(prediction["distance"], dtype="float64")
-    threshold = float(prediction["threshold"]) if prediction["is_drift"] else None
+    if detection is None:
+        categories = _categories_per_feature(x_ref, spec)
+        worker = _call_worker(
+            Path(detector_dir), x_ref, categories, policy.p_value, [x_cur], python, WORKER_TIMEOUT_SECONDS
+        )
+        detection = worker.windows[0]
+    if len(detection.p_values) != x_cur.shape[1]:
+        raise DriftError(f"the detection has {len(detection.p_values)} p-values for {x_cur.shape[1]} features")
+    detected = detection
+    p_values = np.asarray(detected.p_values, dtype="float64")
+    statistics = np.asarray(detected.distances, dtype="float64")
+    threshold = detected.threshold if detected.is_drift else None
     q_values = bh_adjusted(p_values)
     weights = feature_weights(importances, spec)
 

@@ -5,8 +5,9 @@ lineage): its training split is the inputs' reference; its validation and holdou
 splits (rows it never fitted), scored by the champion, are the reference of its answers
 and of its estimated quality. Current = the prediction log of the last ``window_hours``.
 The fitted detector is kept per champion version and reused. Three channels: the inputs
-(alibi-detect, effect sizes), the impact on the model (estimated quality before labels,
-the answers' mix: ``impact``) and realised quality from delayed outcomes (``concept``);
+(alibi-detect, run in .venv-drift by the drift worker; effect sizes), the impact on the model
+(estimated quality before labels, the answers' mix: ``impact``) and realised quality from
+delayed outcomes (``concept``);
 ``verdicts`` grades the check and decides alert and retrain, the storm guard (cooldown,
 max retrains per week) whether a retrain may start now. Every check is recorded, the
 report logged to MLflow.
@@ -168,13 +169,12 @@ def check(
         window = logged[logged["logged_at"].between(since.timestamp(), window_end.timestamp(), inclusive="left")]
     current = window if window.empty else window[window["model_version"] == champion.version]
     detector_dir = settings.monitoring_dir / "detectors" / model / f"v{champion.version}"
-    detector = detection.load_or_fit(detector_dir, reference, spec, policy.p_value)
     unseen = ref.unseen
     cur_scores = current["score"].to_numpy(float) if not current.empty else None
     current_features = current if not current.empty else pd.DataFrame(columns=spec.features.names)
-    report = detection.check(
-        detector, reference, current_features, spec, champion.importances, unseen["score"].to_numpy(), cur_scores,
-        policy,
+    report = detection.check(  # the detector is fitted once per champion at detector_dir, in .venv-drift
+        detector_dir, reference, current_features, spec, champion.importances, unseen["score"].to_numpy(), cur_scores,
+        policy, python=settings.drift_python,
     )  # fmt: skip
     estimator = impact.fit_estimator(spec, ref.valid, ref.holdout, champion.calibration)
     effect = impact.judge(estimator, unseen, current, spec, policy, answer=ref.answer)
