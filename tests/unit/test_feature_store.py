@@ -456,3 +456,16 @@ def test_full_stack_postgres_registry_and_redis_online(tmp_path, postgres_url):
     assert read.columns == {"customer_activity__spend_1h": [4.0, None]}
     assert read.status == {"customer_activity__spend_1h": ["present", "not_found"]}
     assert not (tmp_path / "feast" / "registry.db").exists() and not (tmp_path / "feast" / "online.db").exists()
+
+
+def test_a_newer_missing_value_replaces_the_served_one(store):
+    store.write_offline("customer_activity", activity([("a", NOW - timedelta(hours=2), 1.0)]), batch_id="b1")
+    store.materialize("customer_activity", end=NOW - timedelta(hours=1))
+    assert store.online(["customer_activity:spend_1h"], [{"customer_id": "a"}]).columns == {
+        "customer_activity__spend_1h": [1.0]
+    }
+    newer = activity([("a", NOW - timedelta(minutes=30), 2.0)]).assign(spend_1h=np.nan, last_channel=None)
+    store.write_offline("customer_activity", newer, batch_id="b2")
+    store.materialize("customer_activity", end=NOW)
+    read = store.online(["customer_activity:spend_1h", "customer_activity:orders_7d"], [{"customer_id": "a"}])
+    assert read.columns == {"customer_activity__spend_1h": [None], "customer_activity__orders_7d": [2]}

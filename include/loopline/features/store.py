@@ -313,7 +313,7 @@ class FeatureStore:
                 first = int(series.isna().to_numpy().argmax())
                 what = "join key" if column in keys else "event time"
                 raise FeatureStoreError(f"{where}: row {first} has no {what}")
-            out[column] = series.to_numpy() if kind not in ("event_time", "unix_timestamp") else series
+            out[column] = series
         if CREATED in rows.columns:
             created = rows[CREATED].reset_index(drop=True)
             if not pd.api.types.is_datetime64_any_dtype(created) or created.isna().any():
@@ -431,8 +431,11 @@ class FeatureStore:
             return Materialized(view=view, start=start, end=end, rows=0)
         latest = self._latest(view, definition.feature_names, start, end)
         latest = latest.drop_duplicates(self.defs.join_keys(view), keep="last", ignore_index=True)
+        # Feast's own online write path (write_to_online_store's, minus its check that skips a chunk whose
+        # features are all missing: a newer missing value must replace the older one, as materialize does).
+        provider = self._fs._get_provider()
         for first in range(0, len(latest), MATERIALIZE_CHUNK):
-            self._fs.write_to_online_store(view, df=latest.iloc[first : first + MATERIALIZE_CHUNK])
+            provider.ingest_df(feast_view, latest.iloc[first : first + MATERIALIZE_CHUNK])
             crash_point("store.materialize.chunk_written")
         self._fs.registry.apply_materialization(feast_view, PROJECT, start, end, commit=True)
         return Materialized(view=view, start=start, end=end, rows=len(latest))
