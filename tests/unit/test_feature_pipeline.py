@@ -153,3 +153,48 @@ def test_an_unknown_view_and_a_missing_column_are_one_line_errors(line):
     missing = r"feature view customer_activity: source has no column\(s\) \['channel'\]"
     with pytest.raises(DefinitionError, match=missing):
         pipeline.compute("customer_activity", source, settings)
+
+
+SQL_REPO = """
+entities:
+  - {name: customer, join_key: customer_id, value_type: string}
+feature_views:
+  - name: customer_sql
+    owner: growth
+    entities: [customer]
+    ttl: 30d
+    schedule: "@hourly"
+    source: {sql: {url_env: PIPES_SHOP_DB, table: orders, max_rows: 2}, event_time: ordered_at}
+    features:
+      - {name: spend_1h, agg: sum, of: amount, window: 1h}
+"""
+
+
+def test_a_sql_source_is_read_in_watermark_slices_and_each_slice_is_a_part(line, tmp_path, monkeypatch):
+    import sqlalchemy as sa
+
+    settings, _ = line
+    (settings.feature_repo / "growth.yaml").write_text(SQL_REPO)
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    monkeypatch.setenv("PIPES_SHOP_DB", url)
+    engine = sa.create_engine(url)
+    first = orders("2026-12-01 10:00", [("a", 0, 1.0, "w"), ("a", 10, 2.0, "w"), ("b", 20, 4.0, "w")])
+    first.to_sql("orders", engine, index=False)
+
+    source = pipeline.read_source("customer_sql", settings)
+    assert source["kind"] == "sql" and len(source["pulled"]) == 2  # max_rows 2: two slices
+    batch = pipeline.compute("customer_sql", source, settings)
+    rows = pd.read_parquet(Path(batch["folder"]) / pipeline.ROWS_FILE)
+    assert rows["spend_1h"].tolist() == [1.0, 3.0, 4.0]
+    assert batch["parts"] == ["feature_customer_sql-slice-000001", "feature_customer_sql-slice-000002"]
+    assert batch["batch_id"] == source["version"]
+
+    again = pipeline.read_source("customer_sql", settings)
+    assert again["pulled"] == [] and again["version"] == source["version"]  # nothing new: the same batch
+    orders("2026-12-01 10:00", [("a", 30, 8.0, "w")]).to_sql("orders", engine, index=False, if_exists="append")
+    more = pipeline.read_source("customer_sql", settings)
+    assert len(more["pulled"]) == 1 and more["version"] != source["version"]
+    batch = pipeline.compute("customer_sql", more, settings)
+    rows = pd.read_parquet(Path(batch["folder"]) / pipeline.ROWS_FILE)
+    assert rows.loc[rows["customer_id"] == "a", "spend_1h"].tolist() == [1.0, 3.0, 11.0]
+    engine.dispose()

@@ -15,7 +15,7 @@ a model's SQL source): each new slice lands as a Parquet file in
 thing again. Window aggregates need each entity's history, so every run computes the whole
 source, and its rows are written to the offline store in one part per *source part*: the rows of
 the events a registry version first brought (``batch_id`` ``orders-v0001``, ``orders-v0002``, ...) or
-a SQL slice brought (``slice-000001``, ...). Writing a part again replaces it
+a SQL slice brought (``feature_<view>-slice-000001``, ...). Writing a part again replaces it
 (``FeatureStore.write_offline``), so a re-run, a later version or a changed definition replaces
 rows, never duplicates them.
 
