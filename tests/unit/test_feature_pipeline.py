@@ -88,9 +88,10 @@ def test_a_view_from_the_registry_to_the_online_store_and_a_rerun_replaces(line,
     assert batch["rows"] == 2 and batch["parts"] == ["orders-v0001"]
     written = pipeline.write_offline(batch, settings)
     assert written["written"] == {"orders-v0001": 2}
-    assert not Path(batch["folder"]).exists()  # the staging is gone once the store holds the rows
+    assert Path(batch["folder"]).exists()  # kept until materialised: a retried write finds it
     done = pipeline.materialize(written, settings)
     assert done["rows"] == 2
+    assert not Path(batch["folder"]).exists()  # the staging is gone once both stores hold the rows
 
     # A second version: a's history spans both; the first part is rewritten, nothing duplicated.
     _commit(registry, "b2", orders("2026-12-01 10:30", [("a", 0, 5.0, None), ("a", 40, 1.0, "shop")]))
