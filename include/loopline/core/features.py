@@ -142,7 +142,8 @@ class FeatureSet:
     def columns(self) -> list[str]:
         """Model input columns, in the order the booster sees them."""
         f = self.spec.features
-        return [*f.numeric, *(d.name for d in self.derived), *f.categorical]
+        # Stored features (``<view>__<feature>``) last: a model without them keeps its columns exactly.
+        return [*f.numeric, *(d.name for d in self.derived), *f.categorical, *f.stored_columns]
 
     @property
     def categorical(self) -> list[str]:
@@ -166,10 +167,13 @@ class FeatureSet:
         import pandas as pd
 
         f = self.spec.features
-        missing = [c for c in f.names if c not in raw.columns]
+        missing = [c for c in [*f.names, *f.stored_columns] if c not in raw.columns]
         if missing:
             raise KeyError(f"raw data lacks feature columns: {missing}")
-        cols = {name: pd.to_numeric(raw[name], errors="coerce").to_numpy(dtype="float64") for name in f.numeric}
+        cols = {
+            name: pd.to_numeric(raw[name], errors="coerce").to_numpy(dtype="float64")
+            for name in [*f.numeric, *f.stored_columns]
+        }
         for name, codes in self.level_codes.items():
             cols[name] = raw[name].map(codes).to_numpy(dtype="float64", na_value=np.nan)
         return cols
@@ -187,6 +191,8 @@ class FeatureSet:
         cols = dict(zip(f.numeric, numeric, strict=False))
         for name, codes in self.level_codes.items():
             cols[name] = np.array([codes.get(v, np.nan) for v in values[name]], dtype="float64")
+        for name in f.stored_columns:  # looked up in the feature store (loopline.serving.stored): numbers or None
+            cols[name] = np.array([np.nan if v is None else v for v in values[name]], dtype="float64")
         return cols
 
     def build_arrays(self, cols: Columns) -> dict[str, np.ndarray]:
@@ -201,6 +207,8 @@ class FeatureSet:
             for d in self.derived:
                 out[d.name] = self._derive(d, cols, n)
         for name in f.categorical:
+            out[name] = np.asarray(cols[name], dtype="float64")
+        for name in f.stored_columns:
             out[name] = np.asarray(cols[name], dtype="float64")
         return out
 
