@@ -59,7 +59,14 @@ class Looked:
 
 
 def _describe(key: dict[str, object]) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in key.items())
+    """``card_id='c9', paid_at='2026-...'``: python values, as a person reads them (no numpy or pandas reprs)."""
+
+    def plain(value: object) -> object:
+        if hasattr(value, "isoformat"):
+            return value.isoformat()
+        return value.item() if hasattr(value, "item") and hasattr(value, "dtype") else value
+
+    return ", ".join(f"{k}={plain(v)!r}" for k, v in key.items())
 
 
 def view_of(column: str) -> str:
@@ -138,11 +145,11 @@ class StoredFeatures:
         from loopline.features.definitions import check_model_uses, load_definitions
         from loopline.features.store import FeatureStore  # Feast is imported here, never at parse time
 
-        defs = load_definitions(repo or settings.project_root / "feature_repo")
+        defs = load_definitions(repo or settings.feature_repo)
         problems = check_model_uses(defs, spec)
         if problems:
             raise StoredFeaturesUnavailable("; ".join(problems))
-        return cls(spec, defs, FeatureStore.open(defs))
+        return cls(spec, defs, FeatureStore.open(defs, store_config(settings)))
 
     @property
     def key_columns(self) -> list[str]:
@@ -208,10 +215,16 @@ def offline_features(raw: Any, spec: ModelSpec, store: Any, defs: Definitions) -
     how many rows and the first one's key; ``missing`` leaves them NaN and flags them.
     """
     event_time = spec.dataset.timestamp
-    joined = store.training_set(raw, list(spec.features.stored), event_time=event_time).frame
+    joined = raw.copy()
     missing: list[list[str]] = [[] for _ in range(len(joined))]
     for view in spec.features.stored_views:
         columns = [c for c in spec.features.stored_columns if view_of(c) == view]
+        # One view at a time: Feast's file store drops an entity row from every view's join when one view
+        # has values for its key only after the row's time; per view, that row is missing in that view only.
+        refs = [r for r in spec.features.stored if r.split(":", 1)[0] == view]
+        found = store.training_set(raw, refs, event_time=event_time).frame
+        for column in columns:
+            joined[column] = found[column].to_numpy()
         empty = joined[columns].isna().all(axis=1).to_numpy()
         if not empty.any():
             continue
@@ -236,5 +249,16 @@ def open_store(settings: Settings, repo: Path | None = None) -> tuple[Any, Defin
     from loopline.features.definitions import load_definitions
     from loopline.features.store import FeatureStore
 
-    defs = load_definitions(repo or settings.project_root / "feature_repo")
-    return FeatureStore.open(defs), defs
+    defs = load_definitions(repo or settings.feature_repo)
+    return FeatureStore.open(defs, store_config(settings)), defs
+
+
+def store_config(settings: Settings) -> Any:
+    """The store's ``StoreConfig`` from these settings (not the process's: a test's settings are its own)."""
+    from loopline.features.store import StoreConfig
+
+    return StoreConfig(
+        root=settings.feast_root,
+        online=settings.feast_online_redis or "sqlite",
+        registry=settings.feast_registry or str(settings.feast_root / "registry.db"),
+    )
