@@ -7,6 +7,10 @@ the HTTP answer has its ``request_id``: ``<entity_id>``, the task's answer field
 ``probabilities``), ``model_version``, ``reasons``. The rest of the lineage (input hash, data
 version, code commit, feature version) is in ``lineage.json`` beside it.
 
+A model with stored features gets them from the offline store as of each row's
+``dataset.timestamp`` (the point-in-time rule of training; ``loopline.serving.stored.offline_features``),
+under the spec's ``features.stored_missing`` rule.
+
 The output folder is keyed by the DAG run, so a re-run overwrites its own result
 and never mixes with another run's.
 """

@@ -16,6 +16,13 @@ revision), which the drift check reads; a categorical input the spec scores when
 level is unknown (``features.unknown_levels``) is scored as missing and flagged in the
 answer and the log (``unknown_levels``).
 
+A model with stored features (``features.stored``) has them read per request from the online
+store (``loopline.serving.stored``: one ``FeatureStore`` per process, opened and warmed in
+``__init__``) by the request's join keys, before the request joins a scoring call; an unknown or
+stale key is a 422 naming the key and the view, or scored as missing and flagged
+(``stored_missing``), as the spec says per view. The values the model saw go to the log with
+the answer; each view's freshness is a gauge (``loopline_feature_age_seconds``).
+
 Scoring is ``loopline.serving.online.RoutedScorer``: the versions and traffic weights
 come from the serving state store and change without a restart. Requests
 that arrive while the model is busy are scored together in the next call
@@ -81,6 +88,7 @@ MAX_WAIT_SECONDS = 10  # the traffic timeout: a request queued longer is shed wi
 SCORING_CALLS = 1 + len(os.sched_getaffinity(0))
 CALL_ROWS = 100  # queued requests merge into a call up to this many rows: the per-call cost is paid by then
 ALONE_PARALLEL_ROWS = 8  # rows from which a call running alone uses LightGBM's threads (0.5 ms a row here)
+FRESHNESS_SECONDS = 60  # how often the stored feature views' age gauges are read again (from the store)
 SHADOW_BACKLOG = 8  # batches waiting for the shadow beyond this are not shadowed (loopline_shadow_skipped_total)
 log = logging.getLogger(__name__)
 
@@ -183,6 +191,21 @@ class ModelService:
             "loopline_stored_missing_total", "Rows scored without a view's stored features (unknown key or stale)",
             ["view"],
         )  # fmt: skip
+        if self.stored is not None:  # each view's freshness, refreshed on a thread of its own
+            self.feature_age = prom.Gauge(
+                "loopline_feature_age_seconds",
+                "Age of a stored feature view's newest materialised value (+Inf: nothing materialised)",
+                ["view"], multiprocess_mode="mostrecent",
+            )  # fmt: skip
+            self.feature_stale = prom.Gauge(
+                "loopline_feature_stale", "1 when a view's newest value is older than two schedule periods",
+                ["view"], multiprocess_mode="mostrecent",
+            )  # fmt: skip
+            self._publish_freshness()
+            threading.Thread(
+                target=self._watch_freshness, args=(FRESHNESS_SECONDS,), daemon=True,
+                name="loopline-freshness",
+            ).start()  # fmt: skip
         self._label_series: dict[tuple, object] = {}  # (metric, *label values) -> its series (``_series``)
         self._shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopline-shadow")
         self._shadow_slots = threading.BoundedSemaphore(SHADOW_BACKLOG)
@@ -221,6 +244,22 @@ class ModelService:
             return await self.batcher.submit(instances)
         except Overloaded as err:
             raise ServiceUnavailable(str(err)) from err
+
+    def _publish_freshness(self) -> None:
+        """The age gauges from the store now; a failed read is logged and the gauges keep their last value."""
+        from datetime import UTC, datetime
+
+        try:
+            for f in self.stored.freshness(datetime.now(UTC)):
+                self.feature_age.labels(view=f.view).set(float("inf") if f.age_seconds is None else f.age_seconds)
+                self.feature_stale.labels(view=f.view).set(1 if f.stale else 0)
+        except Exception:
+            log.exception("reading the feature views' freshness failed")
+
+    def _watch_freshness(self, seconds: float) -> None:
+        while True:
+            time.sleep(seconds)
+            self._publish_freshness()
 
     def _with_stored(self, instances: list) -> list:
         """Each row with its stored features (``_Stored``); a key the rule refuses is this request's 422."""

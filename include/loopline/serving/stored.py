@@ -27,9 +27,12 @@ from typing import TYPE_CHECKING, Any
 from loopline.core.errors import LooplineError
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from loopline.core.settings import Settings
     from loopline.core.spec import ModelSpec
     from loopline.features.definitions import Definitions
+    from loopline.features.freshness import Freshness
 
 log = logging.getLogger(__name__)
 PRESENT = "present"
@@ -197,6 +200,12 @@ class StoredFeatures:
                 if f:
                     missing[i].append(view)
         return Looked({c: columns[c] for c in self.spec.features.stored_columns}, missing)
+
+    def freshness(self, now: datetime) -> list[Freshness]:
+        """Each view's freshness at ``now`` (``loopline.features.freshness``): the service's age gauges."""
+        from loopline.features.freshness import view_freshness
+
+        return view_freshness(self.store, self.defs, list(self.refs), now)
 
     def warm_up(self) -> None:
         """One lookup per view, so the first request does not pay the store's start-up (connections, registry)."""
