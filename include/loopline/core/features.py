@@ -3,6 +3,8 @@
 The platform knows no model's columns. A model's input matrix is, in this order:
 
 * the spec's numeric features (``features.numeric``), as float64;
+* its stored features (``features.stored``), as float64 columns ``<view>__<feature>``: joined
+  from the feature store before this code runs (training: the point-in-time training set);
 * the model's *derived inputs*, defined in ``models/<name>/features.py`` beside the spec
   (optional: without that file a model takes its raw features only);
 * the spec's categorical features, as integer codes in the order the spec lists their
@@ -84,11 +86,14 @@ def derived(*, sources: tuple[str, ...] | list[str], name: str | None = None) ->
     return mark
 
 
-@lru_cache(maxsize=32)
-def _load_module_derived(path: str, mtime_ns: int) -> tuple[Derived, ...]:
-    """Import one features.py by path, under a module name unique to that file (two models never clash)."""
+def import_by_path(path: str, prefix: str = "loopline_model_features") -> Any:
+    """Import one code file by path, under a module name unique to that file (two files never clash).
+
+    The one way Loopline imports code that lives beside a definition, not in the package: a
+    model's ``features.py``, a feature view's ``compute`` file. Raises FeatureCodeError naming the file.
+    """
     digest = hashlib.sha256(path.encode()).hexdigest()[:12]
-    module_name = f"loopline_model_features_{Path(path).parent.name}_{digest}"
+    module_name = f"{prefix}_{Path(path).parent.name}_{digest}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise FeatureCodeError(f"cannot import feature code {path}")
@@ -99,6 +104,13 @@ def _load_module_derived(path: str, mtime_ns: int) -> tuple[Derived, ...]:
     except Exception as err:
         sys.modules.pop(module_name, None)
         raise FeatureCodeError(f"{path} failed to import: {type(err).__name__}: {err}") from err
+    return module
+
+
+@lru_cache(maxsize=32)
+def _load_module_derived(path: str, mtime_ns: int) -> tuple[Derived, ...]:
+    """Import one features.py by path (``import_by_path``) and collect its derived inputs."""
+    module = import_by_path(path)
     found = [v.__loopline_derived__ for v in vars(module).values() if hasattr(v, "__loopline_derived__")]
     names = [d.name for d in found]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -116,15 +128,15 @@ class FeatureSet:
     path: Path | None = None  # the features.py they came from, for error messages
 
     def __post_init__(self) -> None:
-        raw = set(self.spec.features.names)
+        raw = {*self.spec.features.names, *self.spec.features.stored_columns}
         for d in self.derived:
             if d.name in raw:
                 raise FeatureCodeError(f"{self._where(d)}: derived input {d.name!r} has the name of a raw feature")
             unknown = [s for s in d.sources if s not in raw]
             if unknown:
                 raise FeatureCodeError(
-                    f"{self._where(d)}: sources {unknown} are not raw features of model {self.spec.name!r} "
-                    f"(spec features: {sorted(raw)})"
+                    f"{self._where(d)}: sources {unknown} are not raw or stored features of model"
+                    f" {self.spec.name!r} (spec features: {sorted(raw)})"
                 )
 
     def _where(self, d: Derived) -> str:
@@ -142,8 +154,7 @@ class FeatureSet:
     def columns(self) -> list[str]:
         """Model input columns, in the order the booster sees them."""
         f = self.spec.features
-        # Stored features (``<view>__<feature>``) last: a model without them keeps its columns exactly.
-        return [*f.numeric, *(d.name for d in self.derived), *f.categorical, *f.stored_columns]
+        return [*f.numeric, *f.stored_columns, *(d.name for d in self.derived), *f.categorical]
 
     @property
     def categorical(self) -> list[str]:
@@ -167,13 +178,17 @@ class FeatureSet:
         import pandas as pd
 
         f = self.spec.features
-        missing = [c for c in [*f.names, *f.stored_columns] if c not in raw.columns]
+        missing = [c for c in f.names if c not in raw.columns]
         if missing:
             raise KeyError(f"raw data lacks feature columns: {missing}")
-        cols = {
-            name: pd.to_numeric(raw[name], errors="coerce").to_numpy(dtype="float64")
-            for name in [*f.numeric, *f.stored_columns]
-        }
+        stored = [c for c in f.stored_columns if c not in raw.columns]
+        if stored:
+            raise KeyError(
+                f"raw data lacks stored feature columns {stored}: join them from the feature store first"
+                " (FeatureStore.training_set)"
+            )
+        numeric = [*f.numeric, *f.stored_columns]
+        cols = {name: pd.to_numeric(raw[name], errors="coerce").to_numpy(dtype="float64") for name in numeric}
         for name, codes in self.level_codes.items():
             cols[name] = raw[name].map(codes).to_numpy(dtype="float64", na_value=np.nan)
         return cols
@@ -189,10 +204,16 @@ class FeatureSet:
             [[np.nan if v is None else v for v in values[name]] for name in f.numeric], dtype="float64", ndmin=2
         )
         cols = dict(zip(f.numeric, numeric, strict=False))
+        n = len(next(iter(values.values()), []))
+        for name in f.stored_columns:  # looked up by the service (loopline.serving.stored); absent: missing
+            given = values.get(name)
+            cols[name] = (
+                np.full(n, np.nan)
+                if given is None
+                else np.array([np.nan if v is None else v for v in given], "float64")
+            )
         for name, codes in self.level_codes.items():
             cols[name] = np.array([codes.get(v, np.nan) for v in values[name]], dtype="float64")
-        for name in f.stored_columns:  # looked up in the feature store (loopline.serving.stored): numbers or None
-            cols[name] = np.array([np.nan if v is None else v for v in values[name]], dtype="float64")
         return cols
 
     def build_arrays(self, cols: Columns) -> dict[str, np.ndarray]:
@@ -201,14 +222,12 @@ class FeatureSet:
         No pandas: this is the path for one row as much as for a million.
         """
         f = self.spec.features
-        out = {name: np.asarray(cols[name], dtype="float64") for name in f.numeric}
+        out = {name: np.asarray(cols[name], dtype="float64") for name in [*f.numeric, *f.stored_columns]}
         n = len(next(iter(out.values()))) if out else None
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # 0/0 is NaN, not a warning
             for d in self.derived:
                 out[d.name] = self._derive(d, cols, n)
         for name in f.categorical:
-            out[name] = np.asarray(cols[name], dtype="float64")
-        for name in f.stored_columns:
             out[name] = np.asarray(cols[name], dtype="float64")
         return out
 
