@@ -22,6 +22,7 @@ from loopline.features.definitions import load_definitions  # noqa: E402
 from loopline.features.freshness import judge, schedule_period, view_freshness  # noqa: E402
 from loopline.features.store import FeatureStore, StoreConfig  # noqa: E402
 from loopline.monitoring import skew  # noqa: E402
+from loopline.serving.request_schema import answer_model  # noqa: E402
 from loopline.serving.stored import (  # noqa: E402
     StoredFeatureRefused,
     StoredFeatures,
@@ -378,3 +379,25 @@ def test_freshness_is_read_from_the_store_and_a_stale_view_alerts(tmp_path, stor
     )
     assert later.over == ["stale:card_activity"]
     assert "look at DAG feature_card_activity" in later.lines()[0]
+
+
+def test_the_drift_checks_channel_opens_the_store_from_settings_and_remembers_its_alert(tmp_path, store, settings):
+    import dataclasses
+    from types import SimpleNamespace
+
+    line = dataclasses.replace(settings, feature_repo=store.defs.repo, feast_root=store.config.root)
+    lookup = served(tmp_path, store)
+    window = logged_window(lookup, ["c1", "c2"], [7, 8])
+    result, alert = skew.channel(window, lookup.spec, line, NOW + timedelta(hours=3), [])
+    assert result.over == ["stale:card_activity"] and alert.alert  # three hours after its newest value
+    earlier = SimpleNamespace(
+        at=NOW + timedelta(hours=2), impact={"feature_store": {**result.to_dict(), "alerted": True}}
+    )
+    again = skew.decide_alert(result, NOW + timedelta(hours=3), [earlier], 24)
+    assert not again.alert and again.reason.startswith("already alerted")
+
+
+def test_the_answer_flags_views_scored_as_missing_only_when_the_spec_scores_them(tmp_path):
+    assert "stored_missing" not in answer_model(spec_of(tmp_path, spec_raw())).model_fields
+    scored = spec_of(tmp_path, spec_raw({"merchant_risk": "missing"}))
+    assert "stored_missing" in answer_model(scored).model_fields

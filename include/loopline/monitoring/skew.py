@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from loopline.core.clock import as_utc
+from loopline.core.settings import Settings
 from loopline.core.spec import ModelSpec
 from loopline.features.freshness import Freshness
 
@@ -185,3 +186,15 @@ def decide_alert(result: StoreCheck, at: datetime, history: Sequence[Any], remin
                 return StoreAlert(False, f"already alerted at {as_utc(earlier.at).isoformat()}: {result.headline()}")
             return StoreAlert(True, f"new since the last alert: {result.headline()}")
     return StoreAlert(True, result.headline())
+
+
+def channel(
+    window: pd.DataFrame, spec: ModelSpec, settings: Settings, at: datetime, history: Sequence[Any]
+) -> tuple[StoreCheck, StoreAlert]:
+    """The drift check's stored-features channel: the store opened from ``settings``, checked, and the alert decided."""
+    from loopline.serving.stored import open_store
+
+    store, defs = open_store(settings)
+    policy = spec.monitoring
+    result = check(window, spec, store, defs, at, policy.max_feature_skew, policy.skew_sample)
+    return result, decide_alert(result, at, history, policy.reminder_hours)
