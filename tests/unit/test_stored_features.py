@@ -350,6 +350,40 @@ def test_rows_scored_as_missing_are_left_out_and_a_view_keyed_on_the_entity_is_s
     assert [s.column for s in skews] == ["merchant_risk__chargebacks_30d"]
 
 
+def test_a_served_row_is_compared_as_of_the_last_materialisation_before_it():
+    ends = [NOW - timedelta(hours=2), NOW - timedelta(hours=1)]
+    served_at = pd.Series(pd.to_datetime([NOW - timedelta(hours=3), NOW - timedelta(minutes=90), NOW], utc=True))
+    as_of = skew.as_of_served(served_at, ends)
+    assert as_of.isna().tolist() == [True, False, False]  # nothing was materialised before the first
+    assert as_of.iloc[1:].tolist() == [pd.Timestamp(ends[0]), pd.Timestamp(ends[1])]
+    assert skew.as_of_served(served_at, []).equals(served_at)  # no record: the request time itself
+
+
+def test_a_value_the_pipeline_had_not_materialised_yet_is_not_skew(tmp_path, store):
+    lookup = served(tmp_path, store)
+    window = logged_window(lookup, ["c1"], [7])
+    # c1 gets a value after the last materialisation's end (NOW): written offline, not materialised yet.
+    store.write_offline("card_activity", card_rows([("c1", NOW + timedelta(minutes=1), 80.0, 4)]), batch_id="next")
+    try:
+        window["logged_at"] = NOW.timestamp() + 120  # served after that event, before its materialisation
+        result = skew.check(window, lookup.spec, store, store.defs, NOW, limit=0.01, sample=100)
+    finally:
+        (store.config.offline_dir("card_activity") / "part-next.parquet").unlink()
+    assert [s.differ for s in result.skew] == [0, 0, 0]
+
+
+def test_a_late_event_the_incremental_materialisation_skipped_is_skew(tmp_path, store):
+    lookup = served(tmp_path, store)
+    window = logged_window(lookup, ["c1"], [7])
+    # An event older than the last materialisation's end, written after it: the online store never gets it.
+    store.write_offline("card_activity", card_rows([("c1", NOW - timedelta(minutes=1), 80.0, 4)]), batch_id="late")
+    try:
+        result = skew.check(window, lookup.spec, store, store.defs, NOW, limit=0.01, sample=100)
+    finally:
+        (store.config.offline_dir("card_activity") / "part-late.parquet").unlink()
+    assert [s.column for s in result.skewed] == ["card_activity__spend_1h", "card_activity__payments_1d"]
+
+
 # --- freshness ---------------------------------------------------------------------------------------
 
 
