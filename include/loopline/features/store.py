@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loopline.core.errors import LooplineError
+from loopline.core.faults import crash_point
 from loopline.features.definitions import Definitions, FeatureViewDef, parse_ref
 
 if TYPE_CHECKING:
@@ -47,7 +48,15 @@ PROJECT = "loopline"
 CREATED = "created"  # the FileSource's created_timestamp_column: when a row was written (a later one wins)
 _BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 MATERIALIZE_CHUNK = 50_000  # rows per online write
-_ENTITY_TS = "event_timestamp"  # the entity frame's time column handed to Feast (its default name)
+_ENTITY_TS = "event_timestamp"
+_EMPTY_DTYPES = {
+    "int64": "int64",
+    "float64": "float64",
+    "string": "object",
+    "bool": "bool",
+    "event_time": "datetime64[us, UTC]",
+    "unix_timestamp": "datetime64[us, UTC]",
+}  # the entity frame's time column handed to Feast (its default name)
 
 
 class FeatureStoreError(LooplineError, ValueError):
@@ -389,7 +398,8 @@ class FeatureStore:
         if not parts:
             import pandas as pd
 
-            return pd.DataFrame({c: [] for c in columns})
+            kinds = {**self._columns(view), CREATED: "event_time"}
+            return pd.DataFrame({c: pd.Series([], dtype=_EMPTY_DTYPES[kinds[c]]) for c in columns})
         dataset = ds.dataset([str(p) for p in parts], format="parquet")
         condition = None
         if start is not None:
@@ -424,6 +434,7 @@ class FeatureStore:
         latest = latest.drop_duplicates(self.defs.join_keys(view), keep="last", ignore_index=True)
         for first in range(0, len(latest), MATERIALIZE_CHUNK):
             self._fs.write_to_online_store(view, df=latest.iloc[first : first + MATERIALIZE_CHUNK])
+            crash_point("store.materialize.chunk_written")
         self._fs.registry.apply_materialization(feast_view, PROJECT, start, end, commit=True)
         return Materialized(view=view, start=start, end=end, rows=len(latest))
 
@@ -569,7 +580,7 @@ class FeatureStore:
         by_view = self._refs(refs)
         wanted = self._requests(rows, by_view, event_time)
         keys = [c for c in wanted.columns if c != _ENTITY_TS]
-        unique = wanted.drop_duplicates(ignore_index=True)
+        unique = wanted.drop_duplicates(ignore_index=True).copy()
         unique[_ENTITY_TS] = unique[_ENTITY_TS].dt.tz_convert(pytz.UTC)  # else Feast converts row by row
         self._fs.refresh_registry()
         found = self._fs.get_historical_features(entity_df=unique, features=list(refs), full_feature_names=True).to_df()
