@@ -239,8 +239,8 @@ def offline_features(raw: Any, spec: ModelSpec, store: Any, defs: Definitions) -
     missing: list[list[str]] = [[] for _ in range(len(joined))]
     for view in spec.features.stored_views:
         columns = [c for c in spec.features.stored_columns if view_of(c) == view]
-        # One view at a time: Feast's file store drops an entity row from every view's join when one view
-        # has values for its key only after the row's time; per view, that row is missing in that view only.
+        # One view at a time: a row without a value in one view is missing in that view only, whatever the
+        # join does across views (Feast's own file store drops the row from every view; ours no longer does).
         refs = [r for r in spec.features.stored if r.split(":", 1)[0] == view]
         found = store.training_set(as_of, refs, event_time=AS_OF_COLUMN).frame
         for column in columns:
