@@ -384,6 +384,19 @@ def test_a_late_event_the_incremental_materialisation_skipped_is_skew(tmp_path, 
     assert [s.column for s in result.skewed] == ["card_activity__spend_1h", "card_activity__payments_1d"]
 
 
+def test_rows_scored_without_a_view_are_counted_by_the_drift_checks_refusal_channel(tmp_path):
+    from loopline.monitoring import refusals
+
+    spec = spec_of(tmp_path, spec_raw({"card_activity": "missing"}))
+    window = pd.DataFrame({"stored_missing": ["card_activity", "", "", "card_activity"], "score": 0.5})
+    result = refusals.check([], window, spec, limit=0.3)
+    assert result.over == ["stored|card_activity"]
+    assert result.lines() == [
+        "ALERT requests the model never scored as sent: card_activity: 50% of rows scored without its stored"
+        " features (no fresh value for the key) (limit 30%)"
+    ]
+
+
 # --- freshness ---------------------------------------------------------------------------------------
 
 
