@@ -51,7 +51,7 @@ def test_card_fraud_trains_on_its_stored_features_and_reproduces(tmp_path):
     assert run["tags"]["loopline.training_set_sha"] == lineage["set_sha"]
     assert "card_activity@" in run["tags"]["loopline.stored_features"]
     assert run["metrics"]["holdout.auc"] >= 0.9, run["metrics"]  # bench/feature_lift.py: the same data gives 0.928
-    assert run["champion"] == "1", "v1 passed the gate (min AUC 0.90, which request-time inputs alone miss: 0.76)"
+    assert str(run["champion"]) == "1", "v1 passed the gate (min AUC 0.90, which request-time inputs alone miss: 0.76)"
 
     reproduced = line.loopline("reproduce", "1", "-m", "card_fraud").stdout
     assert "REPRODUCED" in reproduced and "NOT REPRODUCED" not in reproduced, reproduced
