@@ -43,12 +43,30 @@ for model in credit_risk delivery_time; do
   run_dag "${model}_train" 2 '{"reason": "demo: two more weeks of data"}'
 done
 
+# A third model whose accuracy comes from the feature store: card_fraud reads a card's and a merchant's
+# recent history (feature_repo/cards.yaml, merchants.yaml), computed once by feature pipeline DAGs.
+step "card_fraud: six weeks of card transactions land and are ingested (the model's rows and the views' events)"
+loopline generate --model card_fraud --weeks 0-5 --rows 3000
+run_dag card_fraud_ingest 1
+
+step "card_fraud: each feature view's pipeline DAG: events -> window aggregates -> GE -> offline store -> online store"
+run_dag feature_card_activity 1
+run_dag feature_merchant_activity 1
+loopline features
+
+step "card_fraud: train DAG: a point-in-time training set from the store (nothing after each transaction) -> gate -> Bento"
+run_dag card_fraud_train 1 '{"reason": "demo: first model"}'
+
+step "card_fraud: an online request answered from the store (the champion's Bento over HTTP looks up card and merchant)"
+loopline ask --model card_fraud
+
 step "What the line holds now, for every model"
 loopline status
 
 step "Audit trail of what serves traffic"
 loopline audit --model credit_risk
 loopline audit --model delivery_time
+loopline audit --model card_fraud
 
 step "Reproduce credit_risk version 1 from its lineage"
 loopline reproduce 1 --model credit_risk

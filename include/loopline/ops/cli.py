@@ -435,6 +435,39 @@ def trace(
 
 
 @app.command()
+def ask(
+    model: str = MODEL_OPTION,
+    body: str = typer.Option(
+        None, "--body", help='Request rows as JSON: [{...}] or {"instances": [...]}; default: the newest data rows.'
+    ),
+) -> None:
+    """One real request to the champion's Bento over HTTP (started and stopped here); prints the answer."""
+    from loopline.core.spec import load_spec
+    from loopline.ops.ask import AskError
+    from loopline.ops.ask import ask as run
+    from loopline.serving.request_body import ROWS_KEY
+
+    settings = _settings()
+    spec = load_spec(model, settings.models_dir)
+    rows = None
+    if body is not None:
+        try:
+            parsed = json.loads(body)
+        except json.JSONDecodeError as err:
+            raise typer.BadParameter(f"--body is not JSON: {err}") from None
+        rows = parsed.get(ROWS_KEY) if isinstance(parsed, dict) else parsed
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise typer.BadParameter(f'--body must be a list of rows or {{"{ROWS_KEY}": [...]}}')
+    try:
+        asked = run(spec, settings, rows)
+    except AskError as err:
+        raise typer.BadParameter(str(err)) from None
+    typer.echo(asked.text())
+    if asked.status != 200:
+        raise typer.Exit(1)
+
+
+@app.command()
 def reproduce(
     version: str = typer.Argument(..., help="Registered model version, e.g. 3."),
     model: str = MODEL_OPTION,

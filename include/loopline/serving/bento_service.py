@@ -79,6 +79,8 @@ SPEC: ModelSpec = load_spec_file(
     _BESIDE if _BESIDE.exists() else Path(os.environ.get("LOOPLINE_SERVICE_MODEL_DIR", ".")) / "spec.yaml"
 )
 _PIN = Path(__file__).with_name("bento_model.json")  # written by loopline.serving.packaging into each Bento
+# The feature definitions the Bento was built with (packaged beside spec.yaml); LOOPLINE_FEATURE_REPO overrides.
+_REPO_BESIDE = Path(__file__).with_name("feature_repo")
 _DEV_TAG = os.environ.get("LOOPLINE_BENTO_MODEL", f"{SPEC.name}:latest")  # `bentoml serve` from the repo
 MODEL_TAG = json.loads(_PIN.read_text())["tag"] if _PIN.exists() else _DEV_TAG
 MAX_BATCH = 1000
@@ -149,7 +151,8 @@ class ModelService:
         if STORED:
             from loopline.serving.stored import StoredFeatures
 
-            self.stored = StoredFeatures.open(SPEC, settings)
+            packaged = _REPO_BESIDE.is_dir() and not os.environ.get("LOOPLINE_FEATURE_REPO")
+            self.stored = StoredFeatures.open(SPEC, settings, repo=_REPO_BESIDE if packaged else None)
             self.stored.warm_up()  # before /ready answers: the first request does not pay the store's start-up
         # The join keys logged in clear beside the stored values (the skew check reads the offline store by
         # them); the entity id is never logged, only its pseudonym, and a request feature is logged already.

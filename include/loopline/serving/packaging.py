@@ -23,6 +23,8 @@ SERVICE_PACKAGES = (
     "sqlalchemy",
 )  # fmt: skip
 BENTO_TAG = "loopline.bento_tag"
+# The feature repo travels inside the Bento (beside spec.yaml): the Bento's settings find it at <src>/feature_repo.
+FEATURE_REPO_DIR = "feature_repo"
 MODEL_PIN_FILE = "bento_model.json"
 
 
@@ -52,6 +54,10 @@ def build_context(model_name: str, settings: Settings, dest: Path) -> Path:
     shutil.copytree(
         settings.project_root / "include" / "loopline", dest / "loopline", ignore=shutil.ignore_patterns("__pycache__")
     )
+    if settings.feature_repo.is_dir():  # the feature definitions as built: the service reads its views by them
+        shutil.copytree(
+            settings.feature_repo, dest / FEATURE_REPO_DIR, ignore=shutil.ignore_patterns("__pycache__", ".*")
+        )
     return dest
 
 
@@ -90,7 +96,14 @@ def build_bento(model_name: str, version: str, settings: Settings) -> str:
         version=f"v{version}-{bento_model.tag.version}",
         labels={"mlflow_model_version": version, "model": model_name},
         description=f"Loopline {model_name}, MLflow model version {version}",
-        include=["service.py", "spec.yaml", FEATURES_FILE, MODEL_PIN_FILE, "loopline/**/*.py"],
+        include=[
+            "service.py",
+            "spec.yaml",
+            FEATURES_FILE,
+            MODEL_PIN_FILE,
+            "loopline/**/*.py",
+            f"{FEATURE_REPO_DIR}/**/*",
+        ],
         # Already pinned from requirements.txt: no need for BentoML to re-lock against PyPI.
         python={
             "packages": _pinned(settings.project_root / "requirements.txt", SERVICE_PACKAGES),
