@@ -9,6 +9,9 @@ its history as a small inline SVG chart, recent rollouts with every step's gate 
 shadow phase's disagreement and score shift first) and the audit trail (serving state store),
 and recent drift verdicts with their DAG runs and reports (monitoring store, MLflow); and a form that
 traces one decision from its request id (``trace``: what ``loopline trace`` prints, on a page of its own).
+Above the models, one row per feature view of the feature repo: owner, schedule (its pipeline DAG),
+last materialisation, freshness and the models that use it (``loopline.ops.feature_views``, the same
+rows ``loopline features`` prints).
 
 On the page, DAG runs link to the Airflow UI (``/dags/<dag_id>/runs/<run_id>``), stored outcomes
 read as text (a route is "v2 + v3 at 10%", not a Python dict) and every time is shown one way,
