@@ -79,6 +79,18 @@ def test_the_drift_python_setting_defaults_to_the_repo_venv_and_is_exported(monk
     assert "LOOPLINE_DRIFT_PYTHON=" in (PROJECT_ROOT / ".env.example").read_text()
 
 
+def test_the_drift_python_setting_keeps_the_venv_symlink(monkeypatch):
+    """Resolved, .venv-drift/bin/python would be the base interpreter: no alibi-detect (the image's ENV,
+    `eval "$(loopline env)"` and apply_library_env all set the variable, so this path is the common one)."""
+    assert DRIFT_PYTHON.is_symlink()
+    monkeypatch.setenv("LOOPLINE_DRIFT_PYTHON", str(DRIFT_PYTHON))
+    get_settings.cache_clear()
+    try:
+        assert get_settings().drift_python == DRIFT_PYTHON != DRIFT_PYTHON.resolve()
+    finally:
+        get_settings.cache_clear()
+
+
 # --- the worker's JSON contract ------------------------------------------------------------------
 
 

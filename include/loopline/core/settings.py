@@ -233,6 +233,13 @@ def _path(name: str, default: Path) -> Path:
     return Path(raw).expanduser().resolve() if raw else default
 
 
+def _interpreter(name: str, default: Path) -> Path:
+    """A venv's python as given, made absolute but NOT resolved: the symlink is what makes it that venv's
+    (resolved, .venv-drift/bin/python becomes the base interpreter, without alibi-detect)."""
+    raw = os.environ.get(name, "").strip()
+    return Path(raw).expanduser().absolute() if raw else default
+
+
 def _text(name: str, default: str) -> str:
     return os.environ.get(name, "").strip() or default
 
@@ -327,7 +334,7 @@ def get_settings() -> Settings:
         api_keys=_api_keys("LOOPLINE_API_KEYS"),
         require_api_keys=_flag("LOOPLINE_REQUIRE_API_KEYS", False),
         docker_url=_text("LOOPLINE_DOCKER_URL", _text("DOCKER_HOST", PODMAN_SOCKET_URL)),
-        drift_python=_path("LOOPLINE_DRIFT_PYTHON", root / ".venv-drift" / "bin" / "python"),
+        drift_python=_interpreter("LOOPLINE_DRIFT_PYTHON", root / ".venv-drift" / "bin" / "python"),
     )
     _check(settings)
     return settings
