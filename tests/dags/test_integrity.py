@@ -17,7 +17,7 @@ DAGS = Path(__file__).resolve().parents[2] / "dags"
 DAG_FILES = sorted(DAGS.glob("*.py"))
 # alibi_detect is not in this environment at all (.venv-drift; tests/unit/test_drift_worker.py guards that).
 HEAVY = ("pandas", "lightgbm", "mlflow", "great_expectations", "bentoml", "dvc", "feast", "dask", "sklearn", "pyarrow")
-MODELS = ("credit_risk", "delivery_time")  # the demo models shipped in models/
+MODELS = ("card_fraud", "credit_risk", "delivery_time")  # the demo models shipped in models/
 STATIONS = ("ingest", "train", "batch_score", "rollout", "rollout_control", "drift")
 EXPECTED = {f"{model}_{station}" for model in MODELS for station in STATIONS}
 # They write shared state: one run at a time.
@@ -116,7 +116,7 @@ def test_each_model_has_its_own_assets_schedule_and_tags(dagbag):
         assert produced == {f"dvc://loopline/{model}"} == {train.timetable.asset_condition.uri}
         assert all(model in dagbag.dags[f"{model}_{s}"].tags for s in STATIONS)
         seen[model] = train.timetable.timetable.expression
-    assert seen == {"credit_risk": "0 3 * * 1", "delivery_time": "30 3 * * 1"}  # each from its own spec
+    assert seen == {"card_fraud": "0 4 * * 1", "credit_risk": "0 3 * * 1", "delivery_time": "30 3 * * 1"}  # each from its own spec
 
 
 def test_ingest_sensor_frees_its_worker_slot(dagbag):

@@ -419,3 +419,53 @@ def test_a_crash_after_the_first_chunk_is_repaired_by_the_next_run(store):
     assert store.materialize("customer_activity", end=NOW).rows == n
     read = store.online(["customer_activity:spend_1h"], [{"customer_id": f"k{i}"} for i in range(n)])
     assert read.columns["customer_activity__spend_1h"] == [float(i) for i in range(n)]
+
+
+# ---- the full stack's stores: a SQL registry in Postgres, the online store in Redis ------------------
+
+
+@pytest.fixture
+def postgres_url():
+    from tests.conftest import throwaway_postgres
+
+    for url in throwaway_postgres("loopline_feast"):
+        yield url.replace("postgresql+psycopg2://", "postgresql+psycopg://")  # psycopg 3: Feast's [postgres]
+
+
+def test_full_stack_postgres_registry_and_redis_online(tmp_path, postgres_url):
+    import uuid
+
+    import redis
+
+    try:
+        redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=2).ping()
+    except redis.exceptions.ConnectionError as err:
+        pytest.skip(f"Redis is unreachable on 127.0.0.1:6379: {err}")
+    defs = load_definitions(make_repo(tmp_path / "feature_repo"))
+    config = StoreConfig(root=tmp_path / "feast", online="redis://127.0.0.1:6379/0", registry=postgres_url)
+    stack = FeatureStore.open(defs, config)
+    stack.apply()
+    stack.apply()
+    key = f"k-{uuid.uuid4().hex}"  # the Redis database is shared: keys of this test only
+    stack.write_offline("customer_activity", activity([(key, NOW - timedelta(minutes=5), 4.0)]), batch_id="b1")
+    assert stack.materialize("customer_activity", end=NOW).rows == 1
+    again = FeatureStore.open(defs, config)  # another process's view: the interval is in Postgres
+    assert again.materialize("customer_activity", end=NOW).rows == 0
+    assert again.freshness("customer_activity") == NOW - timedelta(minutes=5)
+    read = again.online(["customer_activity:spend_1h"], [{"customer_id": key}, {"customer_id": key + "x"}])
+    assert read.columns == {"customer_activity__spend_1h": [4.0, None]}
+    assert read.status == {"customer_activity__spend_1h": ["present", "not_found"]}
+    assert not (tmp_path / "feast" / "registry.db").exists() and not (tmp_path / "feast" / "online.db").exists()
+
+
+def test_a_newer_missing_value_replaces_the_served_one(store):
+    store.write_offline("customer_activity", activity([("a", NOW - timedelta(hours=2), 1.0)]), batch_id="b1")
+    store.materialize("customer_activity", end=NOW - timedelta(hours=1))
+    assert store.online(["customer_activity:spend_1h"], [{"customer_id": "a"}]).columns == {
+        "customer_activity__spend_1h": [1.0]
+    }
+    newer = activity([("a", NOW - timedelta(minutes=30), 2.0)]).assign(spend_1h=np.nan, last_channel=None)
+    store.write_offline("customer_activity", newer, batch_id="b2")
+    store.materialize("customer_activity", end=NOW)
+    read = store.online(["customer_activity:spend_1h", "customer_activity:orders_7d"], [{"customer_id": "a"}])
+    assert read.columns == {"customer_activity__spend_1h": [None], "customer_activity__orders_7d": [2]}

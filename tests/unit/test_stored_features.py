@@ -22,6 +22,7 @@ from loopline.features.definitions import load_definitions  # noqa: E402
 from loopline.features.freshness import judge, schedule_period, view_freshness  # noqa: E402
 from loopline.features.store import FeatureStore, StoreConfig  # noqa: E402
 from loopline.monitoring import skew  # noqa: E402
+from loopline.serving.request_schema import answer_model  # noqa: E402
 from loopline.serving.stored import (  # noqa: E402
     StoredFeatureRefused,
     StoredFeatures,
@@ -162,9 +163,9 @@ def test_the_rule_defaults_to_refuse_and_names_only_views_the_model_reads(tmp_pa
         spec_of(tmp_path, spec_raw({"card_activity": "zero"}))
 
 
-def test_stored_columns_come_last_so_a_model_without_them_is_unchanged(tmp_path):
+def test_stored_columns_follow_the_numeric_ones_and_a_model_without_them_is_unchanged(tmp_path):
     spec = spec_of(tmp_path, spec_raw())
-    assert FeatureSet(spec).columns == ["amount", "channel", *spec.features.stored_columns]
+    assert FeatureSet(spec).columns == ["amount", *spec.features.stored_columns, "channel"]
     raw = spec_raw()
     raw["features"].pop("stored")
     plain = spec_of(tmp_path, raw)
@@ -349,6 +350,53 @@ def test_rows_scored_as_missing_are_left_out_and_a_view_keyed_on_the_entity_is_s
     assert [s.column for s in skews] == ["merchant_risk__chargebacks_30d"]
 
 
+def test_a_served_row_is_compared_as_of_the_last_materialisation_before_it():
+    ends = [NOW - timedelta(hours=2), NOW - timedelta(hours=1)]
+    served_at = pd.Series(pd.to_datetime([NOW - timedelta(hours=3), NOW - timedelta(minutes=90), NOW], utc=True))
+    as_of = skew.as_of_served(served_at, ends)
+    assert as_of.isna().tolist() == [True, False, False]  # nothing was materialised before the first
+    assert as_of.iloc[1:].tolist() == [pd.Timestamp(ends[0]), pd.Timestamp(ends[1])]
+    assert skew.as_of_served(served_at, []).equals(served_at)  # no record: the request time itself
+
+
+def test_a_value_the_pipeline_had_not_materialised_yet_is_not_skew(tmp_path, store):
+    lookup = served(tmp_path, store)
+    window = logged_window(lookup, ["c1"], [7])
+    # c1 gets a value after the last materialisation's end (NOW): written offline, not materialised yet.
+    store.write_offline("card_activity", card_rows([("c1", NOW + timedelta(minutes=1), 80.0, 4)]), batch_id="next")
+    try:
+        window["logged_at"] = NOW.timestamp() + 120  # served after that event, before its materialisation
+        result = skew.check(window, lookup.spec, store, store.defs, NOW, limit=0.01, sample=100)
+    finally:
+        (store.config.offline_dir("card_activity") / "part-next.parquet").unlink()
+    assert [s.differ for s in result.skew] == [0, 0, 0]
+
+
+def test_a_late_event_the_incremental_materialisation_skipped_is_skew(tmp_path, store):
+    lookup = served(tmp_path, store)
+    window = logged_window(lookup, ["c1"], [7])
+    # An event older than the last materialisation's end, written after it: the online store never gets it.
+    store.write_offline("card_activity", card_rows([("c1", NOW - timedelta(minutes=1), 80.0, 4)]), batch_id="late")
+    try:
+        result = skew.check(window, lookup.spec, store, store.defs, NOW, limit=0.01, sample=100)
+    finally:
+        (store.config.offline_dir("card_activity") / "part-late.parquet").unlink()
+    assert [s.column for s in result.skewed] == ["card_activity__spend_1h", "card_activity__payments_1d"]
+
+
+def test_rows_scored_without_a_view_are_counted_by_the_drift_checks_refusal_channel(tmp_path):
+    from loopline.monitoring import refusals
+
+    spec = spec_of(tmp_path, spec_raw({"card_activity": "missing"}))
+    window = pd.DataFrame({"stored_missing": ["card_activity", "", "", "card_activity"], "score": 0.5})
+    result = refusals.check([], window, spec, limit=0.3)
+    assert result.over == ["stored|card_activity"]
+    assert result.lines() == [
+        "ALERT requests the model never scored as sent: card_activity: 50% of rows scored without its stored"
+        " features (no fresh value for the key) (limit 30%)"
+    ]
+
+
 # --- freshness ---------------------------------------------------------------------------------------
 
 
@@ -378,3 +426,25 @@ def test_freshness_is_read_from_the_store_and_a_stale_view_alerts(tmp_path, stor
     )
     assert later.over == ["stale:card_activity"]
     assert "look at DAG feature_card_activity" in later.lines()[0]
+
+
+def test_the_drift_checks_channel_opens_the_store_from_settings_and_remembers_its_alert(tmp_path, store, settings):
+    import dataclasses
+    from types import SimpleNamespace
+
+    line = dataclasses.replace(settings, feature_repo=store.defs.repo, feast_root=store.config.root)
+    lookup = served(tmp_path, store)
+    window = logged_window(lookup, ["c1", "c2"], [7, 8])
+    result, alert = skew.channel(window, lookup.spec, line, NOW + timedelta(hours=3), [])
+    assert result.over == ["stale:card_activity"] and alert.alert  # three hours after its newest value
+    earlier = SimpleNamespace(
+        at=NOW + timedelta(hours=2), impact={"feature_store": {**result.to_dict(), "alerted": True}}
+    )
+    again = skew.decide_alert(result, NOW + timedelta(hours=3), [earlier], 24)
+    assert not again.alert and again.reason.startswith("already alerted")
+
+
+def test_the_answer_flags_views_scored_as_missing_only_when_the_spec_scores_them(tmp_path):
+    assert "stored_missing" not in answer_model(spec_of(tmp_path, spec_raw())).model_fields
+    scored = spec_of(tmp_path, spec_raw({"merchant_risk": "missing"}))
+    assert "stored_missing" in answer_model(scored).model_fields

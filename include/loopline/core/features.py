@@ -205,7 +205,7 @@ class FeatureSet:
         )
         cols = dict(zip(f.numeric, numeric, strict=False))
         n = len(next(iter(values.values()), []))
-        for name in f.stored_columns:  # looked up by the service, when it does; until then missing
+        for name in f.stored_columns:  # looked up by the service (loopline.serving.stored); absent: missing
             given = values.get(name)
             cols[name] = (
                 np.full(n, np.nan)

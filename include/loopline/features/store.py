@@ -166,15 +166,14 @@ class FeatureStore:
     @classmethod
     def open(cls, defs: Definitions, config: StoreConfig | None = None) -> FeatureStore:
         from feast import FeatureStore as FeastStore
-        from feast.repo_config import RegistryConfig, RepoConfig
+        from feast.repo_config import RepoConfig
 
         config = config or StoreConfig.from_settings()
         config.root.mkdir(parents=True, exist_ok=True)
         registry_path = config.registry_path
-        if "://" in registry_path:  # a SQL registry (the stack); cached briefly, refreshed before materialising
-            registry: Any = RegistryConfig(registry_type="sql", path=registry_path, cache_ttl_seconds=60)
-        else:
-            registry = RegistryConfig(registry_type="file", path=registry_path, cache_ttl_seconds=60)
+        # A SQL registry (the stack) or a file; cached for a minute, refreshed before materialising and joining.
+        kind = "sql" if "://" in registry_path else "file"
+        registry = {"registry_type": kind, "path": registry_path, "cache_ttl_seconds": 60}
         if config.online == "sqlite":
             online: dict[str, Any] = {"type": "sqlite", "path": str(config.root / "online.db")}
         else:
@@ -314,7 +313,7 @@ class FeatureStore:
                 first = int(series.isna().to_numpy().argmax())
                 what = "join key" if column in keys else "event time"
                 raise FeatureStoreError(f"{where}: row {first} has no {what}")
-            out[column] = series.to_numpy() if kind not in ("event_time", "unix_timestamp") else series
+            out[column] = series
         if CREATED in rows.columns:
             created = rows[CREATED].reset_index(drop=True)
             if not pd.api.types.is_datetime64_any_dtype(created) or created.isna().any():
@@ -432,8 +431,11 @@ class FeatureStore:
             return Materialized(view=view, start=start, end=end, rows=0)
         latest = self._latest(view, definition.feature_names, start, end)
         latest = latest.drop_duplicates(self.defs.join_keys(view), keep="last", ignore_index=True)
+        # Feast's own online write path (write_to_online_store's, minus its check that skips a chunk whose
+        # features are all missing: a newer missing value must replace the older one, as materialize does).
+        provider = self._fs._get_provider()
         for first in range(0, len(latest), MATERIALIZE_CHUNK):
-            self._fs.write_to_online_store(view, df=latest.iloc[first : first + MATERIALIZE_CHUNK])
+            provider.ingest_df(feast_view, latest.iloc[first : first + MATERIALIZE_CHUNK])
             crash_point("store.materialize.chunk_written")
         self._fs.registry.apply_materialization(feast_view, PROJECT, start, end, commit=True)
         return Materialized(view=view, start=start, end=end, rows=len(latest))
@@ -627,8 +629,10 @@ class FeatureStore:
             values: list[Any] = []
             states: list[str] = []
             for value, state, stamp in zip(vector.values, vector.statuses, vector.event_timestamps, strict=True):
-                if state == FieldStatus.PRESENT and now - (stamp.seconds + stamp.nanos / 1e9) > ttl[view]:
-                    state = FieldStatus.OUTSIDE_MAX_AGE
+                if state == FieldStatus.PRESENT and value.WhichOneof("val") is None:
+                    state = FieldStatus.NOT_FOUND  # Redis answers an unknown key with an empty value
+                elif state == FieldStatus.PRESENT and now - (stamp.seconds + stamp.nanos / 1e9) > ttl[view]:
+                    state = FieldStatus.OUTSIDE_MAX_AGE  # Feast's own status for it; its online path never sets it
                 if state == FieldStatus.PRESENT:
                     values.append(feast_value_type_to_python_type(value))
                     states.append("present")

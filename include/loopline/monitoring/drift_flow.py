@@ -217,11 +217,8 @@ def check(
     store_check, store_record = None, None
     if spec.features.stored:
         from loopline.monitoring import skew
-        from loopline.serving.stored import open_store
 
-        store, defs = open_store(settings)
-        store_check = skew.check(window, spec, store, defs, window_end, policy.max_feature_skew, policy.skew_sample)
-        store_alert = skew.decide_alert(store_check, window_end, history, policy.reminder_hours)
+        store_check, store_alert = skew.channel(window, spec, settings, window_end, history)
         store_record = {**store_check.to_dict(), "alerted": store_alert.alert}
         if store_alert.alert:
             alerted = True

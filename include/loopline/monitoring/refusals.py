@@ -33,6 +33,7 @@ from loopline.core.clock import as_utc
 from loopline.core.spec import ModelSpec
 
 UNKNOWN_COLUMN = "unknown_levels"  # the prediction log's column (as serving.bento_service writes it)
+STORED_MISSING_COLUMN = "stored_missing"  # likewise: the stored feature views a row was scored without
 SHOWN = 5  # problems and unknown levels named in the headline
 
 
@@ -76,6 +77,20 @@ class UnknownLevel:
 
     def text(self) -> str:
         return f"{self.feature} {self.level!r}: {self.share:.0%} of rows, unknown to the model (scored as unknown)"
+
+
+@dataclass(frozen=True)
+class StoredMissing(UnknownLevel):
+    """Rows scored without a stored feature view (``features.stored_missing: missing``): counted like a level."""
+
+    @property
+    def key(self) -> str:
+        return f"stored|{self.feature}"
+
+    def text(self) -> str:
+        return (
+            f"{self.feature}: {self.share:.0%} of rows scored without its stored features (no fresh value for the key)"
+        )
 
 
 @dataclass(frozen=True)
@@ -156,6 +171,10 @@ def check(refusals: Sequence[dict[str, Any]], window: pd.DataFrame, spec: ModelS
                 value = window[feature].iloc[i] if feature in window else None
                 levels[(feature, str(value))] += 1
         unknown = [UnknownLevel(f, lv, n, n / received) for (f, lv), n in levels.most_common()]
+    if answered and STORED_MISSING_COLUMN in window:  # stored feature views scored as missing, per view
+        flagged = window[STORED_MISSING_COLUMN].fillna("").astype(str)
+        views = Counter(v for views_of_row in flagged for v in filter(None, views_of_row.split(",")))
+        unknown += [StoredMissing(v, "", n, n / received) for v, n in views.most_common()]
     return RefusalCheck(answered, refused_rows, len(refusals), limit, problems, unknown, dict(clients))
 
 

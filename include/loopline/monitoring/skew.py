@@ -3,8 +3,10 @@
 **Skew.** The service logs each stored value it served (``<view>__<feature>``) with the row's time
 and join keys (``loopline.serving.bento_service``). For a sample of those rows (the newest
 ``monitoring.skew_sample`` of the window), this module asks the offline store for the point-in-time
-value of the same key at the same time (``FeatureStore.training_set``: what training would have
-joined) and counts, per feature, the share of rows whose two values differ. Above
+value of the same key as of the time the online store held values up to when the row was served
+(the last materialisation end before the request: ``as_of_served``) through
+``FeatureStore.training_set`` (what training joins), and counts, per feature, the share of rows whose
+two values differ. A value the pipeline had not materialised yet is freshness, not skew. Above
 ``monitoring.max_feature_skew`` the model is scored on values it was not trained on: the alert
 names the view, the feature and the pipeline DAG that writes it (``feature_<view>``), e.g.::
 
@@ -32,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from loopline.core.clock import as_utc
+from loopline.core.settings import Settings
 from loopline.core.spec import ModelSpec
 from loopline.features.freshness import Freshness
 
@@ -146,11 +149,41 @@ def skew_of(sample: pd.DataFrame, spec: ModelSpec, store: Any, defs: Any) -> tup
         if sample.empty:
             notes.append(f"{view} not compared for skew: no served rows with its values in the window")
             continue
-        rows = sample[keys].copy()
-        rows[event_time] = pd.to_datetime(sample["logged_at"].astype(float), unit="s", utc=True)
+        served_at = pd.to_datetime(sample["logged_at"].astype(float), unit="s", utc=True)
+        as_of = as_of_served(served_at, materialised_ends(store, view))
+        known = as_of.notna().to_numpy()
+        if not known.any():
+            notes.append(f"{view} not compared for skew: nothing was materialised before the sampled rows")
+            continue
+        rows = sample.loc[known, keys].reset_index(drop=True)
+        rows[event_time] = as_of[known].reset_index(drop=True)
         offline = store.training_set(rows, refs, event_time=event_time).frame
-        skews += compare(sample, offline.reset_index(drop=True), columns)
+        skews += compare(sample[known].reset_index(drop=True), offline.reset_index(drop=True), columns)
     return skews, notes
+
+
+def materialised_ends(store: Any, view: str) -> list[datetime]:
+    """Where each materialisation of ``view`` ended (Feast's registry), oldest first; [] if unknown."""
+    try:
+        intervals = store._feast_view(view).materialization_intervals  # Feast's registry record of each run
+    except Exception:  # a store without the record: compare as of the request time itself
+        return []
+    return sorted(pd.to_datetime([end for _, end in intervals], utc=True))
+
+
+def as_of_served(served_at: pd.Series, ends: Sequence[datetime]) -> pd.Series:
+    """Per served row, the point in time the online store held values up to: the last materialisation end
+    at or before the request (NaT: none yet). The served value is the newest value up to there, so the
+    offline value as of then is what it should equal: neither a later event the pipeline had not
+    materialised yet (that is freshness) nor the request's own event (which the model never sees) counts
+    as skew. Without any record of materialisations, the request time itself.
+    """
+    if not len(ends):
+        return served_at
+    bounds = pd.DatetimeIndex(list(ends))
+    position = np.searchsorted(bounds.asi8, served_at.dt.tz_convert("UTC").astype("int64").to_numpy(), side="right")
+    picked = [bounds[p - 1] if p > 0 else pd.NaT for p in position]
+    return pd.Series(pd.to_datetime(picked, utc=True), index=served_at.index)
 
 
 def check(
@@ -185,3 +218,15 @@ def decide_alert(result: StoreCheck, at: datetime, history: Sequence[Any], remin
                 return StoreAlert(False, f"already alerted at {as_utc(earlier.at).isoformat()}: {result.headline()}")
             return StoreAlert(True, f"new since the last alert: {result.headline()}")
     return StoreAlert(True, result.headline())
+
+
+def channel(
+    window: pd.DataFrame, spec: ModelSpec, settings: Settings, at: datetime, history: Sequence[Any]
+) -> tuple[StoreCheck, StoreAlert]:
+    """The drift check's stored-features channel: the store opened from ``settings``, checked, and the alert decided."""
+    from loopline.serving.stored import open_store
+
+    store, defs = open_store(settings)
+    policy = spec.monitoring
+    result = check(window, spec, store, defs, at, policy.max_feature_skew, policy.skew_sample)
+    return result, decide_alert(result, at, history, policy.reminder_hours)
