@@ -109,6 +109,7 @@ def test_every_field_takes_part_in_the_fingerprint():
         "code_dirty": True,
         "params": {},
         "runtime": "image x",
+        "stored": {"card_activity": {"definition_sha": "d", "offline_version": "o"}},
     }
     assert set(changed) == {f.name for f in fields(TrainingInputs)}  # a new field must be added here too
     prints = {replace(INPUTS, **{name: value}).fingerprint() for name, value in changed.items()}

@@ -116,7 +116,7 @@ def test_a_suite_that_contradicts_the_spec_is_refused_naming_both_files_and_the_
     assert "[18, 90.3]" in message
 
 
-@pytest.mark.parametrize("model", ["credit_risk", "delivery_time"])
+@pytest.mark.parametrize("model", ["card_fraud", "credit_risk", "delivery_time"])
 def test_the_demo_suites_agree_with_their_specs(model):
     settings = get_settings()
     spec = load_spec(model, settings.models_dir)
