@@ -6,6 +6,8 @@ from pathlib import Path
 
 import yaml
 
+from loopline.core.dag_defaults import PERMANENT_ERRORS
+
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,6 +88,8 @@ def test_one_dag_per_view_with_its_tasks_schedule_and_outlet(tmp_path, monkeypat
             assert dag.get_task(after).upstream_task_ids == {before}, dag.dag_id
         assert dag.catchup is False and dag.max_active_runs == 1 and "loopline" in dag.tags
         assert all(t.retries >= 2 and t.on_failure_callback for t in dag.tasks)
+        assert all(t.retry_policy is PERMANENT_ERRORS for t in dag.tasks)  # a refused batch is not retried
+        assert dag.doc_md and "quarantine" in dag.doc_md
         assert {o.uri for o in dag.get_task("materialise").outlets} == {f"feast://loopline/{dag.dag_id[8:]}"}
     # A registry dataset: the view's cron, or a new version announced by the ingest of the model holding it.
     assert isinstance(activity.timetable, AssetOrTimeSchedule)
@@ -113,3 +117,29 @@ def test_an_empty_feature_repo_makes_no_dag_and_no_error(tmp_path, monkeypatch):
     bag = _bag(tmp_path, monkeypatch, {})
     assert bag.import_errors == {}
     assert not [d for d in bag.dag_ids if d.startswith("feature_")]
+
+
+def test_the_dag_file_imports_nothing_heavy_with_views_to_build(tmp_path):
+    """Parsing the feature DAGs reads YAML only: no pandas, Feast, GE or DVC at parse time."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = tmp_path / "feature_repo"
+    repo.mkdir()
+    (repo / "growth.yaml").write_text(GOOD)
+    heavy = ("pandas", "feast", "great_expectations", "dvc", "pyarrow", "mlflow", "lightgbm")
+    code = (
+        "import importlib.util, json, sys\n"
+        "import airflow.sdk\n"
+        f"spec = importlib.util.spec_from_file_location('dagfile', {str(DAGS / 'feature_pipelines.py')!r})\n"
+        "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+        "print(json.dumps({'built': len(module._views), "
+        f"'heavy': [m for m in {heavy!r} if m in sys.modules]}}))\n"
+    )
+    env = {**os.environ, "LOOPLINE_FEATURE_REPO": str(repo)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"built": 2, "heavy": []}

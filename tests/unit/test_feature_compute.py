@@ -222,3 +222,12 @@ def test_a_million_events_in_seconds(defs):
     row = out.loc[mine.index[-1]]
     assert row["spend_1h"] == pytest.approx(inside["amount"].sum())
     assert row["orders_1h"] == len(inside)
+
+
+def test_an_int_key_read_with_a_null_is_int_again_once_the_null_is_set_aside(defs):
+    frame = events([("a", 1, at(0), 1.0, "w"), ("a", None, at(1), 2.0, "w"), ("a", 2, at(2), 3.0, "w")])
+    frame["recorded"] = at(5)
+    assert frame["shop_id"].dtype == "float64"
+    out = compute_view(defs.views["pair"], frame, defs)
+    assert out["shop_id"].dtype == "int64" and out["shop_id"].tolist() == [1, 2]
+    assert out.attrs[SET_ASIDE] == {"null_key": 1, "null_event_time": 0}

@@ -88,9 +88,10 @@ def test_a_view_from_the_registry_to_the_online_store_and_a_rerun_replaces(line,
     assert batch["rows"] == 2 and batch["parts"] == ["orders-v0001"]
     written = pipeline.write_offline(batch, settings)
     assert written["written"] == {"orders-v0001": 2}
-    assert not Path(batch["folder"]).exists()  # the staging is gone once the store holds the rows
+    assert Path(batch["folder"]).exists()  # kept until materialised: a retried write finds it
     done = pipeline.materialize(written, settings)
     assert done["rows"] == 2
+    assert not Path(batch["folder"]).exists()  # the staging is gone once both stores hold the rows
 
     # A second version: a's history spans both; the first part is rewritten, nothing duplicated.
     _commit(registry, "b2", orders("2026-12-01 10:30", [("a", 0, 5.0, None), ("a", 40, 1.0, "shop")]))
@@ -198,3 +199,39 @@ def test_a_sql_source_is_read_in_watermark_slices_and_each_slice_is_a_part(line,
     rows = pd.read_parquet(Path(batch["folder"]) / pipeline.ROWS_FILE)
     assert rows.loc[rows["customer_id"] == "a", "spend_1h"].tolist() == [1.0, 3.0, 11.0]
     engine.dispose()
+
+
+FUNCTION_REPO = """
+entities:
+  - {name: customer, join_key: customer_id, value_type: string}
+feature_views:
+  - name: customer_big
+    owner: growth
+    entities: [customer]
+    ttl: 30d
+    schedule: "@hourly"
+    source: {dataset: orders, event_time: ordered_at}
+    compute: big.py:compute
+    features:
+      - {name: big, dtype: bool}
+"""
+BIG = """
+def compute(events):
+    out = events[["customer_id", "ordered_at"]].copy()
+    out["big"] = events["amount"] > 5
+    return out
+"""
+
+
+def test_a_compute_function_view_writes_each_row_to_its_events_part(line):
+    settings, registry = line
+    (settings.feature_repo / "growth.yaml").write_text(FUNCTION_REPO)
+    (settings.feature_repo / "big.py").write_text(BIG)
+    _commit(registry, "b1", orders("2026-12-01 10:00", [("a", 0, 10.0, "w"), ("b", 1, 1.0, "w")]))
+    _commit(registry, "b2", orders("2026-12-01 11:00", [("a", 0, 1.0, "w")]))
+    source = pipeline.read_source("customer_big", settings)
+    batch = pipeline.validate(pipeline.compute("customer_big", source, settings), settings)
+    rows = pd.read_parquet(Path(batch["folder"]) / pipeline.ROWS_FILE)
+    assert rows[["customer_id", "big", pipeline.PART]].values.tolist() == [
+        ["a", True, "orders-v0001"], ["b", False, "orders-v0001"], ["a", False, "orders-v0002"]
+    ]  # fmt: skip

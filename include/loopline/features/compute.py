@@ -233,6 +233,11 @@ def compute_view(view: FeatureViewDef, events: pd.DataFrame, defs: Definitions) 
     if view.compute is not None:
         return _by_function(view, events, keys, defs)
     placed, counts = _set_aside(view, events, keys)
+    for entity in view.entities:  # an int64 key read with a null in it came as floats: 7.0 is 7 again
+        key = defs.entities[entity].join_key
+        if defs.entities[entity].value_type == "int64" and pd.api.types.is_float_dtype(placed[key].dtype):
+            if (placed[key] % 1 == 0).all():
+                placed = placed.assign(**{key: placed[key].astype("int64")})
     if placed.empty:
         out = pd.DataFrame({c: pd.Series(dtype=object) for c in keys})
         out[time_col] = pd.Series(dtype="datetime64[ns, UTC]")

@@ -212,10 +212,10 @@ def compute(view_name: str, source: dict[str, Any], settings: Settings) -> dict[
     staged_rows = rows.reset_index(drop=True).assign(**{PART: parts.to_numpy()})
     batch_id = source["version"]
     folder = staging_folder(view.name, batch_id, settings)
-    if folder.exists():
-        shutil.rmtree(folder)  # a re-run of the same version stages it again
+    if folder.parent.is_dir():  # one run of a view at a time: whatever is staged is a re-run's or a crashed run's
+        for old in folder.parent.iterdir():
+            shutil.rmtree(old, ignore_errors=True)
     tmp = folder.with_name(f".{batch_id}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     staged_rows.to_parquet(tmp / ROWS_FILE, index=False)
     times = rows[view.source.event_time]
@@ -278,7 +278,6 @@ def write_offline(batch: dict[str, Any], settings: Settings) -> dict[str, Any]:
     for part, part_rows in rows.groupby(PART, sort=True):
         result = store.write_offline(staged.view, part_rows.drop(columns=[PART]), batch_id=str(part))
         written[str(part)] = result.rows
-    shutil.rmtree(folder, ignore_errors=True)
     return {**staged.to_dict(), "written": written, "offline_version": store.offline_version(staged.view)}
 
 
@@ -289,10 +288,14 @@ def materialize(batch: dict[str, Any], settings: Settings) -> dict[str, Any]:
     defs = definitions(settings)
     view = view_of(batch["view"], defs)
     if not view.online:
-        return {"view": view.name, "skipped": "online: false (training only)"}
-    if batch.get("max_event_time") is None:
-        return {"view": view.name, "skipped": "no rows"}
-    # The end is inclusive of the newest event: one microsecond past it (the store keeps microseconds).
-    end = datetime.fromisoformat(batch["max_event_time"]) + timedelta(microseconds=1)
-    done = FeatureStore.open(defs, StoreConfig.from_settings()).materialize(view.name, end=end)
-    return {"view": view.name, "start": done.start.isoformat(), "end": done.end.isoformat(), "rows": done.rows}
+        result: dict[str, Any] = {"view": view.name, "skipped": "online: false (training only)"}
+    elif batch.get("max_event_time") is None:
+        result = {"view": view.name, "skipped": "no rows"}
+    else:
+        # The end is inclusive of the newest event: one microsecond past it (the store keeps microseconds).
+        end = datetime.fromisoformat(batch["max_event_time"]) + timedelta(microseconds=1)
+        done = FeatureStore.open(defs, StoreConfig.from_settings()).materialize(view.name, end=end)
+        result = {"view": view.name, "start": done.start.isoformat(), "end": done.end.isoformat(), "rows": done.rows}
+    # The staged rows go only now: a retried write_offline still finds them.
+    shutil.rmtree(batch["folder"], ignore_errors=True)
+    return result
