@@ -205,6 +205,7 @@ class FeatureStore:
     def _feast_objects(self) -> tuple[list[Any], list[Any]]:
         from feast import Entity, FeatureView, Field, FileSource, ValueType
         from feast import types as feast_types
+        from feast.data_format import ParquetFormat
 
         entities = {
             name: Entity(
@@ -219,7 +220,9 @@ class FeatureStore:
         for name, view in sorted(self.defs.views.items()):
             source = FileSource(
                 name=f"{name}_offline",
-                path=str(self.config.offline_dir(name)),
+                # The parts by a glob: dask and duckdb both read it; a temporary file (.part-*.tmp) never matches.
+                path=str(self.config.offline_dir(name) / "part-*.parquet"),
+                file_format=ParquetFormat(),
                 timestamp_field=view.source.event_time,
                 created_timestamp_column=CREATED,
             )
@@ -252,7 +255,7 @@ class FeatureStore:
         if not entities and not views:
             return
         for view in views:
-            Path(view.batch_source.path).mkdir(parents=True, exist_ok=True)
+            self.config.offline_dir(view.name).mkdir(parents=True, exist_ok=True)
         self._fs.apply([*entities, *views])
 
     # ---- offline ------------------------------------------------------------------------------------
