@@ -28,8 +28,8 @@ def test_card_fraud_trains_on_its_stored_features_and_reproduces(tmp_path):
     shutil.copy(PROJECT / "expectations" / "card_fraud_batch.json", line.expectations)
     line.start()
     landing = line.home / "landing" / "card_fraud"
-    for week in range(5):
-        datagen.write_batch(datagen.make_batch(week, 2500, seed=8), landing / f"transactions-w{week}.csv")
+    for week in range(6):
+        datagen.write_batch(datagen.make_batch(week, 3000, seed=8), landing / f"transactions-w{week}.csv")
     line.dag_test("card_fraud_ingest")
     for view in ("card_activity", "merchant_activity"):
         line.dag_test(f"feature_{view}")
@@ -40,17 +40,18 @@ def test_card_fraud_trains_on_its_stored_features_and_reproduces(tmp_path):
     code = (
         "import json, mlflow; from loopline.core import tracking; from loopline.core.settings import get_settings;"
         "c = tracking.client_for(get_settings()); v = c.get_model_version('card_fraud', '1');"
-        "r = c.get_run(v.run_id);"
-        "print(json.dumps({'tags': r.data.tags, 'metrics': r.data.metrics,"
+        "r = c.get_run(v.run_id); champion = c.get_model_version_by_alias('card_fraud', 'champion').version;"
+        "print(json.dumps({'champion': champion, 'tags': r.data.tags, 'metrics': r.data.metrics,"
         " 'lineage': mlflow.artifacts.load_dict(r.info.artifact_uri + '/features/training_set.json')}))"
     )
     run = json.loads(line.run(str(BIN / "python"), "-c", code).stdout.splitlines()[-1])
     lineage = run["lineage"]
     assert set(lineage["views"]) == {"card_activity", "merchant_activity"}
-    assert lineage["as_of"] == "transacted_at - 1 ms" and lineage["rows"] == 5 * 2500
+    assert lineage["as_of"] == "transacted_at - 1 ms" and lineage["rows"] == 6 * 3000
     assert run["tags"]["loopline.training_set_sha"] == lineage["set_sha"]
     assert "card_activity@" in run["tags"]["loopline.stored_features"]
-    assert run["metrics"]["holdout.auc"] >= 0.9, run["metrics"]
+    assert run["metrics"]["holdout.auc"] >= 0.9, run["metrics"]  # bench/feature_lift.py: the same data gives 0.928
+    assert str(run["champion"]) == "1", "v1 passed the gate (min AUC 0.90, which request-time inputs alone miss: 0.76)"
 
     reproduced = line.loopline("reproduce", "1", "-m", "card_fraud").stdout
     assert "REPRODUCED" in reproduced and "NOT REPRODUCED" not in reproduced, reproduced
