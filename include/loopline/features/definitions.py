@@ -7,8 +7,8 @@ how often the view is recomputed. Models name the stored features they use in th
 ``spec.yaml`` (``features.stored: [view:feature, ...]``); ``check_model_uses`` holds a spec
 against these definitions.
 
-This module is the contract only: no Feast import, nothing computed. The next step turns each
-definition 1:1 into a Feast object (Feast 0.67):
+This module is the contract only: no Feast import, nothing computed. ``loopline.features.store``
+turns each definition 1:1 into a Feast object (Feast 0.67):
 
 =====================================  ======================================================
 here (YAML)                            Feast
@@ -28,12 +28,13 @@ view features, each ``dtype``          ``FeatureView(schema=[Field(name, dtype)]
                                        ``feast.types``: int64 -> Int64, float64 -> Float64,
                                        string -> String, bool -> Bool,
                                        unix_timestamp -> UnixTimestamp
-the view's computed rows               ``FileSource(path=<offline store>/<view>.parquet,
+the view's computed rows               ``FileSource(path=<root>/offline/<view>/part-*.parquet,
                                        timestamp_field=<source.event_time>,
                                        created_timestamp_column="created")``: the feature
-                                       pipeline writes them; ``feature_store.yaml`` has
-                                       ``offline_store: {type: file}`` and ``online_store:
-                                       {type: sqlite}`` (embedded) or ``{type: redis}`` (stack)
+                                       pipeline writes them (``features.store``: its
+                                       ``RepoConfig`` has ``offline_store: {type: file}`` and
+                                       ``online_store: {type: sqlite}`` (embedded) or
+                                       ``{type: redis}`` (stack); no feature_store.yaml)
 view ``schedule``, ``source``,         Loopline's own (Feast does not compute features): the
 features' ``agg``/``of``/``window``,   feature pipeline DAG's schedule, its event source (a
 view ``compute``                       DVC-registry dataset, or a SQL table read through
