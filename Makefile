@@ -22,6 +22,7 @@ help:
 	@echo "make bench  - benchmarks (train DAG on 1M rows vs a bare script)"
 	@echo "make bench-serve - per-request cost vs the booster floor, the Bento service vs bare FastAPI at 1/8/64 connections, a 1M-row file batch-scored (~9 min; --quick: python -m bench.serve_bench --quick)"
 	@echo "make bench-drift - drift check vs Evidently DataDriftPreset and NannyML CBPE/DLE: detection, false alarms, estimation error, time per window (~3 min on 2 quiet cores, 27 min at load 15-20; --quick: python -m bench.drift_bench --quick)"
+	@echo "make bench-features - feature store: a lookup in the service vs features in the request, online read vs SQLite, a 1M-row point-in-time training set vs merge_asof, materialisation rows/s (~10 min; --quick: python -m bench.features_bench --quick)"
 	@echo "make bench-dags - DAG-file parse and task start-up time with 1, 10 and 50 model folders (~5 min)"
 	@echo "make simulate - weeks of compressed time through the real DAGs: drift, retrain, rollout (~5 min)"
 	@echo "make clean  - remove all embedded state (.loopline/); .venv and .venv-drift stay"
@@ -71,6 +72,11 @@ bench-serve: $(STAMP)
 .PHONY: bench-drift
 bench-drift: $(STAMP) $(DRIFT_STAMP)
 	$(BIN)/python -m bench.drift_bench
+
+# The feature store against its floors (issue 23): serving lookup, online read, training set, materialisation.
+.PHONY: bench-features
+bench-features: $(STAMP)
+	$(BIN)/python -m bench.features_bench
 
 # Parse cost per model folder: full dags/ parse (dag-processor) and one DAG's parse (task start-up), fresh processes.
 .PHONY: bench-dags

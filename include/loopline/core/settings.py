@@ -184,7 +184,13 @@ class Settings:
         writable: list[Path] = []
         for item in fields(self):
             value = getattr(self, item.name)
-            if item.name in ("project_root", "models_dir", "expectations_dir", "drift_python", "feature_repo"):
+            if item.name in (
+                "project_root",
+                "models_dir",
+                "expectations_dir",
+                "drift_python",
+                "feature_repo",
+            ):
                 continue
             if isinstance(value, Path):
                 writable.append(value)

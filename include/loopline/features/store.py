@@ -443,6 +443,12 @@ class FeatureStore:
         self._fs.registry.apply_materialization(feast_view, PROJECT, start, end, commit=True)
         return Materialized(view=view, start=start, end=end, rows=len(latest))
 
+    def last_materialized(self, view: str) -> datetime | None:
+        """The end of the view's last materialisation (Feast's registry); None: never materialised."""
+        self._fs.refresh_registry()
+        end = self._feast_view(view).most_recent_end_time
+        return None if end is None else _utc(end)
+
     def freshness(self, view: str) -> datetime | None:
         """The event time of the newest materialised value: the newest offline value up to the last run's end."""
         import pyarrow.compute as pc

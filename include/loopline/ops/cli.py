@@ -232,29 +232,27 @@ def status(
 def features(
     repo: Path | None = typer.Option(None, "--repo", help="The feature repo; default: feature_repo/ in the project."),
 ) -> None:
-    """Feature views (owner, entities, ttl, schedule, the models that use each) and refused definitions."""
-    from loopline.core.dag_factory import discover
-    from loopline.features.definitions import check_model_uses, load_definitions, views_used_by
+    """Feature views: owner, schedule, last materialisation, freshness, the models that use each; refused ones."""
+    from loopline.ops.feature_views import gather_feature_views, when_text
 
-    settings = _settings()
-    defs = load_definitions(repo or settings.project_root / "feature_repo")
-    specs = discover(settings.models_dir)[0]
-    used = views_used_by(specs)
-    typer.echo(f"{len(defs.views)} feature view(s), {len(defs.entities)} entit(ies) in {defs.repo}")
-    for name, view in sorted(defs.views.items()):
-        keys = ", ".join(f"{e} ({defs.entities[e].join_key})" for e in view.entities)
+    found = gather_feature_views(_settings(), repo)
+    typer.echo(f"{len(found.views)} feature view(s), {found.entities} entit(ies) in {found.repo}")
+    for view in found.views:
         typer.echo(
-            f"  {name}  owner {view.owner}  entities {keys}  ttl {view.ttl}  schedule {view.schedule}"
-            f"  {'online' if view.online else 'offline only'}  {defs.view_file(name)}"
+            f"  {view.name}  owner {view.owner}  entities {', '.join(view.entities)}  ttl {view.ttl}"
+            f"  schedule {view.schedule}  {'online' if view.online else 'offline only'}  {view.file}"
         )
-        typer.echo(f"    features: {', '.join(view.feature_names)}")
-        typer.echo(f"    used by: {', '.join(used.get(name, [])) or '-'}")
-    for why in defs.errors:
+        typer.echo(f"    features: {', '.join(view.features)}")
+        if view.online:
+            typer.echo(f"    last materialisation: {when_text(view.last_materialized)}  freshness: {view.freshness}")
+        typer.echo(f"    used by: {', '.join(view.used_by) or '-'}")
+    for why in found.errors:
+        typer.secho(f"  NOT READ {why}", fg="yellow")
+    for why in found.refused:
         typer.secho(f"  REFUSED {why}", fg="red")
-    problems = [line for spec in specs for line in check_model_uses(defs, spec)]
-    for line in problems:
+    for line in found.problems:
         typer.secho(f"  MODEL {line}", fg="red")
-    if defs.errors or problems:
+    if found.refused or found.problems:
         raise typer.Exit(1)
 
 

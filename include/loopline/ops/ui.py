@@ -9,6 +9,9 @@ its history as a small inline SVG chart, recent rollouts with every step's gate 
 shadow phase's disagreement and score shift first) and the audit trail (serving state store),
 and recent drift verdicts with their DAG runs and reports (monitoring store, MLflow); and a form that
 traces one decision from its request id (``trace``: what ``loopline trace`` prints, on a page of its own).
+Above the models, one row per feature view of the feature repo: owner, schedule (its pipeline DAG),
+last materialisation, freshness and the models that use it (``loopline.ops.feature_views``, the same
+rows ``loopline features`` prints).
 
 On the page, DAG runs link to the Airflow UI (``/dags/<dag_id>/runs/<run_id>``), stored outcomes
 read as text (a route is "v2 + v3 at 10%", not a Python dict) and every time is shown one way,
@@ -40,6 +43,7 @@ from loopline.core.clock import as_utc
 from loopline.core.dag_factory import STATIONS, dag_id
 from loopline.core.errors import LooplineError
 from loopline.core.settings import Settings, get_settings
+from loopline.ops.feature_views import FeatureViews, gather_feature_views
 from loopline.ops.links import mlflow_model_url, mlflow_run_url, mlflow_ui_url, mlflow_version_url
 
 log = logging.getLogger(__name__)
@@ -91,9 +95,12 @@ class Overview:
     mlflow_ui_url: str
     models: list[ModelOverview]
     errors: list[str] = field(default_factory=list)
+    features: FeatureViews | None = None  # the feature repo's views, their freshness and users (None: not read)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["features"] = self.features.to_dict() if self.features is not None else None
+        return out
 
 
 # --- gathering ------------------------------------------------------------------------------------
@@ -337,6 +344,7 @@ def gather(settings: Settings, models: Sequence[str] | None = None, client=None)
             names |= set(_section(errors, "model registry", lambda: registered_models(client), []))
         names |= set(_section(errors, "serving state", lambda: routed_models(settings.state_db_uri), []))
         models = sorted(names)
+    features = _section(errors, "feature views", lambda: gather_feature_views(settings), None)
     return Overview(
         generated_at=_iso(datetime.now(UTC)),
         mlflow_ui_url=mlflow_ui_url(),
@@ -347,6 +355,7 @@ def gather(settings: Settings, models: Sequence[str] | None = None, client=None)
             for name in models
         ],
         errors=errors,
+        features=features,
     )
 
 
@@ -754,6 +763,44 @@ def _audit_html(items: list[dict[str, Any]]) -> str:
     return _table(["id", "when", "action", "from", "to", "by", "why"], rows, "No changes recorded yet.", "audit")
 
 
+def _feature_views_html(found: FeatureViews | None, shown: Sequence[str]) -> str:
+    """One row per feature view: owner, schedule, last materialisation, freshness, the models that use it."""
+    from loopline.ops.feature_views import when_text
+
+    if found is None:
+        return ""
+    rows = []
+    for v in found.views:
+        users = ", ".join(
+            f'<a href="#model-{esc(m)}">{esc(m)}</a>' if m in shown else esc(m) for m in v.used_by
+        )  # fmt: skip
+        state = "offline" if not v.online else ("stale" if v.stale or v.store_error else "fresh")
+        rows.append(
+            [
+                f'<b>{esc(v.name)}</b><br><span class="meta">{esc(", ".join(v.features))}</span>',
+                esc(v.owner),
+                f"{esc(v.schedule)} &middot; {_airflow_link(dag_url(v.dag), v.dag)}",
+                esc(when_text(v.last_materialized)) if v.online else "&ndash;",
+                f'<span class="fresh-{state}" title="{esc(v.store_error)}">{esc(v.freshness)}</span>',
+                users or "&ndash;",
+            ]
+        )
+    notes = [*(f"REFUSED {r}" for r in found.refused), *(f"MODEL {p}" for p in found.problems), *found.errors]
+    errors = "".join(f"<li>{esc(n)}</li>" for n in notes)
+    table = _table(
+        ["View", "Owner", "Schedule", "Last materialisation", "Freshness", "Used by"],
+        rows,
+        "No feature views: declare them in feature_repo/ (docs/features.md).",
+        "feature-views",
+    )
+    return (
+        f'<section id="feature-views"><h2>Feature views ({len(found.views)})</h2>'
+        + (f'<ul class="errors">{errors}</ul>' if errors else "")
+        + table
+        + "</section>"
+    )
+
+
 def _dags_html(model: ModelOverview) -> str:
     if not model.dags:
         return ""
@@ -799,6 +846,7 @@ th { background: #f7fafc; } ul.gates { margin: 0; padding-left: 1rem; }
 nav.picker { font-size: .85rem; margin: .5rem 0 1rem; } nav.picker ul { display: inline; padding: 0; }
 nav.picker li { display: inline; margin-right: .8rem; } nav.picker li.broken a { color: #c53030; }
 .dags { font-size: .85rem; }
+.fresh-fresh { color: #276749; } .fresh-stale { color: #c53030; font-weight: 600; } .fresh-offline { color: #718096; }
 """
 
 
@@ -889,6 +937,7 @@ def render_html(overview: Overview) -> str:
         '<a href="api/overview">JSON</a></p>'
         + (f'<ul class="errors">{errors}</ul>' if errors else "")
         + _picker_html(overview.models)
+        + _feature_views_html(overview.features, [m.name for m in overview.models])
         + body
         + f"<script>{FRAMED_LINKS_JS}</script>",
     )
