@@ -82,6 +82,10 @@ class Settings:
     airflow_executor: str
     celery_broker_url: str
     celery_result_backend: str
+    feature_repo: Path  # the feature definitions (feature_repo/*.yaml), read by loopline.features.definitions
+    feast_root: Path  # the feature store's folder: registry.db, offline/<view>/part-*.parquet, online.db
+    feast_online_redis: str  # "" (embedded: SQLite at <feast_root>/online.db) or the online store's redis:// URL
+    feast_registry: str  # "" (embedded: <feast_root>/registry.db) or the registry's SQL URL (the stack: Postgres)
     # The prediction API's keys, (client, SHA-256 hex of the key) pairs (loopline.core.api_keys); none: open.
     api_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     require_api_keys: bool = False  # refuse to start the service without keys (the full stack)
@@ -180,7 +184,13 @@ class Settings:
         writable: list[Path] = []
         for item in fields(self):
             value = getattr(self, item.name)
-            if item.name in ("project_root", "models_dir", "expectations_dir", "drift_python"):
+            if item.name in (
+                "project_root",
+                "models_dir",
+                "expectations_dir",
+                "drift_python",
+                "feature_repo",
+            ):
                 continue
             if isinstance(value, Path):
                 writable.append(value)
@@ -188,7 +198,7 @@ class Settings:
                 writable.append(Path(value.removeprefix("sqlite:///")).parent)
             elif item.name in ("dvc_remote_url", "mlflow_artifact_root") and "://" not in value:
                 writable.append(Path(value))
-        read_only = [self.project_root, self.models_dir, self.expectations_dir]
+        read_only = [self.project_root, self.models_dir, self.expectations_dir, self.feature_repo]
         chosen: list[tuple[Path, bool]] = []
         candidates = sorted(((p.resolve(), True) for p in writable), key=lambda pair: len(pair[0].parts))
         for path, rw in [*candidates, *((p.resolve(), False) for p in read_only)]:
@@ -310,6 +320,10 @@ def get_settings() -> Settings:
         celery_result_backend=_text(
             "LOOPLINE_CELERY_RESULT_BACKEND", "db+postgresql+psycopg2://postgres@127.0.0.1:5432/airflow"
         ),
+        feature_repo=_path("LOOPLINE_FEATURE_REPO", root / "feature_repo"),
+        feast_root=_path("LOOPLINE_FEAST_ROOT", home / "feast"),
+        feast_online_redis=_text("LOOPLINE_FEAST_ONLINE_REDIS", ""),
+        feast_registry=_text("LOOPLINE_FEAST_REGISTRY", ""),
         api_keys=_api_keys("LOOPLINE_API_KEYS"),
         require_api_keys=_flag("LOOPLINE_REQUIRE_API_KEYS", False),
         docker_url=_text("LOOPLINE_DOCKER_URL", _text("DOCKER_HOST", PODMAN_SOCKET_URL)),
@@ -334,6 +348,15 @@ def _check(settings: Settings) -> None:
         raise SettingsError(f"LOOPLINE_SERVICE_URL must be a URL (http://host:port), got {settings.service_url!r}")
     if settings.notify_webhook_kind not in WEBHOOK_KINDS:
         raise SettingsError(f"LOOPLINE_NOTIFY_WEBHOOK_KIND must be one of {WEBHOOK_KINDS}")
+    if settings.feast_online_redis and not settings.feast_online_redis.startswith(("redis://", "rediss://")):
+        raise SettingsError(
+            f"LOOPLINE_FEAST_ONLINE_REDIS must be a redis:// URL, got {settings.feast_online_redis.split('@')[-1]!r}"
+        )
+    if settings.feast_registry and "://" not in settings.feast_registry:
+        raise SettingsError(
+            f"LOOPLINE_FEAST_REGISTRY must be a SQL URL (postgresql+psycopg://...), got {settings.feast_registry!r};"
+            " unset it for the embedded file registry"
+        )
     for item in fields(settings):
         value = getattr(settings, item.name)
         if item.name.endswith("_uri") and "://" not in str(value):
