@@ -1,7 +1,8 @@
 """
 ### Train: exact DVC data → GE → features → LightGBM → MLflow → gate → Bento
 
-Runs weekly, whenever the ingest DAG publishes a new dataset version (Asset), on a
+Runs weekly, whenever the ingest DAG publishes a new dataset version (Asset) or the
+pipeline of a feature view the model reads (`features.stored`) writes new values, on a
 drift alarm, or by hand (**Trigger DAG w/ config**: data version, hyperparameter
 overrides, and a reason, required when you trigger by hand; a value the form cannot use
 fails `start_run` at once with a sentence saying what to change).
@@ -25,7 +26,7 @@ from datetime import timedelta
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-from loopline.core.assets import dataset_asset, model_asset
+from loopline.core.assets import dataset_asset, feature_view_asset, model_asset
 from loopline.core.dag_defaults import START_DATE, default_args, run_actor
 from loopline.core.dag_factory import dag_id, models_for
 from loopline.core.spec import ModelSpec
@@ -38,6 +39,16 @@ def _settings():
     return get_settings()
 
 
+def _new_inputs(spec: ModelSpec):
+    """New data for the model: its dataset, or a new version of a feature view it reads (features.stored)."""
+    from loopline.features.pipeline_dags import views_used_by_model
+
+    condition = dataset_asset(spec.name)
+    for view in views_used_by_model(spec.features.stored):
+        condition = condition | feature_view_asset(view)
+    return condition
+
+
 def build(spec: ModelSpec) -> None:
     """This station's DAG for one model."""
     model = spec.name
@@ -45,7 +56,7 @@ def build(spec: ModelSpec) -> None:
     @dag(
         dag_id=dag_id(model, "train"),
         schedule=AssetOrTimeSchedule(
-            timetable=CronTriggerTimetable(spec.training.schedule, timezone="UTC"), assets=dataset_asset(model)
+            timetable=CronTriggerTimetable(spec.training.schedule, timezone="UTC"), assets=_new_inputs(spec)
         ),
         start_date=START_DATE,
         catchup=False,

@@ -84,11 +84,14 @@ def derived(*, sources: tuple[str, ...] | list[str], name: str | None = None) ->
     return mark
 
 
-@lru_cache(maxsize=32)
-def _load_module_derived(path: str, mtime_ns: int) -> tuple[Derived, ...]:
-    """Import one features.py by path, under a module name unique to that file (two models never clash)."""
+def import_by_path(path: str, prefix: str = "loopline_model_features") -> Any:
+    """Import one code file by path, under a module name unique to that file (two files never clash).
+
+    The one way Loopline imports code that lives beside a definition, not in the package: a
+    model's ``features.py``, a feature view's ``compute`` file. Raises FeatureCodeError naming the file.
+    """
     digest = hashlib.sha256(path.encode()).hexdigest()[:12]
-    module_name = f"loopline_model_features_{Path(path).parent.name}_{digest}"
+    module_name = f"{prefix}_{Path(path).parent.name}_{digest}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise FeatureCodeError(f"cannot import feature code {path}")
@@ -99,6 +102,13 @@ def _load_module_derived(path: str, mtime_ns: int) -> tuple[Derived, ...]:
     except Exception as err:
         sys.modules.pop(module_name, None)
         raise FeatureCodeError(f"{path} failed to import: {type(err).__name__}: {err}") from err
+    return module
+
+
+@lru_cache(maxsize=32)
+def _load_module_derived(path: str, mtime_ns: int) -> tuple[Derived, ...]:
+    """Import one features.py by path (``import_by_path``) and collect its derived inputs."""
+    module = import_by_path(path)
     found = [v.__loopline_derived__ for v in vars(module).values() if hasattr(v, "__loopline_derived__")]
     names = [d.name for d in found]
     duplicates = sorted({n for n in names if names.count(n) > 1})

@@ -301,12 +301,25 @@ def validate_frame(
     settings' pseudonym secret) wherever they appear in the failures and the GE result. It has no
     default so that no caller can forget it and leak ids.
     """
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
     suite_dict = load_suite_dict(suite_name, expectations_dir)
     if spec is not None:
         suite_dict = with_spec_bounds(suite_dict, spec, expectations_dir / f"{suite_name}.json")
+    return validate_with_suite(df, subject, suite_dict, entity_ids=[entity_id] if entity_id else [], secret=secret)
+
+
+def validate_with_suite(
+    df: pd.DataFrame, subject: str, suite_dict: dict[str, Any], *, entity_ids: list[str], secret: str | None = None
+) -> ValidationReport:
+    """Run a suite given as a GE 1.x dict (``name``, ``expectations``) as a Checkpoint against a frame.
+
+    ``validate_frame`` reads its suite from ``expectations/``; a feature view's suite is built from
+    its definition (``loopline.features.validate``). Each column in ``entity_ids`` is pseudonymised
+    in the report as ``validate_frame``'s ``entity_id`` is.
+    """
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    suite_name = suite_dict["name"]
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     try:
@@ -330,12 +343,13 @@ def validate_frame(
     )
     result = checkpoint.run(batch_parameters={"dataframe": df})
     described = json.loads(json.dumps(result.describe_dict(), default=str))
-    if entity_id:
+    if entity_ids:
         if secret is None:
             from loopline.core.settings import get_settings
 
             secret = get_settings().pseudonym_secret
-        redact_entity_values(described, entity_id, secret)
+        for entity_id in entity_ids:
+            redact_entity_values(described, entity_id, secret)
     run = described["validation_results"][0]
     failures = sorted((_describe_failure(e) for e in run["expectations"] if not e["success"]), key=_importance)
     return ValidationReport(
