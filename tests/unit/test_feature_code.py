@@ -103,7 +103,7 @@ BAD = {
         def age_per_shoe(c):
             return c["age"] / c["shoe_size"]
         """,
-        r"features\.py, function age_per_shoe\(\): sources \['shoe_size'\] are not raw features",
+        r"features\.py, function age_per_shoe\(\): sources \['shoe_size'\] are not raw or stored features",
     ),
     "raises": (
         """

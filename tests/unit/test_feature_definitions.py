@@ -333,6 +333,25 @@ def test_a_join_key_carried_as_a_request_time_feature_is_enough(repo, tmp_path):
     assert check_model_uses(load_definitions(repo), spec) == []
 
 
+def test_a_join_key_carried_as_a_dataset_key_is_enough(repo, tmp_path):
+    """dataset.keys: columns in the data and the requests that are no model feature (card_id, store_id)."""
+    raw = spec_dict("basket", "order_id", ["store_load:busy", "customer_activity:spend_1h"])
+    raw["dataset"]["keys"] = ["store_id", "customer_id"]
+    spec = load_spec_file(write_model(tmp_path / "models", raw))
+    assert check_model_uses(load_definitions(repo), spec) == []
+    assert spec.input_columns[:4] == ["order_id", "at", "store_id", "customer_id"]
+    assert "store_id" not in spec.features.names
+
+
+def test_a_missing_key_is_named_with_the_fix(repo, tmp_path):
+    raw = spec_dict("basket", "order_id", ["store_load:busy"])
+    raw["dataset"]["keys"] = ["customer_id"]
+    spec = load_spec_file(write_model(tmp_path / "models", raw))
+    [problem] = check_model_uses(load_definitions(repo), spec)
+    assert problem.startswith("models/basket/spec.yaml: features.stored[0]: view store_load is keyed on ['store_id']")
+    assert "dataset.keys ['customer_id']" in problem and "add the column to dataset.keys" in problem
+
+
 @pytest.mark.parametrize(
     ("stored", "message"),
     [

@@ -391,3 +391,56 @@ def test_a_bad_runtime_section_is_named_with_what_is_allowed(tmp_path, runtime, 
         load_spec("credit_risk", models)
     assert message in str(err.value)
     assert str(models / "credit_risk" / "spec.yaml") in str(err.value)
+
+
+# --- dataset.keys: join keys of stored features, carried but never a feature ---------------------
+
+
+def test_without_keys_a_dataset_has_none_and_its_columns_are_unchanged():
+    spec = load_spec("credit_risk", MODELS)
+    assert spec.dataset.keys == []
+    assert spec.input_columns == ["applicant_id", "applied_at", *spec.features.names, "defaulted"]
+
+
+def test_keys_come_after_the_time_in_a_batchs_columns(tmp_path):
+    models = models_with(tmp_path, lambda raw: raw["dataset"].update(keys=["branch_id", "broker_id"]))
+    spec = load_spec("credit_risk", models)
+    assert spec.dataset.keys == ["branch_id", "broker_id"]
+    assert spec.input_columns == [
+        "applicant_id",
+        "applied_at",
+        "branch_id",
+        "broker_id",
+        *spec.features.names,
+        "defaulted",
+    ]
+
+
+def test_a_key_may_be_the_unique_key(tmp_path):
+    def edit(raw):
+        raw["dataset"].update(keys=["branch_id"])
+        raw["dataset"]["rules"]["unique_key"] = ["applicant_id", "branch_id"]
+
+    assert load_spec("credit_risk", models_with(tmp_path, edit)).dataset.unique_key == ["applicant_id", "branch_id"]
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        (["branch_id", "branch_id"], "dataset: Value error, keys: listed twice: ['branch_id']"),
+        (["Branch ID"], "keys: ['Branch ID'] are not column names"),
+        (["applicant_id"], "keys: applicant_id (the entity_id) already has a role in the dataset"),
+        (["applied_at"], "keys: applied_at (the timestamp) already has a role"),
+        (["defaulted"], "keys: defaulted (the target) already has a role"),
+        (["age"], "dataset.keys: ['age'] are also features; a key is carried beside the features"),
+        ("branch_id", "dataset.keys: Input should be a valid list"),
+    ],
+)
+def test_bad_keys_are_refused_naming_the_field(tmp_path, keys, message):
+    models = models_with(tmp_path, lambda raw: raw["dataset"].update(keys=keys))
+    with pytest.raises(SpecError) as err:
+        load_spec("credit_risk", models)
+    text = str(err.value).replace("dataset: Value error, ", "dataset: ")
+    assert (
+        "credit_risk/spec.yaml is invalid" in text and message.replace("dataset: Value error, ", "dataset: ") in text
+    ), text

@@ -3,6 +3,8 @@
 The platform knows no model's columns. A model's input matrix is, in this order:
 
 * the spec's numeric features (``features.numeric``), as float64;
+* its stored features (``features.stored``), as float64 columns ``<view>__<feature>``: joined
+  from the feature store before this code runs (training: the point-in-time training set);
 * the model's *derived inputs*, defined in ``models/<name>/features.py`` beside the spec
   (optional: without that file a model takes its raw features only);
 * the spec's categorical features, as integer codes in the order the spec lists their
@@ -126,15 +128,15 @@ class FeatureSet:
     path: Path | None = None  # the features.py they came from, for error messages
 
     def __post_init__(self) -> None:
-        raw = set(self.spec.features.names)
+        raw = {*self.spec.features.names, *self.spec.features.stored_columns}
         for d in self.derived:
             if d.name in raw:
                 raise FeatureCodeError(f"{self._where(d)}: derived input {d.name!r} has the name of a raw feature")
             unknown = [s for s in d.sources if s not in raw]
             if unknown:
                 raise FeatureCodeError(
-                    f"{self._where(d)}: sources {unknown} are not raw features of model {self.spec.name!r} "
-                    f"(spec features: {sorted(raw)})"
+                    f"{self._where(d)}: sources {unknown} are not raw or stored features of model"
+                    f" {self.spec.name!r} (spec features: {sorted(raw)})"
                 )
 
     def _where(self, d: Derived) -> str:
@@ -152,7 +154,7 @@ class FeatureSet:
     def columns(self) -> list[str]:
         """Model input columns, in the order the booster sees them."""
         f = self.spec.features
-        return [*f.numeric, *(d.name for d in self.derived), *f.categorical]
+        return [*f.numeric, *f.stored_columns, *(d.name for d in self.derived), *f.categorical]
 
     @property
     def categorical(self) -> list[str]:
@@ -179,7 +181,14 @@ class FeatureSet:
         missing = [c for c in f.names if c not in raw.columns]
         if missing:
             raise KeyError(f"raw data lacks feature columns: {missing}")
-        cols = {name: pd.to_numeric(raw[name], errors="coerce").to_numpy(dtype="float64") for name in f.numeric}
+        stored = [c for c in f.stored_columns if c not in raw.columns]
+        if stored:
+            raise KeyError(
+                f"raw data lacks stored feature columns {stored}: join them from the feature store first"
+                " (FeatureStore.training_set)"
+            )
+        numeric = [*f.numeric, *f.stored_columns]
+        cols = {name: pd.to_numeric(raw[name], errors="coerce").to_numpy(dtype="float64") for name in numeric}
         for name, codes in self.level_codes.items():
             cols[name] = raw[name].map(codes).to_numpy(dtype="float64", na_value=np.nan)
         return cols
@@ -195,6 +204,14 @@ class FeatureSet:
             [[np.nan if v is None else v for v in values[name]] for name in f.numeric], dtype="float64", ndmin=2
         )
         cols = dict(zip(f.numeric, numeric, strict=False))
+        n = len(next(iter(values.values()), []))
+        for name in f.stored_columns:  # looked up by the service, when it does; until then missing
+            given = values.get(name)
+            cols[name] = (
+                np.full(n, np.nan)
+                if given is None
+                else np.array([np.nan if v is None else v for v in given], "float64")
+            )
         for name, codes in self.level_codes.items():
             cols[name] = np.array([codes.get(v, np.nan) for v in values[name]], dtype="float64")
         return cols
@@ -205,7 +222,7 @@ class FeatureSet:
         No pandas: this is the path for one row as much as for a million.
         """
         f = self.spec.features
-        out = {name: np.asarray(cols[name], dtype="float64") for name in f.numeric}
+        out = {name: np.asarray(cols[name], dtype="float64") for name in [*f.numeric, *f.stored_columns]}
         n = len(next(iter(out.values()))) if out else None
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # 0/0 is NaN, not a warning
             for d in self.derived:

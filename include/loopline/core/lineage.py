@@ -12,7 +12,7 @@ import json
 import os
 import subprocess
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -84,11 +84,16 @@ class TrainingInputs:
     # Where the model is trained: "in-process" (the worker's own environment) or "image <reference>"
     # (the spec's runtime image). Part of the fingerprint: another environment may train another model.
     runtime: str = "in-process"
+    # The stored features' data (loopline.training.stored.stored_versions): per view the model reads, its
+    # definition hash and offline version. Other feature data may train another model: part of the fingerprint.
+    stored: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def fingerprint(self) -> str:
         inputs = asdict(self)
         if self.runtime == "in-process":  # as before runtimes were recorded: earlier runs keep their fingerprint
             del inputs["runtime"]
+        if not self.stored:  # a model without stored features keeps the fingerprint it had before they existed
+            del inputs["stored"]
         payload = json.dumps(inputs, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -105,4 +110,12 @@ class TrainingInputs:
             "loopline.runtime": self.runtime,
             "loopline.fingerprint": self.fingerprint(),
             "mlflow.source.git.commit": self.code_commit,
-        }
+        } | (
+            {
+                "loopline.stored_features": ", ".join(
+                    f"{view}@{info['offline_version'][:12]}" for view, info in sorted(self.stored.items())
+                )
+            }
+            if self.stored
+            else {}
+        )

@@ -26,6 +26,9 @@ class SpecError(LooplineError, ValueError):
 # A stored feature, as Feast references it: "<view>:<feature>" (loopline.features.definitions).
 _FEATURE_REF = re.compile(r"^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*$")
 
+# A key column (dataset.keys): the form of a join key in the feature repo (loopline.features.definitions.NAME).
+_COLUMN = re.compile(r"^[a-z][a-z0-9_]*$")
+
 _PRESETS = ("@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
 
 
@@ -94,6 +97,9 @@ class DatasetSpec(_Strict):
     entity_id: str
     timestamp: str
     target: str
+    # Columns carried in the model's data and in every request that are not model features: the join keys of
+    # the stored features it uses (e.g. card_id, merchant_id), like entity_id never seen by the model.
+    keys: list[str] = Field(default_factory=list)
     classes: list[str] | None = None  # multiclass: the target's values, in the order probabilities are given
     expectation_suite: str
     rules: IngestRules = Field(default_factory=IngestRules)
@@ -104,6 +110,16 @@ class DatasetSpec(_Strict):
         key = self.rules.unique_key
         if key is not None and (not key or len(set(key)) != len(key)):
             raise ValueError(f"rules.unique_key must list distinct columns, got {key}")
+        bad = [k for k in self.keys if not isinstance(k, str) or not _COLUMN.match(k)]
+        if bad:
+            raise ValueError(f"keys: {bad} are not column names (lower case letters, digits and _)")
+        twice = sorted({k for k in self.keys if self.keys.count(k) > 1})
+        if twice:
+            raise ValueError(f"keys: listed twice: {twice}")
+        roles = {self.entity_id: "entity_id", self.timestamp: "timestamp", self.target: "target"}
+        clash = [f"{k} (the {roles[k]})" for k in self.keys if k in roles]
+        if clash:
+            raise ValueError(f"keys: {', '.join(clash)} already has a role in the dataset; keys are extra columns")
         return self
 
     @property
@@ -377,6 +393,15 @@ class ModelSpec(_Strict):
         return copy
 
     @model_validator(mode="after")
+    def _keys_not_features(self) -> ModelSpec:
+        clash = sorted(set(self.dataset.keys) & {*self.features.names, *self.features.stored_columns})
+        if clash:
+            raise ValueError(
+                f"dataset.keys: {clash} are also features; a key is carried beside the features, never one of them"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _key_in_columns(self) -> ModelSpec:
         unknown = [c for c in self.dataset.unique_key if c not in self.input_columns]
         if unknown:
@@ -415,9 +440,9 @@ class ModelSpec(_Strict):
 
     @property
     def input_columns(self) -> list[str]:
-        """Columns of a raw batch, in order: id, time, features, label."""
+        """Columns of a raw batch, in order: id, time, keys, features, label."""
         ds = self.dataset
-        return [ds.entity_id, ds.timestamp, *self.features.names, ds.target]
+        return [ds.entity_id, ds.timestamp, *ds.keys, *self.features.names, ds.target]
 
 
 def _allowed_keys(loc: tuple) -> list[str]:

@@ -464,12 +464,12 @@ def check_model_uses(defs: Definitions, spec: ModelSpec) -> list[str]:
     """What is wrong with the stored features a model names, one line each naming its spec file and field.
 
     A reference to an unknown view or feature is refused, and so is a view keyed on an entity
-    whose join key is not a column of the model's data (its entity id or one of its request-time
-    features): the training set and the service could not look the view up.
+    whose join key is not a column of the model's data (its entity id, one of its ``dataset.keys``
+    or one of its request-time features): the training set and the service could not look the view up.
     """
     folder = spec.model_dir
     shown = f"{folder.parent.name}/{folder.name}/spec.yaml" if folder is not None else f"models/{spec.name}/spec.yaml"
-    carried = [spec.dataset.entity_id, *spec.features.names]
+    carried = [spec.dataset.entity_id, *spec.dataset.keys, *spec.features.names]
     problems = []
     for i, ref in enumerate(spec.features.stored):
         view_name, feature = parse_ref(ref)
@@ -491,7 +491,8 @@ def check_model_uses(defs: Definitions, spec: ModelSpec) -> list[str]:
         if missing:
             problems.append(
                 f"{where}: view {view_name} is keyed on {missing}, which the model's data does not carry"
-                f" (its entity id {spec.dataset.entity_id!r} and request-time features)"
+                f" (its entity id {spec.dataset.entity_id!r}, dataset.keys {spec.dataset.keys} and request-time"
+                " features); add the column to dataset.keys"
             )
     return problems
 

@@ -224,6 +224,8 @@ def normalise(df: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
             ds.timestamp: data_rules.parse_timestamps(df[ds.timestamp]).dt.tz_localize(None),
         }
     )
+    for name in ds.keys:  # join keys of stored features: identifiers, kept as text
+        out[name] = df[name].astype("string")
     for name in spec.features.numeric:
         out[name] = pd.to_numeric(df[name]).astype("float64")
     for name in spec.features.categorical:

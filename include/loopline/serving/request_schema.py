@@ -1,6 +1,7 @@
 """The prediction service's request row, generated from a model spec (strict: what JSON says is what counts).
 
-One pydantic model per spec: the entity id (a non-empty string), every numeric
+One pydantic model per spec: the entity id (a non-empty string), the join keys of
+its stored features (``dataset.keys``, required, never a model input), every numeric
 feature as a finite number within the spec's bounds, every categorical feature as
 one of its levels, and nothing else. A feature is optional and nullable (missing
 values are allowed and scored) unless the spec lists it in ``features.required``;
@@ -35,6 +36,15 @@ def application_model(spec: ModelSpec, name: str = "Application") -> type[BaseMo
     """The request row for ``spec``: unknown keys, wrong JSON types and non-finite numbers are errors."""
     entity = Annotated[str, Field(strict=True, min_length=1, max_length=ENTITY_ID_MAX_LENGTH)]
     fields: dict = {spec.dataset.entity_id: (entity, ...)}
+    # The join keys of its stored features (dataset.keys): required, never a model input (text or a whole number,
+    # as a feature repo entity's value_type may be either).
+    key = Annotated[
+        Annotated[str, Field(strict=True, min_length=1, max_length=ENTITY_ID_MAX_LENGTH)]
+        | Annotated[int, Field(strict=True)],
+        Field(description="a join key of the model's stored features, not a model input"),
+    ]
+    for name in spec.dataset.keys:
+        fields[name] = (key, ...)
     required = set(spec.features.required)
     for feature, bounds in spec.features.numeric.items():
         number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=bounds.min, le=bounds.max)]
@@ -87,7 +97,7 @@ def _missing_share_schema(spec: ModelSpec) -> dict:
     """
     allowed, names = allowed_missing(spec), spec.features.names
     return {
-        "minProperties": 1 + len(names) - allowed,  # the entity id and the features that must be there
+        "minProperties": 1 + len(spec.dataset.keys) + len(names) - allowed,  # id, keys, the features that must be
         "description": f"At most {allowed} of the {len(names)} features may be missing (absent or null).",
     }
 

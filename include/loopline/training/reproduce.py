@@ -70,6 +70,11 @@ def retrain_metrics(model_name: str, inputs: dict[str, Any], settings: Settings)
     version = registry.resolve(spec.dataset.name, inputs["data_rev"])
     with tempfile.TemporaryDirectory() as tmp:
         frame = registry.load(version, Path(tmp) / "data")
+    if spec.features.stored:  # the same training set again, from the feature store, or a refusal saying why not
+        from loopline.training.stored import check_same_set, with_stored_features
+
+        frame, lineage = with_stored_features(training.labelled(frame, spec), spec, settings)
+        check_same_set(inputs.get("training_set"), lineage, model_name)
     return training.fit_and_evaluate(frame, spec, inputs["params"])[1]
 
 
@@ -82,6 +87,12 @@ def reproduce(model_name: str, version: str, settings: Settings, tolerance: floa
     model_version = client.get_model_version(model_name, version)
     run = client.get_run(model_version.run_id)
     inputs = tracking.recorded_inputs(client, run.info.run_id)
+    if inputs.get("stored"):  # the training set's lineage, which the retraining must rebuild exactly
+        import mlflow.artifacts
+
+        from loopline.training.stored import LINEAGE_ARTIFACT
+
+        inputs["training_set"] = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/{LINEAGE_ARTIFACT}")
     task = task_of(load_spec(model_name, settings.models_dir))
     # The task's holdout metrics that this run recorded (an older run may predate one of them).
     recorded = {k: run.data.metrics[f"holdout.{k}"] for k in task.metrics if f"holdout.{k}" in run.data.metrics}

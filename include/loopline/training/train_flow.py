@@ -26,6 +26,7 @@ from loopline.core.tasks import task_of
 from loopline.ingestion.data_registry import DataRegistry, DataVersion
 from loopline.training.gate import CHALLENGER, CHAMPION, GATE_FAILED_TAG, judge
 from loopline.training.hyperparams import merge_params
+from loopline.training.stored import LINEAGE_ARTIFACT, SET_SHA_TAG, stored_versions, with_stored_features
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,18 @@ def load_dataset(version: DataVersion, settings: Settings) -> pd.DataFrame:
     return registry_for(settings).load(version, dest)
 
 
+def training_frame(version: DataVersion, spec: ModelSpec, settings: Settings) -> tuple[pd.DataFrame, dict | None]:
+    """The labelled rows the model learns and is judged on, with its stored features joined (and their lineage).
+
+    A model naming stored features (``features.stored``) gets them through the feature store's
+    point-in-time join (``loopline.training.stored``) before its own feature code runs; any other
+    model gets its labelled rows as before and None.
+    """
+    from loopline.training import trainer as training
+
+    return with_stored_features(training.labelled(load_dataset(version, settings), spec), spec, settings)
+
+
 def start(
     model_name: str,
     data_ref: str,
@@ -97,6 +110,7 @@ def start(
         code_dirty=code.dirty,
         params={**merge_params(spec.training.params, overrides), "seed": spec.training.seed},
         runtime=describe_runtime(spec),
+        stored=stored_versions(spec, settings),
     )
     client = tracking.client_for(settings)
     exp_id = tracking.experiment_id(client, model_name, settings)
@@ -147,7 +161,7 @@ def train_and_evaluate(run: TrainRun, settings: Settings, image_id: str | None =
     from loopline.training import trainer as training
 
     spec = spec_for(run.model_name, settings)
-    frame = training.labelled(load_dataset(run.data_version, settings), spec)
+    frame, stored_lineage = training_frame(run.data_version, spec, settings)
     split = training.time_split(frame, spec)
     client = tracking.client_for(settings)
     model = training.train(split, spec, tracking.recorded_params(client, run.run_id))
@@ -162,6 +176,9 @@ def train_and_evaluate(run: TrainRun, settings: Settings, image_id: str | None =
         mlflow.log_metrics({f"holdout.{k}": v for k, v in metrics.items()})
         mlflow.log_metrics({f"valid.{k}": v for k, v in valid_metrics.items()})
         mlflow.log_dict(training.feature_importance(model.booster), "feature_importance.json")
+        if stored_lineage is not None:  # the exact feature data: views, definition hashes, offline versions, set hash
+            mlflow.log_dict(stored_lineage, LINEAGE_ARTIFACT)
+            mlflow.set_tag(SET_SHA_TAG, stored_lineage["set_sha"])
         if calibration is not None:  # classifiers: measured on the holdout, the map (if any) fitted on validation
             from loopline.training.calibration import ARTIFACT, TAG
 
@@ -225,7 +242,7 @@ def quality_gate(run: TrainRun, settings: Settings, actor: str = "cli") -> dict[
     spec = spec_for(run.model_name, settings)
     client = tracking.client_for(settings)
     name, version = run.model_name, str(run.model_version)
-    holdout = training.time_split(training.labelled(load_dataset(run.data_version, settings), spec), spec).holdout
+    holdout = training.time_split(training_frame(run.data_version, spec, settings)[0], spec).holdout
     candidate, candidate_scores = _holdout_scores(f"models:/{name}/{version}", holdout, spec)
     champion_version = tracking.alias_version(client, name, tracking.CHAMPION_ALIAS)
     champion, expected_psi = None, None
