@@ -142,6 +142,11 @@ class FeatureSpec(_Strict):
     # the model sees each as the column "<view>__<feature>". Checked against the definitions by
     # loopline.features.definitions.check_model_uses; here only their form.
     stored: list[str] = Field(default_factory=list)
+    # Per view of ``stored``, what the service does when the store has no value for a row's key (an unknown
+    # entity) or only one older than the view's ttl: refuse the request (422 naming the key and the view, the
+    # default: a model trained on the feature should not silently score without it) or score the view's
+    # features as missing (NaN, as LightGBM sees missing), flagged in the answer and the log (``stored_missing``).
+    stored_missing: dict[str, Literal["refuse", "missing"]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _disjoint(self) -> FeatureSpec:
@@ -177,7 +182,20 @@ class FeatureSpec(_Strict):
         clash = sorted(set(self.stored_columns) & set(self.names))
         if clash:
             raise ValueError(f"stored: the columns {clash} are also request-time features of this spec")
+        unused = sorted(set(self.stored_missing) - set(self.stored_views))
+        if unused:
+            raise ValueError(f"stored_missing names views that no stored feature reads: {unused}")
         return self
+
+    @property
+    def stored_views(self) -> list[str]:
+        """The views ``stored`` reads, in first-use order."""
+        return list(dict.fromkeys(ref.split(":", 1)[0] for ref in self.stored))
+
+    @property
+    def scored_missing_views(self) -> list[str]:
+        """The views whose missing or stale values are scored as missing (and flagged) rather than refused."""
+        return [v for v in self.stored_views if self.stored_missing.get(v) == "missing"]
 
     @property
     def stored_columns(self) -> list[str]:
@@ -358,6 +376,11 @@ class DriftPolicy(_Strict):
     # Requests refused (422 ...) or inputs scored as an unknown level, as a share of every row received in the
     # window: at or above this, an alert of its own (loopline.monitoring.refusals), whatever the verdict.
     max_refused_share: float = Field(0.05, gt=0, le=1)
+    # Stored features (features.stored): the share of sampled served rows whose online value differs from the
+    # offline point-in-time value for the same key and time (loopline.monitoring.skew); above it, an alert
+    # naming the view, the feature and the pipeline DAG that writes it.
+    max_feature_skew: float = Field(0.01, ge=0, le=1)
+    skew_sample: int = Field(500, ge=10)  # served rows compared per check (the newest of the window)
     min_consecutive_windows: int = Field(1, ge=1)  # a retrain needs this many checks in a row with such a verdict
     reminder_hours: float = Field(24, gt=0)  # an episode (the same verdict, check after check) alerts again after this
     cooldown_hours: float = Field(24, ge=0)  # no retrain trigger within this long after the last one

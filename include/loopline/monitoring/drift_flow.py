@@ -213,10 +213,25 @@ def check(
     if refused_alert.alert:  # the verdict's own alerts (episodes) stay as they are: recorded as `alerted`
         also = f"refused requests: {refused_alert.reason}"
         alert_reason = f"{alert.reason}; {also}" if alert.alert else also
+    # Stored features: served vs offline point-in-time values (skew) and each view's freshness (alert only).
+    store_check, store_record = None, None
+    if spec.features.stored:
+        from loopline.monitoring import skew
+        from loopline.serving.stored import open_store
+
+        store, defs = open_store(settings)
+        store_check = skew.check(window, spec, store, defs, window_end, policy.max_feature_skew, policy.skew_sample)
+        store_alert = skew.decide_alert(store_check, window_end, history, policy.reminder_hours)
+        store_record = {**store_check.to_dict(), "alerted": store_alert.alert}
+        if store_alert.alert:
+            alerted = True
+            also = store_alert.reason
+            alert_reason = f"{alert_reason}; {also}" if alert.alert or refused_alert.alert else also
     impact_record = {
         **effect.to_dict(), "realised": concept.live, "realised_n": concept.n, "alert": alert_reason,
         "window_start": since.isoformat(), "window_end": window_end.isoformat(),
         "refusals": {**refused.to_dict(), "alerted": refused_alert.alert},
+        **({"feature_store": store_record} if store_record is not None else {}),
     }  # fmt: skip
     own = estimate_error.realised_in_window(labelled, champion.version, since, window_end, spec, policy.min_labelled)
     impact_record = estimate_error.with_realised(impact_record, own)
@@ -232,7 +247,10 @@ def check(
         drift_share=report.drift_share, score_psi=report.score_psi, report_uri=report_uri,
         features=report.feature_rows(), dag_run=dag_run, alerted=alert.alert, impact=impact_record,
     )  # fmt: skip
-    text = "\n".join([explain(verdict, report, effect, concept, decision, policy), *refused.lines()])
+    text = "\n".join([
+        explain(verdict, report, effect, concept, decision, policy), *refused.lines(),
+        *(store_check.lines() if store_check is not None else []),
+    ])  # fmt: skip
     summary = f"{model} v{champion.version}: {text}"
     log.info("%s; alert: %s", summary, alert_reason)
     tracking_client = tracking.client_for(settings)
@@ -247,6 +265,7 @@ def check(
         "alert": alerted,
         "alert_reason": alert_reason,
         "refused": refused.headline(),
+        "feature_store": store_check.headline() if store_check is not None else "",
         "summary": summary,
         "report_uri": report_uri,
         "rows": len(current),

@@ -148,10 +148,14 @@ def trace(model: str, request_id: str, settings: Settings) -> Trace:
         "run_id": model_version.run_id,
         **{k: tags.get(f"loopline.{k}", "?") for k in ("data_version", "data_md5", "feature_version", "code_commit")},
     }
-    inputs = logged_inputs(row, spec.features.names)
+    # Stored features: the values the service looked up and scored (logged with the answer), and the keys
+    # (but the entity id) it read them by; the answer is scored again from exactly those values.
+    scored = [*spec.features.names, *spec.features.stored_columns]
+    extra = [k for k in spec.dataset.keys if k not in scored] + (["stored_missing"] if spec.features.stored else [])
+    inputs = logged_inputs(row, [*scored, *extra])
     tracking.use_store(settings)
     booster = mlflow.lightgbm.load_model(f"models:/{model}/{version}")
-    again = score_frame(booster, pd.DataFrame([{name: inputs.get(name) for name in spec.features.names}]), spec)
+    again = score_frame(booster, pd.DataFrame([{name: inputs.get(name) for name in scored}]), spec)
     first = again.iloc[0]
     rescored = {"score": float(first["score"]), "decision": first["decision"], "reasons": list(first["reasons"])}
     answer = {k: _present(row.get(k)) for k in ANSWER_COLUMNS}

@@ -7,6 +7,10 @@ the HTTP answer has its ``request_id``: ``<entity_id>``, the task's answer field
 ``probabilities``), ``model_version``, ``reasons``. The rest of the lineage (input hash, data
 version, code commit, feature version) is in ``lineage.json`` beside it.
 
+A model with stored features gets them from the offline store as of each row's
+``dataset.timestamp`` (the point-in-time rule of training; ``loopline.serving.stored.offline_features``),
+under the spec's ``features.stored_missing`` rule.
+
 The output folder is keyed by the DAG run, so a re-run overwrites its own result
 and never mixes with another run's.
 """
@@ -98,13 +102,28 @@ def score_file(
     except Exception as err:  # any reader error: the file is not a table we can score
         raise ScoringInputError(f"cannot read {path}: {type(err).__name__}: {err}") from err
     needed = [spec.dataset.entity_id, *spec.features.names]
-    missing = [c for c in needed if c not in raw.columns]
+    store_missing = None
+    if spec.features.stored:  # the offline store, as of each row's time: the point-in-time rule of training
+        from loopline.serving.stored import StoredFeatureRefused, offline_features, open_store
+
+        store, defs = open_store(settings)
+        needed += [spec.dataset.timestamp, *(k for v in spec.features.stored_views for k in defs.join_keys(v))]
+        lacking = [c for c in dict.fromkeys(needed) if c not in raw.columns]
+        if lacking:
+            raise ScoringInputError(f"{path.name} lacks columns {lacking}")
+        try:
+            raw, store_missing = offline_features(raw, spec, store, defs)
+        except StoredFeatureRefused as err:
+            raise ScoringInputError(f"{path.name}: {err}") from err
+    missing = [c for c in dict.fromkeys(needed) if c not in raw.columns]
     if missing:
         raise ScoringInputError(f"{path.name} lacks columns {missing}")
     version, uri = resolve_model(model_name, model_ref, settings)
     booster = mlflow.lightgbm.load_model(uri)
     answered = score_arrays(booster, feature_set(spec).raw_arrays(raw), spec, num_threads=0)
     result = scored_table(raw[spec.dataset.entity_id], answered, spec, version)
+    if store_missing is not None and spec.features.scored_missing_views:
+        result["stored_missing"] = [",".join(views) for views in store_missing]  # as the HTTP answer flags them
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / "scores.parquet"
     result.to_parquet(output, index=False)

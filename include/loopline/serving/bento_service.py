@@ -16,6 +16,13 @@ revision), which the drift check reads; a categorical input the spec scores when
 level is unknown (``features.unknown_levels``) is scored as missing and flagged in the
 answer and the log (``unknown_levels``).
 
+A model with stored features (``features.stored``) has them read per request from the online
+store (``loopline.serving.stored``: one ``FeatureStore`` per process, opened and warmed in
+``__init__``) by the request's join keys, before the request joins a scoring call; an unknown or
+stale key is a 422 naming the key and the view, or scored as missing and flagged
+(``stored_missing``), as the spec says per view. The values the model saw go to the log with
+the answer; each view's freshness is a gauge (``loopline_feature_age_seconds``).
+
 Scoring is ``loopline.serving.online.RoutedScorer``: the versions and traffic weights
 come from the serving state store and change without a restart. Requests
 that arrive while the model is busy are scored together in the next call
@@ -34,6 +41,7 @@ shadow falls behind, batches are left unshadowed (counted) rather than queued wi
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gc
 import json
@@ -44,10 +52,12 @@ import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 
 import bentoml
-from bentoml.exceptions import ServiceUnavailable
+from bentoml.exceptions import BentoMLException, ServiceUnavailable
 
 with bentoml.importing():
     from loopline.core.pseudonym import pseudonym
@@ -78,16 +88,36 @@ MAX_WAIT_SECONDS = 10  # the traffic timeout: a request queued longer is shed wi
 SCORING_CALLS = 1 + len(os.sched_getaffinity(0))
 CALL_ROWS = 100  # queued requests merge into a call up to this many rows: the per-call cost is paid by then
 ALONE_PARALLEL_ROWS = 8  # rows from which a call running alone uses LightGBM's threads (0.5 ms a row here)
+FRESHNESS_SECONDS = 60  # how often the stored feature views' age gauges are read again (from the store)
 SHADOW_BACKLOG = 8  # batches waiting for the shadow beyond this are not shadowed (loopline_shadow_skipped_total)
 log = logging.getLogger(__name__)
 
 Application = application_model(SPEC)
 ENTITY = SPEC.dataset.entity_id
 NAMES, CATEGORICAL = SPEC.features.names, frozenset(SPEC.features.categorical)
+STORED = SPEC.features.stored_columns  # "<view>__<feature>", read from the feature store per request
 
 
 Prediction = answer_model(SPEC)  # the task's answer: score + decision | prediction | class + probabilities
 PredictRequest = request_body(Application, MAX_BATCH)  # {"instances": [...]}; "applications" still read
+
+
+SCORED_MISSING = bool(SPEC.features.scored_missing_views)  # the answer flags views scored as missing
+
+
+class StoredRefusal(BentoMLException):
+    """A row's key has no (fresh) value in a stored feature view the spec refuses without: 422, naming both."""
+
+    error_code = HTTPStatus.UNPROCESSABLE_ENTITY
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """A validated request row with what the feature store gave for it."""
+
+    application: object
+    values: dict[str, float | None]  # "<view>__<feature>" -> value (None: missing)
+    missing: list[str]  # views scored as missing (features.stored_missing: missing)
 
 
 @bentoml.service(name=f"{SPEC.name.replace('_', '-')}", traffic={"timeout": MAX_WAIT_SECONDS})
@@ -115,6 +145,17 @@ class ModelService:
             pinned_booster=pinned,
         )
         self.scorer.refresh()
+        self.stored = None  # a model without stored features opens no store
+        if STORED:
+            from loopline.serving.stored import StoredFeatures
+
+            self.stored = StoredFeatures.open(SPEC, settings)
+            self.stored.warm_up()  # before /ready answers: the first request does not pay the store's start-up
+        # The join keys logged in clear beside the stored values (the skew check reads the offline store by
+        # them); the entity id is never logged, only its pseudonym, and a request feature is logged already.
+        self.logged_keys = [
+            k for k in (self.stored.key_columns if self.stored else []) if k != ENTITY and k not in NAMES
+        ]
         self.secret = settings.pseudonym_secret
         self.prediction_log = PredictionLogMonitor(monitor_name(SPEC.name), str(settings.prediction_log_dir))
         labels = ["model_version", "arm"]  # arm: champion | canary | fallback | shadow (answered nothing)
@@ -146,6 +187,25 @@ class ModelService:
         self.unknown_levels = prom.Counter(
             "loopline_unknown_levels_total", "Rows scored with a level the model does not know", ["feature"]
         )
+        self.stored_missing = prom.Counter(
+            "loopline_stored_missing_total", "Rows scored without a view's stored features (unknown key or stale)",
+            ["view"],
+        )  # fmt: skip
+        if self.stored is not None:  # each view's freshness, refreshed on a thread of its own
+            self.feature_age = prom.Gauge(
+                "loopline_feature_age_seconds",
+                "Age of a stored feature view's newest materialised value (+Inf: nothing materialised)",
+                ["view"], multiprocess_mode="mostrecent",
+            )  # fmt: skip
+            self.feature_stale = prom.Gauge(
+                "loopline_feature_stale", "1 when a view's newest value is older than two schedule periods",
+                ["view"], multiprocess_mode="mostrecent",
+            )  # fmt: skip
+            self._publish_freshness()
+            threading.Thread(
+                target=self._watch_freshness, args=(FRESHNESS_SECONDS,), daemon=True,
+                name="loopline-freshness",
+            ).start()  # fmt: skip
         self._label_series: dict[tuple, object] = {}  # (metric, *label values) -> its series (``_series``)
         self._shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopline-shadow")
         self._shadow_slots = threading.BoundedSemaphore(SHADOW_BACKLOG)
@@ -178,18 +238,56 @@ class ModelService:
         per-call cost of features and ``pred_contrib`` once for many requests; each row is
         still routed by its own entity id.
         """
+        if self.stored is not None:  # looked up per request, so an unknown key refuses this request only
+            instances = await asyncio.to_thread(self._with_stored, instances)  # the store's I/O off the loop
         try:
             return await self.batcher.submit(instances)
         except Overloaded as err:
             raise ServiceUnavailable(str(err)) from err
 
+    def _publish_freshness(self) -> None:
+        """The age gauges from the store now; a failed read is logged and the gauges keep their last value."""
+        from datetime import UTC, datetime
+
+        try:
+            for f in self.stored.freshness(datetime.now(UTC)):
+                self.feature_age.labels(view=f.view).set(float("inf") if f.age_seconds is None else f.age_seconds)
+                self.feature_stale.labels(view=f.view).set(1 if f.stale else 0)
+        except Exception:
+            log.exception("reading the feature views' freshness failed")
+
+    def _watch_freshness(self, seconds: float) -> None:
+        while True:
+            time.sleep(seconds)
+            self._publish_freshness()
+
+    def _with_stored(self, instances: list) -> list:
+        """Each row with its stored features (``_Stored``); a key the rule refuses is this request's 422."""
+        from loopline.serving.stored import StoredFeatureRefused
+
+        keys = {
+            column: [getattr(a, column, None) for a in instances] for column in self.stored.key_columns
+        }  # the entity id or a dataset.keys column of the request
+        try:
+            looked = self.stored.lookup(keys)
+        except StoredFeatureRefused as err:
+            raise StoredRefusal(str(err)) from None
+        return [
+            _Stored(a, {c: looked.columns[c][i] for c in STORED}, looked.missing[i]) for i, a in enumerate(instances)
+        ]
+
     def _score(self, instances: list) -> list:
         """One call: the instances (rows) of every merged request, answered in their order."""
+        stored = None
+        if self.stored is not None:  # rows of _with_stored: the request and what the store gave for it
+            stored = instances
+            instances = [s.application for s in stored]
+        values = {name: [getattr(a, name) for a in instances] for name in NAMES}
+        if stored is not None:
+            values.update({c: [s.values[c] for s in stored] for c in STORED})
+            values.update({k: [getattr(a, k, None) for a in instances] for k in self.logged_keys})
         rows = Rows.from_values(
-            {name: [getattr(a, name) for a in instances] for name in NAMES},
-            [getattr(a, ENTITY) for a in instances],
-            SPEC,
-            self.scorer.features,
+            values, [getattr(a, ENTITY) for a in instances], SPEC, self.scorer.features
         )  # column arrays straight from the validated models: no DataFrame per request
         clients = [getattr(a, CLIENT_FIELD) or OPEN_CLIENT for a in instances]
         route = self.scorer.route
@@ -202,16 +300,20 @@ class ModelService:
             raise
         self._observe(result)
         request_ids = [uuid.uuid4().hex for _ in range(len(rows))]
-        self._log(result, request_ids, [result.seconds[v] for v in result.versions], clients)
+        missing = None if stored is None else [s.missing for s in stored]
+        self._log(result, request_ids, [result.seconds[v] for v in result.versions], clients, missing)
         if result.route.shadow_version:
-            self._shadow_later(rows, result, request_ids, clients)
+            self._shadow_later(rows, result, request_ids, clients, missing)
         unknown = unknown_levels(rows.values, SPEC)  # None unless the spec scores unknown levels
         if unknown is not None:
             for feature, count in Counter(f for flagged in unknown for f in flagged).items():
                 self.unknown_levels.labels(feature=feature).inc(count)
-        return answers(result, request_ids, SPEC, Prediction, unknown)
+        if missing is not None:
+            for view, count in Counter(v for flagged in missing for v in flagged).items():
+                self.stored_missing.labels(view=view).inc(count)
+        return answers(result, request_ids, SPEC, Prediction, unknown, missing if SCORED_MISSING else None)
 
-    def _shadow_later(self, rows, result, request_ids: list[str], clients: list[str]) -> None:
+    def _shadow_later(self, rows, result, request_ids: list[str], clients: list[str], missing=None) -> None:
         """Hand the answered rows to the shadow thread; the answer does not wait for it."""
         version = str(result.route.shadow_version)
         if not self._shadow_slots.acquire(blocking=False):
@@ -220,7 +322,7 @@ class ModelService:
 
         def run() -> None:
             try:
-                self._shadow(rows, result, request_ids, clients)
+                self._shadow(rows, result, request_ids, clients, missing)
             except Exception:  # the shadow's bookkeeping must not take the worker down either
                 log.exception("shadow v%s: bookkeeping failed", version)
             finally:
@@ -228,7 +330,7 @@ class ModelService:
 
         self._shadow_pool.submit(run)
 
-    def _shadow(self, rows, result, request_ids: list[str], clients: list[str]) -> None:
+    def _shadow(self, rows, result, request_ids: list[str], clients: list[str], missing=None) -> None:
         shadowed = self.scorer.shadow(rows, result)
         if shadowed is None:
             return
@@ -240,7 +342,7 @@ class ModelService:
         self._count(shadowed.scored)
         self.shadow_compared.labels(model_version=version).inc(shadowed.compared)
         self.shadow_disagreements.labels(model_version=version).inc(shadowed.disagreements)
-        self._log(shadowed.scored, request_ids, [shadowed.seconds] * len(rows), clients)
+        self._log(shadowed.scored, request_ids, [shadowed.seconds] * len(rows), clients, missing)
 
     def _observe(self, result) -> None:
         """Prometheus, per model version and arm: what the rollout gates and the dashboards read."""
@@ -285,8 +387,12 @@ class ModelService:
             self._weight_series |= shares.keys()
             self._weights_revision = route.revision
 
-    def _log(self, result, request_ids: list[str], seconds: list[float], clients: list[str]) -> None:
-        """One prediction-log row per application (a BentoML monitor, JSON lines), with the API client's name."""
+    def _log(self, result, request_ids: list[str], seconds: list[float], clients: list[str], missing=None) -> None:
+        """One prediction-log row per application (a BentoML monitor, JSON lines), with the API client's name.
+
+        With stored features, the values the model saw (``<view>__<feature>``), the join keys they were
+        read by (except the entity id, which is logged only as its pseudonym) and the views scored as missing.
+        """
         rows, answered = result.rows, result.answers
         feature, prediction, categorical, numerical = "feature", "prediction", "categorical", "numerical"
         columns = [  # (name, values, role, type), as BentoML's monitors take them
@@ -306,6 +412,10 @@ class ModelService:
         unknown = unknown_levels(rows.values, SPEC)
         if unknown is not None:  # the inputs scored as unknown levels (features.unknown_levels: score)
             columns.append(("unknown_levels", [",".join(f) for f in unknown], feature, categorical))
+        if missing is not None:  # stored features: what the model saw, and by which keys (for trace and skew)
+            columns.extend((name, rows.values[name], feature, numerical) for name in STORED)
+            columns.extend((key, rows.values[key], feature, categorical) for key in self.logged_keys)
+            columns.append(("stored_missing", [",".join(v) for v in missing], feature, categorical))
         self.prediction_log.write(columns)
 
     @bentoml.api(route="/ready")

@@ -134,15 +134,26 @@ def answer_model(spec: ModelSpec, name: str = "Prediction") -> type[BaseModel]:
             list[str],
             Field(description="inputs sent with a level the model does not know: scored as unknown (missing)"),
         )
+    if spec.features.scored_missing_views:
+        fields["stored_missing"] = (
+            list[str],
+            Field(description="feature views with no fresh value for this row's key: scored as missing"),
+        )
     return create_model(name, **fields)
 
 
 def answers(
-    scored, request_ids: list[str], spec: ModelSpec, model: type[BaseModel], unknown: list[list[str]] | None = None
+    scored,
+    request_ids: list[str],
+    spec: ModelSpec,
+    model: type[BaseModel],
+    unknown: list[list[str]] | None = None,
+    missing: list[list[str]] | None = None,
 ) -> list[BaseModel]:
     """Answer rows from a ``Scored`` (``loopline.serving.online``), in the task's shape.
 
     ``unknown``: per row, the inputs scored as unknown levels (``unknown_levels``), when the spec scores any.
+    ``missing``: per row, the stored feature views scored as missing (``features.stored_missing``), likewise.
 
     Built with ``model_construct``: the values come from the platform's own scoring, not from a
     client, so validating them again would only cost time (BentoML serialises them as they are).
@@ -152,6 +163,8 @@ def answers(
     rows = []
     for i, rid in enumerate(request_ids):
         extra = {} if unknown is None else {"unknown_levels": unknown[i]}
+        if missing is not None:
+            extra["stored_missing"] = missing[i]
         rows.append(
             model.model_construct(
                 request_id=rid,

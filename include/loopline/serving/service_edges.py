@@ -512,6 +512,8 @@ def _plain_message(payload: Any, raw: bytes) -> str:
     """BentoML's own error bodies: ``{"error": ...}``, or that in a one-item list; else the text."""
     if isinstance(payload, list) and len(payload) == 1:
         payload = payload[0]
+    if isinstance(payload, list) and len(payload) == 1:  # BentoML answers a 4xx exception as [{"error": ...}]
+        payload = payload[0]
     if isinstance(payload, dict) and isinstance(payload.get("error"), str):
         return payload["error"]
     return raw.decode("utf-8", "replace").strip()[:500]
