@@ -202,7 +202,9 @@ class FeatureSet:
         )
         cols = dict(zip(f.numeric, numeric, strict=False))
         n = len(next(iter(values.values()), []))
-        for name in f.stored_columns:  # looked up in the feature store (loopline.serving.stored): numbers, None, or absent
+        for (
+            name
+        ) in f.stored_columns:  # looked up in the feature store (loopline.serving.stored): numbers, None, or absent
             given = values.get(name)
             cols[name] = (
                 np.full(n, np.nan)
