@@ -15,7 +15,7 @@ a model's SQL source): each new slice lands as a Parquet file in
 thing again. Window aggregates need each entity's history, so every run computes the whole
 source, and its rows are written to the offline store in one part per *source part*: the rows of
 the events a registry version first brought (``batch_id`` ``orders-v0001``, ``orders-v0002``, ...) or
-a SQL slice brought (``slice-000001``, ...). Writing a part again replaces it
+a SQL slice brought (``feature_<view>-slice-000001``, ...). Writing a part again replaces it
 (``FeatureStore.write_offline``), so a re-run, a later version or a changed definition replaces
 rows, never duplicates them.
 
@@ -36,7 +36,7 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -76,6 +76,11 @@ class StagedBatch:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StagedBatch:
+        """From what a step returned (later steps add keys of their own: the check's summary, ...)."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 def definitions(settings: Settings) -> Definitions:
@@ -238,7 +243,7 @@ def validate(batch: dict[str, Any], settings: Settings) -> dict[str, Any]:
 
     from loopline.features.validate import validate_rows
 
-    staged = StagedBatch(**batch)
+    staged = StagedBatch.from_dict(batch)
     defs = definitions(settings)
     view = view_of(staged.view, defs)
     folder = Path(staged.folder)
@@ -262,7 +267,7 @@ def write_offline(batch: dict[str, Any], settings: Settings) -> dict[str, Any]:
 
     from loopline.features.store import FeatureStore, StoreConfig
 
-    staged = StagedBatch(**batch)
+    staged = StagedBatch.from_dict(batch)
     defs = definitions(settings)
     view_of(staged.view, defs)
     folder = Path(staged.folder)

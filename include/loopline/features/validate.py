@@ -19,12 +19,14 @@ if TYPE_CHECKING:
     from loopline.ingestion.validation import ValidationReport
 
 # The dtype names GE sees for each declared dtype (pandas' numpy and nullable variants).
+# GE compares a column's dtype with these (numpy names, pandas' nullable dtypes by class name).
+# Instants are checked as naive UTC (``validate_rows`` drops the zone, which compute always sets to UTC).
 TYPE_NAMES: dict[str, list[str]] = {
-    "int64": ["int64", "Int64", "int32", "Int32"],
-    "float64": ["float64", "Float64", "float32"],
-    "string": ["object", "str", "string"],
-    "bool": ["bool", "boolean"],
-    "unix_timestamp": ["datetime64[ns, UTC]", "datetime64[us, UTC]", "datetime64[ns]", "datetime64[us]"],
+    "int64": ["int64", "int32", "Int64Dtype", "Int32Dtype"],
+    "float64": ["float64", "float32", "Float64Dtype"],
+    "string": ["object", "str", "StringDtype"],
+    "bool": ["bool", "BooleanDtype"],
+    "unix_timestamp": ["datetime64[ns]", "datetime64[us]", "datetime64[ms]", "datetime64[s]"],
 }
 KEY_TYPES = {"int64": TYPE_NAMES["int64"], "string": TYPE_NAMES["string"]}
 
@@ -72,8 +74,14 @@ def validate_rows(
     view: FeatureViewDef, rows: pd.DataFrame, defs: Definitions, subject: str, secret: str | None = None
 ) -> ValidationReport:
     """The view's suite over its computed rows: a report like an ingested batch's (keys pseudonymised)."""
+    import pandas as pd
+
     from loopline.ingestion.validation import validate_with_suite
 
+    rows = rows.copy()
+    for column in rows.columns:
+        if isinstance(rows[column].dtype, pd.DatetimeTZDtype):
+            rows[column] = rows[column].dt.tz_convert("UTC").dt.tz_localize(None)
     return validate_with_suite(
         rows, subject, suite_for(view, defs), entity_ids=defs.join_keys(view.name), secret=secret
     )
