@@ -343,6 +343,13 @@ def test_a_join_key_carried_as_a_dataset_key_is_enough(repo, tmp_path):
     assert "store_id" not in spec.features.names
 
 
+def test_a_stored_feature_that_is_no_number_is_refused(repo, tmp_path):
+    raw = spec_dict("basket", "customer_id", ["customer_activity:last_channel", "customer_activity:orders_7d"])
+    spec = load_spec_file(write_model(tmp_path / "models", raw))
+    [problem] = check_model_uses(load_definitions(repo), spec)
+    assert problem.startswith("models/basket/spec.yaml: features.stored[0]: customer_activity:last_channel is a string")
+
+
 def test_a_missing_key_is_named_with_the_fix(repo, tmp_path):
     raw = spec_dict("basket", "order_id", ["store_load:busy"])
     raw["dataset"]["keys"] = ["customer_id"]

@@ -487,6 +487,12 @@ def check_model_uses(defs: Definitions, spec: ModelSpec) -> list[str]:
         if feature not in view.feature_names:
             problems.append(f"{where}: view {view_name} has no feature {feature!r}; it has {view.feature_names}")
             continue
+        dtype = next(f.dtype or _AGG_DTYPE[f.agg or ""] for f in view.features if f.name == feature)
+        if dtype in ("string", "unix_timestamp"):
+            problems.append(
+                f"{where}: {ref} is a {dtype}; a model takes numbers and booleans as stored features (float64 inputs)"
+            )
+            continue
         missing = [key for key in defs.join_keys(view_name) if key not in carried]
         if missing:
             problems.append(

@@ -44,7 +44,7 @@ class Lift:
         return "\n".join(lines)
 
 
-def _without_stored(spec: ModelSpec) -> ModelSpec:
+def request_only(spec: ModelSpec) -> ModelSpec:
     """The spec as a model of its request-time inputs only: no stored features, no derived inputs (no folder)."""
     raw = spec.model_dump()
     raw["features"]["stored"] = []
@@ -80,5 +80,5 @@ def measure(spec: ModelSpec, settings: Settings, weeks: int = 8, rows_per_week: 
         finally:
             for key in [k for k in _STORES if k[1].root == local.feast_root]:
                 del _STORES[key]
-    without = training.fit_and_evaluate(training.labelled(frame, spec), _without_stored(spec), params)[1]
+    without = training.fit_and_evaluate(training.labelled(frame, spec), request_only(spec), params)[1]
     return Lift(spec.name, len(frame), weeks, with_stored, without, lineage or {})
