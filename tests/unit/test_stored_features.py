@@ -162,9 +162,9 @@ def test_the_rule_defaults_to_refuse_and_names_only_views_the_model_reads(tmp_pa
         spec_of(tmp_path, spec_raw({"card_activity": "zero"}))
 
 
-def test_stored_columns_come_last_so_a_model_without_them_is_unchanged(tmp_path):
+def test_stored_columns_follow_the_numeric_ones_and_a_model_without_them_is_unchanged(tmp_path):
     spec = spec_of(tmp_path, spec_raw())
-    assert FeatureSet(spec).columns == ["amount", "channel", *spec.features.stored_columns]
+    assert FeatureSet(spec).columns == ["amount", *spec.features.stored_columns, "channel"]
     raw = spec_raw()
     raw["features"].pop("stored")
     plain = spec_of(tmp_path, raw)

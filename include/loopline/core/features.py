@@ -154,8 +154,7 @@ class FeatureSet:
     def columns(self) -> list[str]:
         """Model input columns, in the order the booster sees them."""
         f = self.spec.features
-        # Stored features (``<view>__<feature>``) last: a model without them keeps its columns exactly.
-        return [*f.numeric, *(d.name for d in self.derived), *f.categorical, *f.stored_columns]
+        return [*f.numeric, *f.stored_columns, *(d.name for d in self.derived), *f.categorical]
 
     @property
     def categorical(self) -> list[str]:
@@ -179,13 +178,17 @@ class FeatureSet:
         import pandas as pd
 
         f = self.spec.features
-        missing = [c for c in [*f.names, *f.stored_columns] if c not in raw.columns]
+        missing = [c for c in f.names if c not in raw.columns]
         if missing:
             raise KeyError(f"raw data lacks feature columns: {missing}")
-        cols = {
-            name: pd.to_numeric(raw[name], errors="coerce").to_numpy(dtype="float64")
-            for name in [*f.numeric, *f.stored_columns]
-        }
+        stored = [c for c in f.stored_columns if c not in raw.columns]
+        if stored:
+            raise KeyError(
+                f"raw data lacks stored feature columns {stored}: join them from the feature store first"
+                " (FeatureStore.training_set)"
+            )
+        numeric = [*f.numeric, *f.stored_columns]
+        cols = {name: pd.to_numeric(raw[name], errors="coerce").to_numpy(dtype="float64") for name in numeric}
         for name, codes in self.level_codes.items():
             cols[name] = raw[name].map(codes).to_numpy(dtype="float64", na_value=np.nan)
         return cols
@@ -202,9 +205,7 @@ class FeatureSet:
         )
         cols = dict(zip(f.numeric, numeric, strict=False))
         n = len(next(iter(values.values()), []))
-        for (
-            name
-        ) in f.stored_columns:  # looked up in the feature store (loopline.serving.stored): numbers, None, or absent
+        for name in f.stored_columns:  # looked up by the service (loopline.serving.stored); absent: missing
             given = values.get(name)
             cols[name] = (
                 np.full(n, np.nan)
@@ -227,8 +228,6 @@ class FeatureSet:
             for d in self.derived:
                 out[d.name] = self._derive(d, cols, n)
         for name in f.categorical:
-            out[name] = np.asarray(cols[name], dtype="float64")
-        for name in f.stored_columns:
             out[name] = np.asarray(cols[name], dtype="float64")
         return out
 

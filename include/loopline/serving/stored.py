@@ -217,21 +217,32 @@ class StoredFeatures:
 def offline_features(raw: Any, spec: ModelSpec, store: Any, defs: Definitions) -> tuple[Any, list[list[str]]]:
     """Batch scoring's stored features: the offline store's point-in-time values, under the same rule as online.
 
-    ``raw`` needs the spec's ``dataset.timestamp`` (the time each row is scored as of) and every join key;
+    ``raw`` needs the spec's ``dataset.timestamp`` and every join key; each row gets what the store held
+    just before its time, as training joined them (``loopline.training.stored``: as of ``timestamp - 1 ms``);
     returns (``raw`` with the ``<view>__<feature>`` columns, per row the views scored as missing). A row
     with no value in any of a view's features had no value as of its time (an unknown key, or older than the
     ttl: the point-in-time join leaves both empty). Rule ``refuse`` raises ``StoredFeatureRefused`` naming
     how many rows and the first one's key; ``missing`` leaves them NaN and flags them.
     """
+    import pandas as pd
+
+    from loopline.training.stored import AS_OF_COLUMN, AS_OF_LAG_MS
+
     event_time = spec.dataset.timestamp
     joined = raw.copy()
+    # Training's rule exactly (loopline.training.stored): what the store held just before the row's event.
+    try:
+        times = pd.to_datetime(raw[event_time])
+    except (ValueError, TypeError) as err:
+        raise StoredFeatureRefused(f"column {event_time!r} is not a time: {err}", "", {}, "bad_time") from None
+    as_of = raw.assign(**{AS_OF_COLUMN: times - pd.Timedelta(milliseconds=AS_OF_LAG_MS)})
     missing: list[list[str]] = [[] for _ in range(len(joined))]
     for view in spec.features.stored_views:
         columns = [c for c in spec.features.stored_columns if view_of(c) == view]
         # One view at a time: Feast's file store drops an entity row from every view's join when one view
         # has values for its key only after the row's time; per view, that row is missing in that view only.
         refs = [r for r in spec.features.stored if r.split(":", 1)[0] == view]
-        found = store.training_set(raw, refs, event_time=event_time).frame
+        found = store.training_set(as_of, refs, event_time=AS_OF_COLUMN).frame
         for column in columns:
             joined[column] = found[column].to_numpy()
         empty = joined[columns].isna().all(axis=1).to_numpy()
