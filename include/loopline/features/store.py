@@ -172,7 +172,15 @@ class FeatureStore:
         config.root.mkdir(parents=True, exist_ok=True)
         registry_path = config.registry_path
         if "://" in registry_path:  # a SQL registry (the stack); cached briefly, refreshed before materialising
-            registry: Any = RegistryConfig(registry_type="sql", path=registry_path, cache_ttl_seconds=60)
+            from feast.infra.registry.sql import SqlRegistryConfig  # Feast's SqlRegistry refuses a plain RegistryConfig
+
+            # pool_pre_ping: a connection Postgres dropped (restart, idle timeout) is replaced, not a failed task
+            registry: Any = SqlRegistryConfig(
+                registry_type="sql",
+                path=registry_path,
+                cache_ttl_seconds=60,
+                sqlalchemy_config_kwargs={"echo": False, "pool_pre_ping": True},
+            )
         else:
             registry = RegistryConfig(registry_type="file", path=registry_path, cache_ttl_seconds=60)
         if config.online == "sqlite":
@@ -621,6 +629,10 @@ class FeatureStore:
             values: list[Any] = []
             states: list[str] = []
             for value, state, stamp in zip(vector.values, vector.statuses, vector.event_timestamps, strict=True):
+                unset = value.WhichOneof("val") is None and stamp.seconds == stamp.nanos == 0
+                if state == FieldStatus.PRESENT and unset:
+                    # Feast's Redis store answers an unknown key with empty values at the epoch, marked PRESENT
+                    state = FieldStatus.NOT_FOUND
                 if state == FieldStatus.PRESENT and now - (stamp.seconds + stamp.nanos / 1e9) > ttl[view]:
                     state = FieldStatus.OUTSIDE_MAX_AGE
                 if state == FieldStatus.PRESENT:
