@@ -60,8 +60,8 @@ ENV LOOPLINE_GIT_COMMIT=${LOOPLINE_GIT_COMMIT}
 # mount points of named volumes; creating them here gives fresh volumes this owner.
 ARG LOOPLINE_UID=50000
 RUN useradd --uid "${LOOPLINE_UID}" --gid 0 --create-home --shell /bin/bash loopline \
- && mkdir -p /opt/loopline/state /opt/loopline/bentoml /opt/loopline/predictions \
- && chown -R "${LOOPLINE_UID}:0" /opt/loopline/state /opt/loopline/bentoml /opt/loopline/predictions
+ && mkdir -p /opt/loopline/state /opt/loopline/bentoml /opt/loopline/predictions /opt/loopline/feast \
+ && chown -R "${LOOPLINE_UID}:0" /opt/loopline/state /opt/loopline/bentoml /opt/loopline/predictions /opt/loopline/feast
 USER loopline
 
 EXPOSE 8080 5000 3000

@@ -83,12 +83,12 @@ for c in sorted(json.load(sys.stdin) or [], key=lambda c: c["Labels"].get("com.d
 }
 
 wait_healthy() {
-  # one-shot jobs exited 0 and every long-running service healthy; the model service may still be waiting
-  # for its first model (its start period is 10 minutes): the caller decides whether to wait for it.
-  local deadline=$((SECONDS + ${LOOPLINE_STACK_WAIT_SECONDS:-600})) skip="${1:-credit-risk}"
+  # one-shot jobs exited 0 and every long-running service healthy; the model services may still be waiting
+  # for their first model (start period 10 minutes): the caller decides whether to wait for them.
+  local deadline=$((SECONDS + ${LOOPLINE_STACK_WAIT_SECONDS:-600})) skip="${1:-credit-risk card-fraud}"
   while ((SECONDS < deadline)); do
     local pending
-    pending="$(states | awk -v skip="$skip" '$1 != skip && !(($2 == "running" && ($3 == "healthy" || $3 == "-")) || $2 == "exited")')"
+    pending="$(states | awk -v skip=" $skip " 'index(skip, " " $1 " ") == 0 && !(($2 == "running" && ($3 == "healthy" || $3 == "-")) || $2 == "exited")')"
     if [[ -z "$pending" ]]; then
       log "every service is up and healthy:"; states >&2
       return 0

@@ -109,7 +109,8 @@ def test_compose_refuses_to_start_without_the_secrets_from_env():
 
 
 def test_the_stack_has_every_station():
-    expected = {"postgres", "redis", "minio", "minio-init", "mlflow", "mlflow-init", "credit-risk", "statsd-exporter",
+    expected = {"postgres", "redis", "minio", "minio-init", "mlflow", "mlflow-init", "credit-risk", "card-fraud",
+                "statsd-exporter",
                 "prometheus", "grafana", "airflow-init", "airflow-apiserver", "airflow-scheduler",
                 "airflow-dag-processor", "airflow-triggerer", "airflow-worker"}  # fmt: skip
     assert expected <= set(services())
@@ -293,7 +294,7 @@ def test_scripts_the_services_run_are_in_the_repo_and_parse():
 def test_loopline_code_runs_on_the_image_built_from_the_repo_dockerfile():
     svcs = services()
     loopline = {name for name, svc in svcs.items() if _runs_loopline_code(svc)}
-    assert set(_airflow_services()) | {"mlflow", "credit-risk"} <= loopline
+    assert set(_airflow_services()) | {"mlflow", "credit-risk", "card-fraud"} <= loopline
     images = set()
     for name in loopline:
         build = svcs[name]["build"]
@@ -325,14 +326,16 @@ def stack_settings(monkeypatch):
     get_settings.cache_clear()
 
 
-@pytest.mark.parametrize("service", ["airflow-scheduler", "airflow-worker", "airflow-init", "mlflow", "credit-risk"])
+@pytest.mark.parametrize(
+    "service", ["airflow-scheduler", "airflow-worker", "airflow-init", "mlflow", "credit-risk", "card-fraud"]
+)
 def test_library_variables_agree_with_what_loopline_env_derives(service, stack_settings):
     if service == "mlflow":  # the tracking server runs no Loopline code: it only needs its own variables
         env = environment(_interpolated()["services"]["mlflow"])
         assert env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://mlflow:")
         return
     env, derived = stack_settings(service)
-    if service == "credit-risk":  # the service sets only the non-Airflow ones (apply_library_env)
+    if service in ("credit-risk", "card-fraud"):  # the services set only the non-Airflow ones (apply_library_env)
         derived = {k: v for k, v in derived.items() if not k.startswith("AIRFLOW")}
     mismatched = {key: (env.get(key), value) for key, value in derived.items() if env.get(key) != value}
     assert not mismatched, f"{service}: compose value vs `loopline env`: {mismatched}"
@@ -407,7 +410,7 @@ def test_postgres_init_creates_every_database_and_role_the_stack_connects_with()
             r"postgresql\+psycopg2://(\w+):(\$\{[^}]+\})@postgres:\$\{POSTGRES_PORT:-5432\}/(\w+)", text
         ):
             connections.add((user, variables_used(password).popitem()[0], db))
-    assert {db for _, _, db in connections} == {"airflow", "mlflow", "mlflow_auth", "loopline"}
+    assert {db for _, _, db in connections} == {"airflow", "mlflow", "mlflow_auth", "loopline", "feast"}
     for user, variable, db in connections:
         assert re.search(rf"-v {user}_password=\"\${variable}\"", script), f"{user}'s password must be ${variable}"
         assert f"CREATE ROLE {user} LOGIN PASSWORD :'{user}_password';" in script, user
@@ -486,7 +489,7 @@ def test_every_mlflow_client_logs_in_as_the_service_account_the_init_job_creates
     assert account[0] != init["MLFLOW_AUTH_ADMIN_USERNAME"], "the service account is not the admin"
     assert init["MLFLOW_AUTH_ADMIN_PASSWORD"] == environment(interpolated["mlflow"])["MLFLOW_AUTH_ADMIN_PASSWORD"]
     clients = [name for name, svc in services().items() if "LOOPLINE_MLFLOW_TRACKING_URI" in environment(svc)]
-    assert set(_airflow_services()) | {"credit-risk"} <= set(clients)
+    assert set(_airflow_services()) | {"credit-risk", "card-fraud"} <= set(clients)
     for name in clients:
         env = environment(interpolated[name])
         assert (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]) == account, name

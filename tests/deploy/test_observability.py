@@ -111,11 +111,38 @@ def test_prometheus_scrapes_the_service_and_the_statsd_exporter():
     assert f"--config.file={mounted}" in svcs["prometheus"]["command"]
 
 
+def _model_services() -> dict[str, dict[str, Any]]:
+    """The BentoML services of the stack (deploy/bento/serve.sh), by compose service name."""
+    return {
+        name: svc for name, svc in services().items() if "deploy/bento/serve.sh" in " ".join(svc.get("command", []))
+    }
+
+
 def test_bentoml_serves_on_the_port_prometheus_and_the_rollout_dag_use():
     serve = (DEPLOY / "bento" / "serve.sh").read_text()
+    assert '--port "${LOOPLINE_SERVE_PORT:-3000}"' in serve
+    assert "service:ModelService" in serve and 'LOOPLINE_SERVICE_MODEL_DIR="/opt/loopline/models/$name"' in serve
     url = urlsplit(environment(services()["credit-risk"])["LOOPLINE_SERVICE_URL"])
-    assert url.hostname == "credit-risk" and f"--port {url.port}" in serve
-    assert "service:ModelService" in serve and "models/credit_risk" in serve
+    assert url.hostname == "credit-risk" and url.port == 3000
+    assert "LOOPLINE_SERVE_PORT" not in environment(services()["credit-risk"])  # serve.sh's default
+
+
+def test_prometheus_scrapes_every_model_service_on_its_port_with_its_model_label():
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "loopline-service")
+    scraped = {t: sc.get("labels", {}).get("model") for sc in job["static_configs"] for t in sc["targets"]}
+    models = {}
+    for name, svc in _model_services().items():
+        env = environment(interpolate(svc, example_env()))
+        port = env.get("LOOPLINE_SERVE_PORT", "3000")
+        model = env["LOOPLINE_BENTO_MODEL"].split(":")[0]
+        assert scraped.get(f"{name}:{port}") == model, f"{name} (model {model}) is not scraped on :{port}"
+        assert svc["healthcheck"]["test"][-1] == f"http://localhost:{port}/readyz", name
+        assert all(str(p).endswith(f":{port}") for p in svc.get("ports", [])), f"{name} publishes another port"
+        assert (ROOT / "models" / model / "spec.yaml").is_file(), f"{name} serves {model}, which has no folder"
+        models[model] = name
+    assert {"credit_risk", "card_fraud"} <= set(models)
+    assert len(models) == len(_model_services()), "one service per model"
 
 
 def test_airflow_sends_statsd_to_the_exporter_with_tags():

@@ -166,14 +166,23 @@ class FeatureStore:
     @classmethod
     def open(cls, defs: Definitions, config: StoreConfig | None = None) -> FeatureStore:
         from feast import FeatureStore as FeastStore
-        from feast.repo_config import RepoConfig
+        from feast.repo_config import RegistryConfig, RepoConfig
 
         config = config or StoreConfig.from_settings()
         config.root.mkdir(parents=True, exist_ok=True)
         registry_path = config.registry_path
-        # A SQL registry (the stack) or a file; cached for a minute, refreshed before materialising and joining.
-        kind = "sql" if "://" in registry_path else "file"
-        registry = {"registry_type": kind, "path": registry_path, "cache_ttl_seconds": 60}
+        if "://" in registry_path:  # a SQL registry (the stack); cached briefly, refreshed before materialising
+            from feast.infra.registry.sql import SqlRegistryConfig  # Feast's SqlRegistry refuses a plain RegistryConfig
+
+            # pool_pre_ping: a connection Postgres dropped (restart, idle timeout) is replaced, not a failed task
+            registry: Any = SqlRegistryConfig(
+                registry_type="sql",
+                path=registry_path,
+                cache_ttl_seconds=60,
+                sqlalchemy_config_kwargs={"echo": False, "pool_pre_ping": True},
+            )
+        else:
+            registry = RegistryConfig(registry_type="file", path=registry_path, cache_ttl_seconds=60)
         if config.online == "sqlite":
             online: dict[str, Any] = {"type": "sqlite", "path": str(config.root / "online.db")}
         else:
@@ -632,10 +641,12 @@ class FeatureStore:
             values: list[Any] = []
             states: list[str] = []
             for value, state, stamp in zip(vector.values, vector.statuses, vector.event_timestamps, strict=True):
-                if state == FieldStatus.PRESENT and value.WhichOneof("val") is None:
-                    state = FieldStatus.NOT_FOUND  # Redis answers an unknown key with an empty value
-                elif state == FieldStatus.PRESENT and now - (stamp.seconds + stamp.nanos / 1e9) > ttl[view]:
-                    state = FieldStatus.OUTSIDE_MAX_AGE  # Feast's own status for it; its online path never sets it
+                unset = value.WhichOneof("val") is None and stamp.seconds == stamp.nanos == 0
+                if state == FieldStatus.PRESENT and unset:
+                    # Feast's Redis store answers an unknown key with empty values at the epoch, marked PRESENT
+                    state = FieldStatus.NOT_FOUND
+                if state == FieldStatus.PRESENT and now - (stamp.seconds + stamp.nanos / 1e9) > ttl[view]:
+                    state = FieldStatus.OUTSIDE_MAX_AGE
                 if state == FieldStatus.PRESENT:
                     values.append(feast_value_type_to_python_type(value))
                     states.append("present")
