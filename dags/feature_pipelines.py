@@ -15,12 +15,15 @@ new version (the ingest DAG's dataset Asset):
 - **write_offline**: the rows into the offline store, one part per source part (a re-run replaces,
   never duplicates);
 - **materialise**: the new values into the online store (skipped for `online: false` views);
-  updates the view's Asset, which schedules the train DAGs of the models that use the view.
+- **publish**: the view's Asset event, which (with their dataset's) schedules the train DAGs of the
+  models that use the view; skipped when the run changed no offline part (a re-run over the same
+  events), so an hourly pipeline over unchanged data never retrains anything.
 """
 
 from __future__ import annotations
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
+from airflow.sdk.exceptions import AirflowSkipException
 
 from loopline.core.assets import dataset_asset, feature_view_asset
 from loopline.core.dag_defaults import START_DATE, default_args
@@ -85,20 +88,27 @@ def build(view: FeatureViewDef) -> None:
 
             return write_offline(batch, _settings())
 
-        @task(outlets=[feature_view_asset(name)])
+        @task
         def materialise(written: dict) -> dict:
-            from airflow.sdk import get_current_context
-
             from loopline.features.pipeline import materialize
 
-            done = materialize(written, _settings())
+            return {**materialize(written, _settings()), "written": written}
+
+        @task(outlets=[feature_view_asset(name)])
+        def publish(done: dict) -> dict:
+            """A new version of the view, as an Asset event; skipped when the run changed nothing."""
+            from airflow.sdk import get_current_context
+
+            written = done["written"]
+            if not written.get("changed", True):
+                raise AirflowSkipException(f"{name}: offline data unchanged ({written['offline_version'][:12]})")
             get_current_context()["outlet_events"][feature_view_asset(name)].extra = {
                 "batch": written["batch_id"],
                 "offline_version": written["offline_version"],
             }
-            return done
+            return {key: value for key, value in done.items() if key != "written"}
 
-        materialise(write_offline(validate(compute(read_source()))))
+        publish(materialise(write_offline(validate(compute(read_source())))))
 
     feature_pipeline()
 

@@ -40,12 +40,14 @@ def _settings():
 
 
 def _new_inputs(spec: ModelSpec):
-    """New data for the model: its dataset, or a new version of a feature view it reads (features.stored)."""
+    """New data for the model: its dataset and, for a model reading stored features, a new version of
+    every view it reads (all of them: the views are usually computed from the same new batch, and a
+    training set joined before they are would miss its newest values)."""
     from loopline.features.pipeline_dags import views_used_by_model
 
     condition = dataset_asset(spec.name)
     for view in views_used_by_model(spec.features.stored):
-        condition = condition | feature_view_asset(view)
+        condition = condition & feature_view_asset(view)
     return condition
 
 

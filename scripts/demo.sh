@@ -46,7 +46,7 @@ done
 # A third model whose accuracy comes from the feature store: card_fraud reads a card's and a merchant's
 # recent history (feature_repo/cards.yaml, merchants.yaml), computed once by feature pipeline DAGs.
 step "card_fraud: six weeks of card transactions land and are ingested (the model's rows and the views' events)"
-loopline generate --model card_fraud --weeks 0-5 --rows 3000
+loopline generate --model card_fraud --weeks 0-5 --rows 3000 --ending-now  # fresh: the store serves recent values
 run_dag card_fraud_ingest 1
 
 step "card_fraud: each feature view's pipeline DAG: events -> window aggregates -> GE -> offline store -> online store"

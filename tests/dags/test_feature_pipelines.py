@@ -82,7 +82,7 @@ def test_one_dag_per_view_with_its_tasks_schedule_and_outlet(tmp_path, monkeypat
     assert bag.import_errors == {}
     activity, sql = bag.dags["feature_customer_activity"], bag.dags["feature_customer_sql"]
     for dag in (activity, sql):
-        chain = ["read_source", "compute", "validate", "write_offline", "materialise"]
+        chain = ["read_source", "compute", "validate", "write_offline", "materialise", "publish"]
         assert sorted(dag.task_ids) == sorted(chain)
         for before, after in zip(chain, chain[1:], strict=False):
             assert dag.get_task(after).upstream_task_ids == {before}, dag.dag_id
@@ -90,15 +90,19 @@ def test_one_dag_per_view_with_its_tasks_schedule_and_outlet(tmp_path, monkeypat
         assert all(t.retries >= 2 and t.on_failure_callback for t in dag.tasks)
         assert all(t.retry_policy is PERMANENT_ERRORS for t in dag.tasks)  # a refused batch is not retried
         assert dag.doc_md and "quarantine" in dag.doc_md
-        assert {o.uri for o in dag.get_task("materialise").outlets} == {f"feast://loopline/{dag.dag_id[8:]}"}
+        assert {o.uri for o in dag.get_task("publish").outlets} == {f"feast://loopline/{dag.dag_id[8:]}"}
+        assert not dag.get_task("materialise").outlets  # the Asset moves only when the data did (publish)
     # A registry dataset: the view's cron, or a new version announced by the ingest of the model holding it.
     assert isinstance(activity.timetable, AssetOrTimeSchedule)
     assert activity.timetable.timetable.expression == "0 * * * *"
     assert activity.timetable.asset_condition.uri == "dvc://loopline/orders_model"
     assert sql.timetable.expression == "15 * * * *"  # a SQL table: the cron alone polls it
 
-    # A model that reads stored features trains on its data or on a new version of either view.
+    # A model that reads stored features trains once its data and every view it reads have new versions.
+    from airflow.sdk.definitions.asset import AssetAll
+
     train = bag.dags["basket_train"].timetable.asset_condition
+    assert isinstance(train, AssetAll)
     assert {a.uri for a in train.objects} == {
         "dvc://loopline/basket", "feast://loopline/customer_activity", "feast://loopline/customer_sql"
     }  # fmt: skip

@@ -134,3 +134,21 @@ def test_malformed_batches_fail_the_suite(tmp_path):
             raw, kind, SPEC.dataset.expectation_suite, get_settings().expectations_dir, entity_id="transaction_id"
         )
         assert not report.success, kind
+
+
+def test_generated_weeks_can_end_now_in_whole_days_keeping_their_hours():
+    """``loopline generate --ending-now``: the demo's online store serves values within their ttl."""
+    import pandas as pd
+
+    from loopline.ops.demo_data import days_to_now, shift_days, week_start
+
+    now = pd.Timestamp("2026-12-07 16:30", tz="UTC")
+    days = days_to_now(5, now)
+    end = week_start(6).tz_localize("UTC") + pd.Timedelta(days=days)
+    assert end <= now < end + pd.Timedelta(days=1)
+    assert days_to_now(5, week_start(2).tz_localize("UTC")) == 0  # never moved backwards
+    stamps = pd.DataFrame({"at": pd.to_datetime(["2026-02-09 23:15:00", "2026-02-10 01:00:00"])})
+    moved = shift_days(stamps, "at", 3)
+    assert moved["at"].dt.hour.tolist() == [23, 1] and moved["at"].dt.day.tolist() == [12, 13]
+    text = shift_days(stamps.assign(at=stamps["at"].dt.strftime("%Y-%m-%d %H:%M:%S")), "at", 1)
+    assert text["at"].tolist() == ["2026-02-10 23:15:00", "2026-02-11 01:00:00"]  # written back as text

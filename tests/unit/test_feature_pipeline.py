@@ -104,6 +104,9 @@ def test_a_view_from_the_registry_to_the_online_store_and_a_rerun_replaces(line,
         pipeline.validate(pipeline.compute("customer_activity", source, settings), settings), settings
     )
     assert again["written"] == written["written"]  # the same version again: the same parts, replaced
+    # ... by themselves: the events did not change, so neither did the view's version (no retrain follows)
+    assert written["changed"] is True and again["changed"] is False
+    assert again["offline_version"] == written["offline_version"]
     parts = sorted(p.name for p in (settings.feast_root / "offline" / "customer_activity").glob("part-*.parquet"))
     assert parts == ["part-orders-v0001.parquet", "part-orders-v0002.parquet"]
     offline = pd.concat(pd.read_parquet(settings.feast_root / "offline" / "customer_activity" / p) for p in parts)

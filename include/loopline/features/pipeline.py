@@ -274,11 +274,15 @@ def write_offline(batch: dict[str, Any], settings: Settings) -> dict[str, Any]:
     rows = pd.read_parquet(folder / ROWS_FILE)
     store = FeatureStore.open(defs, StoreConfig.from_settings())
     store.apply()  # idempotent: registers a new or changed definition before its rows are read
+    before = store.offline_version(staged.view)
     written = {}
     for part, part_rows in rows.groupby(PART, sort=True):
         result = store.write_offline(staged.view, part_rows.drop(columns=[PART]), batch_id=str(part))
         written[str(part)] = result.rows
-    return {**staged.to_dict(), "written": written, "offline_version": store.offline_version(staged.view)}
+    version = store.offline_version(staged.view)
+    # Unchanged events leave every part as it was: the view has no new version, and its Asset is not updated
+    # (the train DAGs of the models reading it do not run again for a re-run that changed nothing).
+    return {**staged.to_dict(), "written": written, "offline_version": version, "changed": version != before}
 
 
 def materialize(batch: dict[str, Any], settings: Settings) -> dict[str, Any]:

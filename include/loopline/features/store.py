@@ -59,6 +59,29 @@ _EMPTY_DTYPES = {
 }  # the entity frame's time column handed to Feast (its default name)
 
 
+def _same_rows(path: Path, frame: pd.DataFrame, *, stamped: bool) -> bool:
+    """The part at ``path`` holds exactly these rows (``created`` aside when this write stamped it)."""
+    import pandas as pd
+
+    if not path.is_file():
+        return False
+    try:
+        old = pd.read_parquet(path)
+    except (OSError, ValueError):
+        return False  # unreadable: rewritten
+    new = frame
+    columns = [c for c in new.columns if not (stamped and c == CREATED)]
+    if sorted(c for c in old.columns if not (stamped and c == CREATED)) != sorted(columns) or len(old) != len(new):
+        return False
+    try:
+        pd.testing.assert_frame_equal(
+            old[columns].reset_index(drop=True), new[columns].reset_index(drop=True), check_dtype=True
+        )
+    except AssertionError:
+        return False
+    return True
+
+
 class FeatureStoreError(LooplineError, ValueError):
     """A store operation is refused: an unknown view or feature, a frame without a key or time column, a wrong type."""
 
@@ -349,6 +372,9 @@ class FeatureStore:
         folder = self.config.offline_dir(view)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"part-{batch_id}.parquet"
+        # A re-run over unchanged events keeps the part as it is (its created times, so the view's version).
+        if _same_rows(path, frame, stamped=CREATED not in rows.columns):
+            return OfflineWrite(path=path, rows=len(frame), sha256=_file_sha(path))
         tmp = folder / f".part-{batch_id}.{os.getpid()}.tmp"
         table = pa.Table.from_pandas(frame, preserve_index=False)
         try:

@@ -168,6 +168,9 @@ def generate(
     unlabelled: bool = typer.Option(False, help="Withhold labels (label delay)."),
     fmt: str = typer.Option("csv", "--format", help="csv or parquet."),
     out: Path | None = typer.Option(None, help="Folder; default: the model's landing zone."),
+    ending_now: bool = typer.Option(
+        False, help="Move the weeks (whole days) so the last ends now: fresh values for the online store."
+    ),
     model: str = MODEL_OPTION,
 ) -> None:
     """Drop generated weekly batches into the model's landing zone (its generator.py makes them)."""
@@ -183,8 +186,20 @@ def generate(
     folder = out or _settings().landing_dir / spec.dataset.name
     folder.mkdir(parents=True, exist_ok=True)
     drift = datagen.DriftKnobs(covariate_shift=covariate_shift, concept_shift=concept_shift)
+    days = 0
+    if ending_now:
+        import pandas as pd
+
+        from loopline.ops.demo_data import days_to_now
+
+        days = days_to_now(span[-1], pd.Timestamp.now(tz="UTC"))
+        typer.echo(f"weeks {weeks} moved {days} days later: week {span[-1]} ends in the last 24 hours")
     for week in span:
         frame = datagen.make_batch(week, n_rows=rows, seed=seed, drift=drift, with_labels=not unlabelled)
+        if days:
+            from loopline.ops.demo_data import shift_days
+
+            frame = shift_days(frame, spec.dataset.timestamp, days)
         path = datagen.write_batch(frame, folder / f"{spec.dataset.name}_w{week:03d}_s{seed}.{fmt}")
         typer.echo(f"wrote {path} ({len(frame)} rows)")
 

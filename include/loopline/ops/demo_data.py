@@ -49,6 +49,28 @@ def week_start(week: int) -> pd.Timestamp:
     return pd.Timestamp(EPOCH) + pd.Timedelta(weeks=week)
 
 
+def days_to_now(last_week: int, now: pd.Timestamp) -> int:
+    """Whole days that move the calendar so week ``last_week`` ends in the 24 hours before ``now``.
+
+    Whole days keep every hour-of-day pattern a generator draws (an ``hour`` input stays true to its
+    timestamp); never negative (a calendar already reaching ``now`` stays where it is).
+    """
+    end = week_start(last_week + 1).tz_localize("UTC")
+    now = now.tz_convert("UTC") if now.tzinfo else now.tz_localize("UTC")
+    return max(0, (now - end).days)
+
+
+def shift_days(df: pd.DataFrame, column: str, days: int) -> pd.DataFrame:
+    """``df`` with its timestamp ``column`` moved ``days`` later, written back in the form it had."""
+    if not days:
+        return df
+    values = df[column]
+    moved = pd.to_datetime(values, format="ISO8601") + pd.Timedelta(days=days)
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return df.assign(**{column: moved})
+    return df.assign(**{column: moved.dt.strftime("%Y-%m-%d %H:%M:%S")})
+
+
 def write_batch(df: pd.DataFrame, path: Path) -> Path:
     """Write CSV (or parquet) atomically (a temp name, then a rename) and mark it complete (``<name>.done``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
