@@ -89,12 +89,13 @@ def test_last_materialisation_and_freshness_come_from_the_store(settings):
 def test_the_cli_shows_the_same_columns(settings):
     from loopline.ops.cli import app
 
-    materialise(settings, newest=NOW - timedelta(minutes=30), end=NOW - timedelta(minutes=10))
+    now = datetime.now(UTC)  # the command reads the clock: the module's NOW is minutes old when tests run long
+    materialise(settings, newest=now - timedelta(minutes=30), end=now - timedelta(minutes=10))
     result = CliRunner().invoke(app, ["features"])
     assert result.exit_code == 0, result.output
     out = result.output
     assert "customer_activity  owner growth  entities customer (customer_id)  ttl 2d  schedule @hourly  online" in out
-    assert f"last materialisation: {when_text((NOW - timedelta(minutes=10)).isoformat())}" in out
+    assert f"last materialisation: {when_text((now - timedelta(minutes=10)).isoformat())}" in out
     assert "freshness: 30 min old (every 1 h)" in out
     assert "used by: basket, churn" in out
     assert "store_load  owner ops" in out and "offline only" in out
