@@ -63,6 +63,8 @@ def line(settings, tmp_path_factory):
 def store(line):
     from loopline.serving.stored import open_store
 
+    global NOW  # the clock when the store is filled: a module imported an hour earlier (a long run) is not "now"
+    NOW = datetime.now(UTC).replace(microsecond=0)
     fs, _ = open_store(line)
     fs.apply()
     fs.write_offline("card_activity", spend_rows(CARD_SPEND, NOW - timedelta(minutes=30)), batch_id="b1")

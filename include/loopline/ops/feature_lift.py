@@ -48,6 +48,7 @@ def request_only(spec: ModelSpec) -> ModelSpec:
     """The spec as a model of its request-time inputs only: no stored features, no derived inputs (no folder)."""
     raw = spec.model_dump()
     raw["features"]["stored"] = []
+    raw["features"]["stored_missing"] = {}  # a rule for views no longer read would be refused
     return ModelSpec.model_validate(raw)
 
 
