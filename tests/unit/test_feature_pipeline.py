@@ -68,18 +68,11 @@ def _commit(registry, batch_id: str, frame: pd.DataFrame):
     return registry.commit_batches("orders", [(record, frame)], batch_id)
 
 
-def _store_config(settings):
-    from loopline.features.store import StoreConfig
-
-    return StoreConfig(root=settings.feast_root, online="sqlite", registry=str(settings.feast_root / "registry.db"))
-
-
-def test_a_view_from_the_registry_to_the_online_store_and_a_rerun_replaces(line, monkeypatch):
+def test_a_view_from_the_registry_to_the_online_store_and_a_rerun_replaces(line):
     from loopline.features.definitions import load_definitions
     from loopline.features.store import FeatureStore, StoreConfig
 
     settings, registry = line
-    monkeypatch.setattr(StoreConfig, "from_settings", classmethod(lambda cls: _store_config(settings)))
     _commit(registry, "b1", orders("2026-12-01 10:00", [("a", 0, 10.0, "web"), ("b", 5, 3.0, "app")]))
 
     source = pipeline.read_source("customer_activity", settings)
@@ -113,7 +106,7 @@ def test_a_view_from_the_registry_to_the_online_store_and_a_rerun_replaces(line,
     assert len(offline) == 4  # each event once
     pipeline.materialize(written, settings)
 
-    store = FeatureStore.open(load_definitions(settings.feature_repo), _store_config(settings))
+    store = FeatureStore.open(load_definitions(settings.feature_repo), StoreConfig.from_settings(settings))
     read = store.online(
         ["customer_activity:spend_1h", "customer_activity:orders_1d", "customer_activity:last_channel"],
         [{"customer_id": "a"}, {"customer_id": "b"}],

@@ -272,7 +272,7 @@ def write_offline(batch: dict[str, Any], settings: Settings) -> dict[str, Any]:
     view_of(staged.view, defs)
     folder = Path(staged.folder)
     rows = pd.read_parquet(folder / ROWS_FILE)
-    store = FeatureStore.open(defs, StoreConfig.from_settings())
+    store = FeatureStore.open(defs, StoreConfig.from_settings(settings))
     store.apply()  # idempotent: registers a new or changed definition before its rows are read
     before = store.offline_version(staged.view)
     written = {}
@@ -298,7 +298,7 @@ def materialize(batch: dict[str, Any], settings: Settings) -> dict[str, Any]:
     else:
         # The end is inclusive of the newest event: one microsecond past it (the store keeps microseconds).
         end = datetime.fromisoformat(batch["max_event_time"]) + timedelta(microseconds=1)
-        done = FeatureStore.open(defs, StoreConfig.from_settings()).materialize(view.name, end=end)
+        done = FeatureStore.open(defs, StoreConfig.from_settings(settings)).materialize(view.name, end=end)
         result = {"view": view.name, "start": done.start.isoformat(), "end": done.end.isoformat(), "rows": done.rows}
     # The staged rows go only now: a retried write_offline still finds them.
     shutil.rmtree(batch["folder"], ignore_errors=True)

@@ -44,6 +44,8 @@ from loopline.features.definitions import Definitions, FeatureViewDef, parse_ref
 if TYPE_CHECKING:
     import pandas as pd
 
+    from loopline.core.settings import Settings
+
 PROJECT = "loopline"
 CREATED = "created"  # the FileSource's created_timestamp_column: when a row was written (a later one wins)
 _BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
@@ -95,10 +97,12 @@ class StoreConfig:
     registry: str = ""  # a file registry's path (default <root>/registry.db) or a SQL URL (the stack: Postgres)
 
     @classmethod
-    def from_settings(cls) -> StoreConfig:
-        from loopline.core.settings import get_settings
+    def from_settings(cls, settings: Settings | None = None) -> StoreConfig:
+        """The store these settings name (default: the process's); the one place settings become a config."""
+        if settings is None:
+            from loopline.core.settings import get_settings
 
-        settings = get_settings()
+            settings = get_settings()
         return cls(
             root=settings.feast_root,
             online=settings.feast_online_redis or "sqlite",

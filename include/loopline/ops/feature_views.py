@@ -108,14 +108,7 @@ def _read_store(
     from loopline.features.freshness import judge
     from loopline.features.store import FeatureStore, FeatureStoreError, StoreConfig
 
-    store = FeatureStore.open(
-        defs,
-        StoreConfig(
-            root=settings.feast_root,
-            online=settings.feast_online_redis or "sqlite",
-            registry=settings.feast_registry or str(settings.feast_root / "registry.db"),
-        ),
-    )
+    store = FeatureStore.open(defs, StoreConfig.from_settings(settings))
     out = []
     for row in rows:
         if not row.online:

@@ -146,13 +146,13 @@ class StoredFeatures:
         if not spec.features.stored:
             return None
         from loopline.features.definitions import check_model_uses, load_definitions
-        from loopline.features.store import FeatureStore  # Feast is imported here, never at parse time
+        from loopline.features.store import FeatureStore, StoreConfig  # Feast is imported here, never at parse time
 
         defs = load_definitions(repo or settings.feature_repo)
         problems = check_model_uses(defs, spec)
         if problems:
             raise StoredFeaturesUnavailable("; ".join(problems))
-        return cls(spec, defs, FeatureStore.open(defs, store_config(settings)))
+        return cls(spec, defs, FeatureStore.open(defs, StoreConfig.from_settings(settings)))
 
     @property
     def key_columns(self) -> list[str]:
@@ -267,18 +267,7 @@ def offline_features(raw: Any, spec: ModelSpec, store: Any, defs: Definitions) -
 def open_store(settings: Settings, repo: Path | None = None) -> tuple[Any, Definitions]:
     """(the project's ``FeatureStore``, its definitions): for batch scoring and the skew check."""
     from loopline.features.definitions import load_definitions
-    from loopline.features.store import FeatureStore
+    from loopline.features.store import FeatureStore, StoreConfig
 
     defs = load_definitions(repo or settings.feature_repo)
-    return FeatureStore.open(defs, store_config(settings)), defs
-
-
-def store_config(settings: Settings) -> Any:
-    """The store's ``StoreConfig`` from these settings (not the process's: a test's settings are its own)."""
-    from loopline.features.store import StoreConfig
-
-    return StoreConfig(
-        root=settings.feast_root,
-        online=settings.feast_online_redis or "sqlite",
-        registry=settings.feast_registry or str(settings.feast_root / "registry.db"),
-    )
+    return FeatureStore.open(defs, StoreConfig.from_settings(settings)), defs

@@ -53,11 +53,7 @@ def open_store(settings: Settings) -> FeatureStore:
     from loopline.features.definitions import load_definitions
     from loopline.features.store import FeatureStore, StoreConfig
 
-    config = StoreConfig(
-        root=settings.feast_root,
-        online=settings.feast_online_redis or "sqlite",
-        registry=settings.feast_registry or str(settings.feast_root / "registry.db"),
-    )
+    config = StoreConfig.from_settings(settings)
     key = (str(settings.feature_repo), config)
     store = _STORES.get(key)
     if store is None:
