@@ -212,6 +212,7 @@ def test_a_batch_is_one_part_and_writing_it_again_replaces_it(store, tmp_path):
     version = store.offline_version("customer_activity")
     same = store.write_offline("customer_activity", activity([("a", T0, 1.0), ("b", T0, 2.0)]), batch_id="b1")
     assert same.sha256 == first.sha256 and store.offline_version("customer_activity") == version  # kept as it was
+    assert first.changed and not same.changed
     again = store.write_offline("customer_activity", activity([("a", T0, 5.0)]), batch_id="b1")
     assert again.path == first.path and again.rows == 1
     assert sorted(p.name for p in first.path.parent.iterdir()) == ["part-b1.parquet"]  # no temporary left

@@ -274,15 +274,15 @@ def write_offline(batch: dict[str, Any], settings: Settings) -> dict[str, Any]:
     rows = pd.read_parquet(folder / ROWS_FILE)
     store = FeatureStore.open(defs, StoreConfig.from_settings(settings))
     store.apply()  # idempotent: registers a new or changed definition before its rows are read
-    before = store.offline_version(staged.view)
-    written = {}
+    written, changed = {}, False
     for part, part_rows in rows.groupby(PART, sort=True):
         result = store.write_offline(staged.view, part_rows.drop(columns=[PART]), batch_id=str(part))
         written[str(part)] = result.rows
-    version = store.offline_version(staged.view)
+        changed |= result.changed
     # Unchanged events leave every part as it was: the view has no new version, and its Asset is not updated
     # (the train DAGs of the models reading it do not run again for a re-run that changed nothing).
-    return {**staged.to_dict(), "written": written, "offline_version": version, "changed": version != before}
+    version = store.offline_version(staged.view)
+    return {**staged.to_dict(), "written": written, "offline_version": version, "changed": changed}
 
 
 def materialize(batch: dict[str, Any], settings: Settings) -> dict[str, Any]:

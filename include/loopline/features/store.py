@@ -122,6 +122,7 @@ class OfflineWrite:
     path: Path
     rows: int
     sha256: str
+    changed: bool = True  # False: the part already held exactly these rows and was kept as it was
 
 
 @dataclass(frozen=True)
@@ -378,7 +379,7 @@ class FeatureStore:
         path = folder / f"part-{batch_id}.parquet"
         # A re-run over unchanged events keeps the part as it is (its created times, so the view's version).
         if _same_rows(path, frame, stamped=CREATED not in rows.columns):
-            return OfflineWrite(path=path, rows=len(frame), sha256=_file_sha(path))
+            return OfflineWrite(path=path, rows=len(frame), sha256=_file_sha(path), changed=False)
         tmp = folder / f".part-{batch_id}.{os.getpid()}.tmp"
         table = pa.Table.from_pandas(frame, preserve_index=False)
         try:
